@@ -1,0 +1,67 @@
+"""Error types shared by the library and the CLI.
+
+Every error a user can cause derives from `UserError`: the CLI prints its
+message (what, where, how to fix) and exits with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MdmtNasError(Exception):
+    """Base class of all mdmt-nas errors."""
+
+
+class UserError(MdmtNasError):
+    """Bad input from the user (config, data, CLI): exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config or architecture file does not validate."""
+
+
+class DataError(UserError):
+    """A dataset file or table is malformed."""
+
+
+class UnknownComponentError(UserError):
+    """A component name is not registered for its kind."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], where: str | None = None):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        self.where = where
+        self.suggestions = closest(name, self.known)
+        hint = (
+            f"did you mean {', '.join(repr(s) for s in self.suggestions)}?"
+            if self.suggestions
+            else f"registered {kind}s: {', '.join(self.known) or '(none)'}"
+        )
+        loc = f"{where}: " if where else ""
+        super().__init__(
+            f"{loc}unknown {kind} {name!r} ({hint}; `mdmt-nas plugins` lists every component)"
+        )
+
+
+class PluginError(MdmtNasError):
+    """A plugin failed to import, register, or behave; the message names it."""
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered the same name for one kind."""
+
+
+class TrialFailed(MdmtNasError):
+    """A candidate failed (NaN loss, component crash, limit exceeded); the search goes on."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Closest registered names to a misspelt one (difflib ratio >= 0.5)."""
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)

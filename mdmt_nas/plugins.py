@@ -1,0 +1,261 @@
+"""The plugin manager: built-in modules and entry points of group `mdmt_nas`.
+
+Loading never lets one broken plugin take the tool down: a plugin that fails
+to import, raises while registering, registers a taken name or implements an
+unknown hook is recorded as a `PluginFailure` naming it, everything it
+registered is dropped, and the healthy plugins stay usable.
+
+Environment switches:
+  MDMT_NAS_DISABLE_PLUGINS=a,b   skip these plugins (entry-point or built-in names)
+  MDMT_NAS_LOAD_PLUGINS=a,b      allow-list: load only these third-party plugins
+                                 (empty string: none)
+  MDMT_NAS_TRACE_HOOKS=1         print every hook call and registration to stderr
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from mdmt_nas import __version__, hookspecs
+from mdmt_nas.errors import DuplicateComponentError, closest
+from mdmt_nas.registry import Registry
+
+GROUP = "mdmt_nas"
+hookimpl = pluggy.HookimplMarker(GROUP)
+
+#: Hook name -> component kind it registers.
+HOOK_KINDS: dict[str, str] = {
+    "register_experts": "expert",
+    "register_gates": "gate",
+    "register_fusions": "fusion",
+    "register_adapters": "adapter",
+    "register_towers": "tower",
+    "register_balancers": "balancer",
+    "register_searchers": "searcher",
+    "register_datasets": "dataset",
+    "register_search_spaces": "space",
+}
+
+#: Built-in plugin modules; each registers through the same hooks as a third party.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "mdmt_nas.builtin.basic",
+    "mdmt_nas.builtin.baselines",
+    "mdmt_nas.builtin.m3oe",
+    "mdmt_nas.builtin.datasets",
+    "mdmt_nas.builtin.spaces",
+    "mdmt_nas.builtin.searchers",
+    "mdmt_nas.builtin.cesaa",
+    "mdmt_nas.builtin.hamur",
+    "mdmt_nas.builtin.dephn",
+    "mdmt_nas.builtin.pmtrec",
+    "mdmt_nas.builtin.balancers",
+)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    dist: str
+    version: str
+    module: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.dist,
+            "version": self.version,
+            "module": self.module,
+            "builtin": self.builtin,
+            "hooks": self.hooks,
+            "components": [{"kind": k, "name": n} for k, n in self.components],
+        }
+
+
+@dataclass
+class PluginFailure:
+    plugin: str
+    dist: str
+    stage: str  # import | register | hook
+    message: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        verb = {"import": "Error importing", "register": "Error registering", "hook": "Invalid hook in"}[self.stage]
+        return (
+            f'{verb} plugin "{self.plugin}" (distribution {self.dist}): {self.message}\n'
+            f"  (skip it with MDMT_NAS_DISABLE_PLUGINS={self.plugin})"
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {"plugin": self.plugin, "distribution": self.dist, "stage": self.stage, "message": self.message}
+
+
+def _env_list(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+class PluginHost:
+    """One pluggy manager plus the registry it filled and the failures it met."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.plugins: list[PluginInfo] = []
+        self.failures: list[PluginFailure] = []
+        self.trace = os.environ.get("MDMT_NAS_TRACE_HOOKS", "") not in ("", "0", "false")
+        if self.trace:
+            self.pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+            self.pm.enable_tracing()
+
+    # -- loading -------------------------------------------------------------------
+    def load(self, use_entry_points: bool = True, extra: list[tuple[str, Any]] | None = None) -> "PluginHost":
+        disabled = _env_list("MDMT_NAS_DISABLE_PLUGINS") or set()
+        allowed = _env_list("MDMT_NAS_LOAD_PLUGINS")
+        for modname in BUILTIN_PLUGINS:
+            short = modname.rsplit(".", 1)[-1]
+            if short in disabled or modname in disabled:
+                continue
+            try:
+                module = importlib.import_module(modname)
+            except ModuleNotFoundError as exc:
+                if exc.name == modname:  # built-in family not shipped in this build
+                    continue
+                self._fail(short, "mdmt-nas", "import", exc)
+                continue
+            except Exception as exc:  # a broken built-in must not hide the rest
+                self._fail(short, "mdmt-nas", "import", exc)
+                continue
+            self._add(short, module, "mdmt-nas", __version__, builtin=True)
+        if use_entry_points:
+            for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+                if ep.name in disabled or (allowed is not None and ep.name not in allowed):
+                    continue
+                dist = ep.dist.name if ep.dist else "?"
+                version = ep.dist.version if ep.dist else "?"
+                try:
+                    plugin = ep.load()
+                except BaseException as exc:  # SystemExit/KeyboardInterrupt-like misbehaviour too
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    self._fail(ep.name, dist, "import", exc)
+                    continue
+                self._add(ep.name, plugin, dist, version, builtin=False)
+        for name, plugin in extra or []:
+            self._add(name, plugin, "(in-process)", "-", builtin=False)
+        return self
+
+    def _fail(self, plugin: str, dist: str, stage: str, exc: BaseException | str) -> None:
+        if isinstance(exc, BaseException):
+            msg = f"{type(exc).__name__}: {exc}"
+            detail = "".join(traceback.format_exception(exc))
+        else:
+            msg, detail = exc, ""
+        self.failures.append(PluginFailure(plugin, dist, stage, msg, detail))
+
+    def _add(self, name: str, plugin: Any, dist: str, version: str, builtin: bool) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as exc:  # already registered under another name
+            self._fail(name, dist, "register", exc)
+            return
+        except pluggy.PluginValidationError as exc:
+            self._fail(name, dist, "hook", exc)
+            return
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.pm.unregister(name=name)
+            hints = []
+            for h in unknown:
+                near = closest(h, HOOK_KINDS)
+                hints.append(f"{h!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+            self._fail(name, dist, "hook", f"implements unknown hook(s) {', '.join(hints)}; hooks: {', '.join(HOOK_KINDS)}")
+            return
+        info = PluginInfo(name, dist, version, getattr(plugin, "__name__", type(plugin).__name__), builtin)
+        for hook_name, kind in HOOK_KINDS.items():
+            impl = getattr(plugin, hook_name, None)
+            if impl is None or not hasattr(impl, f"{GROUP}_impl"):
+                continue
+            info.hooks.append(hook_name)
+
+            def register(obj: Any, name_: str | None = None, *, _kind: str = kind, **kw: Any) -> None:
+                cname = kw.pop("name", name_) or _component_name(obj, _kind)
+                self.registry.add(_kind, cname, obj, name, dist, version)
+                info.components.append((_kind, cname))
+                if self.trace:
+                    print(f"[mdmt-nas] {name}.{hook_name} registered {_kind} {cname!r}", file=sys.stderr)
+
+            try:
+                impl(register=register)
+            except DuplicateComponentError as exc:
+                self._fail(name, dist, "register", exc)
+                self._drop(name)
+                return
+            except Exception as exc:
+                self._fail(name, dist, "register", f"{hook_name} raised {type(exc).__name__}: {exc}")
+                self.failures[-1].detail = traceback.format_exc()
+                self._drop(name)
+                return
+        self.plugins.append(info)
+
+    def _drop(self, name: str) -> None:
+        self.registry.remove_plugin(name)
+        self.pm.unregister(name=name)
+
+    def _unknown_hooks(self, plugin: Any) -> list[str]:
+        marker = f"{GROUP}_impl"
+        return [
+            attr
+            for attr in dir(plugin)
+            if hasattr(getattr(plugin, attr, None), marker) and attr not in HOOK_KINDS
+        ]
+
+    # -- queries -------------------------------------------------------------------
+    def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
+        entry = self.registry.entry(kind, name)
+        return next((p for p in self.plugins if p.name == entry.plugin), None)
+
+
+def _component_name(obj: Any, kind: str) -> str:
+    if kind == "space" and isinstance(obj, (str, Path)):
+        return Path(obj).stem
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{kind} {obj!r} has no `name`; set a class attribute or pass register(obj, name=...)")
+    return name
+
+
+_HOST: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide plugin host, loaded on first use."""
+    global _HOST
+    if _HOST is None:
+        _HOST = PluginHost().load()
+    return _HOST
+
+
+def get_registry() -> Registry:
+    return get_host().registry
+
+
+def reset(host: PluginHost | None = None) -> None:
+    """Forget the loaded plugins (tests, or after installing a plugin in-process)."""
+    global _HOST
+    _HOST = host
