@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -58,9 +59,26 @@ class MDMTTensors:
             if int(col.min()) < 0 or int(col.max()) >= f.vocab_size:
                 raise DataError(f"{where}: sparse field {f.name!r} has ids outside [0, {f.vocab_size})")
 
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start_batch: int = 0
+    ) -> Iterator["MDMTTensors"]:
+        """The `RowSource` protocol: iterate batches of this split."""
+        return iterate_batches(self, batch_size, shuffle, generator, start_batch)
+
     @staticmethod
     def concat(parts: list["MDMTTensors"]) -> "MDMTTensors":
         return MDMTTensors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("sparse", "dense", "domain", "labels")))
+
+
+@runtime_checkable
+class RowSource(Protocol):
+    """What the trainer iterates: in-memory `MDMTTensors` or a streaming (e.g. Parquet) split."""
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start_batch: int = 0
+    ) -> Iterator[MDMTTensors]: ...
 
 
 @dataclass
@@ -68,18 +86,19 @@ class Splits:
     """Train/valid/test splits of one dataset. Searchers optimise on valid; test is only reported."""
 
     schema: Schema
-    train: MDMTTensors
-    valid: MDMTTensors
-    test: MDMTTensors
+    train: MDMTTensors | RowSource
+    valid: MDMTTensors | RowSource
+    test: MDMTTensors | RowSource
 
     def validate(self) -> None:
         from mdmt_nas.errors import DataError
 
         for name in ("train", "valid", "test"):
-            part: MDMTTensors = getattr(self, name)
+            part = getattr(self, name)
             if len(part) == 0:
                 raise DataError(f"the {name} split is empty; lower the other split fractions or add rows")
-            part.validate(self.schema, where=f"{name} split")
+            if isinstance(part, MDMTTensors):
+                part.validate(self.schema, where=f"{name} split")
 
 
 def iterate_batches(
