@@ -8,7 +8,7 @@ normalisation are fitted on the train split only.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +27,9 @@ class Dataset:
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
+        #: Facts about the loaded data that the splits do not carry, filled by `load()`
+        #: (e.g. "rows", "users", "interactions"; "notes": list of messages such as dropped rows).
+        self.info: dict[str, Any] = {}
 
     def load(self) -> Splits:  # pragma: no cover - interface
         raise NotImplementedError

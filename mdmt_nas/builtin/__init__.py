@@ -1,0 +1,1 @@
+"""Built-in plugins. Each module registers its components through the ordinary hooks."""

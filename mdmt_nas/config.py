@@ -1,0 +1,205 @@
+"""Experiment configs: pydantic models, YAML (safe loader), `--set` overrides, readable errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mdmt_nas.arch import Architecture
+from mdmt_nas.errors import ConfigError, closest
+
+
+class DatasetConfig(BaseModel):
+    """Which registered dataset to load and its params (validated by the dataset's Params)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "synthetic"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(BaseModel):
+    """Training knobs; defaults suit the synthetic default on 2 CPU cores."""
+
+    model_config = ConfigDict(extra="forbid")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=2048, ge=1)
+    eval_batch_size: int = Field(default=16384, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    patience: int = Field(default=2, ge=0, description="epochs without valid-AUC improvement before stopping; 0 = never stop early")
+    min_delta: float = Field(default=1e-4, ge=0)
+    seed: int = 0
+    loss_reduction: Literal["row_mean", "domain_task_mean"] = Field(
+        default="row_mean",
+        description="row_mean: per-task mean BCE over rows; domain_task_mean: sum over domains of per-(domain, task) mean BCE (M3oE)",
+    )
+    arch_step: Literal["off", "train", "valid"] = Field(
+        default="off",
+        description="train `arch_*` parameters with a second Adam on a separate batch of this split (M3oE's alternating AutoML step)",
+    )
+    arch_lr: float = Field(default=1e-3, gt=0)
+    grad_clip: float | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0, description="time limit for one training; exceeded -> failed trial")
+    max_memory_mb: float | None = Field(default=None, gt=0, description="peak RSS limit for one training; exceeded -> failed trial")
+    threads: int | None = Field(default=None, ge=1)
+    progress: bool = True
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or MLflow's own default (sqlite mlflow.db)")
+    experiment: str = "mdmt-nas"
+
+
+class ExperimentConfig(BaseModel):
+    """A whole experiment: dataset, architecture, training and tracking (+ search, see search.config)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    arch: Architecture | None = None
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    search: dict[str, Any] = Field(default_factory=dict, description="searcher settings (see `mdmt-nas search --help`)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arch_file(cls, v: Any) -> Any:
+        # `arch: path/to/arch.json` is resolved by load_config relative to the config file
+        return v
+
+
+# ------------------------------------------------------------------------------- loading
+def load_yaml_or_json(path: str | Path) -> Any:
+    """Parse a YAML or JSON file with safe loaders only; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML or JSON file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
+    """Apply `key.sub=value` overrides; values are parsed as YAML scalars/lists (safe)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.01")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"{source} {item!r}: empty key segment")
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{source} {item!r}: {p!r} is not a mapping, cannot set a sub-key")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def _model_fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Names of the fields allowed at a location (for unknown-key hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = _first_model(ann)
+    return list(getattr(current, "model_fields", {}) or {})
+
+
+def _first_model(ann: Any) -> Any:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _first_model(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def validation_error_to_config_error(exc: ValidationError, source: str, prefix: str = "", model: type[BaseModel] | None = None) -> ConfigError:
+    """Render a pydantic error as `source: path.to.field: problem (hint)` lines."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "(top level)"
+        msg = err.get("msg", "invalid")
+        hint = ""
+        if err.get("type") == "extra_forbidden":
+            allowed = _model_fields_at(model, loc[:-1]) if model else []
+            near = closest(str(loc[-1]), allowed) if allowed else []
+            msg = "unknown key"
+            if near:
+                hint = f" (did you mean {near[0]!r}?)"
+            elif allowed:
+                hint = f" (allowed: {', '.join(allowed)})"
+        elif err.get("type") == "missing":
+            hint = " (add this key)"
+        elif "input" in err and err.get("type") not in ("model_type",):
+            shown = repr(err["input"])
+            if len(shown) < 60:
+                hint = f" (got {shown})"
+        lines.append(f"{source}: {path}: {msg}{hint}")
+    return ConfigError("\n".join(lines))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, arch_path: str | Path | None = None) -> ExperimentConfig:
+    """Load an experiment config (or defaults), apply overrides, resolve an `arch:` file path."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        loaded = load_yaml_or_json(path)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+    apply_overrides(data, overrides)
+    arch_ref = data.get("arch")
+    if isinstance(arch_ref, str):
+        base = Path(path).parent if path else Path.cwd()
+        candidate = (base / arch_ref) if not Path(arch_ref).is_absolute() else Path(arch_ref)
+        data["arch"] = load_yaml_or_json(candidate)
+    if arch_path is not None:
+        arch = load_yaml_or_json(arch_path)
+        if isinstance(arch, dict) and "arch" in arch and "embedding_dim" not in arch:
+            arch = arch["arch"]
+        data["arch"] = arch
+        source = f"{source} + {arch_path}" if path else str(arch_path)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, source, model=ExperimentConfig) from None

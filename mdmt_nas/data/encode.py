@@ -1,0 +1,353 @@
+"""From a raw table to `Splits`: vocabularies, normalisation, domains, labels.
+
+The encoding is fitted on the *train* split only (counts, mean/std, the set
+of domains) and then applied to every split, so valid/test never influence
+it: an unseen category maps to id 0, a valid/test domain unseen in train is
+an error. Statistics are accumulated by `EncoderStats.update`, which works
+on the whole train table at once or on streamed chunks of it, so in-memory
+and streaming datasets share one code path. Everything is vectorised
+(pandas/numpy), never a Python loop over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mdmt_nas.data.schema import Schema, SparseField
+from mdmt_nas.data.split import PARTS, SplitConfig, split_indices
+from mdmt_nas.data.tensors import MDMTTensors, Splits
+from mdmt_nas.errors import DataError
+
+#: Separators we recognise when a file was read with the wrong one (longest first).
+_SEPARATORS = ("::", "\t", ";", ",", "|")
+_SEP_NAMES = {"\t": "\\t (tab)", "::": "::", ";": ";", ",": ",", "|": "|"}
+
+
+class ColumnMapping(BaseModel):
+    """Which raw columns play which role. Task names are the label column names."""
+
+    model_config = ConfigDict(extra="forbid")
+    domain: str
+    labels: list[str] = Field(min_length=1)
+    sparse: list[str] = Field(default_factory=list)
+    dense: list[str] = Field(default_factory=list)
+    #: raw domain value (as a string) -> domain name; several values may share a name.
+    #: The order of first appearance of each name fixes the domain ids.
+    domain_names: dict[str, str] | None = None
+    timestamp: str | None = None
+    #: categories seen fewer times than this in train map to 0 (unknown).
+    min_count: int = Field(default=1, ge=1)
+    #: keep only the most frequent categories per sparse column.
+    max_vocab: int | None = Field(default=None, ge=1)
+
+    @field_validator("domain_names", mode="before")
+    @classmethod
+    def _str_keys(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {_key_str(k): str(n) for k, n in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "ColumnMapping":
+        if not self.sparse and not self.dense:
+            raise ValueError("the mapping needs at least one sparse or dense column")
+        features = self.sparse + self.dense
+        dup = sorted({c for c in features + self.labels if (features + self.labels).count(c) > 1})
+        if dup:
+            raise ValueError(f"columns used in two roles (or twice): {dup}")
+        return self
+
+    def columns(self) -> list[str]:
+        """Every raw column the mapping reads (each once, in a stable order)."""
+        cols = [self.domain, *self.labels, *self.sparse, *self.dense]
+        if self.timestamp:
+            cols.append(self.timestamp)
+        return list(dict.fromkeys(cols))
+
+
+def _key_str(v: object) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def domain_keys(values: pd.Series) -> pd.Series:
+    """Domain values as strings, so 1, 1.0 and "1" name the same domain."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype(str)
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if len(finite) and np.all(np.mod(finite.to_numpy(), 1) == 0):
+            return values.astype("Int64").astype("string").astype(object).where(values.notna(), None)
+    return values.astype("string").str.strip().astype(object).where(values.notna(), None)
+
+
+def check_columns(columns: Iterable[str], needed: Iterable[str], where: str, separator: str | None = None) -> None:
+    """DataError naming a missing column and listing the available ones; detects a wrong separator."""
+    cols = [str(c) for c in columns]
+    missing = [c for c in needed if c not in cols]
+    if not missing:
+        return
+    if len(cols) == 1:
+        found = next((s for s in _SEPARATORS if s in cols[0] and s != separator), None)
+        if found is not None:
+            used = f" with separator {_SEP_NAMES.get(separator, separator)!r}" if separator else ""
+            raise DataError(
+                f"{where}: the file has a single column {cols[0][:80]!r}; it seems to be separated by "
+                f"{_SEP_NAMES[found]!r} but was read{used}. Set the separator (e.g. `separator: {found!r}`)"
+            )
+    raise DataError(
+        f"{where}: column {missing[0]!r} not found"
+        + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
+        + f"; available columns: {', '.join(cols)}"
+    )
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class _Moments:
+    """Running count/mean/M2 per dense column (Chan et al. parallel update)."""
+
+    n: float = 0.0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        nb = x.shape[0]
+        if nb == 0:
+            return
+        mb = x.mean(axis=0)
+        m2b = ((x - mb) ** 2).sum(axis=0)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = float(nb), mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.n = n
+
+
+@dataclass
+class EncoderStats:
+    """Train-split statistics, accumulated chunk by chunk; `finish()` builds the `Encoder`."""
+
+    mapping: ColumnMapping
+    where: str = "data"
+    counts: dict[str, pd.Series] = field(default_factory=dict)
+    domains: pd.Series | None = None
+    moments: _Moments = field(default_factory=_Moments)
+    rows: int = 0
+
+    def update(self, df: pd.DataFrame) -> None:
+        """Add the rows of a train chunk (checks dense values and domains as it goes)."""
+        m = self.mapping
+        check_columns(df.columns, m.columns(), self.where)
+        self.rows += len(df)
+        for c in m.sparse:
+            vc = df[c].value_counts(dropna=True)
+            old = self.counts.get(c)
+            self.counts[c] = vc if old is None else old.add(vc, fill_value=0)
+        keys = _named_domains(domain_keys(df[m.domain]), m, self.where)
+        vc = keys.value_counts()
+        self.domains = vc if self.domains is None else self.domains.add(vc, fill_value=0)
+        if m.dense:
+            self.moments.update(_dense_matrix(df, m.dense, self.where))
+
+    def finish(self) -> "Encoder":
+        m = self.mapping
+        if self.rows == 0:
+            raise DataError(f"{self.where}: the train split is empty; nothing to fit the encoding on")
+        vocabs = {c: _vocab(self.counts.get(c, pd.Series(dtype=float)), m.min_count, m.max_vocab) for c in m.sparse}
+        present = set(self.domains.index) if self.domains is not None else set()
+        if m.domain_names is not None:
+            names = [n for n in dict.fromkeys(m.domain_names.values()) if n in present]
+        else:
+            names = _natural_sort(present)
+        if m.dense:
+            mean = self.moments.mean.astype(np.float64)
+            std = np.sqrt(self.moments.m2 / max(self.moments.n, 1.0))
+            std = np.where(std > 1e-12, std, 1.0)
+        else:
+            mean = std = np.zeros(0)
+        return Encoder(m, vocabs, mean, std, names)
+
+
+def _vocab(counts: pd.Series, min_count: int, max_vocab: int | None) -> pd.Index:
+    """Values ordered by train frequency (ties by their text), id = position + 1."""
+    counts = counts[counts >= min_count]
+    if len(counts) == 0:
+        return pd.Index([])
+    order = np.lexsort((counts.index.astype(str).to_numpy(), -counts.to_numpy()))
+    if max_vocab is not None:
+        order = order[:max_vocab]
+    return counts.index[order]
+
+
+def _natural_sort(keys: Iterable[str]) -> list[str]:
+    keys = list(keys)
+    num = pd.to_numeric(pd.Series(keys, dtype=object), errors="coerce")
+    if len(keys) and not num.isna().any():
+        return [k for _, k in sorted(zip(num.tolist(), keys))]
+    return sorted(keys)
+
+
+def _named_domains(keys: pd.Series, m: ColumnMapping, where: str) -> pd.Series:
+    """Raw domain keys -> domain names (identity without a mapping); NaN and unmapped values are errors."""
+    if keys.isna().any():
+        raise DataError(f"{where}: domain column {m.domain!r} has {int(keys.isna().sum())} missing values; drop those rows or fill them")
+    if m.domain_names is None:
+        return keys
+    names = keys.map(m.domain_names)
+    bad = keys[names.isna()]
+    if len(bad):
+        shown = sorted(bad.unique().tolist())[:10]
+        raise DataError(
+            f"{where}: domain column {m.domain!r} has values not listed in domain_names: {shown} "
+            f"({len(bad)} rows); add them to domain_names or drop those rows"
+        )
+    return names
+
+
+def _dense_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
+    try:
+        x = df[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        for c in cols:
+            conv = pd.to_numeric(df[c], errors="coerce")
+            bad = df[c][conv.isna() & df[c].notna()]
+            if len(bad):
+                raise DataError(
+                    f"{where}: dense column {c!r} has non-numeric values, e.g. {bad.unique()[:5].tolist()}; "
+                    f"make it numeric or list it under sparse"
+                ) from None
+        raise
+    bad = ~np.isfinite(x)
+    if bad.any():
+        j = int(bad.any(axis=0).argmax())
+        raise DataError(
+            f"{where}: dense column {cols[j]!r} has {int(bad[:, j].sum())} missing or infinite values (NaN/inf); "
+            f"fill them first (e.g. with the train median or 0) or drop those rows"
+        )
+    return x
+
+
+def _labels_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
+    out = np.empty((len(df), len(cols)), dtype=np.float32)
+    for j, c in enumerate(cols):
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s):
+            s = s.astype("float64")
+        v = pd.to_numeric(s, errors="coerce")
+        missing = s.isna()
+        if missing.any():
+            raise DataError(f"{where}: label column {c!r} has {int(missing.sum())} missing values (NaN); drop those rows or fill them with 0/1")
+        bad = ~v.isin([0, 1]) | v.isna()
+        if bad.any():
+            shown = sorted(map(str, s[bad].unique()[:5]))
+            raise DataError(
+                f"{where}: label column {c!r} must be binary 0/1; found {shown} in {int(bad.sum())} rows. "
+                f"Derive a 0/1 column first (e.g. click = rating > 3)"
+            )
+        out[:, j] = v.to_numpy(dtype=np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+@dataclass
+class Encoder:
+    """A fitted encoding: apply it to any split (or chunk) with `transform`."""
+
+    mapping: ColumnMapping
+    vocabs: dict[str, pd.Index]
+    mean: np.ndarray
+    std: np.ndarray
+    domain_names: list[str]
+
+    def __post_init__(self) -> None:
+        self._domain_id = {n: i for i, n in enumerate(self.domain_names)}
+
+    @property
+    def schema(self) -> Schema:
+        m = self.mapping
+        return Schema(
+            sparse=[SparseField(name=c, vocab_size=len(self.vocabs[c]) + 1) for c in m.sparse],
+            dense=list(m.dense),
+            domain=m.domain,
+            domain_names=list(self.domain_names),
+            tasks=list(m.labels),
+        )
+
+    def transform(self, df: pd.DataFrame, where: str = "data") -> MDMTTensors:
+        """Encode rows: ids (0 = unseen), normalised dense, domain ids, 0/1 labels."""
+        m = self.mapping
+        check_columns(df.columns, m.columns(), where)
+        n = len(df)
+        names = _named_domains(domain_keys(df[m.domain]), m, where)
+        dom = names.map(self._domain_id)
+        if dom.isna().any():
+            unseen = sorted(names[dom.isna()].unique().tolist())
+            raise DataError(
+                f"{where}: domain value(s) {unseen} of column {m.domain!r} do not occur in the train split "
+                f"({int(dom.isna().sum())} rows); a model cannot serve a domain it never trained on. "
+                f"Use another split (e.g. random) or drop those rows"
+            )
+        sparse = np.zeros((n, len(m.sparse)), dtype=np.int64)
+        for j, c in enumerate(m.sparse):
+            sparse[:, j] = self.vocabs[c].get_indexer(df[c]) + 1
+        if m.dense:
+            dense = ((_dense_matrix(df, m.dense, where) - self.mean) / self.std).astype(np.float32)
+        else:
+            dense = np.zeros((n, 0), dtype=np.float32)
+        labels = _labels_matrix(df, m.labels, where)
+        return MDMTTensors(
+            sparse=torch.from_numpy(sparse),
+            dense=torch.from_numpy(dense),
+            domain=torch.from_numpy(np.array(dom.to_numpy(dtype=np.int64), copy=True)),
+            labels=torch.from_numpy(labels),
+        )
+
+
+def fit_encoder(train: pd.DataFrame, mapping: ColumnMapping, where: str = "train split") -> Encoder:
+    """Fit vocabularies, dense mean/std and the domain set on train rows."""
+    stats = EncoderStats(mapping, where)
+    stats.update(train)
+    return stats.finish()
+
+
+def encode_table(
+    table: pd.DataFrame | object,
+    mapping: ColumnMapping,
+    split: SplitConfig | None = None,
+    where: str = "data",
+    separator: str | None = None,
+) -> Splits:
+    """Split a raw table, fit the encoding on train and encode all three splits.
+
+    `table` is a pandas DataFrame or a pyarrow Table; `separator` (the one the
+    file was read with) only improves the wrong-separator message.
+    """
+    df = table.to_pandas() if hasattr(table, "to_pandas") and not isinstance(table, pd.DataFrame) else table
+    split = split or SplitConfig()
+    needed = mapping.columns()
+    if split.kind in ("column", "hash") and split.column:
+        needed = needed + [split.column]
+    if split.kind == "time":
+        needed = needed + [split.column or mapping.timestamp or ""]
+    check_columns(df.columns, [c for c in needed if c], where, separator)
+    idx = split_indices(len(df), split, df, mapping.timestamp, where)
+    parts = {name: df.iloc[i] for name, i in zip(PARTS, idx)}
+    enc = fit_encoder(parts["train"], mapping, where=f"{where} (train split)")
+    out = Splits(enc.schema, *(enc.transform(parts[p], where=f"{where} ({p} split)") for p in PARTS))
+    out.validate()
+    return out

@@ -1,0 +1,428 @@
+"""build_model(arch, schema): assemble an nn.Module from registered components.
+
+Routing rules (why this is fast): a domain-specific branch runs only on the
+rows of its domain (gather, compute, restore order); identical experts run as
+one stacked bank; a sparse gate's unselected experts receive no rows. The
+reference M3oE code instead runs every domain branch on every row and masks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from mdmt_nas.arch import Architecture, ComponentSpec, ExpertGroup
+from mdmt_nas.components import Adapter, Balancer, Context, Expert, ExpertBank, Fusion, Gate, Tower
+from mdmt_nas.data.schema import Schema
+from mdmt_nas.errors import ConfigError, PluginError
+from mdmt_nas.registry import Registry
+
+KIND_BASES: dict[str, type] = {
+    "expert": Expert,
+    "gate": Gate,
+    "fusion": Fusion,
+    "adapter": Adapter,
+    "tower": Tower,
+    "balancer": Balancer,
+}
+
+
+def resolve(registry: Registry, kind: str, spec: ComponentSpec, where: str) -> tuple[type, BaseModel]:
+    """Look up a component class and validate its params; errors name `where` in the arch."""
+    entry = registry.entry(kind, spec.name, where=f"{where}.name")
+    cls = entry.obj
+    base = KIND_BASES.get(kind)
+    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"plugin {entry.plugin!r} registered {kind} {spec.name!r} as {cls!r}, which is not a subclass of {base.__name__}")
+    try:
+        params = cls.make_params(spec.params)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            msg = err.get("msg", "invalid")
+            if err.get("type") == "extra_forbidden":
+                allowed = list(cls.Params.model_fields)
+                msg = f"unknown parameter of {kind} {spec.name!r} (allowed: {', '.join(allowed) or 'none'})"
+            lines.append(f"{where}.params{'.' + loc if loc else ''}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    return cls, params
+
+
+class GroupRunner(nn.Module):
+    """The experts of one group (shared / domain / task) at one level.
+
+    Each member (the model, a domain, a task) owns the same list of experts;
+    identical experts of all members form one bank. Expert j of member m in a
+    bank with c copies per member is bank expert m * c + j.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        group: ExpertGroup,
+        members: int,
+        in_dim: int,
+        schema: Schema,
+        field_dim: int,
+        adapter: tuple[type, BaseModel] | None,
+        where: str,
+    ):
+        super().__init__()
+        distinct: dict[str, tuple[ComponentSpec, int, int]] = {}
+        for i, spec in enumerate(group.experts):
+            key = spec.key()
+            first, count, idx = distinct.get(key, (spec, 0, i))
+            distinct[key] = (first, count + 1, idx)
+        self.banks = nn.ModuleList()
+        self.counts: list[int] = []
+        self.names: list[str] = []
+        self.adapters = nn.ModuleList()
+        out_dims = []
+        for spec, count, idx in distinct.values():
+            cls, params = resolve(registry, "expert", spec, f"{where}.experts[{idx}]")
+            bank: ExpertBank = cls.bank(members * count, params, in_dim, schema.num_fields, field_dim, schema.num_domains)
+            self.banks.append(bank)
+            self.counts.append(count)
+            self.names.append(spec.name)
+            out_dims.append((spec.name, bank.out_dim))
+            if adapter is not None:
+                acls, aparams = adapter
+                self.adapters.append(nn.ModuleList(acls(aparams, bank.out_dim, schema.num_fields, field_dim, schema.num_domains) for _ in range(members * count)))
+        dims = {d for _, d in out_dims}
+        if len(dims) != 1:
+            raise ConfigError(
+                f"{where}: experts of one group must have the same output size to be mixed, got "
+                + ", ".join(f"{n}={d}" for n, d in out_dims)
+                + "; set their output-size params equal"
+            )
+        self.members = members
+        self.per_member = sum(self.counts)
+        self.out_dim = dims.pop()
+        self.torchscript = all(getattr(b, "torchscript", True) for b in self.banks)
+
+    def _adapt(self, b: int, out: torch.Tensor, ctx: Context, start: int) -> torch.Tensor:
+        if len(self.adapters) == 0:
+            return out
+        ads = self.adapters[b]
+        return torch.stack([ads[start + j](out[:, j], ctx) for j in range(out.shape[1])], dim=1)
+
+    def run_member(self, x: torch.Tensor, ctx: Context, member: int = 0) -> torch.Tensor:
+        """Experts of one member on these rows: [b, in] -> [b, per_member, H]."""
+        outs = []
+        for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
+            start = member * c
+            outs.append(self._adapt(b, bank(x, ctx, start, start + c), ctx, start))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+    def run_all(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Experts of every member on all rows: [B, in] or per-member inputs [B, M, in] -> [B, M, per_member, H]."""
+        outs = []
+        for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
+            xin = x.repeat_interleave(c, dim=1) if x.dim() == 3 else x
+            out = self._adapt(b, bank(xin, ctx), ctx, 0)
+            outs.append(out.view(out.shape[0], self.members, c, self.out_dim))
+        return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+
+    def run_routed(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Each row through its own domain's experts only: [B, in] -> [B, per_member, H]."""
+        return ctx.routing.apply(x, lambda d, xs, idx: self.run_member(xs, ctx.select(idx), d))
+
+    def run_sparse(self, x: torch.Tensor, ctx: Context, selected: torch.Tensor) -> torch.Tensor:
+        """Single-member group, rows dispatched only to the experts selected for them.
+
+        selected: bool [B, per_member]. Returns [B, per_member, H] with zeros where
+        not selected. Compute grows with the number of selected experts per row.
+        """
+        rows, cols, vals = [], [], []
+        offset = 0
+        for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
+            for j in range(c):
+                idx = torch.nonzero(selected[:, offset + j]).squeeze(1)
+                y = self._adapt(b, bank(x.index_select(0, idx), ctx.select(idx), j, j + 1), ctx.select(idx), j)[:, 0]
+                rows.append(idx)
+                cols.append(torch.full_like(idx, offset + j))
+                vals.append(y)
+            offset += c
+        out = x.new_zeros(x.shape[0], self.per_member, self.out_dim)
+        return out.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(vals))
+
+
+class Level(nn.Module):
+    """One extraction level: expert groups plus the gates that mix them."""
+
+    def __init__(self, groups: dict[str, GroupRunner], gates: dict[str, Gate]):
+        super().__init__()
+        self.groups = nn.ModuleDict(groups)
+        self.gates = nn.ModuleDict(gates)
+
+
+class MDMTModel(nn.Module):
+    """A multi-domain multi-task model assembled from an `Architecture`.
+
+    forward(sparse [B, Fs] int64, dense [B, Fd] float, domain [B] int64) -> logits [B, T],
+    each row scored by the heads of its own domain.
+    """
+
+    def __init__(self, arch: Architecture, schema: Schema, registry: Registry | None = None):
+        super().__init__()
+        if registry is None:
+            from mdmt_nas.plugins import get_registry
+
+            registry = get_registry()
+        self.arch, self.schema = arch, schema
+        D, T, E = schema.num_domains, schema.num_tasks, arch.embedding_dim
+        self.num_domains, self.num_tasks = D, T
+
+        # input embedding: one table for all sparse fields (offsets), a vector per dense field
+        vocab = [f.vocab_size for f in schema.sparse]
+        offsets = torch.tensor([0] + vocab[:-1], dtype=torch.long).cumsum(0) if vocab else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.embedding = nn.Embedding(max(sum(vocab), 1), E)
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        self.dense_proj = nn.Parameter(torch.randn(schema.num_dense, E) * 0.1)
+        flat = schema.num_fields * E
+
+        self.input_adapter: Adapter | None = None
+        if arch.input_adapter is not None:
+            cls, p = resolve(registry, "adapter", arch.input_adapter, "arch.input_adapter")
+            if cls.site != "fields":
+                raise ConfigError(f"arch.input_adapter: adapter {arch.input_adapter.name!r} works on hidden vectors (site {cls.site!r}); use it in `adapter` with adapter_sites, or pick a fields adapter")
+            self.input_adapter = cls(p, flat, schema.num_fields, E, D)
+
+        hidden_adapter = None
+        if arch.adapter is not None:
+            hidden_adapter = resolve(registry, "adapter", arch.adapter, "arch.adapter")
+            if hidden_adapter[0].site != "hidden":
+                raise ConfigError(f"arch.adapter: adapter {arch.adapter.name!r} works on per-field embeddings (site 'fields'); use it as input_adapter")
+
+        def make_adapter(dim: int) -> Adapter:
+            acls, ap = hidden_adapter  # type: ignore[misc]
+            return acls(ap, dim, schema.num_fields, E, D)
+
+        self.bottom: Expert | None = None
+        rep = flat
+        if arch.bottom is not None:
+            cls, p = resolve(registry, "expert", arch.bottom, "arch.bottom")
+            self.bottom = cls(p, flat, schema.num_fields, E, D)
+            rep = self.bottom.out_dim
+        self.bottom_adapter = make_adapter(rep) if "bottom" in arch.adapter_sites else None
+        self.rep_dim = rep
+
+        # expert levels
+        scope = list(arch.gate_scope)
+        groups_spec = arch.groups()
+        if arch.levels > 1 and any(g not in scope for g in groups_spec):
+            raise ConfigError("arch.levels: levels > 1 needs every expert group in gate_scope")
+        members = {"shared": 1, "domain": D, "task": T}
+        self.per_domain_heads = arch.heads == "domain_task"
+        gate_cls, gate_p = resolve(registry, "gate", arch.gate, "arch.gate") if groups_spec else (None, None)
+        if gate_cls is not None and arch.levels > 1 and not gate_cls.per_head_input:
+            raise ConfigError(f"arch.gate: gate {arch.gate.name!r} cannot take per-task inputs, which levels > 1 needs; use levels: 1 or a gate such as 'softmax'")
+        self.levels = nn.ModuleList()
+        in_dim = rep
+        H = None
+        for lvl in range(arch.levels):
+            runners = {}
+            for g, spec in groups_spec.items():
+                runners[g] = GroupRunner(
+                    registry, spec, members[g], in_dim, schema, E,
+                    hidden_adapter if "experts" in arch.adapter_sites else None,
+                    f"arch.{g}",
+                )
+            dims = {r.out_dim for r in runners.values()}
+            if len(dims) > 1:
+                raise ConfigError("arch: all expert groups must have the same output size, got " + ", ".join(f"{g}={r.out_dim}" for g, r in runners.items()))
+            gates: dict[str, Gate] = {}
+            if runners:
+                H = dims.pop()
+                n_task_gate = sum(runners[g].per_member for g in scope)
+                if n_task_gate:
+                    gates["task"] = gate_cls(gate_p, in_dim, n_task_gate, T, D, self.per_domain_heads)
+                if lvl < arch.levels - 1:
+                    n_all = sum(r.per_member * (T if g == "task" else 1) for g, r in runners.items())
+                    gates["shared"] = gate_cls(gate_p, in_dim, n_all, 1, D, self.per_domain_heads)
+                in_dim = H
+            self.levels.append(Level(runners, gates))
+        head_dim = H if H is not None else rep
+
+        # level-1 fusion of groups outside the gate scope, level-2 fusion of parts
+        self.group_fusion = nn.ModuleDict()
+        for g in ("domain", "task"):
+            if g in groups_spec and g not in scope:
+                fspec = groups_spec[g].fusion
+                fcls, fp = resolve(registry, "fusion", fspec, f"arch.{g}.fusion")
+                if fcls.level != 1:
+                    raise ConfigError(f"arch.{g}.fusion: {fspec.name!r} is a level-{fcls.level} fusion; a group needs a level-1 fusion such as 'own', 'mean' or 'balance'")
+                self.group_fusion[g] = fcls(fp, head_dim, members[g], T, D)
+        self.parts = (["shared"] if (scope or not groups_spec) else []) + [g for g in ("domain", "task") if g in self.group_fusion]
+        fcls, fp = resolve(registry, "fusion", arch.fusion, "arch.fusion")
+        if fcls.level != 2:
+            raise ConfigError(f"arch.fusion: {arch.fusion.name!r} is a level-1 fusion; use a level-2 fusion such as 'sum', 'gated' or 'weighted'")
+        self.fusion: Fusion = fcls(fp, head_dim, list(self.parts), T, D)
+
+        self.tower_adapters = nn.ModuleList(make_adapter(head_dim) for _ in range(T)) if "towers" in arch.adapter_sites else None
+        tcls, tp = resolve(registry, "tower", arch.tower, "arch.tower")
+        self.tower: Tower = tcls(tp, head_dim, T, D, self.per_domain_heads)
+        self.head_dim = head_dim
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Per-field embeddings [B, F, E]: sparse lookups then dense values times a learned vector."""
+        parts = []
+        if sparse.shape[1]:
+            parts.append(self.embedding(sparse + self.offsets))
+        if dense.shape[1]:
+            parts.append(dense.unsqueeze(-1) * self.dense_proj)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def make_context(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor | None = None) -> Context:
+        fields = self.embed(sparse, dense)
+        ctx = Context(domain=domain, fields=fields, embedding=fields.flatten(1), num_domains=self.num_domains,
+                      num_tasks=self.num_tasks, labels=labels, training=self.training)
+        if self.input_adapter is not None:
+            ctx.fields = self.input_adapter(fields, ctx)
+            ctx.embedding = ctx.fields.flatten(1)
+        return ctx
+
+    def _mixture(self, level: Level, outs: dict[str, torch.Tensor], gate_in: torch.Tensor, ctx: Context, scope: list[str], weights: torch.Tensor | None) -> torch.Tensor:
+        """Gate-weighted mixture over the in-scope candidates of each task head: [B, T, H]."""
+        gate: Gate = level.gates["task"]
+        if weights is None:
+            weights = gate(gate_in, ctx)
+        if scope == ["shared"]:
+            return gate.combine(weights, outs["shared"])
+        T = self.num_tasks
+        cands = []
+        for g in scope:
+            o = outs[g]
+            cands.append(o if g == "task" else o.unsqueeze(1).expand(-1, T, -1, -1))
+        return gate.combine(weights, torch.cat(cands, dim=2))
+
+    def _run_groups(self, level: Level, s: torch.Tensor, u: torch.Tensor | None, ctx: Context, final: bool, sparse_weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        outs: dict[str, torch.Tensor] = {}
+        scope = self.arch.gate_scope
+        for g, runner in level.groups.items():
+            if g == "shared":
+                if sparse_weights is not None:
+                    selected = (sparse_weights[..., : runner.per_member] != 0).any(dim=1)
+                    outs[g] = runner.run_sparse(s, ctx, selected)
+                else:
+                    outs[g] = runner.run_member(s, ctx, 0)
+            elif g == "domain":
+                if g in scope or not self.group_fusion[g].uses_other_members:
+                    outs[g] = runner.run_routed(s, ctx)  # [B, n, H]
+                else:
+                    outs[g] = runner.run_all(s, ctx)  # [B, D, n, H]
+            else:  # task: every row needs every task
+                outs[g] = runner.run_all(u if u is not None else s, ctx)  # [B, T, n, H]
+        return outs
+
+    def _fuse_groups(self, outs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        T = self.num_tasks
+        for g, fusion in self.group_fusion.items():
+            o = outs[g]
+            if g == "domain":
+                if o.dim() == 3:  # own members only: [B, n, H]
+                    fused = fusion(o.mean(dim=1, keepdim=True), ctx).squeeze(1)
+                else:  # all members: [B, D, n, H] -> keep the row's own domain
+                    view = fusion(o.mean(dim=2), ctx)
+                    idx = ctx.domain.view(-1, 1, 1).expand(-1, 1, view.shape[-1])
+                    fused = torch.gather(view, 1, idx).squeeze(1)
+                parts["domain"] = fused.unsqueeze(1).expand(-1, T, -1)
+            else:
+                parts["task"] = fusion(o.mean(dim=2), ctx)
+        return parts
+
+    def forward_context(self, ctx: Context) -> torch.Tensor:
+        x = ctx.embedding
+        rep = self.bottom(x, ctx) if self.bottom is not None else x
+        if self.bottom_adapter is not None:
+            rep = self.bottom_adapter(rep, ctx)
+        T = self.num_tasks
+        scope = list(self.arch.gate_scope)
+        parts: dict[str, torch.Tensor]
+        if not self.arch.groups():
+            parts = {"shared": rep.unsqueeze(1).expand(-1, T, -1)}
+        else:
+            s, u = rep, None
+            L = len(self.levels)
+            for li, level in enumerate(self.levels):
+                final = li == L - 1
+                gate_in_s = s.detach() if self.arch.gate_detach_input else s
+                gate_in = gate_in_s if u is None else (u.detach() if self.arch.gate_detach_input else u)
+                weights = None
+                sparse_w = None
+                if final and scope and scope[0] == "shared" and level.gates["task"].sparse:
+                    weights = sparse_w = level.gates["task"](gate_in, ctx)
+                outs = self._run_groups(level, s, u, ctx, final, sparse_w)
+                if final:
+                    parts = {"shared": self._mixture(level, outs, gate_in, ctx, scope, weights)} if scope else {}
+                    parts.update(self._fuse_groups(outs, ctx))
+                else:
+                    new_u = self._mixture(level, outs, gate_in, ctx, scope, None)
+                    flat = [outs["shared"]] if "shared" in outs else []
+                    if "domain" in outs:
+                        flat.append(outs["domain"])
+                    flat.append(outs["task"].flatten(1, 2))
+                    sg: Gate = level.gates["shared"]
+                    s = sg.combine(sg(gate_in_s, ctx), torch.cat(flat, dim=1))[:, 0]
+                    u = new_u
+        h = self.fusion({k: parts[k] for k in self.parts}, ctx)
+        if self.tower_adapters is not None:
+            h = torch.stack([self.tower_adapters[t](h[:, t], ctx) for t in range(T)], dim=1)
+        return self.tower(h, ctx)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        return self.forward_context(self.make_context(sparse, dense, domain))
+
+    # ------------------------------------------------------------------ parameter views
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """Architecture parameters (named `arch_*`): trained by the structure step, not the main optimiser."""
+        return [p for n, p in self.named_parameters() if n.rsplit(".", 1)[-1].startswith("arch_")]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task depends on: embeddings, input adapter, bottom, level-0 shared experts."""
+        mods: list[nn.Module] = [m for m in (self.input_adapter, self.bottom, self.bottom_adapter) if m is not None]
+        if len(self.levels) and "shared" in self.levels[0].groups:
+            mods.append(self.levels[0].groups["shared"])
+        params = [self.embedding.weight, self.dense_proj]
+        for m in mods:
+            params.extend(m.parameters())
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in params if p.requires_grad and id(p) not in arch and p.numel() > 0]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def torchscript(self) -> bool:
+        return all(getattr(m, "torchscript", True) for m in self.modules() if m is not self)
+
+
+def build_model(arch: Architecture, schema: Schema, registry: Registry | None = None) -> MDMTModel:
+    """Assemble the model an architecture describes for a data schema."""
+    return MDMTModel(arch, schema, registry)
+
+
+def build_balancer(arch: Architecture, schema: Schema, registry: Registry | None = None) -> Balancer:
+    if registry is None:
+        from mdmt_nas.plugins import get_registry
+
+        registry = get_registry()
+    cls, p = resolve(registry, "balancer", arch.balancer, "arch.balancer")
+    return cls(p, schema.num_tasks, schema.tasks)
+
+
+def component_params(spec: ComponentSpec, kind: str, registry: Registry) -> dict[str, Any]:
+    """The full (defaults filled) params of a component spec."""
+    _, p = resolve(registry, kind, spec, kind)
+    return p.model_dump()
