@@ -1,5 +1,111 @@
-"""Placeholder; replaced by the real CLI."""
+"""The `mdmt-nas` command line: one typer app; each command group lives in its own module.
+
+Errors a user can cause (`UserError`) print as one clear message and exit 2;
+`--debug` (or MDMT_NAS_DEBUG=1) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
 import typer
-app = typer.Typer()
-def main() -> None:
-    app()
+from rich.console import Console
+
+from mdmt_nas import __version__
+from mdmt_nas.errors import UserError
+
+app = typer.Typer(
+    name="mdmt-nas",
+    help="Architecture search for multi-domain, multi-task recommendation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+#: (module, attribute, name) of command groups mounted under the main app.
+SUBAPPS = (
+    ("mdmt_nas.cli.data", "data_app", "data"),
+    ("mdmt_nas.cli.plugins", "plugins_app", "plugins"),
+    ("mdmt_nas.cli.spaces", "spaces_app", "spaces"),
+)
+#: modules that add top-level commands to `app` when imported.
+COMMAND_MODULES = (
+    "mdmt_nas.cli.train",
+    "mdmt_nas.cli.search",
+    "mdmt_nas.cli.export",
+    "mdmt_nas.cli.ui",
+    "mdmt_nas.cli.benchmark",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mdmt-nas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+) -> None:
+    if debug:
+        os.environ["MDMT_NAS_DEBUG"] = "1"
+
+
+def _mount() -> None:
+    for module, attr, name in SUBAPPS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        app.add_typer(getattr(mod, attr), name=name)
+    for module in COMMAND_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def report_plugin_failures() -> None:
+    """Print plugin load failures (they never stop healthy plugins from working)."""
+    from mdmt_nas.plugins import get_host
+
+    for failure in get_host().failures:
+        err_console.print(f"[red]{failure}[/red]", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _mount()
+    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("MDMT_NAS_DEBUG") == "1"
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,3 @@
+from mdmt_nas.cli import main
+
+main()
