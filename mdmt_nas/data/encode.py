@@ -26,7 +26,7 @@ from mdmt_nas.errors import DataError
 
 #: Separators we recognise when a file was read with the wrong one (longest first).
 _SEPARATORS = ("::", "\t", ";", ",", "|")
-_SEP_NAMES = {"\t": "\\t (tab)", "::": "::", ";": ";", ",": ",", "|": "|"}
+_SEP_NAMES = {"\t": "\\t' (tab", "::": "::", ";": ";", ",": ",", "|": "|"}
 
 
 class ColumnMapping(BaseModel):
@@ -97,10 +97,10 @@ def check_columns(columns: Iterable[str], needed: Iterable[str], where: str, sep
     if len(cols) == 1:
         found = next((s for s in _SEPARATORS if s in cols[0] and s != separator), None)
         if found is not None:
-            used = f" with separator {_SEP_NAMES.get(separator, separator)!r}" if separator else ""
+            used = f" with separator '{_SEP_NAMES.get(separator, separator)}'" if separator else ""
             raise DataError(
                 f"{where}: the file has a single column {cols[0][:80]!r}; it seems to be separated by "
-                f"{_SEP_NAMES[found]!r} but was read{used}. Set the separator (e.g. `separator: {found!r}`)"
+                f"'{_SEP_NAMES[found]}' but was read{used}. Set the separator (e.g. `separator: {found!r}`)"
             )
     raise DataError(
         f"{where}: column {missing[0]!r} not found"
@@ -156,11 +156,11 @@ class EncoderStats:
             vc = df[c].value_counts(dropna=True)
             old = self.counts.get(c)
             self.counts[c] = vc if old is None else old.add(vc, fill_value=0)
-        keys = _named_domains(domain_keys(df[m.domain]), m, self.where)
+        keys = named_domains(domain_keys(df[m.domain]), m, self.where)
         vc = keys.value_counts()
         self.domains = vc if self.domains is None else self.domains.add(vc, fill_value=0)
         if m.dense:
-            self.moments.update(_dense_matrix(df, m.dense, self.where))
+            self.moments.update(dense_matrix(df, m.dense, self.where))
 
     def finish(self) -> "Encoder":
         m = self.mapping
@@ -200,7 +200,7 @@ def _natural_sort(keys: Iterable[str]) -> list[str]:
     return sorted(keys)
 
 
-def _named_domains(keys: pd.Series, m: ColumnMapping, where: str) -> pd.Series:
+def named_domains(keys: pd.Series, m: ColumnMapping, where: str) -> pd.Series:
     """Raw domain keys -> domain names (identity without a mapping); NaN and unmapped values are errors."""
     if keys.isna().any():
         raise DataError(f"{where}: domain column {m.domain!r} has {int(keys.isna().sum())} missing values; drop those rows or fill them")
@@ -217,7 +217,7 @@ def _named_domains(keys: pd.Series, m: ColumnMapping, where: str) -> pd.Series:
     return names
 
 
-def _dense_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
+def dense_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
     try:
         x = df[cols].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
@@ -240,7 +240,7 @@ def _dense_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
     return x
 
 
-def _labels_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
+def labels_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
     out = np.empty((len(df), len(cols)), dtype=np.float32)
     for j, c in enumerate(cols):
         s = df[c]
@@ -293,7 +293,7 @@ class Encoder:
         m = self.mapping
         check_columns(df.columns, m.columns(), where)
         n = len(df)
-        names = _named_domains(domain_keys(df[m.domain]), m, where)
+        names = named_domains(domain_keys(df[m.domain]), m, where)
         dom = names.map(self._domain_id)
         if dom.isna().any():
             unseen = sorted(names[dom.isna()].unique().tolist())
@@ -306,10 +306,10 @@ class Encoder:
         for j, c in enumerate(m.sparse):
             sparse[:, j] = self.vocabs[c].get_indexer(df[c]) + 1
         if m.dense:
-            dense = ((_dense_matrix(df, m.dense, where) - self.mean) / self.std).astype(np.float32)
+            dense = ((dense_matrix(df, m.dense, where) - self.mean) / self.std).astype(np.float32)
         else:
             dense = np.zeros((n, 0), dtype=np.float32)
-        labels = _labels_matrix(df, m.labels, where)
+        labels = labels_matrix(df, m.labels, where)
         return MDMTTensors(
             sparse=torch.from_numpy(sparse),
             dense=torch.from_numpy(dense),
@@ -345,6 +345,10 @@ def encode_table(
     if split.kind == "time":
         needed = needed + [split.column or mapping.timestamp or ""]
     check_columns(df.columns, [c for c in needed if c], where, separator)
+    # Check labels and dense values on the whole table first, so messages count every bad row.
+    labels_matrix(df, mapping.labels, where)
+    if mapping.dense:
+        dense_matrix(df, mapping.dense, where)
     idx = split_indices(len(df), split, df, mapping.timestamp, where)
     parts = {name: df.iloc[i] for name, i in zip(PARTS, idx)}
     enc = fit_encoder(parts["train"], mapping, where=f"{where} (train split)")

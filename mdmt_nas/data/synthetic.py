@@ -109,9 +109,9 @@ class _RandomMLP:
     """A fixed random 1-hidden-layer tanh network R^k -> R, drawn from `rng`."""
 
     def __init__(self, rng: np.random.Generator, k: int, hidden: int = 16):
-        self.w1 = rng.normal(0, 1.5 / np.sqrt(k), (k, hidden))
-        self.b1 = rng.normal(0, 0.5, hidden)
-        self.w2 = rng.normal(0, 1 / np.sqrt(hidden), hidden)
+        self.w1 = rng.normal(0, 1.5 / np.sqrt(k), (k, hidden)).astype(np.float32)
+        self.b1 = rng.normal(0, 0.5, hidden).astype(np.float32)
+        self.w2 = rng.normal(0, 1 / np.sqrt(hidden), hidden).astype(np.float32)
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
         return np.tanh(h @ self.w1 + self.b1) @ self.w2
@@ -133,9 +133,9 @@ class _World:
             tilt = np.exp(p.domain_feature_shift * rng.normal(0, 1, (D, V)))
             probs = base[None, :] * tilt
             self.field_p.append(probs / probs.sum(axis=1, keepdims=True))
-        self.tables = [rng.normal(0, 1, (V, k)) for V in self.vocabs]
+        self.tables = [rng.normal(0, 1, (V, k)).astype(np.float32) for V in self.vocabs]
         self.dense_shift = p.domain_feature_shift * rng.normal(0, 0.5, (D, p.num_dense))
-        self.dense_proj = rng.normal(0, 1, (p.num_dense, k))
+        self.dense_proj = rng.normal(0, 1, (p.num_dense, k)).astype(np.float32)
         self.dense_scale = 10.0 ** rng.integers(-1, 4, p.num_dense)  # raw dense values on mixed scales
         self.dense_offset = rng.normal(0, 3, p.num_dense) * self.dense_scale
         n_pairs = min(p.num_interactions, p.num_sparse * (p.num_sparse - 1) // 2)
@@ -143,9 +143,13 @@ class _World:
         self.pairs = all_pairs[rng.choice(len(all_pairs), n_pairs, replace=False)] if n_pairs else all_pairs[:0]
         # Components: 0 = common, 1 + t = specific to task t. Each has a shared and a per-domain function.
         C = 1 + p.num_tasks
-        self.shared = [(_RandomMLP(rng, k), rng.normal(0, 1, (len(self.pairs), k))) for _ in range(C)]
-        self.private = [[(_RandomMLP(rng, k), rng.normal(0, 1, (len(self.pairs), k))) for _ in range(D)] for _ in range(C)]
+        self.shared = [self._fn(rng, k) for _ in range(C)]
+        self.private = [[self._fn(rng, k) for _ in range(D)] for _ in range(C)]
         self.domain_bias = rng.normal(0, p.domain_bias_std, (D, p.num_tasks)) if p.domain_bias_std else np.zeros((D, p.num_tasks))
+
+    def _fn(self, rng: np.random.Generator, k: int) -> tuple[_RandomMLP, np.ndarray]:
+        """One label function: a random MLP of the latent vector + weights of the pairwise interactions."""
+        return _RandomMLP(rng, k), rng.normal(0, 1, (len(self.pairs), k)).astype(np.float32)
 
 
 def generate_frame(p: SyntheticParams) -> pd.DataFrame:
@@ -162,9 +166,9 @@ def generate_frame(p: SyntheticParams) -> pd.DataFrame:
             ids[r, j] = rng.choice(V, size=len(r), p=w.field_p[j][d])
     dense = rng.normal(0, 1, (n, p.num_dense)) + w.dense_shift[dom]
 
-    emb = [w.tables[j][ids[:, j]] for j in range(p.num_sparse)]  # each [n, k]
-    h = sum(emb, np.zeros((n, k))) + dense @ w.dense_proj
-    h /= np.sqrt(max(p.num_sparse + p.num_dense, 1))
+    emb = [w.tables[j][ids[:, j]] for j in range(p.num_sparse)]  # each [n, k] float32
+    h = sum(emb, np.zeros((n, k), dtype=np.float32)) + dense.astype(np.float32) @ w.dense_proj
+    h /= np.float32(np.sqrt(max(p.num_sparse + p.num_dense, 1)))
 
     lam = p.interaction_share if len(w.pairs) else 0.0
 
@@ -224,15 +228,26 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _calibrate(logit: np.ndarray, rate: float) -> float:
-    """Bias b with mean(sigmoid(logit + b)) == rate (bisection; the mean is monotone in b)."""
-    lo, hi = -30.0, 30.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if _sigmoid(logit + mid).mean() < rate:
-            lo = mid
+    """Bias b with mean(sigmoid(logit + b)) == rate.
+
+    Newton steps on the monotone mean, each kept inside a shrinking bracket
+    (a bisection fallback), so it converges in a few passes over the rows.
+    """
+    lo, hi = -40.0, 40.0
+    b = float(np.log(rate / (1 - rate)) - np.median(logit))
+    for _ in range(60):
+        s = _sigmoid(logit + b)
+        err = float(s.mean()) - rate
+        if abs(err) < 1e-7:
+            break
+        if err < 0:
+            lo = b
         else:
-            hi = mid
-    return 0.5 * (lo + hi)
+            hi = b
+        slope = float((s * (1 - s)).mean())
+        step = b - err / slope if slope > 1e-12 else 0.5 * (lo + hi)
+        b = step if lo < step < hi else 0.5 * (lo + hi)
+    return b
 
 
 def mapping_for(p: SyntheticParams) -> ColumnMapping:

@@ -1,0 +1,14 @@
+"""Built-in datasets, registered through the same hook a third-party plugin uses."""
+
+from __future__ import annotations
+
+from mdmt_nas.data.synthetic import SyntheticDataset
+from mdmt_nas.data.tabular import CsvDataset, ParquetDataset
+from mdmt_nas.plugins import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    register(SyntheticDataset)
+    register(CsvDataset)
+    register(ParquetDataset)

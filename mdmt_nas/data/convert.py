@@ -1,0 +1,130 @@
+"""CSV -> Parquet in bounded memory, so big logs can then be streamed.
+
+pyarrow's streaming CSV reader parses one block at a time; blocks are
+gathered into row groups of `row_group_size` rows and written out, so peak
+memory is a few blocks plus one row group whatever the file size. With a
+column mapping only the mapped columns are kept and their types are fixed up
+front (categorical columns as strings, dense as float32, labels as float32,
+the timestamp as float64), so a column whose first block looks numeric
+cannot break a later block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mdmt_nas.data.encode import ColumnMapping, check_columns
+from mdmt_nas.errors import DataError
+
+
+@dataclass
+class ConvertReport:
+    rows: int
+    row_groups: int
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    columns: list[str]
+
+
+def column_types(mapping: ColumnMapping, keep: list[str] | tuple[str, ...] = ()) -> dict[str, pa.DataType]:
+    """Arrow types of the mapped columns (strings for everything categorical)."""
+    types: dict[str, pa.DataType] = {c: pa.string() for c in [mapping.domain, *mapping.sparse, *keep]}
+    types.update({c: pa.float32() for c in mapping.dense})
+    types.update({c: pa.float32() for c in mapping.labels})
+    if mapping.timestamp:
+        types[mapping.timestamp] = pa.float64()
+    return types
+
+
+def read_header(path: Path, separator: str, encoding: str = "utf-8") -> list[str]:
+    with open(path, encoding=encoding, errors="replace") as fh:
+        line = fh.readline().rstrip("\r\n")
+    if not line:
+        raise DataError(f"{path}: the file is empty (no header line)")
+    return [c.strip().strip('"') for c in line.split(separator)]
+
+
+def csv_to_parquet(
+    src: Path,
+    dst: Path,
+    mapping: ColumnMapping | None = None,
+    separator: str = ",",
+    keep: list[str] | tuple[str, ...] = (),
+    row_group_size: int = 131_072,
+    block_size: int = 8 << 20,
+    compression: str = "zstd",
+    progress: Callable[[int], None] | None = None,
+) -> ConvertReport:
+    """Convert `src` (CSV) to `dst` (Parquet) chunk by chunk; `progress(rows_so_far)` after each row group."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise DataError(f"CSV file not found: {src}")
+    if len(separator) != 1:
+        raise DataError(f"convert reads single-character separators only; got {separator!r} (for '::' files use the ml-1m loader)")
+    header = read_header(src, separator)
+    include: list[str] | None = None
+    types: dict[str, pa.DataType] = {}
+    if mapping is not None:
+        include = list(dict.fromkeys(mapping.columns() + list(keep)))
+        check_columns(header, include, str(src), separator)
+        types = column_types(mapping, keep)
+    elif keep:
+        check_columns(header, keep, str(src), separator)
+        include = list(keep)
+    t0 = time.perf_counter()
+    reader = pacsv.open_csv(
+        src,
+        read_options=pacsv.ReadOptions(block_size=block_size),
+        parse_options=pacsv.ParseOptions(delimiter=separator),
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
+    )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".part")
+    rows = groups = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    writer: pq.ParquetWriter | None = None
+
+    def flush(final: bool) -> None:
+        nonlocal pending, pending_rows, rows, groups
+        while pending_rows >= row_group_size or (final and pending_rows):
+            table = pa.Table.from_batches(pending)
+            take = min(row_group_size, table.num_rows)
+            writer.write_table(table.slice(0, take), row_group_size=row_group_size)
+            rest = table.slice(take)
+            pending, pending_rows = (rest.to_batches() if rest.num_rows else []), rest.num_rows
+            rows += take
+            groups += 1
+            if progress:
+                progress(rows)
+
+    try:
+        writer = pq.ParquetWriter(tmp, reader.schema, compression=compression)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
+                raise DataError(f"{src}: cannot parse at row ~{rows + pending_rows}: {exc}{hint}") from None
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            flush(final=False)
+        flush(final=True)
+        writer.close()
+        writer = None
+        tmp.replace(dst)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return ConvertReport(rows, groups, src.stat().st_size, dst.stat().st_size, time.perf_counter() - t0, reader.schema.names)
