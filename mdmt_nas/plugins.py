@@ -18,6 +18,8 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 import pluggy
 
 from mdmt_nas import __version__, hookspecs
-from mdmt_nas.errors import DuplicateComponentError, closest
+from mdmt_nas.errors import DuplicateComponentError, PluginError, closest
 from mdmt_nas.registry import Registry
 
 GROUP = "mdmt_nas"
@@ -177,14 +179,10 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:
             self._fail(name, dist, "hook", exc)
             return
-        unknown = self._unknown_hooks(plugin)
-        if unknown:
+        problem = self._hook_problems(plugin)
+        if problem:
             self.pm.unregister(name=name)
-            hints = []
-            for h in unknown:
-                near = closest(h, HOOK_KINDS)
-                hints.append(f"{h!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
-            self._fail(name, dist, "hook", f"implements unknown hook(s) {', '.join(hints)}; hooks: {', '.join(HOOK_KINDS)}")
+            self._fail(name, dist, "hook", problem)
             return
         info = PluginInfo(name, dist, version, getattr(plugin, "__name__", type(plugin).__name__), builtin)
         for hook_name, kind in HOOK_KINDS.items():
@@ -195,11 +193,16 @@ class PluginHost:
 
             def register(obj: Any, name_: str | None = None, *, _kind: str = kind, **kw: Any) -> None:
                 cname = kw.pop("name", name_) or _component_name(obj, _kind)
+                if kw:
+                    raise TypeError(f"register() got unexpected keyword argument(s) {', '.join(kw)}")
+                _check_kind(obj, _kind, cname)
                 self.registry.add(_kind, cname, obj, name, dist, version)
                 info.components.append((_kind, cname))
                 if self.trace:
                     print(f"[mdmt-nas] {name}.{hook_name} registered {_kind} {cname!r}", file=sys.stderr)
 
+            if self.trace:
+                print(f"[mdmt-nas] calling {name}.{hook_name}(register) from {info.module}", file=sys.stderr)
             try:
                 impl(register=register)
             except DuplicateComponentError as exc:
@@ -207,11 +210,13 @@ class PluginHost:
                 self._drop(name)
                 return
             except Exception as exc:
-                self._fail(name, dist, "register", f"{hook_name} raised {type(exc).__name__}: {exc}")
+                self._fail(name, dist, "register", f"{hook_name} raised {type(exc).__name__}: {exc}{_where(exc)}")
                 self.failures[-1].detail = traceback.format_exc()
                 self._drop(name)
                 return
         self.plugins.append(info)
+        if self.trace:
+            print(f"[mdmt-nas] loaded plugin {name!r} ({dist} {version}): {len(info.components)} component(s)", file=sys.stderr)
 
     def _drop(self, name: str) -> None:
         self.registry.remove_plugin(name)
@@ -224,6 +229,23 @@ class PluginHost:
             for attr in dir(plugin)
             if hasattr(getattr(plugin, attr, None), marker) and attr not in HOOK_KINDS
         ]
+
+    def _hook_problems(self, plugin: Any) -> str:
+        """Misspelt hooks (pluggy's check_pending, at load time) and hooks missing @hookimpl."""
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            hints = []
+            for h in unknown:
+                near = closest(h, HOOK_KINDS)
+                hints.append(f"{h!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+            return f"implements unknown hook(s) {', '.join(hints)}; hooks: {', '.join(HOOK_KINDS)}"
+        unmarked = [h for h in HOOK_KINDS if callable(getattr(plugin, h, None)) and not hasattr(getattr(plugin, h), f"{GROUP}_impl")]
+        if unmarked:
+            return (
+                f"function(s) {', '.join(repr(h) for h in unmarked)} are not marked as hooks; "
+                "decorate them with @hookimpl (from mdmt_nas.plugins import hookimpl)"
+            )
+        return ""
 
     # -- queries -------------------------------------------------------------------
     def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
@@ -238,6 +260,28 @@ def _component_name(obj: Any, kind: str) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{kind} {obj!r} has no `name`; set a class attribute or pass register(obj, name=...)")
     return name
+
+
+def _check_kind(obj: Any, kind: str, name: str) -> None:
+    """Neural components must subclass their kind's interface (caught at load time, not mid-search)."""
+    from mdmt_nas.model import KIND_BASES
+
+    base = KIND_BASES.get(kind)
+    if base is None:
+        return
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        what = obj.__name__ if isinstance(obj, type) else repr(obj)
+        raise TypeError(f"{kind} {name!r} is {what}, which is not a subclass of mdmt_nas.components.{base.__name__}")
+
+
+def _where(exc: BaseException) -> str:
+    """' (at file:line)' of the innermost frame of an exception, to point at the plugin's code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
 
 
 _HOST: PluginHost | None = None
@@ -259,3 +303,164 @@ def reset(host: PluginHost | None = None) -> None:
     """Forget the loaded plugins (tests, or after installing a plugin in-process)."""
     global _HOST
     _HOST = host
+
+
+# -- fault attribution: which plugin's component broke a model? -----------------------------
+@dataclass(frozen=True)
+class ComponentRef:
+    """A component instance inside a model, with the plugin that registered its class."""
+
+    kind: str
+    name: str
+    plugin: str
+    dist: str
+    version: str
+    path: str = ""  # module path inside the model, e.g. "levels.0.groups.shared.banks.0"
+
+    def __str__(self) -> str:
+        where = f" at model.{self.path}" if self.path else ""
+        return f"{self.kind} {self.name!r} from plugin {self.plugin!r} (distribution {self.dist} {self.version}){where}"
+
+
+class ComponentFailure(PluginError):
+    """A component raised or broke its shape contract while a model ran; names the plugin."""
+
+    def __init__(self, component: ComponentRef, problem: str):
+        self.component, self.problem = component, problem
+        super().__init__(
+            f"{component} {problem}. Check it with `mdmt-nas plugins check {component.plugin}`, "
+            f"or skip the plugin with MDMT_NAS_DISABLE_PLUGINS={component.plugin}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
+        return (type(self), (self.component, self.problem))
+
+
+def _class_refs(registry: Registry) -> dict[type, ComponentRef]:
+    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.entries() if isinstance(e.obj, type)}
+
+
+def component_map(model: Any, registry: Registry | None = None) -> dict[int, ComponentRef]:
+    """id(module) -> ComponentRef for every registered component (and expert bank) inside `model`."""
+    by_class = _class_refs(registry if registry is not None else get_registry())
+    found: dict[int, ComponentRef] = {}
+    for path, module in model.named_modules():
+        ref = by_class.get(type(module))
+        if ref is not None:
+            found[id(module)] = ComponentRef(ref.kind, ref.name, ref.plugin, ref.dist, ref.version, path)
+        banks, names = getattr(module, "banks", None), getattr(module, "names", None)
+        if banks is not None and isinstance(names, list):  # model.GroupRunner: bank i runs expert names[i]
+            for i, (bank, ename) in enumerate(zip(banks, names)):
+                if id(bank) in found:
+                    continue
+                reg = registry if registry is not None else get_registry()
+                if ("expert", ename) in reg:
+                    e = reg.entry("expert", ename)
+                    found[id(bank)] = ComponentRef("expert", ename, e.plugin, e.dist, e.version, f"{path}.banks.{i}" if path else f"banks.{i}")
+    return found
+
+
+def find_culprit(exc: BaseException, model: Any = None, registry: Registry | None = None) -> ComponentRef | None:
+    """The innermost registered component on the traceback of `exc` (None if no component was involved).
+
+    Looks at `self` (forward, __init__) and `cls` (classmethods such as `bank`) of
+    each frame, innermost first; `model` maps expert banks to their expert names.
+    """
+    if isinstance(exc, ComponentFailure):
+        return exc.component
+    reg = registry if registry is not None else get_registry()
+    by_id = component_map(model, reg) if model is not None else {}
+    by_class = _class_refs(reg)
+    frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
+    for frame in reversed(frames):
+        loc = frame.f_locals
+        obj = loc.get("self")
+        if obj is not None and id(obj) in by_id:
+            return by_id[id(obj)]
+        for cand in (type(obj) if obj is not None else None, loc.get("cls")):
+            if isinstance(cand, type) and cand in by_class:
+                return by_class[cand]
+    return None
+
+
+def describe_component_error(exc: BaseException, model: Any = None, registry: Registry | None = None) -> str:
+    """One line for a failed trial: names the component and plugin at fault when there is one.
+
+    >>> describe_component_error(exc, model)
+    "expert 'bad' from plugin 'badplug' (distribution mdmt-nas-bad 0.1) at model.bottom raised
+     RuntimeError: ... (at bad.py:12). Check it with `mdmt-nas plugins check badplug`, ..."
+    """
+    if isinstance(exc, ComponentFailure):
+        return str(exc)
+    ref = find_culprit(exc, model, registry)
+    text = f"{type(exc).__name__}: {exc}"
+    if ref is None:
+        return text
+    return str(ComponentFailure(ref, f"raised {text}{_where(exc)}"))
+
+
+def attribute_error(exc: BaseException, model: Any = None, registry: Registry | None = None) -> BaseException:
+    """`exc` wrapped as a ComponentFailure naming the culprit (chained), or `exc` itself if none."""
+    if isinstance(exc, ComponentFailure):
+        return exc
+    ref = find_culprit(exc, model, registry)
+    if ref is None:
+        return exc
+    wrapped = ComponentFailure(ref, f"raised {type(exc).__name__}: {exc}{_where(exc)}")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def expected_shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The output shape a component's interface promises for these inputs (None: not checked)."""
+    from mdmt_nas.components import Adapter, Expert, ExpertBank, Fusion, Gate, Tower
+
+    x = args[0] if args else None
+    if isinstance(x, dict):  # level-2 fusion parts
+        first = next(iter(x.values()), None)
+        return None if first is None else (first.shape[0], module.num_tasks, module.dim)
+    if not hasattr(x, "shape"):
+        return None
+    b = x.shape[0]
+    if isinstance(module, ExpertBank):
+        names = ("x", "ctx", "start", "stop")
+        bound = dict(zip(names, args)) | kwargs
+        start = bound.get("start", 0)
+        stop = bound.get("stop") if bound.get("stop") is not None else module.num_experts
+        return (b, stop - start, module.out_dim)
+    if isinstance(module, Expert):
+        return (b, module.out_dim)
+    if isinstance(module, Gate):
+        return (b, module.num_tasks, module.num_experts)
+    if isinstance(module, Tower):
+        return (b, module.num_tasks)
+    if isinstance(module, (Adapter, Fusion)):
+        return tuple(x.shape)
+    return None
+
+
+@contextmanager
+def guard_shapes(model: Any, registry: Registry | None = None) -> Iterator[None]:
+    """Check every component's output shape while the block runs; a violation raises ComponentFailure.
+
+    Costs one Python hook per component call; use it around a trial's training
+    so a wrong shape is blamed on the component that produced it, not on the
+    component downstream that trips over it.
+    """
+    refs = component_map(model, registry)
+    modules = {id(m): m for m in model.modules()}
+    handles = []
+
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        want = expected_shape(module, args, kwargs)
+        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        if want is not None and got != tuple(want):
+            raise ComponentFailure(refs[id(module)], f"returned shape {list(got) if isinstance(got, tuple) else got}, expected {list(want)}")
+
+    for mid in refs:
+        handles.append(modules[mid].register_forward_hook(hook, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
