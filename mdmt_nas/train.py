@@ -1,0 +1,324 @@
+"""Training and evaluation of one architecture.
+
+The trainer knows nothing about particular components: the balancer turns
+per-task losses into gradients, components add auxiliary losses and metrics
+through `ctx.aux`, and `arch_*` parameters are either trained with the weights
+or, with `train.arch_step`, by a second Adam on a separate batch (M3oE's
+alternating structure step).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mdmt_nas.arch import Architecture
+from mdmt_nas.components import BalanceContext, Balancer
+from mdmt_nas.config import TrainConfig
+from mdmt_nas.data.schema import Schema
+from mdmt_nas.data.tensors import MDMTTensors, RowSource, Splits
+from mdmt_nas.errors import TrialFailed
+from mdmt_nas.metrics import Metrics, compute_metrics
+from mdmt_nas.model import MDMTModel, build_balancer, build_model
+
+#: epoch callback: (epoch, epoch_metrics) -> None; may raise (e.g. optuna.TrialPruned) to stop
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def set_seed(seed: int) -> None:
+    """Seed every RNG a training touches (CPU runs are then deterministic)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    model: MDMTModel
+    arch: Architecture
+    valid: Metrics
+    test: Metrics | None
+    history: list[dict[str, float]]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    num_params: int
+    train_seconds: float
+    rows_per_second: float
+    latency_ms_per_1k: float = float("nan")
+    aux_metrics: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "arch_id": self.arch.id,
+            "valid_mean_auc": self.valid.mean_auc,
+            "test_mean_auc": self.test.mean_auc if self.test else None,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "num_params": self.num_params,
+            "train_seconds": self.train_seconds,
+            "rows_per_second": self.rows_per_second,
+            "latency_ms_per_1k": self.latency_ms_per_1k,
+        }
+
+
+def task_losses(logits: torch.Tensor, labels: torch.Tensor, domain: torch.Tensor, num_domains: int, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row BCE [B, T] and per-task losses [T] (row mean, or sum over domains of per-domain means)."""
+    row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    if reduction == "row_mean":
+        return row, row.mean(0)
+    sums = row.new_zeros(num_domains, row.shape[1]).index_add(0, domain, row)
+    counts = torch.bincount(domain, minlength=num_domains).clamp(min=1).to(row.dtype)
+    return row, (sums / counts.unsqueeze(1)).sum(0)
+
+
+@torch.no_grad()
+def predict(model: MDMTModel, data: RowSource, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Probabilities, labels and domains of a split, batch by batch."""
+    was = model.training
+    model.eval()
+    probs, labels, domains = [], [], []
+    for b in data.batches(batch_size):
+        probs.append(torch.sigmoid(model(b.sparse, b.dense, b.domain)))
+        labels.append(b.labels)
+        domains.append(b.domain)
+    model.train(was)
+    if not probs:
+        T = model.num_tasks
+        return torch.zeros(0, T), torch.zeros(0, T), torch.zeros(0, dtype=torch.long)
+    return torch.cat(probs), torch.cat(labels), torch.cat(domains)
+
+
+def evaluate(model: MDMTModel, data: RowSource, schema: Schema, batch_size: int = 16384) -> Metrics:
+    p, y, d = predict(model, data, batch_size)
+    return compute_metrics(p, y, d, schema)
+
+
+def measure_latency(model: MDMTModel, data: RowSource, rows: int = 1000, repeats: int = 5) -> float:
+    """Inference latency in milliseconds per 1k rows (median of a few repeats)."""
+    batch = next(iter(data.batches(rows)))
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(batch.sparse, batch.dense, batch.domain)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(batch.sparse, batch.dense, batch.domain)
+            times.append(time.perf_counter() - t0)
+    model.train()
+    return float(np.median(times)) * 1000.0 * 1000.0 / max(len(batch), 1)
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 1024.0 / 1024.0
+
+
+class _Progress:
+    """A rich progress display of epochs and batches (no-op when disabled)."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int, label: str):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.p = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=True, redirect_stdout=False,
+        )
+        self.p.start()
+        self.ep = self.p.add_task(f"{label} epochs", total=epochs, info="")
+        self.bt = self.p.add_task("  batches", total=steps, info="")
+
+    def batch(self, loss: float) -> None:
+        if self.enabled:
+            self.p.update(self.bt, advance=1, info=f"loss {loss:.4f}")
+
+    def epoch(self, info: str) -> None:
+        if self.enabled:
+            self.p.update(self.ep, advance=1, info=info)
+            self.p.reset(self.bt)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()
+
+
+class Trainer:
+    """Fits one model: main optimiser on weights, optional structure step, early stopping on mean valid AUC."""
+
+    def __init__(
+        self,
+        model: MDMTModel,
+        balancer: Balancer,
+        splits: Splits,
+        cfg: TrainConfig,
+        callbacks: list[EpochCallback] | None = None,
+        label: str = "train",
+    ):
+        self.model, self.balancer, self.splits, self.cfg = model, balancer, splits, cfg
+        self.callbacks = list(callbacks or [])
+        self.label = label
+        arch_params = model.arch_parameters()
+        self.arch_step = cfg.arch_step != "off" and bool(arch_params)
+        weights = model.weight_parameters() if self.arch_step else list(model.parameters())
+        weights = weights + [p for p in balancer.parameters() if p.requires_grad]
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg.optimizer]
+        self.opt = opt_cls([p for p in weights if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.arch_opt = torch.optim.Adam([p for p in arch_params if p.requires_grad], lr=cfg.arch_lr) if self.arch_step else None
+        self.shared = model.shared_parameters()
+        self.step_count = 0
+
+    # ---------------------------------------------------------------- one step
+    def _loss_parts(self, batch: MDMTTensors) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        m = self.model
+        ctx = m.make_context(batch.sparse, batch.dense, batch.domain, batch.labels)
+        logits = m.forward_context(ctx)
+        row, per_task = task_losses(logits, batch.labels, batch.domain, m.num_domains, self.cfg.loss_reduction)
+        return row, per_task, ctx
+
+    def train_step(self, batch: MDMTTensors) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        row, per_task, ctx = self._loss_parts(batch)
+        aux = ctx.aux.total_loss()
+        bctx = BalanceContext(self.shared, list(self.model.parameters()), ctx.embedding, batch.domain, batch.labels, aux, self.step_count)
+        total = self.balancer.backward(per_task, row, bctx)
+        if not torch.isfinite(total).all():
+            raise TrialFailed(f"loss became {float(total)} at step {self.step_count} (per-task losses {per_task.detach().tolist()}); lower the learning rate or check the data")
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.step_count += 1
+        self._aux_metrics(ctx.aux.metrics, bctx.metrics)
+        return float(total)
+
+    def arch_update(self, batch: MDMTTensors) -> None:
+        """M3oE's structure step: gradient of the loss on a separate batch w.r.t. `arch_*` only."""
+        assert self.arch_opt is not None
+        _, per_task, ctx = self._loss_parts(batch)
+        loss = per_task.sum()
+        aux = ctx.aux.total_loss()
+        if aux is not None:
+            loss = loss + aux
+        params = [p for g in self.arch_opt.param_groups for p in g["params"]]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        self.arch_opt.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.arch_opt.step()
+
+    def _aux_metrics(self, *dicts: dict[str, float]) -> None:
+        for d in dicts:
+            for k, v in d.items():
+                s, n = self._aux_acc.get(k, (0.0, 0))
+                self._aux_acc[k] = (s + v, n + 1)
+
+    def _arch_batches(self) -> Iterator[MDMTTensors]:
+        src = self.splits.valid if self.cfg.arch_step == "valid" else self.splits.train
+        gen = torch.Generator().manual_seed(self.cfg.seed + 7919)
+        while True:
+            yield from src.batches(self.cfg.batch_size, shuffle=True, generator=gen)
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        n_train = len(self.splits.train)
+        steps = max(1, math.ceil(n_train / cfg.batch_size))
+        best_auc, best_state, best_epoch = -math.inf, None, -1
+        history: list[dict[str, float]] = []
+        bad_epochs, stopped_early = 0, False
+        arch_iter = self._arch_batches() if self.arch_step else None
+        t_start = time.perf_counter()
+        train_time = 0.0
+        rows_seen = 0
+        progress = _Progress(cfg.progress and sys.stderr.isatty(), cfg.epochs, steps, self.label)
+        last_valid: Metrics | None = None
+        try:
+            for epoch in range(cfg.epochs):
+                self.model.train()
+                self._aux_acc: dict[str, tuple[float, int]] = {}
+                t0 = time.perf_counter()
+                loss_sum, n_batches = 0.0, 0
+                for batch in self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen):
+                    if arch_iter is not None:
+                        self.arch_update(next(arch_iter))
+                    loss = self.train_step(batch)
+                    loss_sum += loss
+                    n_batches += 1
+                    rows_seen += len(batch)
+                    progress.batch(loss)
+                    self._check_limits(t_start)
+                train_time += time.perf_counter() - t0
+                valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
+                last_valid = valid
+                record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "valid_mean_auc": valid.mean_auc, "valid_mean_logloss": valid.mean_logloss}
+                record.update({k: s / n for k, (s, n) in self._aux_acc.items()})
+                for p_name, p in self.model.named_parameters():
+                    if p_name.rsplit(".", 1)[-1].startswith("arch_") and p.numel() == 1:
+                        record[f"arch/{p_name}"] = float(torch.sigmoid(p.detach()))
+                history.append(record)
+                progress.epoch(f"valid AUC {valid.mean_auc:.4f}")
+                improved = valid.mean_auc > best_auc + cfg.min_delta or best_state is None
+                if improved:
+                    best_auc, best_epoch = valid.mean_auc, epoch
+                    best_state = copy.deepcopy(self.model.state_dict())
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
+                for cb in self.callbacks:
+                    cb(epoch, record)
+                if cfg.patience and bad_epochs >= cfg.patience:
+                    stopped_early = True
+                    break
+        finally:
+            progress.close()
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size) if best_epoch != len(history) - 1 else last_valid
+        assert valid is not None
+        test = evaluate(self.model, self.splits.test, self.splits.schema, cfg.eval_batch_size)
+        aux_final = {k: v for k, v in history[best_epoch].items() if k not in ("epoch", "train_loss", "valid_mean_auc", "valid_mean_logloss")} if history else {}
+        return TrainResult(
+            model=self.model, arch=self.model.arch, valid=valid, test=test, history=history, best_epoch=best_epoch,
+            epochs_run=len(history), stopped_early=stopped_early, num_params=self.model.num_parameters(),
+            train_seconds=train_time, rows_per_second=rows_seen / max(train_time, 1e-9),
+            latency_ms_per_1k=measure_latency(self.model, self.splits.valid), aux_metrics=aux_final,
+        )
+
+    def _check_limits(self, t_start: float) -> None:
+        cfg = self.cfg
+        if cfg.max_seconds is not None and time.perf_counter() - t_start > cfg.max_seconds:
+            raise TrialFailed(f"time limit exceeded: training took more than train.max_seconds={cfg.max_seconds:g}s")
+        if cfg.max_memory_mb is not None and self.step_count % 10 == 0:
+            rss = _peak_rss_mb()
+            if rss > cfg.max_memory_mb:
+                raise TrialFailed(f"memory limit exceeded: peak RSS {rss:.0f} MB > train.max_memory_mb={cfg.max_memory_mb:g}")
+
+
+def train_architecture(
+    arch: Architecture,
+    splits: Splits,
+    cfg: TrainConfig,
+    callbacks: list[EpochCallback] | None = None,
+    label: str = "train",
+) -> TrainResult:
+    """Build, train (with early stopping on mean valid AUC) and evaluate one architecture."""
+    set_seed(cfg.seed)
+    model = build_model(arch, splits.schema)
+    balancer = build_balancer(arch, splits.schema)
+    return Trainer(model, balancer, splits, cfg, callbacks, label).fit()
