@@ -14,7 +14,8 @@ Components (registered through the ordinary hooks, like a third-party plugin):
   embeddings `ctx.fields` [B, F, E]:
       V^l = V^{l-1} * (W^l V^0) + u^l * V^{l-1},   W^l [F, F], u^l [F]
   (field i of layer l interacts with a learned mix of all input fields),
-  flattened and projected to `out_dim`. Its input x is not used.
+  flattened and projected to `out_dim` (with `input_skip`, plus a linear map
+  of the expert's input x, so a bottom or a lower PLE level feeds into it).
   (The DNN expert is the existing `mlp`.)
 - adapter `soft_selection` (site "fields", an input adapter): soft selection
   of inputs E_sg = G * E_sa + (1 - G) * E, E_sa multi-head self-attention
@@ -27,8 +28,11 @@ Components (registered through the ordinary hooks, like a third-party plugin):
       gamma_jt = 2 |x_jt + y_jt - 1| ** 0.5,
       x_jt = |Pearson(y_j, y_t)| of the batch labels, y_jt = min(1, |G_t - G_j|),
   as G.detach() + Gamma.detach() * (G - G.detach()) (coefficient 1 when the
-  context has no labels). Weights are [B, T, N * M] (candidate-major: index
-  n * M + m is map m of candidate n).
+  context has no labels). `forward` returns the usual weights [B, T, N]
+  (each candidate's gate summed over its maps) and attaches the per-map
+  gates [B, T, N, M] to that tensor as `weights.dephn_maps`; `combine` uses
+  them. Weights that did not come from this gate's forward (e.g. mixed by a
+  supernet) are combined like a plain gate's (identity map only).
 
 The paper's best layout (examples/dephn.yaml): DNN shared, Cross and FINT
 private per task, `gate_scope: [shared, task]`, gate `dephn`,
@@ -141,12 +145,17 @@ class FintParams(BaseModel):
     layers: int = Field(default=3, ge=1, le=16, description="field-aware interaction layers")
     out_dim: int = Field(default=64, ge=1, description="output projection size")
     out_activation: Literal["relu", "none"] = "relu"
+    input_skip: bool = Field(
+        default=True,
+        description="also add a linear map of the expert's input x to the projection, so a bottom or a lower "
+        "extraction level feeds into it; false = pure FINT on ctx.fields",
+    )
 
 
 class StackedFint(nn.Module):
     """n FINT interaction stacks: forward(fields [B, F, E], start, stop) -> [B, k, out]."""
 
-    def __init__(self, n: int, num_fields: int, field_dim: int, p: FintParams):
+    def __init__(self, n: int, in_dim: int, num_fields: int, field_dim: int, p: FintParams):
         super().__init__()
         self.n, self.p = n, p
         Fn, E = num_fields, field_dim
@@ -154,9 +163,12 @@ class StackedFint(nn.Module):
         self.u = nn.Parameter(torch.ones(n, p.layers, Fn))
         self.proj_w = _uniform((n, Fn * E, p.out_dim), Fn * E)
         self.proj_b = nn.Parameter(torch.zeros(n, p.out_dim))
+        if p.input_skip:
+            self.skip_w = _uniform((n, in_dim, p.out_dim), in_dim)
         self.out_dim = p.out_dim
 
-    def forward(self, fields: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fields: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """x [B, in] or [B, k, in] (used only with input_skip), fields [B, F, E] -> [B, k, out]."""
         stop = self.n if stop is None else stop
         v0 = fields
         v = v0.unsqueeze(0).expand(stop - start, -1, -1, -1)  # [k, B, F, E]
@@ -165,39 +177,42 @@ class StackedFint(nn.Module):
             v = v * mix + self.u[start:stop, layer][:, None, :, None] * v
         flat = v.flatten(2)  # [k, B, F*E]
         out = torch.baddbmm(self.proj_b[start:stop].unsqueeze(1), flat, self.proj_w[start:stop])
+        if self.p.input_skip:
+            xs = x.unsqueeze(0).expand(stop - start, -1, -1) if x.dim() == 2 else x.transpose(0, 1)
+            out = out + torch.bmm(xs, self.skip_w[start:stop])
         return _activate(out, self.p.out_activation).transpose(0, 1)
 
 
 class FintBank(ExpertBank):
-    def __init__(self, n: int, num_fields: int, field_dim: int, params: FintParams):
+    def __init__(self, n: int, in_dim: int, num_fields: int, field_dim: int, params: FintParams):
         super().__init__()
-        self.net = StackedFint(n, num_fields, field_dim, params)
+        self.net = StackedFint(n, in_dim, num_fields, field_dim, params)
         self.num_experts, self.out_dim = n, params.out_dim
 
     def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        return self.net(ctx.fields, start, stop)
+        return self.net(x, ctx.fields, start, stop)
 
 
 class FintExpert(Expert):
-    """FINT field-aware interaction over ctx.fields [B, F, E] (ignores its input x), projected to out_dim."""
+    """FINT field-aware interaction over ctx.fields [B, F, E], projected to out_dim (+ a linear map of x if input_skip)."""
 
     name = "fint"
     Params = FintParams
 
     def __init__(self, params: FintParams, in_dim, num_fields, field_dim, num_domains=1):
         super().__init__(params, in_dim, num_fields, field_dim, num_domains)
-        self.net = StackedFint(1, num_fields, field_dim, params)
+        self.net = StackedFint(1, in_dim, num_fields, field_dim, params)
 
     @classmethod
     def output_dim(cls, params: FintParams, in_dim: int) -> int:
         return params.out_dim
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        return self.net(ctx.fields).squeeze(1)
+        return self.net(x, ctx.fields).squeeze(1)
 
     @classmethod
     def bank(cls, n, params, in_dim, num_fields, field_dim, num_domains=1) -> ExpertBank:
-        return FintBank(n, num_fields, field_dim, params)
+        return FintBank(n, in_dim, num_fields, field_dim, params)
 
 
 # ----------------------------------------------------------------------------- soft selection
@@ -285,7 +300,7 @@ class DephnGate(Gate):
         self.gates = nn.Parameter(torch.full((groups, num_tasks, K), float(init)))
 
     def gate_values(self, ctx: Context) -> torch.Tensor:
-        """[G, T, N*M] gate values with the virtual gradient applied (G = domains if per_domain else 1)."""
+        """[G, T, N*M] gate values (index n * M + m: map m of candidate n) with the virtual gradient applied (G = domains if per_domain else 1)."""
         g = self.gates
         if self.params.normalize == "softmax":
             g = torch.softmax(g, dim=-1)
@@ -295,16 +310,21 @@ class DephnGate(Gate):
         return g
 
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
-        g = self.gate_values(ctx)
-        B = h.shape[0]
-        if self.per_domain:
-            return g[ctx.domain]
-        return g.expand(B, -1, -1)
+        g = self.gate_values(ctx).unflatten(-1, (self.num_experts, len(self.maps)))  # [G, T, N, M]
+        per_row = g[ctx.domain] if self.per_domain else g.expand(h.shape[0], -1, -1, -1)
+        weights = per_row.sum(dim=-1)  # [B, T, N]: each candidate's total gate over its maps
+        weights.dephn_maps = per_row  # the per-map gates, read by combine (see the class docstring)
+        return weights
 
     def combine(self, weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        # candidates [B, N, H] or [B, T, N, H] -> add the mapped copies: [..., N * M, H]
-        mapped = torch.stack([MAPS[m](candidates) for m in self.maps], dim=-2).flatten(-3, -2)
-        return super().combine(weights, mapped)
+        # candidates [B, N, H] or [B, T, N, H]; maps stacked on a new axis -> [..., N, M, H]
+        coeffs = getattr(weights, "dephn_maps", None)
+        if coeffs is None or coeffs.shape[:3] != weights.shape:  # weights not from this gate's forward
+            return super().combine(weights, candidates)
+        mapped = torch.stack([MAPS[m](candidates) for m in self.maps], dim=-2)
+        if candidates.dim() == 3:
+            return torch.einsum("btnm,bnmh->bth", coeffs, mapped)
+        return torch.einsum("btnm,btnmh->bth", coeffs, mapped)
 
 
 @hookimpl
