@@ -1,0 +1,1 @@
+"""Architecture search: the searcher contract, the candidate runner and built-in strategies."""
