@@ -95,10 +95,8 @@ class PluginFailure:
 
     def __str__(self) -> str:
         verb = {"import": "Error importing", "register": "Error registering", "hook": "Invalid hook in"}[self.stage]
-        return (
-            f'{verb} plugin "{self.plugin}" (distribution {self.dist}): {self.message}\n'
-            f"  (skip it with MDMT_NAS_DISABLE_PLUGINS={self.plugin})"
-        )
+        hint = "" if "MDMT_NAS_DISABLE_PLUGINS=" in self.message else f"\n  (skip it with MDMT_NAS_DISABLE_PLUGINS={self.plugin})"
+        return f'{verb} plugin "{self.plugin}" (distribution {self.dist}): {self.message}{hint}'
 
     def as_dict(self) -> dict[str, str]:
         return {"plugin": self.plugin, "distribution": self.dist, "stage": self.stage, "message": self.message}

@@ -1,0 +1,186 @@
+"""`mdmt-nas plugins`: list plugins and their components, check a plugin, scaffold a new one.
+
+    mdmt-nas plugins [--json] [--strict]     every plugin (built-ins too) and every load failure
+    mdmt-nas plugins check NAME              run the contract kit on each component of a plugin
+    mdmt-nas plugins new NAME --kind expert  write a ready-to-install plugin package
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mdmt_nas.errors import UserError, closest
+
+plugins_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="List installed plugins and their components; check or scaffold a plugin.",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _host():
+    from mdmt_nas.plugins import get_host
+
+    return get_host()
+
+
+def _print_failures(host, verbose: bool = False) -> None:
+    for f in host.failures:
+        err.print(f"[red]{escape(str(f))}[/red]", highlight=False, soft_wrap=True)
+        if verbose and f.detail:
+            err.print(escape(f.detail), style="dim", highlight=False)
+
+
+@plugins_app.callback()
+def plugins(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: plugins (name, distribution, version, hooks, components) and failures."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 if any plugin failed to load."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the traceback of each failure."),
+) -> None:
+    """List every plugin: name, distribution, version, hooks and components by kind, then load failures."""
+    if ctx.invoked_subcommand is not None:
+        return
+    host = _host()
+    if as_json:
+        data = {"plugins": [p.as_dict() for p in host.plugins], "failures": [f.as_dict() for f in host.failures]}
+        print(json.dumps(data, indent=2))
+    else:
+        table = Table(title="mdmt-nas plugins", show_lines=True)
+        for col in ("plugin", "distribution", "version", "hooks", "components"):
+            table.add_column(col, overflow="fold")
+        for p in host.plugins:
+            by_kind: dict[str, list[str]] = {}
+            for kind, name in p.components:
+                by_kind.setdefault(kind, []).append(name)
+            comps = "\n".join(f"[bold]{k}[/bold]: {escape(', '.join(v))}" for k, v in by_kind.items()) or "-"
+            hooks = "\n".join(p.hooks) or "-"
+            table.add_row(escape(p.name) + (" [dim](built-in)[/dim]" if p.builtin else ""), escape(p.dist), escape(p.version), hooks, comps)
+        console.print(table)
+        n_comp = sum(len(p.components) for p in host.plugins)
+        console.print(f"{len(host.plugins)} plugin(s), {n_comp} component(s), {len(host.failures)} failure(s)", highlight=False)
+    _print_failures(host, verbose)
+    if strict and host.failures:
+        raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False, which returns its code
+
+
+def find_plugin(host, name: str):
+    """A loaded plugin by plugin (entry-point) name or distribution name."""
+    norm = name.lower().replace("_", "-")
+    for p in host.plugins:
+        if p.name == name or p.dist.lower().replace("_", "-") == norm:
+            return p
+    return None
+
+
+@plugins_app.command("check")
+def check(
+    name: str = typer.Argument(..., help="Plugin (entry-point) name or distribution name, as `mdmt-nas plugins` shows."),
+    component: list[str] = typer.Option(None, "--component", "-c", help="Check only this component name (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Run the contract kit on every component of an installed plugin; exit 1 if a check fails."""
+    from mdmt_nas.testing import KINDS as CHECKED_KINDS
+    from mdmt_nas.testing import check_component
+
+    host = _host()
+    plugin = find_plugin(host, name)
+    if plugin is None:
+        failed = [f for f in host.failures if f.plugin == name or f.dist.lower().replace("_", "-") == name.lower().replace("_", "-")]
+        if failed:
+            for f in failed:
+                err.print(f"[red]{escape(str(f))}[/red]", highlight=False, soft_wrap=True)
+            raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False, which returns its code
+        known = [p.name for p in host.plugins] + [p.dist for p in host.plugins]
+        near = closest(name, known)
+        hint = f"did you mean {', '.join(repr(n) for n in near)}?" if near else "`mdmt-nas plugins` lists them"
+        raise UserError(f"no plugin named {name!r} is loaded ({hint})")
+    targets = [(k, n) for k, n in plugin.components if not component or n in component]
+    if component and not targets:
+        raise UserError(f"plugin {plugin.name!r} has no component {', '.join(map(repr, component))}; it has {', '.join(n for _, n in plugin.components)}")
+    reports, ok = [], True
+    for kind, cname in targets:
+        if kind not in CHECKED_KINDS:
+            if kind == "space":
+                res = _check_space(host, cname)
+                reports.append(res)
+                ok &= res["ok"]
+                if not as_json:
+                    _print_simple(res)
+            elif not as_json:
+                console.print(f"[dim]{kind} {cname!r}: no contract checks for {kind}s[/dim]", highlight=False)
+            continue
+        cls = host.registry.get(kind, cname)
+        if not as_json:
+            with console.status(f"checking {kind} {cname!r}..."):
+                report = check_component(cls, kind, registry=host.registry, raise_on_fail=False)
+        else:
+            report = check_component(cls, kind, registry=host.registry, raise_on_fail=False)
+        reports.append(report.as_dict())
+        ok &= report.ok
+        if not as_json:
+            _print_report(report)
+    if as_json:
+        print(json.dumps({"plugin": plugin.name, "distribution": plugin.dist, "ok": ok, "components": reports}, indent=2))
+    else:
+        verdict = "[green]all checks passed[/green]" if ok else "[red]some checks failed[/red]"
+        console.print(f"plugin {escape(plugin.name)} ({escape(plugin.dist)} {escape(plugin.version)}): {verdict}", highlight=False)
+    if not ok:
+        raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False, which returns its code
+
+
+def _print_report(report) -> None:
+    style = {"pass": "green", "fail": "red", "skip": "yellow"}
+    console.print(f"[bold]{escape(report.component)}[/bold]", highlight=False, soft_wrap=True)
+    for r in report.results:
+        msg = f": {escape(r.message)}" if r.message else ""
+        console.print(f"  [{style[r.status]}]{r.status.upper():4}[/{style[r.status]}] {r.check} [dim]{r.seconds:.2f}s[/dim]{msg}", highlight=False, soft_wrap=True)
+
+
+def _check_space(host, name: str) -> dict:
+    """A contributed search space must load and name only registered components."""
+    try:
+        from mdmt_nas import spaces
+    except ImportError:
+        return {"component": f"space {name!r}", "kind": "space", "name": name, "ok": True, "checks": [{"check": "loads", "status": "skip", "message": "mdmt_nas.spaces not available"}]}
+    try:
+        loader = getattr(spaces, "get_space", None) or getattr(spaces, "load_space")
+        loader(name) if loader.__name__ == "get_space" else loader(host.registry.get("space", name))
+    except Exception as exc:  # a broken space file is the plugin's fault
+        return {"component": f"space {name!r}", "kind": "space", "name": name, "ok": False, "checks": [{"check": "loads", "status": "fail", "message": f"{type(exc).__name__}: {exc}"}]}
+    return {"component": f"space {name!r}", "kind": "space", "name": name, "ok": True, "checks": [{"check": "loads", "status": "pass", "message": ""}]}
+
+
+def _print_simple(res: dict) -> None:
+    style = {"pass": "green", "fail": "red", "skip": "yellow"}
+    console.print(f"[bold]{escape(res['component'])}[/bold]", highlight=False)
+    for c in res["checks"]:
+        msg = f": {escape(c['message'])}" if c["message"] else ""
+        console.print(f"  [{style[c['status']]}]{c['status'].upper():4}[/{style[c['status']]}] {c['check']}{msg}", highlight=False, soft_wrap=True)
+
+
+@plugins_app.command("new")
+def new(
+    name: str = typer.Argument(..., help="Plugin name, e.g. my-expert: distribution mdmt-nas-my-expert, component my_expert."),
+    kind: str = typer.Option("expert", "--kind", "-k", help="Component kind: expert, gate, fusion, adapter, tower or balancer."),
+    directory: Path = typer.Option(Path("."), "--dir", "-d", help="Where to create the package folder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files in an existing folder."),
+) -> None:
+    """Write a ready-to-install plugin package: pyproject, component skeleton, test, README, search space."""
+    from mdmt_nas.scaffold import create_plugin
+
+    result = create_plugin(name, kind, directory, force=force)
+    console.print(f"created plugin [bold]{escape(result.dist)}[/bold] in {escape(str(result.root))}:", highlight=False)
+    for f in result.files:
+        console.print(f"  {escape(str(f.relative_to(result.root)))}", highlight=False)
+    console.print("next steps:", highlight=False)
+    for step in result.next_steps():
+        console.print(f"  {escape(step)}", highlight=False)

@@ -1,0 +1,421 @@
+"""`mdmt-nas plugins new`: write a ready-to-install plugin package.
+
+    mdmt-nas-my-expert/
+      pyproject.toml                entry point `my_expert` in group `mdmt_nas`
+      README.md
+      mdmt_nas_my_expert/
+        __init__.py                 the hooks: register the component and the space
+        expert.py                   the component, a documented skeleton that passes the kit
+        my_expert.yaml              the search space `my_expert`, which uses it
+      tests/test_my_expert.py       the contract kit, one line per component
+
+The skeleton passes `mdmt-nas plugins check my_expert` as written; edit
+`forward` and keep the checks green.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mdmt_nas.errors import UserError
+
+KINDS = ("expert", "gate", "fusion", "adapter", "tower", "balancer")
+
+
+@dataclass
+class Names:
+    """Every name derived from the one the user gives."""
+
+    plugin: str  # entry-point / plugin name and component name: my_expert
+    dist: str  # distribution: mdmt-nas-my-expert
+    package: str  # import package: mdmt_nas_my_expert
+    cls: str  # component class: MyExpert
+    kind: str
+
+    @classmethod
+    def from_name(cls, raw: str, kind: str) -> "Names":
+        name = raw.strip().lower()
+        for prefix in ("mdmt-nas-", "mdmt_nas_"):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        if not re.fullmatch(r"[a-z][a-z0-9]*([-_][a-z0-9]+)*", name):
+            raise UserError(f"plugin name {raw!r} must start with a letter and use lowercase letters, digits, '-' or '_' (e.g. my-expert)")
+        if kind not in KINDS:
+            raise UserError(f"unknown --kind {kind!r}; choose one of {', '.join(KINDS)}")
+        slug = name.replace("-", "_")
+        camel = "".join(p.capitalize() for p in slug.split("_"))
+        if not camel.lower().endswith(kind):
+            camel += kind.capitalize()
+        return cls(plugin=slug, dist=f"mdmt-nas-{slug.replace('_', '-')}", package=f"mdmt_nas_{slug}", cls=camel, kind=kind)
+
+
+@dataclass
+class Scaffold:
+    root: Path
+    names: Names
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def dist(self) -> str:
+        return self.names.dist
+
+    def next_steps(self) -> list[str]:
+        n = self.names
+        return [
+            f"pip install -e {self.root}",
+            f"mdmt-nas plugins check {n.plugin}",
+            f"pytest {self.root / 'tests'}",
+            f"mdmt-nas search --space {n.plugin}",
+        ]
+
+
+# ------------------------------------------------------------------------------ templates
+PYPROJECT = '''\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "A {kind} for mdmt-nas: {plugin}"
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["mdmt-nas>=0.1"]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+# mdmt-nas finds plugins through this entry-point group; the name on the left is the
+# plugin name (`mdmt-nas plugins`, `plugins check`, MDMT_NAS_DISABLE_PLUGINS).
+[project.entry-points.mdmt_nas]
+{plugin} = "{package}"
+
+[tool.setuptools]
+packages = ["{package}"]
+
+[tool.setuptools.package-data]
+{package} = ["*.yaml"]
+'''
+
+INIT = '''\
+"""mdmt-nas plugin `{plugin}`: registers the {kind} `{plugin}` and the search space `{plugin}`.
+
+mdmt-nas imports this module through the entry point in pyproject.toml and calls
+the hooks below (see docs/hooks.md of mdmt-nas for every hook).
+"""
+
+from pathlib import Path
+
+from mdmt_nas.plugins import hookimpl
+
+from {package}.{kind} import {cls}
+
+__all__ = ["{cls}"]
+
+
+@hookimpl
+def register_{hook}(register):
+    register({cls})
+
+
+@hookimpl
+def register_search_spaces(register):
+    register(Path(__file__).parent / "{plugin}.yaml")
+'''
+
+HEADER = '''\
+"""The `{plugin}` {kind}. Replace the body of `forward` with your idea; keep the shapes.
+
+`mdmt-nas plugins check {plugin}` (or the test in tests/) runs the contract kit:
+output shapes for batch sizes 1..7, gradients to every parameter, determinism
+under a seed, a batch in which a domain has no rows, a model built around it, a
+DARTS mixed op, and `torch.jit.trace` (while `torchscript = True`).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mdmt_nas.components import {base}, Context
+'''
+
+BODIES = {
+    "expert": '''
+
+class {cls}Params(BaseModel):
+    """Params of `{plugin}`: every field needs a default; spaces and arch files set them by name."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo in a space or arch file is an error, not ignored
+    hidden: int = Field(default=64, ge=1, description="hidden layer size")
+    out_dim: int = Field(default=64, ge=1, description="output size; experts mixed by one gate need equal sizes")
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class {cls}(Expert):
+    """{title} expert: a residual two-layer perceptron (replace with your own)."""
+
+    name = "{plugin}"  # the name in arch files and search spaces
+    Params = {cls}Params
+    torchscript = True  # forward has no Python control flow on tensor values
+
+    def __init__(self, params: {cls}Params, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
+        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+        # in_dim: size of x; ctx.fields is [B, num_fields, field_dim]; rows belong to num_domains domains
+        self.inp = nn.Linear(in_dim, params.out_dim)
+        self.ffn = nn.Sequential(nn.Linear(params.out_dim, params.hidden), nn.GELU(), nn.Dropout(params.dropout), nn.Linear(params.hidden, params.out_dim))
+        self.norm = nn.LayerNorm(params.out_dim)
+
+    @classmethod
+    def output_dim(cls, params: {cls}Params, in_dim: int) -> int:
+        """The output size, known before construction (the model wires layers with it)."""
+        return params.out_dim
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """x [B, in_dim] -> [B, out_dim]. ctx.domain [B], ctx.fields [B, F, E], ctx.aux for extra losses."""
+        h = self.inp(x)
+        return self.norm(h + self.ffn(h))
+''',
+    "gate": '''
+
+class {cls}Params(BaseModel):
+    """Params of `{plugin}`: every field needs a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(default=1.0, gt=0, description="softmax temperature")
+
+
+class {cls}(Gate):
+    """{title} gate: a softmax over the candidates per task head (replace with your own)."""
+
+    name = "{plugin}"
+    Params = {cls}Params
+    torchscript = True
+    per_head_input = False  # True if forward also accepts per-head inputs h [B, T, in_dim]
+
+    def __init__(self, params: {cls}Params, in_dim: int, num_experts: int, num_tasks: int, num_domains: int, per_domain: bool):
+        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
+        heads = num_tasks * (num_domains if per_domain else 1)
+        self.proj = nn.Linear(in_dim, heads * num_experts)
+
+    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """h [B, in_dim] -> mixture weights [B, T, N]; per_domain: each row uses its domain's heads."""
+        T, N = self.num_tasks, self.num_experts
+        logits = self.proj(h)
+        if self.per_domain:
+            logits = logits.view(-1, self.num_domains, T, N)
+            logits = logits.gather(1, ctx.domain.view(-1, 1, 1, 1).expand(-1, 1, T, N)).squeeze(1)
+        return torch.softmax(logits.view(-1, T, N) / self.params.temperature, dim=-1)
+''',
+    "fusion": '''
+
+class {cls}Params(BaseModel):
+    """Params of `{plugin}`: every field needs a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    init: float = Field(default=0.0, description="initial logit of every part")
+
+
+class {cls}(Fusion):
+    """{title} fusion (level 2): a learned softmax per task over the parts (replace with your own)."""
+
+    name = "{plugin}"
+    Params = {cls}Params
+    level = 2  # 2: fuse the parts "shared"/"domain"/"task"; 1: fuse the members of a group
+    torchscript = True
+
+    def __init__(self, params: {cls}Params, dim: int, members: list[str], num_tasks: int, num_domains: int):
+        super().__init__(params, dim, members, num_tasks, num_domains)
+        self.logits = nn.Parameter(torch.full((num_tasks, len(members)), float(params.init)))
+
+    def forward(self, parts: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
+        """parts: name -> [B, T, H] (any subset of shared, domain, task) -> [B, T, H]."""
+        stacked = torch.stack([parts[m] for m in self.members], dim=2)  # [B, T, P, H]
+        w = torch.softmax(self.logits, dim=-1)  # [T, P]
+        return torch.einsum("btph,tp->bth", stacked, w)
+''',
+    "adapter": '''
+
+class {cls}Params(BaseModel):
+    """Params of `{plugin}`: every field needs a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    bottleneck: int = Field(default=16, ge=1)
+
+
+class {cls}(Adapter):
+    """{title} adapter: a per-domain scale on a residual bottleneck (replace with your own)."""
+
+    name = "{plugin}"
+    Params = {cls}Params
+    site = "hidden"  # "hidden": h [B, dim]; "fields": per-field embeddings [B, F, E]
+    torchscript = True
+
+    def __init__(self, params: {cls}Params, dim: int, num_fields: int, field_dim: int, num_domains: int):
+        super().__init__(params, dim, num_fields, field_dim, num_domains)
+        self.down = nn.Linear(dim, params.bottleneck)
+        self.up = nn.Linear(params.bottleneck, dim)
+        self.scale = nn.Parameter(torch.full((num_domains, 1), 0.1))
+
+    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """h [B, dim] -> [B, dim]; ctx.domain [B] picks each row's scale."""
+        return h + self.scale[ctx.domain] * self.up(torch.relu(self.down(h)))
+''',
+    "tower": '''
+
+class {cls}Params(BaseModel):
+    """Params of `{plugin}`: every field needs a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    hidden: int = Field(default=32, ge=1)
+
+
+class {cls}(Tower):
+    """{title} tower: one small MLP per task head (replace with your own)."""
+
+    name = "{plugin}"
+    Params = {cls}Params
+    torchscript = True
+
+    def __init__(self, params: {cls}Params, in_dim: int, num_tasks: int, num_domains: int, per_domain: bool):
+        super().__init__(params, in_dim, num_tasks, num_domains, per_domain)
+        heads = num_tasks * (num_domains if per_domain else 1)
+        self.w1 = nn.Parameter(torch.randn(heads, in_dim, params.hidden) / in_dim**0.5)
+        self.b1 = nn.Parameter(torch.zeros(heads, params.hidden))
+        self.w2 = nn.Parameter(torch.randn(heads, params.hidden) / params.hidden**0.5)
+        self.b2 = nn.Parameter(torch.zeros(heads))
+
+    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """h [B, T, in_dim] -> logits [B, T]; per_domain: each row uses its domain's heads."""
+        T = self.num_tasks
+        idx = torch.arange(T, device=h.device).unsqueeze(0)  # [1, T]
+        if self.per_domain:
+            idx = ctx.domain.unsqueeze(1) * T + idx  # [B, T]
+        else:
+            idx = idx.expand(h.shape[0], -1)
+        z = torch.relu(torch.einsum("bti,btio->bto", h, self.w1[idx]) + self.b1[idx])
+        return (z * self.w2[idx]).sum(-1) + self.b2[idx]
+''',
+    "balancer": '''
+
+class {cls}Params(BaseModel):
+    """Params of `{plugin}`: every field needs a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    init: float = Field(default=0.0, description="initial log-weight of every task")
+
+
+class {cls}(Balancer):
+    """{title} balancer: learned positive task weights with a log penalty (replace with your own)."""
+
+    name = "{plugin}"
+    Params = {cls}Params
+
+    def __init__(self, params: {cls}Params, num_tasks: int, task_names: list[str]):
+        super().__init__(params, num_tasks, task_names)
+        self.log_w = nn.Parameter(torch.full((num_tasks,), float(params.init)))
+
+    def combine(self, task_losses: torch.Tensor) -> torch.Tensor:
+        """task_losses [T] -> the scalar to minimise (backward() adds the components' aux loss)."""
+        return (torch.exp(-self.log_w) * task_losses + self.log_w).sum()
+''',
+}
+
+TEST = '''\
+"""Contract tests of the `{plugin}` plugin: one line per component runs every check of the kit."""
+
+import {package}
+from mdmt_nas.testing import contract_test
+
+test_{plugin}_contract = contract_test({package}.{cls})
+
+
+def test_{plugin}_registers_through_the_hooks(mdmt_plugin_host):
+    host = mdmt_plugin_host({package})  # an isolated plugin host with built-ins + this module
+    assert not host.failures, host.failures
+    assert ("{kind}", "{plugin}") in host.registry
+    assert ("space", "{plugin}") in host.registry
+'''
+
+README = '''\
+# {dist}
+
+A {kind} for [mdmt-nas](https://github.com/) registered as `{plugin}`, plus the
+search space `{plugin}` that uses it.
+
+```bash
+pip install -e .                      # registers the entry point `{plugin}` in group `mdmt_nas`
+mdmt-nas plugins                      # lists it with its components
+mdmt-nas plugins check {plugin}       # runs the contract kit on it
+pytest tests                          # the same checks as tests
+mdmt-nas search --space {plugin}      # a search over the space in {package}/{plugin}.yaml
+```
+
+Use it in an architecture file by name: `{usage}`.
+
+Edit `{package}/{kind}.py`; `{cls}.Params` lists its parameters (all with defaults).
+Set `torchscript = False` on the class if its forward cannot be traced.
+'''
+
+#: how an architecture uses the component, per kind
+USAGE = {
+    "expert": "shared: {{expert: {plugin}, num: 4}}",
+    "gate": "gate: {plugin}",
+    "fusion": "fusion: {plugin}",
+    "adapter": "adapter: {plugin}, adapter_sites: [experts]",
+    "tower": "tower: {plugin}",
+    "balancer": "balancer: {plugin}",
+}
+
+HOOKS = {"expert": "experts", "gate": "gates", "fusion": "fusions", "adapter": "adapters", "tower": "towers", "balancer": "balancers"}
+
+
+SPACE = """\
+# Search space `{plugin}`: a multi-gate mixture of experts whose shared experts
+# may be the new {kind} `{plugin}` or a plain MLP. PROVISIONAL: format follows mdmt_nas.spaces.
+name: {plugin}
+description: MMoE-style models choosing between {plugin} and mlp experts
+"""
+
+
+def space_yaml(n: Names) -> str:
+    """A small search space that puts the new component in its slot (see search_spaces/*.yaml)."""
+    return SPACE.format(plugin=n.plugin, kind=n.kind)
+
+
+def render(n: Names) -> dict[str, str]:
+    """Relative path -> file text of the package."""
+    fmt = dict(plugin=n.plugin, dist=n.dist, package=n.package, cls=n.cls, kind=n.kind, hook=HOOKS[n.kind],
+               base={"expert": "Expert", "gate": "Gate", "fusion": "Fusion", "adapter": "Adapter", "tower": "Tower", "balancer": "Balancer"}[n.kind],
+               title=n.plugin.replace("_", " ").capitalize())
+    fmt["usage"] = USAGE[n.kind].format(**fmt)
+    return {
+        "pyproject.toml": PYPROJECT.format(**fmt),
+        "README.md": README.format(**fmt),
+        f"{n.package}/__init__.py": INIT.format(**fmt),
+        f"{n.package}/{n.kind}.py": HEADER.format(**fmt) + BODIES[n.kind].format(**fmt),
+        f"{n.package}/{n.plugin}.yaml": space_yaml(n),
+        f"tests/test_{n.plugin}.py": TEST.format(**fmt),
+    }
+
+
+def create_plugin(name: str, kind: str = "expert", directory: str | Path = ".", force: bool = False) -> Scaffold:
+    """Write the package `mdmt-nas-NAME/` under `directory`; refuses to overwrite unless `force`."""
+    n = Names.from_name(name, kind)
+    root = Path(directory) / n.dist
+    files = render(n)
+    if root.exists() and not force:
+        clash = [p for p in files if (root / p).exists()]
+        if clash:
+            raise UserError(f"{root} already has {', '.join(clash)}; pass --force to overwrite or choose another --dir")
+    out = Scaffold(root, n)
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        out.files.append(path)
+    return out
