@@ -57,6 +57,30 @@ class TrackingConfig(BaseModel):
     experiment: str = "mdmt-nas"
 
 
+class SearchConfig(BaseModel):
+    """The `search:` section: which searcher explores which space, and how long (CLI flags override it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    space: str | None = Field(default=None, description="search space name (`mdmt-nas spaces list`) or a space YAML file")
+    searcher: str = Field(default="darts", description="registered searcher: darts, optuna-tpe, optuna-nsga2, optuna-random, optuna-grid, nni-random, nni-evolution")
+    budget: int | None = Field(default=None, ge=1, description="trials (multi-trial) or epochs (one-shot); default: the searcher's own")
+    timeout: float | None = Field(default=None, gt=0, description="seconds; no new candidate starts after this")
+    seed: int = 0
+    epochs: int | None = Field(default=None, ge=1, description="training epochs of each candidate (default: train.epochs)")
+    objectives: list[Literal["auc", "params", "latency"]] = Field(default_factory=lambda: ["auc"], description="auc first; params/latency are minimised (multi-objective searchers)")
+    max_failures: int | None = Field(default=None, ge=1, description="stop after this many failed candidates in one run (default: the budget)")
+    retrain: bool = Field(default=True, description="train the best architecture again (train.epochs) when the search kept no weights of it")
+    storage: str | None = Field(default=None, description="Optuna RDB storage URL shared between processes (default sqlite in the output directory)")
+    study_name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="searcher-specific parameters, validated by the searcher's Params")
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "SearchConfig":
+        if not self.objectives or self.objectives[0] != "auc" or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives must start with 'auc' and not repeat, e.g. [auc, params]; got {self.objectives}")
+        return self
+
+
 class ExperimentConfig(BaseModel):
     """A whole experiment: dataset, architecture, training and tracking (+ search, see search.config)."""
 
@@ -65,7 +89,7 @@ class ExperimentConfig(BaseModel):
     arch: Architecture | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    search: dict[str, Any] = Field(default_factory=dict, description="searcher settings (see `mdmt-nas search --help`)")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="searcher settings (see `mdmt-nas search --help`)")
 
     @model_validator(mode="before")
     @classmethod
