@@ -374,17 +374,103 @@ USAGE = {
 HOOKS = {"expert": "experts", "gate": "gates", "fusion": "fusions", "adapter": "adapters", "tower": "towers", "balancer": "balancers"}
 
 
-SPACE = """\
-# Search space `{plugin}`: a multi-gate mixture of experts whose shared experts
-# may be the new {kind} `{plugin}` or a plain MLP. PROVISIONAL: format follows mdmt_nas.spaces.
+SPACE_HEAD = """\
+# Search space `{plugin}` (format: docs/search-spaces.md): {summary}.
+# `mdmt-nas search --space {plugin}` searches it; edit the choices freely.
 name: {plugin}
-description: MMoE-style models choosing between {plugin} and mlp experts
+description: {summary}
 """
+
+MLP = "{{name: mlp, params: {{hidden: [64, 32]}}}}"
+
+#: the template and choices of the space, per kind: the new component against a built-in
+SPACE_BODY = {
+    "expert": """\
+template:
+  embedding_dim: 8
+  shared: {{expert: {{choice: expert}}, num: {{choice: num_experts}}}}
+  gate: {{choice: gate}}
+  tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
+choices:
+  expert:
+    default: {plugin}
+    options:
+      - {{name: {plugin}, params: {{hidden: 64, out_dim: 32}}}}
+      - {{label: mlp, value: {{name: mlp, params: {{hidden: [64, 32]}}}}}}
+  num_experts: {{type: int, low: 2, high: 4, step: 2, default: 2}}
+  gate: {{options: [softmax, uniform]}}
+""",
+    "gate": """\
+template:
+  embedding_dim: 8
+  shared: {{expert: """ + MLP + """, num: {{choice: num_experts}}}}
+  gate: {{choice: gate}}
+  tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
+choices:
+  gate: {{default: {plugin}, options: [{plugin}, softmax]}}
+  num_experts: {{type: int, low: 2, high: 4, step: 2, default: 2}}
+""",
+    "fusion": """\
+template:
+  embedding_dim: 8
+  shared: {{expert: """ + MLP + """, num: 2}}
+  domain: {{expert: """ + MLP + """, num: 1}}
+  task: {{expert: """ + MLP + """, num: 1}}
+  fusion: {{choice: fusion}}
+  tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
+choices:
+  fusion: {{default: {plugin}, options: [{plugin}, sum, gated]}}
+""",
+    "adapter": """\
+template:
+  embedding_dim: 8
+  shared: {{expert: """ + MLP + """, num: 2}}
+  adapter: {{name: {plugin}}}
+  adapter_sites: {{choice: sites}}
+  tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
+choices:
+  sites:
+    default: towers
+    options:
+      - {{label: towers, value: [towers]}}
+      - {{label: experts, value: [experts]}}
+      - {{label: experts-towers, value: [experts, towers]}}
+""",
+    "tower": """\
+template:
+  embedding_dim: 8
+  shared: {{expert: """ + MLP + """, num: 2}}
+  heads: {{choice: heads}}
+  tower: {{choice: tower}}
+choices:
+  tower: {{default: {plugin}, options: [{plugin}, mlp_tower]}}
+  heads: {{options: [task, domain_task]}}
+""",
+    "balancer": """\
+template:
+  embedding_dim: 8
+  shared: {{expert: """ + MLP + """, num: 2}}
+  tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
+  balancer: {{choice: balancer}}
+choices:
+  balancer: {{default: {plugin}, options: [{plugin}, equal]}}
+""",
+}
+
+SUMMARY = {
+    "expert": "MMoE with 2 or 4 shared experts, each {plugin} or mlp, under a softmax or uniform gate",
+    "gate": "MMoE with 2 or 4 mlp experts under the {plugin} or the softmax gate",
+    "fusion": "shared, per-domain and per-task experts fused by {plugin}, sum or gated",
+    "adapter": "MMoE with the {plugin} adapter at the towers, the experts or both",
+    "tower": "MMoE with {plugin} or mlp_tower heads, per task or per (domain, task)",
+    "balancer": "MMoE trained with the {plugin} or the equal-weights balancer",
+}
 
 
 def space_yaml(n: Names) -> str:
-    """A small search space that puts the new component in its slot (see search_spaces/*.yaml)."""
-    return SPACE.format(plugin=n.plugin, kind=n.kind)
+    """A small search space that pits the new component against a built-in in its slot."""
+    summary = SUMMARY[n.kind].format(plugin=n.plugin)
+    return SPACE_HEAD.format(plugin=n.plugin, summary=summary) + SPACE_BODY[n.kind].format(plugin=n.plugin)
 
 
 def render(n: Names) -> dict[str, str]:

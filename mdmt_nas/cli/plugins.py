@@ -146,17 +146,26 @@ def _print_report(report) -> None:
 
 
 def _check_space(host, name: str) -> dict:
-    """A contributed search space must load and name only registered components."""
+    """A contributed search space must load, name only registered components, and build its default point."""
+    from pathlib import Path as _Path
+
+    from mdmt_nas.spaces import Space, check_components, load_space_file
+
+    obj = host.registry.get("space", name)
+    head = {"component": f"space {name!r}", "kind": "space", "name": name}
     try:
-        from mdmt_nas import spaces
-    except ImportError:
-        return {"component": f"space {name!r}", "kind": "space", "name": name, "ok": True, "checks": [{"check": "loads", "status": "skip", "message": "mdmt_nas.spaces not available"}]}
-    try:
-        loader = getattr(spaces, "get_space", None) or getattr(spaces, "load_space")
-        loader(name) if loader.__name__ == "get_space" else loader(host.registry.get("space", name))
+        if isinstance(obj, Space):
+            check_components(obj, host.registry)
+            space = obj
+        else:
+            space = load_space_file(_Path(str(obj)), registry=host.registry)
+        from mdmt_nas.model import build_model
+        from mdmt_nas.testing import _schema
+
+        build_model(space.to_arch(space.default_assignment()), _schema(), host.registry)
     except Exception as exc:  # a broken space file is the plugin's fault
-        return {"component": f"space {name!r}", "kind": "space", "name": name, "ok": False, "checks": [{"check": "loads", "status": "fail", "message": f"{type(exc).__name__}: {exc}"}]}
-    return {"component": f"space {name!r}", "kind": "space", "name": name, "ok": True, "checks": [{"check": "loads", "status": "pass", "message": ""}]}
+        return {**head, "ok": False, "checks": [{"check": "loads", "status": "fail", "message": f"{type(exc).__name__}: {exc}"}]}
+    return {**head, "ok": True, "checks": [{"check": "loads", "status": "pass", "message": f"{space.size()} architectures"}]}
 
 
 def _print_simple(res: dict) -> None:
