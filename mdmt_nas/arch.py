@@ -76,6 +76,7 @@ class Architecture(BaseModel):
 
     name: str = Field(default="", description="label only; not part of the id")
     embedding_dim: int = Field(default=16, ge=1, le=1024)
+    domain_feature: bool = Field(default=True, description="add a learned domain embedding as an input field (the M3oE reference feeds the domain indicator as a feature)")
     input_adapter: ComponentSpec | None = None
     bottom: ComponentSpec | None = None
     shared: ExpertGroup | None = None

@@ -66,7 +66,8 @@ class GroupRunner(nn.Module):
         group: ExpertGroup,
         members: int,
         in_dim: int,
-        schema: Schema,
+        num_fields: int,
+        num_domains: int,
         field_dim: int,
         adapter: tuple[type, BaseModel] | None,
         where: str,
@@ -84,14 +85,14 @@ class GroupRunner(nn.Module):
         out_dims = []
         for spec, count, idx in distinct.values():
             cls, params = resolve(registry, "expert", spec, f"{where}.experts[{idx}]")
-            bank: ExpertBank = cls.bank(members * count, params, in_dim, schema.num_fields, field_dim, schema.num_domains)
+            bank: ExpertBank = cls.bank(members * count, params, in_dim, num_fields, field_dim, num_domains)
             self.banks.append(bank)
             self.counts.append(count)
             self.names.append(spec.name)
             out_dims.append((spec.name, bank.out_dim))
             if adapter is not None:
                 acls, aparams = adapter
-                self.adapters.append(nn.ModuleList(acls(aparams, bank.out_dim, schema.num_fields, field_dim, schema.num_domains) for _ in range(members * count)))
+                self.adapters.append(nn.ModuleList(acls(aparams, bank.out_dim, num_fields, field_dim, num_domains) for _ in range(members * count)))
         dims = {d for _, d in out_dims}
         if len(dims) != 1:
             raise ConfigError(
@@ -184,14 +185,18 @@ class MDMTModel(nn.Module):
         self.embedding = nn.Embedding(max(sum(vocab), 1), E)
         nn.init.normal_(self.embedding.weight, std=0.05)
         self.dense_proj = nn.Parameter(torch.randn(schema.num_dense, E) * 0.1)
-        flat = schema.num_fields * E
+        self.domain_embedding = nn.Embedding(D, E) if arch.domain_feature else None
+        if self.domain_embedding is not None:
+            nn.init.normal_(self.domain_embedding.weight, std=0.05)
+        self.num_fields = nf = schema.num_fields + (1 if arch.domain_feature else 0)
+        flat = nf * E
 
         self.input_adapter: Adapter | None = None
         if arch.input_adapter is not None:
             cls, p = resolve(registry, "adapter", arch.input_adapter, "arch.input_adapter")
             if cls.site != "fields":
                 raise ConfigError(f"arch.input_adapter: adapter {arch.input_adapter.name!r} works on hidden vectors (site {cls.site!r}); use it in `adapter` with adapter_sites, or pick a fields adapter")
-            self.input_adapter = cls(p, flat, schema.num_fields, E, D)
+            self.input_adapter = cls(p, flat, nf, E, D)
 
         hidden_adapter = None
         if arch.adapter is not None:
@@ -201,13 +206,13 @@ class MDMTModel(nn.Module):
 
         def make_adapter(dim: int) -> Adapter:
             acls, ap = hidden_adapter  # type: ignore[misc]
-            return acls(ap, dim, schema.num_fields, E, D)
+            return acls(ap, dim, nf, E, D)
 
         self.bottom: Expert | None = None
         rep = flat
         if arch.bottom is not None:
             cls, p = resolve(registry, "expert", arch.bottom, "arch.bottom")
-            self.bottom = cls(p, flat, schema.num_fields, E, D)
+            self.bottom = cls(p, flat, nf, E, D)
             rep = self.bottom.out_dim
         self.bottom_adapter = make_adapter(rep) if "bottom" in arch.adapter_sites else None
         self.rep_dim = rep
@@ -229,7 +234,7 @@ class MDMTModel(nn.Module):
             runners = {}
             for g, spec in groups_spec.items():
                 runners[g] = GroupRunner(
-                    registry, spec, members[g], in_dim, schema, E,
+                    registry, spec, members[g], in_dim, nf, schema.num_domains, E,
                     hidden_adapter if "experts" in arch.adapter_sites else None,
                     f"arch.{g}",
                 )
@@ -270,17 +275,19 @@ class MDMTModel(nn.Module):
         self.head_dim = head_dim
 
     # ------------------------------------------------------------------ forward pieces
-    def embed(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """Per-field embeddings [B, F, E]: sparse lookups then dense values times a learned vector."""
+    def embed(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """Per-field embeddings [B, F, E]: sparse lookups, dense values times a learned vector, domain."""
         parts = []
         if sparse.shape[1]:
             parts.append(self.embedding(sparse + self.offsets))
         if dense.shape[1]:
             parts.append(dense.unsqueeze(-1) * self.dense_proj)
+        if self.domain_embedding is not None:
+            parts.append(self.domain_embedding(domain).unsqueeze(1))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def make_context(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor | None = None) -> Context:
-        fields = self.embed(sparse, dense)
+        fields = self.embed(sparse, dense, domain)
         ctx = Context(domain=domain, fields=fields, embedding=fields.flatten(1), num_domains=self.num_domains,
                       num_tasks=self.num_tasks, labels=labels, training=self.training)
         if self.input_adapter is not None:
@@ -395,6 +402,8 @@ class MDMTModel(nn.Module):
         if len(self.levels) and "shared" in self.levels[0].groups:
             mods.append(self.levels[0].groups["shared"])
         params = [self.embedding.weight, self.dense_proj]
+        if self.domain_embedding is not None:
+            params.append(self.domain_embedding.weight)
         for m in mods:
             params.extend(m.parameters())
         arch = {id(p) for p in self.arch_parameters()}
