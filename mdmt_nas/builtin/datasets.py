@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mdmt_nas.data.synthetic import SyntheticDataset
+from mdmt_nas.data.movielens import ML1MDataset, ML100KDataset, ML100KOriginalDataset
 from mdmt_nas.data.tabular import CsvDataset, ParquetDataset
 from mdmt_nas.plugins import hookimpl
 
@@ -12,3 +13,6 @@ def register_datasets(register):
     register(SyntheticDataset)
     register(CsvDataset)
     register(ParquetDataset)
+    register(ML100KDataset)
+    register(ML100KOriginalDataset)
+    register(ML1MDataset)

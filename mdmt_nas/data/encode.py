@@ -156,8 +156,7 @@ class EncoderStats:
             vc = df[c].value_counts(dropna=True)
             old = self.counts.get(c)
             self.counts[c] = vc if old is None else old.add(vc, fill_value=0)
-        keys = named_domains(domain_keys(df[m.domain]), m, self.where)
-        vc = keys.value_counts()
+        vc = domain_counts(df[m.domain], m, self.where)
         self.domains = vc if self.domains is None else self.domains.add(vc, fill_value=0)
         if m.dense:
             self.moments.update(dense_matrix(df, m.dense, self.where))
@@ -200,21 +199,35 @@ def _natural_sort(keys: Iterable[str]) -> list[str]:
     return sorted(keys)
 
 
-def named_domains(keys: pd.Series, m: ColumnMapping, where: str) -> pd.Series:
-    """Raw domain keys -> domain names (identity without a mapping); NaN and unmapped values are errors."""
-    if keys.isna().any():
-        raise DataError(f"{where}: domain column {m.domain!r} has {int(keys.isna().sum())} missing values; drop those rows or fill them")
+def named_domains(values: pd.Series, m: ColumnMapping, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Raw domain values -> (code per row, domain name per code).
+
+    Works on the distinct values only (a categorical), so a large table costs
+    one hashing pass. Missing values and values absent from `domain_names`
+    are errors naming them.
+    """
+    cat = pd.Categorical(values)
+    codes = np.asarray(cat.codes, dtype=np.int64)
+    if (codes < 0).any():
+        raise DataError(f"{where}: domain column {m.domain!r} has {int((codes < 0).sum())} missing values; drop those rows or fill them")
+    keys = domain_keys(pd.Series(cat.categories))
     if m.domain_names is None:
-        return keys
+        return codes, keys.to_numpy(dtype=object)
     names = keys.map(m.domain_names)
-    bad = keys[names.isna()]
-    if len(bad):
-        shown = sorted(bad.unique().tolist())[:10]
+    if names.isna().any():
+        unmapped = names.isna().to_numpy()
+        rows = int(np.bincount(codes, minlength=len(keys))[unmapped].sum())
         raise DataError(
-            f"{where}: domain column {m.domain!r} has values not listed in domain_names: {shown} "
-            f"({len(bad)} rows); add them to domain_names or drop those rows"
+            f"{where}: domain column {m.domain!r} has values not listed in domain_names: "
+            f"{sorted(keys[unmapped].tolist())[:10]} ({rows} rows); add them to domain_names or drop those rows"
         )
-    return names
+    return codes, names.to_numpy(dtype=object)
+
+
+def domain_counts(values: pd.Series, m: ColumnMapping, where: str) -> pd.Series:
+    """Rows per domain name."""
+    codes, names = named_domains(values, m, where)
+    return pd.Series(np.bincount(codes, minlength=len(names)), index=names).groupby(level=0).sum()
 
 
 def dense_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
@@ -293,13 +306,14 @@ class Encoder:
         m = self.mapping
         check_columns(df.columns, m.columns(), where)
         n = len(df)
-        names = named_domains(domain_keys(df[m.domain]), m, where)
-        dom = names.map(self._domain_id)
-        if dom.isna().any():
-            unseen = sorted(names[dom.isna()].unique().tolist())
+        codes, names = named_domains(df[m.domain], m, where)
+        lookup = np.array([self._domain_id.get(nm, -1) for nm in names], dtype=np.int64)  # per distinct value
+        dom = lookup[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+        if (dom < 0).any():
+            unseen = sorted(set(names[lookup < 0]))
             raise DataError(
                 f"{where}: domain value(s) {unseen} of column {m.domain!r} do not occur in the train split "
-                f"({int(dom.isna().sum())} rows); a model cannot serve a domain it never trained on. "
+                f"({int((dom < 0).sum())} rows); a model cannot serve a domain it never trained on. "
                 f"Use another split (e.g. random) or drop those rows"
             )
         sparse = np.zeros((n, len(m.sparse)), dtype=np.int64)
@@ -313,7 +327,7 @@ class Encoder:
         return MDMTTensors(
             sparse=torch.from_numpy(sparse),
             dense=torch.from_numpy(dense),
-            domain=torch.from_numpy(np.array(dom.to_numpy(dtype=np.int64), copy=True)),
+            domain=torch.from_numpy(dom),
             labels=torch.from_numpy(labels),
         )
 

@@ -31,9 +31,8 @@ from mdmt_nas.data.encode import (
     Encoder,
     EncoderStats,
     labels_matrix,
-    named_domains,
     check_columns,
-    domain_keys,
+    domain_counts,
 )
 from mdmt_nas.data.split import PARTS, SplitConfig, hash_uniform, split_codes
 from mdmt_nas.data.tensors import MDMTTensors, Splits
@@ -190,7 +189,7 @@ def open_streaming(path: Path, mapping: ColumnMapping, split: SplitConfig | None
         train = df[code == 0]
         if len(train):
             stats.update(train)
-        heldout_domains.update(named_domains(domain_keys(df[mapping.domain][code != 0]), mapping, where).unique().tolist())
+        heldout_domains.update(domain_counts(df[mapping.domain][code != 0], mapping, where).index.tolist())
     for k, name in enumerate(PARTS):
         if counts[:, k].sum() == 0:
             raise DataError(

@@ -59,7 +59,7 @@ class SyntheticParams(BaseModel):
     num_dense: int = Field(4, ge=0, le=256)
     #: vocabulary size per sparse field; default geometric from 20 to 2000.
     vocab_sizes: list[int] | None = None
-    latent_dim: int = Field(8, ge=1, le=128)
+    latent_dim: int = Field(16, ge=1, le=128)
     #: number of sparse-field pairs whose latent product enters the label signal.
     num_interactions: int = Field(4, ge=0)
     #: share of each signal's variance that comes from the pairwise interactions (0..1).
@@ -108,13 +108,17 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 class _RandomMLP:
     """A fixed random 1-hidden-layer tanh network R^k -> R, drawn from `rng`."""
 
-    def __init__(self, rng: np.random.Generator, k: int, hidden: int = 16):
+    def __init__(self, rng: np.random.Generator, k: int, hidden: int = 32):
         self.w1 = rng.normal(0, 1.5 / np.sqrt(k), (k, hidden)).astype(np.float32)
         self.b1 = rng.normal(0, 0.5, hidden).astype(np.float32)
         self.w2 = rng.normal(0, 1 / np.sqrt(hidden), hidden).astype(np.float32)
 
-    def __call__(self, h: np.ndarray) -> np.ndarray:
-        return np.tanh(h @ self.w1 + self.b1) @ self.w2
+    def __call__(self, h: np.ndarray, chunk: int = 32_768) -> np.ndarray:
+        # In row chunks: the hidden activations stay cache-sized instead of n x hidden.
+        out = np.empty(h.shape[0], dtype=np.float32)
+        for s in range(0, h.shape[0], chunk):
+            out[s : s + chunk] = np.tanh(h[s : s + chunk] @ self.w1 + self.b1) @ self.w2
+        return out
 
 
 class _World:
@@ -141,15 +145,39 @@ class _World:
         n_pairs = min(p.num_interactions, p.num_sparse * (p.num_sparse - 1) // 2)
         all_pairs = np.array([(a, b) for a in range(p.num_sparse) for b in range(a + 1, p.num_sparse)], dtype=int)
         self.pairs = all_pairs[rng.choice(len(all_pairs), n_pairs, replace=False)] if n_pairs else all_pairs[:0]
-        # Components: 0 = common, 1 + t = specific to task t. Each has a shared and a per-domain function.
+        # Components: 0 = common, 1 + t = specific to task t. Each has one shared function and,
+        # per domain, its own function (drawn from a per-domain seed, so adding a domain leaves
+        # the others unchanged) of the same latent vectors.
         C = 1 + p.num_tasks
         self.shared = [self._fn(rng, k) for _ in range(C)]
-        self.private = [[self._fn(rng, k) for _ in range(D)] for _ in range(C)]
+        self.private = [
+            [self._fn(rd, k) for _ in range(C)]
+            for rd in (np.random.default_rng(np.random.SeedSequence([p.seed, 3, d])) for d in range(D))
+        ]  # [D][C]
         self.domain_bias = rng.normal(0, p.domain_bias_std, (D, p.num_tasks)) if p.domain_bias_std else np.zeros((D, p.num_tasks))
 
     def _fn(self, rng: np.random.Generator, k: int) -> tuple[_RandomMLP, np.ndarray]:
         """One label function: a random MLP of the latent vector + weights of the pairwise interactions."""
         return _RandomMLP(rng, k), rng.normal(0, 1, (len(self.pairs), k)).astype(np.float32)
+
+
+def _latent(tables: list[np.ndarray], proj: np.ndarray, ids: np.ndarray, dense: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-field latent vectors of the rows and their (scaled) sum with the dense projection."""
+    n, k = ids.shape[0], proj.shape[1]
+    emb = [t[ids[:, j]] for j, t in enumerate(tables)]  # each [n, k] float32
+    h = sum(emb, np.zeros((n, k), dtype=np.float32)) + dense.astype(np.float32) @ proj
+    h /= np.float32(np.sqrt(max(len(tables) + proj.shape[0], 1)))
+    return emb, h
+
+
+def _signal(fn: tuple[_RandomMLP, np.ndarray], emb: list[np.ndarray], h: np.ndarray, pairs: np.ndarray, lam: float) -> np.ndarray:
+    """Unit-variance signal: MLP of the latent sum plus (share `lam`) pairwise field interactions."""
+    mlp, u = fn
+    s = np.sqrt(1 - lam) * _zscore(mlp(h))
+    if lam:
+        inter = sum(((emb[a] * emb[b]) @ u[i]) for i, (a, b) in enumerate(pairs))
+        s = s + np.sqrt(lam) * _zscore(inter)
+    return s
 
 
 def generate_frame(p: SyntheticParams) -> pd.DataFrame:
@@ -166,27 +194,16 @@ def generate_frame(p: SyntheticParams) -> pd.DataFrame:
             ids[r, j] = rng.choice(V, size=len(r), p=w.field_p[j][d])
     dense = rng.normal(0, 1, (n, p.num_dense)) + w.dense_shift[dom]
 
-    emb = [w.tables[j][ids[:, j]] for j in range(p.num_sparse)]  # each [n, k] float32
-    h = sum(emb, np.zeros((n, k), dtype=np.float32)) + dense.astype(np.float32) @ w.dense_proj
-    h /= np.float32(np.sqrt(max(p.num_sparse + p.num_dense, 1)))
-
     lam = p.interaction_share if len(w.pairs) else 0.0
-
-    def signal(fn: tuple[_RandomMLP, np.ndarray], r: np.ndarray | slice) -> np.ndarray:
-        mlp, u = fn
-        s = np.sqrt(1 - lam) * _zscore(mlp(h[r]))
-        if lam:
-            inter = sum(((emb[a][r] * emb[b][r]) @ u[i]) for i, (a, b) in enumerate(w.pairs))
-            s = s + np.sqrt(lam) * _zscore(inter)
-        return s
-
     comps = np.zeros((1 + T, n))
     a, b = np.sqrt(p.shared_signal), np.sqrt(1 - p.shared_signal)
+    emb, h = _latent(w.tables, w.dense_proj, ids, dense)
     for c in range(1 + T):
-        comps[c] = a * signal(w.shared[c], slice(None))
-        for d, r in enumerate(rows_of):
-            if len(r) and b:
-                comps[c, r] += b * signal(w.private[c][d], r)
+        shared = _signal(w.shared[c], emb, h, w.pairs, lam)
+        comps[c] = a * shared
+        if b:
+            private = _decorrelate(np.stack([_signal(w.private[d][c], emb, h, w.pairs, lam) for d in range(D)]), shared)
+            comps[c] += b * private[dom, np.arange(n)]
     z = _task_signals(comps, p)
 
     logits = p.signal_scale * z + w.domain_bias[dom].T + p.noise * rng.normal(0, 1, (T, n))
@@ -204,8 +221,27 @@ def generate_frame(p: SyntheticParams) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+def _whiten(f: np.ndarray) -> np.ndarray:
+    """Rows of `f` made zero-mean, unit-variance and mutually uncorrelated (symmetric whitening,
+    which changes each row as little as possible)."""
+    f = f - f.mean(axis=1, keepdims=True)
+    vals, vecs = np.linalg.eigh(f @ f.T / f.shape[1])
+    return vecs @ np.diag(1.0 / np.sqrt(np.maximum(vals, 1e-9))) @ vecs.T @ f
+
+
+def _decorrelate(private: np.ndarray, shared: np.ndarray) -> np.ndarray:
+    """The D per-domain functions made uncorrelated with the shared one and with each other.
+
+    Independent random functions of a low-dimensional latent overlap by chance,
+    and a pooled model would learn that overlap; removing it makes "how
+    different the domains are" depend on `shared_signal`, not on the seed.
+    """
+    return _whiten(private - np.outer(private @ shared / (shared @ shared), shared))
+
+
 def _task_signals(comps: np.ndarray, p: SyntheticParams) -> np.ndarray:
     """Unit-variance task signals whose correlation follows `task_correlation`."""
+    comps = _whiten(comps)  # the common and task components must not overlap by chance either
     common, specific = comps[0], comps[1:]
     rho = p.correlation_strength
     out = np.empty_like(specific)

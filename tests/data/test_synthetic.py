@@ -55,9 +55,9 @@ def test_task_correlation_knob(kind, sign):
 
 
 def test_200k_rows_in_a_few_seconds():
-    t = time.perf_counter()
-    s = _load()
-    assert len(s.train) == 160_000 and time.perf_counter() - t < 10
+    t = time.process_time()  # CPU time: robust to a busy machine
+    df = generate_frame(SyntheticParams())
+    assert len(df) == 200_000 and time.process_time() - t < 10
 
 
 def _onehot(t, schema):
