@@ -1,0 +1,82 @@
+"""`mdmt-nas search`: search a space for the best architecture and report the leaderboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mdmt_nas.cli.app import app, report_plugin_failures
+from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
+from mdmt_nas.errors import UserError
+
+
+def _search_overrides(space: str | None, searcher: str | None, budget: int | None, timeout: float | None, seed: int | None,
+                      storage: str | None, study_name: str | None, objectives: str | None, pruner: str | None, epochs: int | None) -> list[str]:
+    out = []
+    for key, value in (("space", space), ("searcher", searcher), ("budget", budget), ("timeout", timeout), ("seed", seed),
+                       ("storage", storage), ("study_name", study_name), ("epochs", epochs), ("params.pruner", pruner)):
+        if value is not None:
+            out.append(f"search.{key}={value}")
+    if objectives is not None:
+        parts = [p.strip() for p in objectives.split(",") if p.strip()]
+        out.append(f"search.objectives=[{', '.join(parts)}]")
+    return out
+
+
+@app.command()
+def search(
+    space: str = typer.Option(None, "--space", "-s", help="Search space name (`mdmt-nas spaces list`) or a space YAML file."),
+    searcher: str = typer.Option(None, "--searcher", help="darts (default), optuna-tpe, optuna-nsga2, optuna-random, optuna-grid, nni-random, nni-evolution."),
+    dataset: str = typer.Option(None, "--dataset", help="Dataset name (default: the config's, else 'synthetic')."),
+    config: Path = typer.Option(None, "--config", "-c", help="Experiment config YAML (dataset, train, tracking, search sections)."),
+    sets: list[str] = typer.Option(None, "--set", help="Override a config value: --set search.epochs=2, --set search.params.n_startup_trials=3 (repeatable)."),
+    budget: int = typer.Option(None, "--budget", help="Trials (multi-trial searchers) or epochs (DARTS); default: the searcher's own."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds; no new candidate starts after this."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the searcher and of every training (search.seed and train.seed)."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs of each candidate (default: train.epochs)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output directory (default runs/search-<space>-<searcher>-<time>)."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+    storage: str = typer.Option(None, "--storage", help="Optuna storage URL shared by several processes/machines (default sqlite:///<output>/study.db)."),
+    study_name: str = typer.Option(None, "--study-name", help="Optuna study name (default <space>-<searcher>-<dataset>-seed<seed>); same name + storage = same study."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the search in an existing --output directory (Optuna study, NNI checkpoint)."),
+    objectives: str = typer.Option(None, "--objectives", help="auc (default), or auc,params / auc,latency / auc,params,latency for optuna-nsga2."),
+    pruner: str = typer.Option(None, "--pruner", help="Optuna pruner: median (default), hyperband or none."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+) -> None:
+    """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
+    from mdmt_nas.search import report
+    from mdmt_nas.search.runner import run_search, searcher_class
+
+    report_plugin_failures()
+    overrides = list(sets or []) + _search_overrides(space, searcher, budget, timeout, seed, storage, study_name, objectives, pruner, epochs)
+    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track)
+    scfg = cfg.search
+    if scfg.space is None:
+        raise UserError("no search space: pass --space NAME (`mdmt-nas spaces list` shows them) or a space YAML file")
+    cls = searcher_class(scfg.searcher)  # unknown name -> exit 2 with the closest names, before any work
+    space_label = Path(scfg.space).stem if scfg.space.endswith((".yaml", ".yml", ".json")) else scfg.space
+    out = output or Path("runs") / f"search-{space_label}-{cls.name}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
+    out = ensure_writable_dir(out, resume=resume)
+    console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] "
+                  f"(budget {scfg.budget or getattr(cls, 'default_budget', '?')} {cls.budget_unit}, seed {scfg.seed}) -> {out}", highlight=False)
+    outcome = run_search(cfg, out, resume=resume, console=console)
+    res = outcome.result
+    s = outcome.summary
+    title = (f"{s['space']} / {s['searcher']}: {s['finished']} finished, {s['pruned']} pruned, {s['failed']} failed "
+             f"({s['wall_seconds']:.0f}s)")
+    console.print(report.leaderboard_table(res.candidates, title, pareto=res.pareto))
+    if res.pareto:
+        console.print(report.pareto_table(res.pareto, cfg.search.objectives))
+    if s.get("stopped"):
+        console.print(f"[yellow]stopped early: {s['stopped']}[/yellow]", highlight=False)
+    best = outcome.best
+    if best is not None:
+        console.print(f"best {best.arch.id}: valid AUC {best.valid_mean_auc:.4f}, test AUC {best.test_mean_auc:.4f}, "
+                      f"{best.num_params:,} params", highlight=False)
+    console.print(res.best.summary(), highlight=False)
+    tracking = f" | MLflow parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
+    console.print(f"best architecture: {outcome.best_arch_path}{tracking}", highlight=False, soft_wrap=True)
+    if (out / "weights.pt").exists():
+        console.print(f"export it: mdmt-nas export --arch {outcome.best_arch_path} --weights {out / 'weights.pt'} --out {out / 'model.pt'}",
+                      highlight=False, soft_wrap=True)

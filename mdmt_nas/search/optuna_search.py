@@ -1,0 +1,397 @@
+"""Optuna searchers: TPE, NSGA-II (multi-objective), random and grid over a Space.
+
+Define-by-run: each trial suggests only the choices that are active under the
+values suggested before them, in the space's order (categorical by option
+label, int with `suggest_int`, bool as categorical [False, True]). Every
+trial's candidate is trained by `ctx.evaluate` (an MLflow child run); the valid
+mean AUC is reported after every epoch so the pruner (median, hyperband or none)
+can stop a poor candidate early.
+
+Studies live in an RDB storage (default `sqlite:///<output>/study.db`) and are
+resumable: running the same search again loads the study and runs until the
+budget -- COMPLETE plus PRUNED trials -- is reached. A heartbeat marks a trial
+whose process died as FAILED on the next start, and the failed trial is retried
+with the same parameters. The MLflow parent run id is a study user attribute,
+so a resumed study keeps one parent run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from mdmt_nas.arch import Architecture
+from mdmt_nas.errors import UserError
+from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher, SearcherParams
+
+PARENT_ATTR = "mdmt_nas.mlflow_parent_run_id"
+CANDIDATE_ATTR = "mdmt_nas.candidate"
+
+
+class OptunaParams(SearcherParams):
+    pruner: Literal["median", "hyperband", "none"] = Field(default="median", description="early stopping of poor candidates from per-epoch valid AUC (single objective only)")
+    n_startup_trials: int | None = Field(default=None, ge=0, description="random trials before TPE models the space / the median pruner prunes (default: budget/3, 3..10)")
+    n_warmup_steps: int = Field(default=0, ge=0, description="median pruner: epochs before a trial can be pruned")
+    population_size: int | None = Field(default=None, ge=2, description="NSGA-II population (default: budget/2, 4..20)")
+    heartbeat_interval: int = Field(default=10, ge=1, description="seconds between heartbeats of a running trial")
+    grace_period: int | None = Field(default=None, ge=1, description="seconds without heartbeat before a RUNNING trial counts as dead (default: 3x the interval)")
+    max_retry: int = Field(default=2, ge=0, description="retries of a trial whose process died")
+    grid_limit: int = Field(default=10_000, ge=1, description="optuna-grid refuses spaces with more architectures")
+
+
+def choice_values(c: Any) -> list[Any]:
+    """Assignment values of a choice point: option labels, the ints, or [False, True]."""
+    if hasattr(c, "values"):
+        return list(c.values())
+    if c.type == "int":
+        return list(range(c.low, c.high + 1, c.step))
+    if c.type == "bool":
+        return [False, True]
+    return list(c.labels())
+
+
+def suggest_assignment(trial: Any, space: Any) -> dict[str, Any]:
+    """Define-by-run: suggest every active choice in order."""
+    assignment: dict[str, Any] = {}
+    for c in space.choices:
+        if not space.active(assignment, c):
+            continue
+        if c.type == "int":
+            assignment[c.name] = trial.suggest_int(c.name, c.low, c.high, step=c.step)
+        elif c.type == "bool":
+            assignment[c.name] = trial.suggest_categorical(c.name, [False, True])
+        else:
+            assignment[c.name] = trial.suggest_categorical(c.name, list(c.labels()))
+    return assignment
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Optuna's experimental-feature warnings (heartbeats, stale-trial retries) for our own calls."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+class _CandidateFailed(Exception):
+    """Raised inside the objective so Optuna records a failed candidate's trial as FAIL."""
+
+
+def _candidate_record(c: Candidate, label: str) -> str:
+    data = c.row()
+    data.update(arch=c.arch.canonical(), arch_name=c.arch.name, assignment=c.assignment, label=label,
+                metrics={k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+    return json.dumps(data, default=str)
+
+
+def _candidate_from_record(text: str) -> Candidate:
+    d = json.loads(text)
+    arch = Architecture.model_validate({**d["arch"], "name": d.get("arch_name", "")})
+
+    def f(key: str) -> float:
+        v = d.get(key)
+        return float("nan") if v is None or v == "" else float(v)
+
+    return Candidate(number=int(d["number"]), arch=arch, state=d["state"], valid_mean_auc=f("valid_mean_auc"), test_mean_auc=f("test_mean_auc"),
+                     num_params=int(d.get("num_params") or 0), latency_ms_per_1k=f("latency_ms_per_1k"), train_seconds=f("train_seconds"),
+                     reason=d.get("reason", ""), run_id=d.get("run_id") or None, metrics=d.get("metrics", {}), assignment=d.get("assignment", {}))
+
+
+class OptunaSearcher(Searcher):
+    """Shared machinery of the Optuna searchers; subclasses choose the sampler."""
+
+    Params: ClassVar[type[OptunaParams]] = OptunaParams
+    budget_unit: ClassVar[str] = "trials"
+    default_budget: ClassVar[int] = 20
+    multi_objective: ClassVar[bool] = False
+    supports_resume: ClassVar[bool] = True
+    params: OptunaParams
+
+    # -------------------------------------------------------------- storage / study
+    def storage_url(self, ctx: SearchContext) -> str:
+        return ctx.storage or f"sqlite:///{(ctx.output_dir / 'study.db').resolve()}"
+
+    def study_name(self, ctx: SearchContext) -> str:
+        return ctx.study_name or f"{ctx.space.name}-{self.name}-{ctx.config.dataset.name}-seed{ctx.seed}"
+
+    def _storage(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        p = self.params
+        url = self.storage_url(ctx)
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        retry_kw = ({"heartbeat_stale_trial_callback": retry_cls(max_retry=p.max_retry)} if retry_cls is not None  # optuna >= 4.9
+                    else {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=p.max_retry)})
+        try:
+            with _quiet():
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=p.heartbeat_interval,
+                                                  grace_period=p.grace_period or 3 * p.heartbeat_interval, **retry_kw)
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            raise UserError(f"cannot open the Optuna storage {url!r}: {type(exc).__name__}: {exc}") from None
+
+    def existing_parent_run(self, ctx: SearchContext) -> str | None:
+        """The MLflow parent run a previous run of this study recorded (None for a new study)."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            with _quiet():
+                study = optuna.load_study(study_name=self.study_name(ctx), storage=self._storage(ctx))
+        except KeyError:
+            return None
+        return study.user_attrs.get(PARENT_ATTR)
+
+    def directions(self, ctx: SearchContext) -> list[str]:
+        return ["maximize"]
+
+    def make_sampler(self, ctx: SearchContext) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def make_pruner(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        if len(self.directions(ctx)) > 1 or self.params.pruner == "none":
+            return optuna.pruners.NopPruner()
+        if self.params.pruner == "hyperband":
+            epochs = ctx.config.search.epochs or ctx.config.train.epochs
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2), reduction_factor=3)
+        return optuna.pruners.MedianPruner(n_startup_trials=self._startup(ctx), n_warmup_steps=self.params.n_warmup_steps)
+
+    def _startup(self, ctx: SearchContext) -> int:
+        if self.params.n_startup_trials is not None:
+            return self.params.n_startup_trials
+        return max(3, min(10, (ctx.budget or self.default_budget) // 3))
+
+    def _open_study(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        name = self.study_name(ctx)
+        storage = self._storage(ctx)
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, sampler=self.make_sampler(ctx), pruner=self.make_pruner(ctx),
+                                        directions=self.directions(ctx), load_if_exists=True)
+        except ValueError as exc:
+            raise UserError(f"Optuna study {name!r} in {self.storage_url(ctx)} does not fit this search ({exc}); choose another --study-name") from None
+        attrs = study.user_attrs
+        mine = {"mdmt_nas.space": ctx.space.name, "mdmt_nas.searcher": self.name, "mdmt_nas.dataset": ctx.config.dataset.name,
+                "mdmt_nas.objectives": ",".join(ctx.objectives)}
+        clash = {k: (attrs[k], v) for k, v in mine.items() if k in attrs and attrs[k] != v}
+        if clash:
+            what = ", ".join(f"{k.split('.', 1)[1]} {old!r} (now {new!r})" for k, (old, new) in clash.items())
+            raise UserError(f"Optuna study {name!r} in {self.storage_url(ctx)} was created for {what}; choose another --study-name or --output")
+        for k, v in mine.items():
+            if k not in attrs:
+                study.set_user_attr(k, v)
+        if ctx.parent_run_id and attrs.get(PARENT_ATTR) != ctx.parent_run_id:
+            study.set_user_attr(PARENT_ATTR, ctx.parent_run_id)
+        return study
+
+    # -------------------------------------------------------------- objective
+    def _objective(self, ctx: SearchContext, study: Any) -> Any:
+        import optuna
+
+        from mdmt_nas.search.runner import SearchStopped
+
+        multi = len(self.directions(ctx)) > 1
+        budget = ctx.budget or self.default_budget
+        cap = [max(100, 10 * budget)]  # proposals in this run, repeats of failed architectures included
+
+        def objective(trial: optuna.Trial) -> Any:
+            cap[0] -= 1
+            if cap[0] < 0:
+                raise SearchStopped(f"{max(100, 10 * budget)} proposals without reaching the budget (the space may have too few working architectures)")
+            assignment = suggest_assignment(trial, ctx.space)
+            arch = ctx.space.to_arch(assignment)
+            trial.set_user_attr("arch_id", arch.id)
+            label = f"trial-{trial.number}"
+            dup = self._duplicate(study, arch.id, trial.number)
+            if dup is not None:
+                trial.set_user_attr("duplicate_of", dup.number)
+                if dup.state == "failed":
+                    raise _CandidateFailed(f"same architecture as trial {dup.number}, which failed: {dup.reason}")
+                return self._values(ctx, dup)
+
+            def report(epoch: int, record: dict[str, float]) -> None:
+                if multi:
+                    return
+                v = record.get("valid_mean_auc", float("nan"))
+                if isinstance(v, float) and math.isfinite(v):
+                    trial.report(v, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
+
+            try:
+                cand = ctx.evaluate(arch, label, epoch_callback=report, assignment=assignment, number=trial.number)
+            except optuna.TrialPruned:
+                self._record_last(ctx, trial, label)
+                raise
+            except SearchStopped:  # raised after the candidate was recorded (e.g. the max_failures-th failure)
+                self._record_last(ctx, trial, label)
+                raise
+            trial.set_user_attr(CANDIDATE_ATTR, _candidate_record(cand, label))
+            if cand.state == "failed":
+                raise _CandidateFailed(cand.reason)
+            return self._values(ctx, cand)
+
+        return objective
+
+    @staticmethod
+    def _record_last(ctx: SearchContext, trial: Any, label: str) -> None:
+        """Store the candidate `evaluate` recorded before it raised (pruned, or the search stopped)."""
+        cands = getattr(ctx.evaluate, "candidates", None)
+        if cands and cands[-1].number == trial.number:
+            trial.set_user_attr(CANDIDATE_ATTR, _candidate_record(cands[-1], label))
+
+    def _values(self, ctx: SearchContext, c: Candidate) -> Any:
+        vals = [c.valid_mean_auc]
+        for o in ctx.objectives[1:]:
+            vals.append(float(c.num_params) if o == "params" else c.latency_ms_per_1k)
+        return vals[0] if len(self.directions(ctx)) == 1 else tuple(vals)
+
+    @staticmethod
+    def _duplicate(study: Any, arch_id: str, number: int) -> Candidate | None:
+        """An earlier finished or failed trial of the same architecture (trials are deterministic: no need to train again)."""
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if t.number != number and t.user_attrs.get("arch_id") == arch_id and CANDIDATE_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs:
+                return _candidate_from_record(t.user_attrs[CANDIDATE_ATTR])
+        return None
+
+    # -------------------------------------------------------------- run
+    def counted(self, study: Any) -> int:
+        from optuna.trial import TrialState
+
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+    def prepare(self, ctx: SearchContext, study: Any) -> None:
+        """Hook before optimisation (the grid searcher enqueues its points here)."""
+
+    def n_trials(self, ctx: SearchContext, study: Any, remaining: int) -> int | None:
+        return None
+
+    def run(self, ctx: SearchContext) -> SearchResult:
+        import optuna
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+
+        from mdmt_nas.search.runner import SearchStopped
+
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by the runner, with their reason
+        with _quiet():
+            try:
+                study = self._open_study(ctx)
+                optuna.storages.fail_stale_trials(study)
+                self.prepare(ctx, study)
+                budget = ctx.budget or self.default_budget
+                remaining = budget - self.counted(study)
+                stopped = ""
+                if remaining > 0:
+                    try:
+                        study.optimize(
+                            self._objective(ctx, study), n_trials=self.n_trials(ctx, study, remaining), timeout=ctx.timeout,
+                            catch=(_CandidateFailed,), gc_after_trial=True,
+                            callbacks=[MaxTrialsCallback(budget, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+                        )
+                    except SearchStopped as exc:
+                        stopped = str(exc)
+                return self.result(ctx, study, stopped)
+            finally:
+                optuna.logging.set_verbosity(verbosity)
+
+    def result(self, ctx: SearchContext, study: Any, stopped: str = "") -> SearchResult:
+        """Every trial of the study (all runs of it) as Candidates; the best by valid AUC."""
+        from mdmt_nas.search import report
+
+        cands = [_candidate_from_record(t.user_attrs[CANDIDATE_ATTR]) for t in study.get_trials(deepcopy=False)
+                 if CANDIDATE_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs]
+        best = report.best_candidate(cands)
+        front = report.pareto_front(cands, ctx.objectives) if len(ctx.objectives) > 1 else None
+        extra = {"study_name": study.study_name, "storage": self.storage_url(ctx), "trials": len(study.trials),
+                 "duplicates": sum("duplicate_of" in t.user_attrs for t in study.trials)}
+        if stopped:
+            extra["stopped"] = stopped
+        return SearchResult(best=best.arch if best else None, candidates=cands, pareto=front, extra=extra)  # type: ignore[arg-type]
+
+
+class OptunaTPE(OptunaSearcher):
+    """Tree-structured Parzen estimator (Optuna's default) over the space, with pruning."""
+
+    name = "optuna-tpe"
+
+    def make_sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=self._startup(ctx))
+
+
+class OptunaRandom(OptunaSearcher):
+    """Uniform random sampling of the space (conditional choices sampled only when active), with pruning."""
+
+    name = "optuna-random"
+
+    def make_sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        return optuna.samplers.RandomSampler(seed=ctx.seed)
+
+
+class OptunaNSGA2(OptunaSearcher):
+    """NSGA-II: maximise valid AUC while minimising parameters and/or latency (--objectives auc,params)."""
+
+    name = "optuna-nsga2"
+    multi_objective = True
+
+    def directions(self, ctx: SearchContext) -> list[str]:
+        return ["maximize"] + ["minimize"] * (len(ctx.objectives) - 1)
+
+    def make_sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        pop = self.params.population_size or max(4, min(20, (ctx.budget or self.default_budget) // 2))
+        return optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=pop)
+
+
+class OptunaGrid(OptunaSearcher):
+    """Every architecture of the space once, in enumeration order (budget default: the space's size)."""
+
+    name = "optuna-grid"
+    default_budget = 10_000
+
+    def make_sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        return optuna.samplers.RandomSampler(seed=ctx.seed)  # only used if the queue is empty, which n_trials prevents
+
+    def prepare(self, ctx: SearchContext, study: Any) -> None:
+        if study.user_attrs.get("mdmt_nas.grid_enqueued"):
+            return
+        size = ctx.space.size()
+        if size > self.params.grid_limit:
+            raise UserError(f"optuna-grid: space {ctx.space.name!r} has {size:,} architectures, more than search.params.grid_limit={self.params.grid_limit:,}; use optuna-tpe or optuna-random")
+        for assignment, _arch in ctx.space.enumerate(limit=self.params.grid_limit):
+            study.enqueue_trial(assignment, skip_if_exists=True)
+        study.set_user_attr("mdmt_nas.grid_enqueued", size)
+
+    def budget_for(self, space: Any, requested: int | None) -> int:
+        size = space.size()
+        return min(requested, size) if requested else size
+
+    def n_trials(self, ctx: SearchContext, study: Any, remaining: int) -> int | None:
+        from optuna.trial import TrialState
+
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return min(remaining, waiting)
+
+
+SEARCHERS = (OptunaTPE, OptunaNSGA2, OptunaRandom, OptunaGrid)
