@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from mdmt_nas.data.synthetic import SyntheticDataset
+from mdmt_nas.data.aliccp import AliCCPDataset
+from mdmt_nas.data.aliexpress import AliExpressDataset
+from mdmt_nas.data.kuairand import KuaiRandDataset
 from mdmt_nas.data.movielens import ML1MDataset, ML100KDataset, ML100KOriginalDataset
+from mdmt_nas.data.synthetic import SyntheticDataset
 from mdmt_nas.data.tabular import CsvDataset, ParquetDataset
 from mdmt_nas.plugins import hookimpl
 
@@ -16,3 +19,6 @@ def register_datasets(register):
     register(ML100KDataset)
     register(ML100KOriginalDataset)
     register(ML1MDataset)
+    register(KuaiRandDataset)
+    register(AliCCPDataset)
+    register(AliExpressDataset)
