@@ -11,6 +11,7 @@ cannot break a later block.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,12 +81,21 @@ def csv_to_parquet(
         check_columns(header, keep, str(src), separator)
         include = list(keep)
     t0 = time.perf_counter()
-    reader = pacsv.open_csv(
-        src,
-        read_options=pacsv.ReadOptions(block_size=block_size),
-        parse_options=pacsv.ParseOptions(delimiter=separator),
-        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
-    )
+
+    def parse_error(exc: pa.ArrowInvalid, at: int) -> DataError:
+        msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}" if int(m.group(1)) < len(header) else m.group(0), str(exc))
+        hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
+        return DataError(f"{src}: cannot parse at row ~{at}: {msg}{hint}")
+
+    try:
+        reader = pacsv.open_csv(
+            src,
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            parse_options=pacsv.ParseOptions(delimiter=separator),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
+        )
+    except pa.ArrowInvalid as exc:
+        raise parse_error(exc, 0) from None
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
     rows = groups = 0
@@ -114,8 +124,7 @@ def csv_to_parquet(
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
-                raise DataError(f"{src}: cannot parse at row ~{rows + pending_rows}: {exc}{hint}") from None
+                raise parse_error(exc, rows + pending_rows) from None
             pending.append(batch)
             pending_rows += batch.num_rows
             flush(final=False)
