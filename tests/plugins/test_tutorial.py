@@ -101,5 +101,7 @@ def test_every_tutorial_command_runs(tmp_path):
         elif cmd.startswith("mdmt-nas search"):
             children = [p for p in _mlflow_params(uri) if p["_parent"]]
             assert children, "the search logged no candidate runs"
-            with_expert = [p for p in children if "my_expert" in p.values()]
+            with_expert = [p for p in children if p.get("assignment.expert") == "my_expert"]
             assert with_expert, f"no candidate run has my_expert in its params: {json.dumps(children[:2], indent=1)[:2000]}"
+            assert with_expert[0]["arch.shared.experts.0.name"] == "my_expert"
+            assert (work / "runs" / "my-search" / "best_arch.json").is_file()
