@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from mdmt_nas.data.base import Dataset
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import ConfigError
+from mdmt_nas.errors import ConfigError, closest
 
 
 def dataset_class(name: str) -> type[Dataset]:
@@ -24,16 +24,31 @@ def dataset_class(name: str) -> type[Dataset]:
     return get_registry().get("dataset", name, where="dataset.name")
 
 
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at `loc`, for unknown-key hints."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(getattr(current, "model_fields", {}) or {})
+
+
 def validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "dataset.params") -> ConfigError:
     """A pydantic error as `ConfigError` lines ``<prefix>.<field>: <problem>``."""
-    fields = list(getattr(model, "model_fields", {}))
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         where = f"{prefix}.{loc}" if loc else prefix
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown parameter" + (f" (valid: {', '.join(fields)})" if len(err["loc"]) == 1 and fields else "")
+            fields = _fields_at(model, tuple(err["loc"][:-1]))
+            near = closest(str(err["loc"][-1]), fields)
+            msg = "unknown parameter" + (
+                f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(fields)})" if fields else ""
+            )
         elif err["type"] == "missing":
             msg = "required parameter is missing"
         else:
