@@ -15,7 +15,8 @@ every component of an installed plugin. Checks, per kind:
   empty_domain  a batch in which a domain has no rows (and one with one domain)
   bank          (experts) `cls.bank` evaluates n experts, ranges and per-expert inputs
   in_model      `build_model` with small architectures using it; forward, backward
-  mixed_op      inside a DARTS mixed op: the mixing weights receive gradients
+  mixed_op      in a softmax-weighted mix, and in the DARTS supernet (mdmt_nas.search.supernet)
+                against another candidate: the mixing weights receive gradients
   torchscript   (if `cls.torchscript`) `torch.jit.trace` of models using it reproduces outputs
 
 A failed check raises `AssertionError` naming the component and the check
@@ -29,7 +30,8 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +161,14 @@ class _Harness:
     def archs(self) -> list[tuple[str, dict[str, Any]]]:
         raise NotImplementedError
 
+    def supernet(self) -> list[tuple[str, dict[str, Any], Any]]:
+        """(label, space template with the choice `c` at this kind's slot, the other option of `c`)."""
+        raise NotImplementedError
+
+    def _other(self, *names: str) -> Any:
+        """The first built-in of `names` that is not the checked component (an option for `c`)."""
+        return next(n for n in names if n != self.spec["name"])
+
 
 class _ExpertHarness(_Harness):
     def variants(self):
@@ -191,6 +201,11 @@ class _ExpertHarness(_Harness):
             ("in shared/domain/task groups", {"shared": {"experts": [X, X]}, "domain": {"experts": [X], "fusion": "mean"}, "task": {"experts": [X]}, "gate_scope": ["shared", "task"]}),
             ("routed, two levels", {"shared": {"experts": [X]}, "domain": {"experts": [X]}, "task": {"experts": [X]}, "gate_scope": ["shared", "domain", "task"], "levels": 2}),
         ]
+
+    def supernet(self):
+        alt = MLP8 if self.spec != MLP8 else {"name": "identity"}
+        return [("mixed bottom", {"bottom": {"choice": "c"}}, None),
+                ("mixed shared experts", {"shared": {"expert": {"choice": "c"}, "num": 2}}, alt)]
 
 
 class _GateHarness(_Harness):
@@ -242,6 +257,9 @@ class _GateHarness(_Harness):
             out.append(("two levels (per-head inputs)", {"shared": {"expert": MLP8, "num": 2}, "task": {"expert": MLP8, "num": 1}, "gate": X, "gate_scope": ["shared", "task"], "levels": 2}))
         return out
 
+    def supernet(self):
+        return [("mixed gate", {"shared": {"expert": MLP8, "num": 3}, "gate": {"choice": "c"}}, self._other("uniform", "softmax"))]
+
 
 class _Fusion1Harness(_Harness):
     def variants(self):
@@ -268,6 +286,9 @@ class _Fusion1Harness(_Harness):
             ("domain and task groups outside the gate", {"shared": {"expert": MLP8, "num": 2}, "domain": {"expert": MLP8, "num": 1, "fusion": X}, "task": {"expert": MLP8, "num": 1, "fusion": X}}),
             ("no shared group", {"domain": {"expert": MLP8, "num": 2, "fusion": X}, "task": {"expert": MLP8, "num": 1, "fusion": X}}),
         ]
+
+    def supernet(self):
+        return [("mixed level-1 fusion", {"shared": {"expert": MLP8, "num": 2}, "domain": {"expert": MLP8, "num": 1, "fusion": {"choice": "c"}}}, self._other("mean", "own"))]
 
 
 class _Fusion2Harness(_Harness):
@@ -299,6 +320,10 @@ class _Fusion2Harness(_Harness):
             ("domain + task parts", {"domain": {"expert": MLP8, "num": 1}, "task": {"expert": MLP8, "num": 1}, "fusion": X}),
         ]
 
+    def supernet(self):
+        return [("mixed level-2 fusion", {"shared": {"expert": MLP8, "num": 2}, "domain": {"expert": MLP8, "num": 1}, "task": {"expert": MLP8, "num": 1},
+                                          "fusion": {"choice": "c"}}, self._other("sum", "gated"))]
+
 
 class _AdapterHarness(_Harness):
     def variants(self):
@@ -324,6 +349,11 @@ class _AdapterHarness(_Harness):
             return [("input adapter", {"input_adapter": X, "shared": {"expert": MLP8, "num": 2}})]
         return [("at bottom, experts and towers", {"bottom": MLP8, "shared": {"expert": MLP8, "num": 2}, "adapter": X, "adapter_sites": ["bottom", "experts", "towers"]})]
 
+    def supernet(self):
+        if self.cls.site == "fields":
+            return [("mixed input adapter", {"input_adapter": {"choice": "c"}, "shared": {"expert": MLP8, "num": 2}}, None)]
+        return [("mixed adapter", {"shared": {"expert": MLP8, "num": 2}, "adapter": {"choice": "c"}, "adapter_sites": ["experts", "towers"]}, None)]
+
 
 class _TowerHarness(_Harness):
     def variants(self):
@@ -347,6 +377,10 @@ class _TowerHarness(_Harness):
             ("per task heads", {"shared": {"expert": MLP8, "num": 2}, "tower": X}),
             ("per (domain, task) heads", {"shared": {"expert": MLP8, "num": 2}, "tower": X, "heads": "domain_task"}),
         ]
+
+    def supernet(self):
+        alt = {"name": "mlp_tower", "params": {"hidden": []}}
+        return [("mixed tower", {"shared": {"expert": MLP8, "num": 2}, "tower": {"choice": "c"}}, alt if self.spec != alt else "mlp_tower")]
 
 
 def _harness(cls: type, kind: str, params: BaseModel, spec: dict[str, Any]) -> _Harness:
@@ -658,10 +692,7 @@ class _Checker:
                 assert tuple(again.shape) == (len(domain), T), f"{label}, {what}: eval output {list(again.shape)}"
 
     def check_mixed_op(self) -> None:
-        supernet = _supernet_check()
-        if supernet is not None:
-            supernet(self)
-            return
+        # a softmax-weighted mix with a fixed second candidate: the mixing weights must learn
         for v in self.h.variants()[:1]:
             m = self.built(v)
             ctx = make_context(6, seed=self.seed, training=True)
@@ -674,6 +705,39 @@ class _Checker:
             assert alpha.grad is not None and torch.isfinite(alpha.grad).all(), f"{_label(v)}: the mixing weights receive no finite gradient"
             assert alpha.grad.abs().sum() > 0, f"{_label(v)}: the mixing weights receive a zero gradient"
             _assert_grads(_params_of(m), f"{_label(v)}: inside a mixed op")
+        # the real DARTS supernet (mdmt_nas.search.supernet), once it is there
+        if _supernet() is not None:
+            self._supernet_mixed_op()
+
+    def _supernet_mixed_op(self) -> None:
+        from mdmt_nas.model import build_model
+        from mdmt_nas.spaces import parse_space
+
+        relax, AlphaController = _supernet()
+        for label, template, other in self.h.supernet():
+            data = {"name": "contract-kit", "template": {"embedding_dim": E, **template}, "choices": {"c": {"options": [self.spec, other]}}}
+            space = parse_space(data, "contract kit", default_name="contract-kit")
+            with _as_global_registry(self.registry):
+                try:
+                    relaxation = relax(space)
+                    model = _seeded(self.seed, lambda: build_model(relaxation.arch, _schema(), self.registry))
+                except Exception as exc:
+                    raise AssertionError(f"DARTS supernet ({label}) {_describe_exc(exc)}") from None
+                ctl = AlphaController(relaxation.relaxed).attach(model)
+                ctl.new_step()
+                sparse, dense, dom, labels = _batch(7, seed=self.seed)
+                model.train()
+                ctx = model.make_context(sparse, dense, dom, labels)
+                logits = model.forward_context(ctx)
+                assert tuple(logits.shape) == (7, T), f"DARTS supernet ({label}): output {list(logits.shape)}"
+                loss = F.binary_cross_entropy_with_logits(logits, labels)
+                aux = ctx.aux.total_loss()
+                (loss if aux is None else loss + aux).backward()
+            alpha = ctl.alphas.get("c")
+            assert alpha is not None, f"DARTS supernet ({label}): the choice between this component and {other!r} was not relaxed"
+            assert alpha.grad is not None and torch.isfinite(alpha.grad).all(), f"DARTS supernet ({label}): the architecture weights receive no finite gradient"
+            mine = [(n, p) for n, p in model.named_parameters() if p.requires_grad and _owner_is(model, n, self.cls)]
+            _assert_grads(mine, f"DARTS supernet ({label}), the component's")
 
     def check_torchscript(self) -> None:
         if not self.cls.torchscript:
@@ -772,13 +836,39 @@ class _Skip(Exception):
     pass
 
 
-def _supernet_check() -> Callable[[_Checker], None] | None:
-    """The supernet's own mixed-op check, once `mdmt_nas.search.supernet` provides one."""
+def _supernet() -> tuple[Any, Any] | None:
+    """(relax, AlphaController) of the DARTS supernet, if this build has it."""
     try:
-        from mdmt_nas.search import supernet  # noqa: F401
+        from mdmt_nas.search.supernet import AlphaController, relax
     except ImportError:
         return None
-    return getattr(supernet, "contract_check", None)
+    return relax, AlphaController
+
+
+@contextmanager
+def _as_global_registry(registry: Any) -> Iterator[None]:
+    """Make `registry` the process-wide one while the block runs (the supernet resolves candidates globally)."""
+    from mdmt_nas import plugins
+
+    saved = plugins._HOST
+    host = plugins.PluginHost()
+    host.registry = registry
+    plugins.reset(host)
+    try:
+        yield
+    finally:
+        plugins.reset(saved)
+
+
+def _owner_is(model: nn.Module, param_name: str, cls: type) -> bool:
+    """Whether parameter `param_name` of `model` belongs to an instance of `cls`."""
+    parts = param_name.split(".")[:-1]
+    m = model
+    for p in parts:
+        m = getattr(m, p)
+        if type(m) is cls:
+            return True
+    return False
 
 
 def checks_for(cls: type, kind: str | None = None) -> tuple[str, ...]:

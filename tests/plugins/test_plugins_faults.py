@@ -195,3 +195,41 @@ def test_wrong_shape_is_blamed_on_the_component_that_produced_it(site, monkeypat
         assert healthy(*_batch()).shape == (6, 2)
     code, out, err = run_cli(["plugins", "check", "shapeshifter"], capsys)
     assert code == 1 and "output shape" in out
+
+
+SPACE = """\
+name: faulty
+template:
+  embedding_dim: 4
+  shared: {experts: [{choice: expert}, {name: mlp, params: {hidden: [8]}}]}
+  tower: {name: mlp_tower, params: {hidden: [8]}}
+choices:
+  expert:
+    options:
+      - crashy_expert
+      - shifty_expert
+      - {name: mlp, params: {hidden: [8]}}
+"""
+
+
+@pytest.mark.slow
+def test_search_survives_broken_components_and_names_them(site, monkeypatch, capsys, tmp_path):
+    """A crashing and a wrong-shape component fail only their candidates; the reasons name plugin and component."""
+    import csv
+
+    install(site, monkeypatch, "crashy", "shapeshifter")
+    space = tmp_path / "faulty.yaml"
+    space.write_text(SPACE)
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(["search", "--space", str(space), "--searcher", "optuna-grid", "--budget", "3", "--epochs", "1",
+                              "--no-track", "--set", "dataset.params.n_rows=2000", "--output", str(out_dir)], capsys)
+    assert code == 0, out + err
+    rows = list(csv.DictReader((out_dir / "leaderboard.csv").open()))
+    by_state = {}
+    for r in rows:
+        by_state.setdefault(r["state"], []).append(r)
+    assert len(by_state.get("finished", [])) == 1 and len(by_state.get("failed", [])) == 2, rows
+    reasons = " | ".join(r["reason"] for r in by_state["failed"])
+    assert "expert 'crashy_expert' from plugin 'crashy' (distribution mdmt-nas-crashy" in reasons and "boom: lookup table not loaded" in reasons
+    assert "expert 'shifty_expert' from plugin 'shapeshifter' (distribution mdmt-nas-shapeshifter" in reasons and "returned shape" in reasons
+    assert "mdmt-nas plugins check crashy" in reasons

@@ -246,3 +246,28 @@ def test_contract_test_marker_and_fixtures_in_a_pytest_run(tmp_path):
     n_mlp = len(checks_for(MLPExpert)) - 1
     n_sum = len(checks_for(SumFusion))
     assert f"{n_mlp + n_sum + 1} passed" in proc.stdout, proc.stdout
+
+
+def test_mixed_op_runs_inside_the_darts_supernet(monkeypatch):
+    import mdmt_nas.testing as kit
+
+    real = kit._supernet()
+    if real is None:
+        pytest.skip("this build has no DARTS supernet")
+    relax, controller = real
+    seen = []
+
+    def spy(space):
+        seen.append(space)
+        return relax(space)
+
+    monkeypatch.setattr(kit, "_supernet", lambda: (spy, controller))
+    assert check_component(MLPExpert, checks=["mixed_op"]).ok
+    assert len(seen) == 2 and all(s.choices[0].name == "c" for s in seen)  # as a mixed bottom and as mixed group experts
+
+    def broken(space):
+        raise RuntimeError("cannot relax")
+
+    monkeypatch.setattr(kit, "_supernet", lambda: (broken, controller))
+    report = check_component(MLPExpert, checks=["mixed_op"], raise_on_fail=False)
+    assert "DARTS supernet (mixed bottom) raised RuntimeError: cannot relax" in report.failures[0].message
