@@ -8,6 +8,7 @@ reference M3oE code instead runs every domain branch on every row and masks.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -182,6 +183,7 @@ class MDMTModel(nn.Module):
         vocab = [f.vocab_size for f in schema.sparse]
         offsets = torch.tensor([0] + vocab[:-1], dtype=torch.long).cumsum(0) if vocab else torch.zeros(0, dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
+        check_embedding_size(schema, E)
         self.embedding = nn.Embedding(max(sum(vocab), 1), E)
         nn.init.normal_(self.embedding.weight, std=0.05)
         self.dense_proj = nn.Parameter(torch.randn(schema.num_dense, E) * 0.1)
@@ -415,6 +417,27 @@ class MDMTModel(nn.Module):
     @property
     def torchscript(self) -> bool:
         return all(getattr(m, "torchscript", True) for m in self.modules() if m is not self)
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_embedding_size(schema: Schema, dim: int, limit_bytes: int | None = None) -> None:
+    """ConfigError before allocating an embedding table (with gradients and Adam moments) larger than half the memory."""
+    rows = sum(f.vocab_size for f in schema.sparse)
+    need = rows * dim * 4 * 4  # float32 weights, gradients, two Adam moments
+    limit = limit_bytes if limit_bytes is not None else (_memory_bytes() or 0) // 2
+    if not limit or need <= limit:
+        return
+    top = sorted(schema.sparse, key=lambda f: -f.vocab_size)[:3]
+    fields = ", ".join(f"{f.name!r} ({f.vocab_size:,} ids)" for f in top)
+    raise ConfigError(f"the embedding table needs about {need / 2**30:,.1f} GiB for training ({rows:,} ids x embedding_dim {dim}), "
+                      f"more than the {limit / 2**30:,.1f} GiB allowed; the largest sparse fields are {fields}. Cap the vocabularies "
+                      "(max_vocab / min_count in the dataset's column mapping) or lower arch.embedding_dim")
 
 
 def build_model(arch: Architecture, schema: Schema, registry: Registry | None = None) -> MDMTModel:
