@@ -33,6 +33,10 @@ from mdmt_nas.data.split import SplitConfig
 from mdmt_nas.data.tensors import Splits
 
 
+#: largest vocabulary of a synthetic sparse field (the generator holds a latent_dim vector per category)
+MAX_VOCAB = 1_000_000
+
+
 class SyntheticParams(BaseModel):
     """Knobs of the generator; the defaults give 3 unequal domains x 2 positively correlated tasks."""
 
@@ -83,6 +87,9 @@ class SyntheticParams(BaseModel):
                 raise ValueError(f"vocab_sizes has {len(self.vocab_sizes)} values; num_sparse is {self.num_sparse}")
             if min(self.vocab_sizes, default=2) < 2:
                 raise ValueError("every vocab size must be >= 2")
+            if max(self.vocab_sizes, default=2) > MAX_VOCAB:
+                raise ValueError(f"vocab size {max(self.vocab_sizes):,} is too large for the synthetic generator (at most {MAX_VOCAB:,}: "
+                                 "it keeps a latent vector per category); for larger vocabularies use a csv/parquet dataset")
         if self.num_interactions and self.num_sparse < 2:
             raise ValueError("num_interactions needs at least 2 sparse fields (set num_interactions: 0)")
         return self
