@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mdmt_nas import __version__
 from mdmt_nas.errors import UserError
@@ -78,22 +81,46 @@ def report_plugin_failures() -> None:
     from mdmt_nas.plugins import get_host
 
     for failure in get_host().failures:
-        err_console.print(f"[red]{failure}[/red]", highlight=False)
+        err_console.print(f"[red]{escape(str(failure))}[/red]", highlight=False)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interruption so runs and trials end KILLED/FAIL like on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> None:
     _mount()
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("MDMT_NAS_DEBUG") == "1"
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        _run(argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None, debug: bool) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except UserError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        err_console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/yellow]")
+        sys.exit(143 if terminated else 130)
+    except MemoryError:
+        if debug:
+            raise
+        err_console.print("[bold red]error:[/bold red] out of memory; use less data (e.g. dataset.params.n_rows), a smaller "
+                          "train.batch_size or smaller vocabularies (max_vocab in the column mapping)", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -107,5 +134,5 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", highlight=False)
+        err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n(run with --debug for the traceback)", highlight=False)
         sys.exit(1)
