@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mdmt_nas.config import TrackingConfig
+from mdmt_nas.errors import UserError
 
 MAX_PARAM_LEN = 6000
 
@@ -61,10 +62,23 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             uri = resolve_uri(self.cfg.uri)
-            if uri:
-                mlflow.set_tracking_uri(uri)
-            self._client = MlflowClient(tracking_uri=uri)
+            try:
+                if uri:
+                    mlflow.set_tracking_uri(uri)
+                self._client = MlflowClient(tracking_uri=uri)
+            except Exception as exc:  # unknown scheme, malformed URI
+                raise self._bad_uri(uri, exc) from None
         return self._client
+
+    def _bad_uri(self, uri: str | None, exc: BaseException) -> UserError:
+        first = " ".join(str(exc).split())[:300]
+        return UserError(f"cannot use the MLflow tracking URI {uri or '(MLflow default)'!r}: {type(exc).__name__}: {first}; "
+                         "pass --tracking-uri sqlite:///mlflow.db (or http://HOST:PORT of an MLflow server), or --no-track")
+
+    def check(self) -> None:
+        """Open the tracking store and its experiment now: a bad URI fails before any work (UserError)."""
+        if self.enabled:
+            _ = self.experiment_id
 
     @property
     def tracking_uri(self) -> str:
@@ -75,8 +89,22 @@ class Tracker:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            exp = self.client.get_experiment_by_name(self.cfg.experiment)
-            self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.cfg.experiment)
+            client = self.client
+            try:
+                exp = client.get_experiment_by_name(self.cfg.experiment)
+                if exp is not None and exp.lifecycle_stage == "deleted":
+                    raise UserError(f"MLflow experiment {self.cfg.experiment!r} in {self.tracking_uri} is deleted; restore it "
+                                    "(mlflow experiments restore) or choose another tracking.experiment")
+                self._experiment_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
+            except UserError:
+                raise
+            except Exception as exc:  # unreachable server, not a database, unwritable location
+                from mlflow.exceptions import MlflowException
+
+                if isinstance(exc, MlflowException) and "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")):
+                    self._experiment_id = client.get_experiment_by_name(self.cfg.experiment).experiment_id  # another worker created it
+                else:
+                    raise self._bad_uri(self.tracking_uri, exc) from None
         return self._experiment_id
 
     # ------------------------------------------------------------------ runs

@@ -57,6 +57,9 @@ def search(
     cls = searcher_class(scfg.searcher)  # unknown name -> exit 2 with the closest names, before any work
     space_label = Path(scfg.space).stem if scfg.space.endswith((".yaml", ".yml", ".json")) else scfg.space
     out = output or Path("runs") / f"search-{space_label}-{cls.name}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
+    from mdmt_nas.tracking import Tracker
+
+    Tracker(cfg.tracking).check()  # a bad --tracking-uri fails now, before any output is written
     out = ensure_writable_dir(out, resume=resume)
     console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] "
                   f"(budget {scfg.budget or getattr(cls, 'default_budget', '?')} {cls.budget_unit}, seed {scfg.seed}) -> {out}", highlight=False)

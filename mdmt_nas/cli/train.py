@@ -30,6 +30,9 @@ def train(
         from mdmt_nas.errors import UserError
 
         raise UserError("no architecture: pass --config FILE with an `arch:` section or --arch FILE.json (see examples/)")
+    from mdmt_nas.tracking import Tracker
+
+    Tracker(cfg.tracking).check()  # a bad --tracking-uri fails now, before any output is written
     out = ensure_writable_dir(output or default_output("train", cfg.arch.name or cfg.arch.id))
     with console.status(f"loading dataset {cfg.dataset.name!r}..."):
         splits = load_splits(cfg)
