@@ -409,32 +409,43 @@ def attribute_error(exc: BaseException, model: Any = None, registry: Registry | 
     return wrapped
 
 
-def expected_shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
-    """The output shape a component's interface promises for these inputs (None: not checked)."""
+def shape_rule(module: Any) -> Any:
+    """A function (args, kwargs) -> the output shape `module`'s interface promises (None: not checked)."""
     from mdmt_nas.components import Adapter, Expert, ExpertBank, Fusion, Gate, Tower
 
-    x = args[0] if args else None
-    if isinstance(x, dict):  # level-2 fusion parts
-        first = next(iter(x.values()), None)
-        return None if first is None else (first.shape[0], module.num_tasks, module.dim)
-    if not hasattr(x, "shape"):
-        return None
-    b = x.shape[0]
+    def lead(args: tuple[Any, ...]) -> Any:
+        return args[0] if args and hasattr(args[0], "shape") else None
+
     if isinstance(module, ExpertBank):
-        names = ("x", "ctx", "start", "stop")
-        bound = dict(zip(names, args)) | kwargs
-        start = bound.get("start", 0)
-        stop = bound.get("stop") if bound.get("stop") is not None else module.num_experts
-        return (b, stop - start, module.out_dim)
+        def bank(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+            x = lead(args)
+            if x is None:
+                return None
+            start = args[2] if len(args) > 2 else kwargs.get("start", 0)
+            stop = args[3] if len(args) > 3 else kwargs.get("stop")
+            stop = module.num_experts if stop is None else stop
+            return (x.shape[0], stop - start, module.out_dim)
+        return bank
+    if isinstance(module, Fusion) and module.level == 2:
+        def fusion2(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+            parts = args[0] if args and isinstance(args[0], dict) else None
+            first = next(iter(parts.values()), None) if parts else None
+            return None if first is None else (first.shape[0], module.num_tasks, module.dim)
+        return fusion2
     if isinstance(module, Expert):
-        return (b, module.out_dim)
+        return lambda args, kwargs: None if lead(args) is None else (args[0].shape[0], module.out_dim)
     if isinstance(module, Gate):
-        return (b, module.num_tasks, module.num_experts)
+        return lambda args, kwargs: None if lead(args) is None else (args[0].shape[0], module.num_tasks, module.num_experts)
     if isinstance(module, Tower):
-        return (b, module.num_tasks)
+        return lambda args, kwargs: None if lead(args) is None else (args[0].shape[0], module.num_tasks)
     if isinstance(module, (Adapter, Fusion)):
-        return tuple(x.shape)
-    return None
+        return lambda args, kwargs: None if lead(args) is None else tuple(args[0].shape)
+    return lambda args, kwargs: None
+
+
+def expected_shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The output shape a component's interface promises for these inputs (None: not checked)."""
+    return shape_rule(module)(args, kwargs)
 
 
 @contextmanager
@@ -449,14 +460,21 @@ def guard_shapes(model: Any, registry: Registry | None = None) -> Iterator[None]
     modules = {id(m): m for m in model.modules()}
     handles = []
 
-    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        want = expected_shape(module, args, kwargs)
-        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        if want is not None and got != tuple(want):
-            raise ComponentFailure(refs[id(module)], f"returned shape {list(got) if isinstance(got, tuple) else got}, expected {list(want)}")
+    def make_hook(ref: ComponentRef, rule: Any) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+            want = rule(args, kwargs)
+            if want is None:
+                return
+            got = tuple(out.shape) if hasattr(out, "shape") else None
+            if got != want:
+                shown = list(got) if got is not None else f"a {type(out).__name__}"
+                raise ComponentFailure(ref, f"returned shape {shown}, expected {list(want)}")
 
-    for mid in refs:
-        handles.append(modules[mid].register_forward_hook(hook, with_kwargs=True))
+        return hook
+
+    for mid, ref in refs.items():
+        module = modules[mid]
+        handles.append(module.register_forward_hook(make_hook(ref, shape_rule(module)), with_kwargs=True))
     try:
         yield
     finally:
