@@ -6,9 +6,9 @@ unknown hook is recorded as a `PluginFailure` naming it, everything it
 registered is dropped, and the healthy plugins stay usable.
 
 Environment switches:
-  MDMT_NAS_DISABLE_PLUGINS=a,b   skip these plugins (entry-point or built-in names)
-  MDMT_NAS_LOAD_PLUGINS=a,b      allow-list: load only these third-party plugins
-                                 (empty string: none)
+  MDMT_NAS_DISABLE_PLUGINS=a,b   skip these plugins (entry-point, distribution or built-in names)
+  MDMT_NAS_LOAD_PLUGINS=a,b      allow-list: load only these third-party plugins (entry-point or
+                                 distribution names; empty string: none); built-ins always load
   MDMT_NAS_TRACE_HOOKS=1         print every hook call and registration to stderr
 """
 
@@ -144,9 +144,10 @@ class PluginHost:
             self._add(short, module, "mdmt-nas", __version__, builtin=True)
         if use_entry_points:
             for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-                if ep.name in disabled or (allowed is not None and ep.name not in allowed):
-                    continue
                 dist = ep.dist.name if ep.dist else "?"
+                names = {ep.name, dist}  # the switches accept the plugin or the distribution name
+                if names & disabled or (allowed is not None and not names & allowed):
+                    continue
                 version = ep.dist.version if ep.dist else "?"
                 try:
                     plugin = ep.load()

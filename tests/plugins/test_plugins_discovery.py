@@ -32,6 +32,9 @@ def test_allow_list_loads_only_named_third_party_plugins(site, monkeypatch, caps
     from mdmt_nas import plugins
 
     plugins.reset()
+    monkeypatch.setenv("MDMT_NAS_LOAD_PLUGINS", "mdmt-nas-beta")  # distribution names work too
+    assert loaded(capsys) & {"alpha", "beta"} == {"beta"}
+    plugins.reset()
     monkeypatch.setenv("MDMT_NAS_LOAD_PLUGINS", "")
     names = loaded(capsys)
     assert not names & {"alpha", "beta"} and "basic" in names
