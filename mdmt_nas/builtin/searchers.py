@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mdmt_nas.plugins import hookimpl
+from mdmt_nas.search.nni_search import NNIEvolution, NNIRandom
 from mdmt_nas.search.optuna_search import OptunaGrid, OptunaNSGA2, OptunaRandom, OptunaTPE
 
 
@@ -12,3 +13,5 @@ def register_searchers(register):
     register(OptunaNSGA2)
     register(OptunaRandom)
     register(OptunaGrid)
+    register(NNIRandom)
+    register(NNIEvolution)
