@@ -159,24 +159,41 @@ def main() -> None:
     rps_ours = time_steps(step_fn(ours, torch.optim.Adam(ours.parameters(), 1e-3)), ours_batches)
     rps_ref = time_steps(step_fn(ref, torch.optim.Adam(ref.parameters(), 1e-3)), ours_batches)
 
-    # end to end: the input pipeline included (tensor slicing vs per-row Dataset + collate)
+    # end to end: each side's whole training step, input pipeline included. Reference:
+    # per-row Dataset + collate, one masked BCE per (domain, task), predictions
+    # copied to Python lists every batch (as its trainer does). mdmt-nas: tensor
+    # slicing and the real Trainer step (rows sorted by domain, per-(domain, task)
+    # mean BCE, balancer).
+    D, T = schema.num_domains, schema.num_tasks
     loader = torch.utils.data.DataLoader(RowDataset(train), batch_size=args.batch, shuffle=True)
-    ref_step = step_fn(ref, torch.optim.Adam(ref.parameters(), 1e-3))
+    ref_opt = torch.optim.Adam(ref.parameters(), 1e-3)
+    preds, targets = [], []
     t = time.perf_counter()
     rows = 0
-    for i, b in enumerate(loader):
+    for i, (sp, de, dm, y) in enumerate(loader):
         if i >= args.steps:
             break
-        ref_step(*b)
-        rows += len(b[0])
+        p = torch.sigmoid(ref(sp, de, dm))
+        masks = [dm == d for d in range(D)]
+        loss = sum(F.binary_cross_entropy(p[masks[d], t_], y[masks[d], t_]) for t_ in range(T) for d in range(D))
+        targets.extend(y.tolist())
+        preds.extend(p.tolist())
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+        rows += len(y)
     e2e_ref = rows / (time.perf_counter() - t)
-    ours_step = step_fn(ours, torch.optim.Adam(ours.parameters(), 1e-3))
+    from mdmt_nas.config import TrainConfig
+    from mdmt_nas.model import build_balancer
+    from mdmt_nas.train import Trainer
+
+    trainer = Trainer(ours, build_balancer(arch, schema), splits, TrainConfig(lr=1e-3, loss_reduction="domain_task_mean", progress=False))
     t = time.perf_counter()
     rows = 0
     for i, b in enumerate(train.batches(args.batch, shuffle=True, generator=gen)):
         if i >= args.steps:
             break
-        ours_step(b.sparse, b.dense, b.domain, b.labels)
+        trainer.train_step(b)
         rows += len(b)
     e2e_ours = rows / (time.perf_counter() - t)
     peak2 = matmul_peak_gflops()

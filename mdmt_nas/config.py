@@ -43,6 +43,7 @@ class TrainConfig(BaseModel):
         description="train `arch_*` parameters with a second Adam on a separate batch of this split (M3oE's alternating AutoML step)",
     )
     arch_lr: float = Field(default=1e-3, gt=0)
+    arch_step_every: Literal["batch", "epoch"] = Field(default="batch", description="structure step after every batch, or once per epoch (the M3oE reference)")
     grad_clip: float | None = Field(default=None, gt=0)
     max_seconds: float | None = Field(default=None, gt=0, description="time limit for one training; exceeded -> failed trial")
     max_memory_mb: float | None = Field(default=None, gt=0, description="peak RSS limit for one training; exceeded -> failed trial")

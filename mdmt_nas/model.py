@@ -20,6 +20,7 @@ from mdmt_nas.components import Adapter, Balancer, Context, Expert, ExpertBank, 
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.errors import ConfigError, PluginError
 from mdmt_nas.registry import Registry
+from mdmt_nas.routing import sort_by_domain
 
 KIND_BASES: dict[str, type] = {
     "expert": Expert,
@@ -387,7 +388,10 @@ class MDMTModel(nn.Module):
         return self.tower(h, ctx)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-        return self.forward_context(self.make_context(sparse, dense, domain))
+        """Logits [B, T] in the input row order (rows are sorted by domain inside, then restored)."""
+        perm, inverse = sort_by_domain(domain)
+        ctx = self.make_context(sparse.index_select(0, perm), dense.index_select(0, perm), domain.index_select(0, perm))
+        return self.forward_context(ctx).index_select(0, inverse)
 
     # ------------------------------------------------------------------ parameter views
     def arch_parameters(self) -> list[nn.Parameter]:

@@ -1,41 +1,75 @@
 """Domain routing: run a domain-specific branch only on the rows of its domain.
 
-Rows are gathered per domain (`index_select`), each domain's branch runs on its
-own rows, and the results are put back in the original row order with one
-gather by the inverse permutation. No Python loop touches rows; the loop is
-over domains. Everything here is traceable (`torch.jit.trace`) because no
-Python control flow depends on tensor values.
+Fast path: the model sorts each batch by domain once (the trainer feeds sorted
+batches), so a domain's rows are one contiguous slice: a branch reads a view,
+and its outputs are concatenated in order. No gather, no scatter, no mask.
+General path (unsorted rows, or while `torch.jit.trace` records a model):
+rows are gathered per domain with `index_select` and put back by the inverse
+permutation, so nothing depends on Python-side row counts. Either way the loop
+is over domains, never over rows, and a domain with no rows costs nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import accumulate
 
 import torch
 
+Index = torch.Tensor | slice
+
+
+def is_sorted(domain: torch.Tensor) -> bool:
+    return domain.numel() < 2 or bool((domain[1:] >= domain[:-1]).all())
+
 
 class DomainRouting:
-    """Per-domain row indices of one batch, computed once and shared by all components."""
+    """Per-domain rows of one batch, computed once and shared by all components."""
 
     def __init__(self, domain: torch.Tensor, num_domains: int):
         self.num_domains = num_domains
-        self.groups = [torch.nonzero(domain == d).squeeze(1) for d in range(num_domains)]
-        self.perm = torch.cat(self.groups)
-        self.inverse = torch.argsort(self.perm)
+        self.slices: list[slice] | None = None
+        self._groups: list[torch.Tensor] | None = None
+        if not torch.jit.is_tracing() and is_sorted(domain):
+            counts = torch.bincount(domain, minlength=num_domains)[:num_domains].tolist()
+            bounds = [0, *accumulate(counts)]
+            self.slices = [slice(bounds[d], bounds[d + 1]) for d in range(num_domains)]
+        else:
+            self._groups = [torch.nonzero(domain == d).squeeze(1) for d in range(num_domains)]
+            self.inverse = torch.argsort(torch.cat(self._groups))
 
-    def apply(self, x: torch.Tensor, fn: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Compute `fn(d, x[rows of d], rows of d)` for every domain and restore row order."""
-        parts = [fn(d, x.index_select(0, idx), idx) for d, idx in enumerate(self.groups)]
+    @property
+    def groups(self) -> list[torch.Tensor]:
+        """Row indices of each domain (as tensors, whichever path is used)."""
+        if self._groups is None:
+            assert self.slices is not None
+            self._groups = [torch.arange(s.start, s.stop) for s in self.slices]
+        return self._groups
+
+    def apply(self, x: torch.Tensor, fn: Callable[[int, torch.Tensor, Index], torch.Tensor]) -> torch.Tensor:
+        """Compute `fn(d, x[rows of d], rows of d)` for every domain, results in row order.
+
+        `rows of d` is a slice (sorted batch) or an index tensor; either indexes
+        tensors and `Context.select`.
+        """
+        if self.slices is not None:
+            return torch.cat([fn(d, x[s], s) for d, s in enumerate(self.slices)])
+        parts = [fn(d, x.index_select(0, idx), idx) for d, idx in enumerate(self._groups or [])]
         return torch.cat(parts).index_select(0, self.inverse)
 
     def grouped_linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Per-domain affine map: x [B, in], weight [D, in, out], bias [D, out] -> [B, out]."""
 
-        def one(d: int, xs: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
-            y = xs @ weight[d]
-            return y + bias[d] if bias is not None else y
+        def one(d: int, xs: torch.Tensor, _idx: Index) -> torch.Tensor:
+            return torch.addmm(bias[d], xs, weight[d]) if bias is not None else xs @ weight[d]
 
         return self.apply(x, one)
+
+
+def sort_by_domain(domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable permutation that sorts rows by domain, and its inverse."""
+    perm = torch.argsort(domain, stable=True)
+    return perm, torch.argsort(perm)
 
 
 def masked_reference(x: torch.Tensor, domain: torch.Tensor, num_domains: int, fn: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:

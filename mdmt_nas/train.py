@@ -31,6 +31,7 @@ from mdmt_nas.data.tensors import MDMTTensors, RowSource, Splits
 from mdmt_nas.errors import TrialFailed
 from mdmt_nas.metrics import Metrics, compute_metrics
 from mdmt_nas.model import MDMTModel, build_balancer, build_model
+from mdmt_nas.routing import is_sorted
 
 #: epoch callback: (epoch, epoch_metrics) -> None; may raise (e.g. optuna.TrialPruned) to stop
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -183,7 +184,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def _loss_parts(self, batch: MDMTTensors) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Losses of a batch whose rows are sorted by domain first (routing then slices, no scatter)."""
         m = self.model
+        if not is_sorted(batch.domain):
+            batch = batch.index(torch.argsort(batch.domain, stable=True))
         ctx = m.make_context(batch.sparse, batch.dense, batch.domain, batch.labels)
         logits = m.forward_context(ctx)
         row, per_task = task_losses(logits, batch.labels, batch.domain, m.num_domains, self.cfg.loss_reduction)
@@ -193,7 +197,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         row, per_task, ctx = self._loss_parts(batch)
         aux = ctx.aux.total_loss()
-        bctx = BalanceContext(self.shared, list(self.model.parameters()), ctx.embedding, batch.domain, batch.labels, aux, self.step_count)
+        assert ctx.labels is not None
+        bctx = BalanceContext(self.shared, list(self.model.parameters()), ctx.embedding, ctx.domain, ctx.labels, aux, self.step_count)
         total = self.balancer.backward(per_task, row, bctx)
         if not torch.isfinite(total).all():
             raise TrialFailed(f"loss became {float(total)} at step {self.step_count} (per-task losses {per_task.detach().tolist()}); lower the learning rate or check the data")
@@ -255,7 +260,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss_sum, n_batches = 0.0, 0
                 for batch in self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen):
-                    if arch_iter is not None:
+                    if arch_iter is not None and cfg.arch_step_every == "batch":
                         self.arch_update(next(arch_iter))
                     loss = self.train_step(batch)
                     loss_sum += loss
@@ -263,6 +268,8 @@ class Trainer:
                     rows_seen += len(batch)
                     progress.batch(loss)
                     self._check_limits(t_start)
+                if arch_iter is not None and cfg.arch_step_every == "epoch":
+                    self.arch_update(next(arch_iter))
                 train_time += time.perf_counter() - t0
                 valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
                 last_valid = valid

@@ -70,19 +70,20 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = self.n if stop is None else stop
         k = stop - start
-        h: torch.Tensor
+        h = x
+        # internal layout [k, B, features], contiguous, so every op is one dense kernel
         for i in range(len(self.weights)):
             w = self.weights[i][start:stop]  # [k, a, b]
             b = self.biases[i][start:stop]
-            if i == 0 and x.dim() == 2:
+            if i == 0 and x.dim() == 2:  # shared input: one GEMM for all k experts
                 a, out = w.shape[1], w.shape[2]
-                h = (x @ w.permute(1, 0, 2).reshape(a, k * out)).view(-1, k, out).transpose(0, 1)
-                h = h + b.unsqueeze(1)
+                h = torch.addmm(b.reshape(-1), x, w.transpose(0, 1).reshape(a, k * out))
+                h = h.view(-1, k, out).transpose(0, 1).contiguous()
             else:
-                src = x.transpose(0, 1) if i == 0 else h  # [k, B, a]
+                src = x.transpose(0, 1) if i == 0 else h  # per-expert inputs [k, B, a]
                 h = torch.baddbmm(b.unsqueeze(1), src, w)
             if self.p.layernorm:
-                h = F.layer_norm(h, (h.shape[-1],)) * self.ln_w[i][start:stop].unsqueeze(1) + self.ln_b[i][start:stop].unsqueeze(1)
+                h = torch.addcmul(self.ln_b[i][start:stop].unsqueeze(1), F.layer_norm(h, (h.shape[-1],)), self.ln_w[i][start:stop].unsqueeze(1))
             h = self.act(h)
             if self.p.dropout and self.training:
                 h = F.dropout(h, self.p.dropout, True)
