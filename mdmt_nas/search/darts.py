@@ -1,0 +1,422 @@
+"""The `darts` searcher: differentiable architecture search over a relaxed space.
+
+    relax the space (search/supernet.py) -> train the supernet: per batch, one alpha
+    step on a valid batch (search/architect.py), then one weight step on a train
+    batch -> argmax per active choice (Space.discretize) -> retrain the derived
+    architecture from scratch (ctx.evaluate: a child run) -> test metrics
+
+Options: first- or second-order alpha gradients, GDAS-style hard Gumbel-softmax
+sampling with an annealed temperature, weight-only warm-up epochs, and a row
+budget per epoch (the supernet learns the alphas' ranking on a sample; the
+derived architecture is retrained on everything). The balancer and structural
+fields (levels, embedding size...) are not differentiable: they keep the space
+default (listed in the supernet run's `fixed.json`).
+
+Logged on the supernet child run: params, per-epoch supernet losses and valid
+AUC, `alpha/<choice>/<label>` (choice probabilities) and an alpha heatmap
+`alphas/epoch_XXX.png`. Every epoch is checkpointed atomically to
+`<output>/darts/checkpoint.pt` (weights, alphas, both optimisers, RNG states,
+position); `--resume` continues from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mdmt_nas.arch import Architecture
+from mdmt_nas.components import BalanceContext
+from mdmt_nas.errors import ConfigError, TrialFailed
+from mdmt_nas.search.architect import Architect
+from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
+from mdmt_nas.search.supernet import AlphaController, Relaxation, build_supernet, relax
+
+CHECKPOINT_VERSION = 1
+
+
+class DartsParams(BaseModel):
+    """Settings of the `darts` searcher (`search.params` / `--param`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(default=4, ge=1, description="supernet epochs (the --budget of darts)")
+    warmup_epochs: int = Field(default=1, ge=0, description="first epochs train the weights only (alphas frozen)")
+    rows_per_epoch: int | None = Field(default=20_000, ge=1, description="train rows per supernet epoch (a fresh random sample each epoch); null = the whole split")
+    eval_rows: int | None = Field(default=8192, ge=1, description="valid rows scored by the supernet after each epoch (logged AUC); null = the whole split")
+    batch_size: int = Field(default=1024, ge=2)
+    w_lr: float = Field(default=2e-3, gt=0, description="Adam learning rate of the supernet weights")
+    w_weight_decay: float = Field(default=0.0, ge=0)
+    alpha_lr: float = Field(default=3e-3, gt=0, description="Adam learning rate of the alphas (betas 0.5, 0.999)")
+    alpha_weight_decay: float = Field(default=1e-3, ge=0)
+    order: Literal["first", "second"] = Field(default="first", description="first-order, or second-order (unrolled, finite-difference Hessian-vector product)")
+    gumbel: bool = Field(default=False, description="GDAS: hard Gumbel-softmax samples (one op per choice per step) instead of the softmax mixture")
+    tau_max: float = Field(default=10.0, gt=0, description="Gumbel temperature at the first alpha epoch (annealed linearly)")
+    tau_min: float = Field(default=0.1, gt=0, description="Gumbel temperature at the last epoch")
+    grad_clip: float | None = Field(default=5.0, gt=0)
+    retrain_epochs: int | None = Field(default=None, ge=1, description="epochs of the derived architecture's retraining; null = train.epochs")
+    retrain: bool = Field(default=True, description="retrain the derived architecture from scratch (else only derive it)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DartsParams":
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"tau_min={self.tau_min} is above tau_max={self.tau_max}")
+        return self
+
+
+# ------------------------------------------------------------------------------ helpers
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+    }
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    py = st["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = st["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+
+
+def alpha_probs(ctl: AlphaController) -> dict[str, list[float]]:
+    with torch.no_grad():
+        return {c: torch.softmax(a, dim=-1).tolist() for c, a in ctl.alphas.items()}
+
+
+def alpha_metrics(relaxation: Relaxation, ctl: AlphaController) -> dict[str, float]:
+    """`alpha/<choice>/<label>` -> probability of that value."""
+    out = {}
+    for c, probs in alpha_probs(ctl).items():
+        labels = relaxation.labels(c) if c in relaxation.space._by_name else [str(i) for i in range(len(probs))]
+        for lab, p in zip(labels, probs):
+            out[f"alpha/{c}/{lab}"] = p
+    return out
+
+
+def alpha_heatmap(relaxation: Relaxation, ctl: AlphaController, title: str):
+    """A matplotlib figure: one row per choice, one cell per value, coloured by probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = alpha_probs(ctl)
+    names = list(probs)
+    width = max((len(p) for p in probs.values()), default=1)
+    grid = np.full((max(len(names), 1), width), np.nan)
+    for i, c in enumerate(names):
+        grid[i, : len(probs[c])] = probs[c]
+    fig, ax = plt.subplots(figsize=(1.4 + 1.25 * width, 0.9 + 0.42 * len(names)))
+    im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for i, c in enumerate(names):
+        labels = relaxation.labels(c)
+        best = int(np.nanargmax(grid[i, : len(probs[c])]))
+        for j, lab in enumerate(labels[: len(probs[c])]):
+            ax.text(j, i, f"{lab}\n{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if grid[i, j] < 0.6 else "black", fontweight="bold" if j == best else "normal")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def local_evaluate(splits: Any, train_config: Any):
+    """An `evaluate` without MLflow (tests, library use): train and score one architecture."""
+    from mdmt_nas.train import train_architecture
+
+    counter = iter(range(10**9))
+    default_cfg = train_config
+
+    def evaluate(arch: Architecture, label: str, epoch_callback: Any = None, assignment: dict | None = None,
+                 number: int | None = None, train_config: Any = None, kind: str = "candidate") -> Candidate:
+        cfg = (train_config or default_cfg).model_copy(update={"progress": False})
+        res = train_architecture(arch, splits, cfg, [epoch_callback] if epoch_callback else None, label)
+        return Candidate(number=next(counter) if number is None else number, arch=arch, state="finished",
+                         valid_mean_auc=res.valid.mean_auc, test_mean_auc=res.test.mean_auc if res.test else float("nan"),
+                         num_params=res.num_params, latency_ms_per_1k=res.latency_ms_per_1k, train_seconds=res.train_seconds,
+                         assignment=dict(assignment or {}))
+
+    return evaluate
+
+
+# ------------------------------------------------------------------------------ searcher
+class DartsSearcher(Searcher):
+    """DARTS: a softmax-relaxed supernet trained bi-level (weights on train, alphas on valid), then argmax and retrain."""
+
+    name: ClassVar[str] = "darts"
+    Params = DartsParams
+    budget_unit: ClassVar[str] = "epochs"
+    default_budget: ClassVar[int] = DartsParams().epochs
+
+    params: DartsParams
+
+    def budget_for(self, space: Any, budget: int | None) -> int:
+        return budget or self.params.epochs
+
+    def checkpoint_path(self, ctx: SearchContext) -> Path:
+        return Path(ctx.output_dir) / "darts" / "checkpoint.pt"
+
+    def existing_parent_run(self, ctx: SearchContext) -> str | None:
+        """On resume: the parent MLflow run recorded in the checkpoint (re-opened by the runner)."""
+        if not ctx.resume:
+            return None
+        ck = self._load_checkpoint(ctx)
+        return ck.get("parent_run_id") or None if ck else None
+
+    def _load_checkpoint(self, ctx: SearchContext) -> dict[str, Any] | None:
+        path = self.checkpoint_path(ctx)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a torn or foreign file
+            raise ConfigError(f"{path}: cannot read the DARTS checkpoint ({type(exc).__name__}: {exc}); delete it to start over") from None
+
+    # -------------------------------------------------------------- the run
+    def run(self, ctx: SearchContext) -> SearchResult:
+        p = self.params
+        epochs = ctx.budget or p.epochs
+        relaxation = relax(ctx.space)
+        splits = ctx.splits
+        schema = splits.schema
+        tcfg = ctx.config.train
+        if tcfg.threads:
+            torch.set_num_threads(tcfg.threads)
+        from mdmt_nas.model import build_balancer
+        from mdmt_nas.train import evaluate as eval_model
+        from mdmt_nas.train import set_seed, task_losses
+
+        set_seed(ctx.seed)
+        mode = "gumbel" if p.gumbel else "softmax"
+        model, ctl = build_supernet(relaxation, schema, mode=mode, tau=p.tau_max)
+        balancer = build_balancer(relaxation.arch, schema)
+        alphas = [a for a in model.arch_parameters() if a.requires_grad]  # the tied choice alphas plus `arch_*` scalars of components
+        alpha_ids = {id(a) for a in alphas}
+        weights = [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad]
+        weights += [w for w in balancer.parameters() if w.requires_grad]
+        w_opt = torch.optim.Adam(weights, lr=p.w_lr, weight_decay=p.w_weight_decay)
+        shared = model.shared_parameters()
+
+        def forward_loss(batch: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+            c = model.make_context(batch.sparse, batch.dense, batch.domain, batch.labels)
+            logits = model.forward_context(c)
+            row, per_task = task_losses(logits, batch.labels, batch.domain, model.num_domains, tcfg.loss_reduction)
+            return row, per_task, c
+
+        def alpha_loss(batch: Any) -> torch.Tensor:
+            _, per_task, c = forward_loss(batch)
+            aux = c.aux.total_loss()
+            return per_task.sum() + (aux if aux is not None else 0.0)
+
+        architect = Architect(alphas, [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad], alpha_loss, lr=p.alpha_lr,
+                              weight_decay=p.alpha_weight_decay, order=p.order, xi=p.w_lr, new_step=ctl.new_step)
+
+        # ---- resume
+        start_epoch, history, run_id = 0, [], None
+        ck = self._load_checkpoint(ctx) if ctx.resume else None
+        if ck is not None:
+            if ck.get("supernet_id") != relaxation.arch.id or ck.get("version") != CHECKPOINT_VERSION:
+                raise ConfigError(f"{self.checkpoint_path(ctx)} belongs to another space or version (supernet {ck.get('supernet_id')}, "
+                                  f"this search {relaxation.arch.id}); use another --output or delete the checkpoint")
+            model.load_state_dict(ck["model"])
+            ctl.load(ck["alphas"])
+            w_opt.load_state_dict(ck["w_opt"])
+            architect.opt.load_state_dict(ck["a_opt"])
+            if ck.get("balancer"):
+                balancer.load_state_dict(ck["balancer"])
+            _set_rng_state(ck["rng"])
+            start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
+            run_id = ck.get("run_id") or None
+            if run_id and ctx.tracker.enabled:
+                try:
+                    ctx.tracker.client.update_run(run_id, status="RUNNING")
+                except Exception:  # noqa: BLE001 - deleted run: start a new one
+                    run_id = None
+        if run_id is None:
+            run_id = ctx.tracker.start_run("darts-supernet", ctx.parent_run_id, {"mdmt_nas.kind": "supernet", "searcher": self.name,
+                                                                                    "space": ctx.space.name, "arch_id": relaxation.arch.id})
+            from mdmt_nas.tracking import flatten
+
+            ctx.tracker.log_params(run_id, {**flatten(p.model_dump(mode="json"), "darts"), "epochs": epochs, "supernet_arch_id": relaxation.arch.id,
+                                            "supernet_params": sum(w.numel() for w in weights), "relaxed_choices": ",".join(relaxation.relaxed)})
+            ctx.tracker.log_dict(run_id, {"relaxed": relaxation.relaxed, "fixed": relaxation.fixed, "notes": relaxation.notes}, "fixed.json")
+            ctx.tracker.log_text(run_id, relaxation.arch.to_json(), "supernet_arch.json")
+
+        # ---- search
+        t0 = time.perf_counter()
+        time_limit = None if ctx.timeout is None else 0.5 * ctx.timeout  # leave the rest for the retraining
+        stopped = ""
+        n_rows = len(splits.train) if p.rows_per_epoch is None else min(p.rows_per_epoch, len(splits.train))
+        steps = max(1, math.ceil(n_rows / p.batch_size))
+        try:
+            for epoch in range(start_epoch, epochs):
+                model.train()
+                ctl.training = True
+                search_alpha = epoch >= p.warmup_epochs
+                alpha_epochs = max(1, epochs - p.warmup_epochs)
+                k = max(0, epoch - p.warmup_epochs)
+                ctl.tau = p.tau_max - (p.tau_max - p.tau_min) * (k / max(1, alpha_epochs - 1))
+                gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
+                valid_iter = _cycle(splits.valid, p.batch_size, ctx.seed * 1_000_003 + 500_009 + epoch * 7919)
+                t_ep = time.perf_counter()
+                sums = {"train_loss": 0.0, "valid_loss": 0.0}
+                n_steps = n_alpha = 0
+                for i, batch in enumerate(splits.train.batches(p.batch_size, shuffle=True, generator=gen)):
+                    if i >= steps:
+                        break
+                    if search_alpha:
+                        sums["valid_loss"] += architect.step(batch, next(valid_iter))
+                        n_alpha += 1
+                    sums["train_loss"] += self._weight_step(model, ctl, balancer, w_opt, weights, shared, alphas, forward_loss, batch, p)
+                    n_steps += 1
+                ctl.training = False
+                valid = eval_model(model, _head(splits.valid, p.eval_rows, tcfg.eval_batch_size), schema, tcfg.eval_batch_size)
+                record = {"epoch": epoch, "train_loss": sums["train_loss"] / max(n_steps, 1),
+                          "valid_mean_auc": valid.mean_auc, "valid_mean_logloss": valid.mean_logloss,
+                          "epoch_seconds": time.perf_counter() - t_ep, "tau": ctl.tau if p.gumbel else float("nan")}
+                if n_alpha:
+                    record["alpha_valid_loss"] = sums["valid_loss"] / n_alpha
+                history.append({k2: float(v) for k2, v in record.items()})
+                ctx.tracker.log_metrics(run_id, {**{k2: v for k2, v in record.items() if k2 != "epoch"}, **alpha_metrics(relaxation, ctl)}, step=epoch)
+                self._log_heatmap(ctx, run_id, relaxation, ctl, epoch)
+                self._save_checkpoint(ctx, model, ctl, w_opt, architect, balancer, relaxation, epoch + 1, history, run_id)
+                if time_limit is not None and time.perf_counter() - t0 > time_limit and epoch + 1 < epochs:
+                    stopped = f"supernet stopped after epoch {epoch + 1} of {epochs}: half of search.timeout={ctx.timeout:g}s used"
+                    break
+        except (KeyboardInterrupt, SystemExit):
+            ctx.tracker.end_run(run_id, "KILLED")
+            raise
+        except BaseException as exc:
+            ctx.tracker.set_tags(run_id, {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:5000]})
+            ctx.tracker.end_run(run_id, "FAILED")
+            raise
+
+        # ---- derive
+        assignment, arch = ctx.space.discretize({c: a.detach() for c, a in ctl.alphas.items()})
+        arch = arch.model_copy(update={"name": f"{ctx.space.name}-darts"})
+        search_seconds = time.perf_counter() - t0
+        ctx.tracker.log_dict(run_id, {"assignment": assignment, "alphas": alpha_probs(ctl)}, "derived.json")
+        ctx.tracker.log_text(run_id, arch.to_json(), "derived_arch.json")
+        ctx.tracker.set_tags(run_id, {"derived_arch_id": arch.id, "state": "finished"})
+        ctx.tracker.log_metrics(run_id, {"search_seconds": search_seconds})
+        ctx.tracker.end_run(run_id, "FINISHED")
+        (Path(ctx.output_dir) / "darts").mkdir(parents=True, exist_ok=True)
+        arch.save(Path(ctx.output_dir) / "darts" / "derived_arch.json")
+
+        extra: dict[str, Any] = {"assignment": assignment, "alphas": alpha_probs(ctl), "supernet_run_id": run_id,
+                                 "supernet_arch_id": relaxation.arch.id, "fixed": relaxation.fixed, "search_seconds": search_seconds,
+                                 "epochs_run": len(history)}
+        if stopped:
+            extra["stopped"] = stopped
+        candidates: list[Candidate] = []
+        if p.retrain:
+            cand = self.retrain(ctx, arch, assignment)
+            candidates.append(cand)
+        return SearchResult(best=arch, candidates=candidates, extra=extra)
+
+    # -------------------------------------------------------------- pieces
+    @staticmethod
+    def _weight_step(model, ctl, balancer, w_opt, weights, shared, alphas, forward_loss, batch, p: DartsParams) -> float:
+        ctl.new_step()
+        for a in alphas:
+            a.requires_grad_(False)
+        try:
+            w_opt.zero_grad(set_to_none=True)
+            row, per_task, c = forward_loss(batch)
+            bctx = BalanceContext(shared, weights, c.embedding, batch.domain, batch.labels, c.aux.total_loss(), 0)
+            total = balancer.backward(per_task, row, bctx)
+            if not torch.isfinite(total).all():
+                raise TrialFailed(f"supernet loss became {float(total)}; lower search.params.w_lr")
+            if p.grad_clip:
+                torch.nn.utils.clip_grad_norm_(weights, p.grad_clip)
+            w_opt.step()
+        finally:
+            for a in alphas:
+                a.requires_grad_(True)
+        return float(total)
+
+    def retrain(self, ctx: SearchContext, arch: Architecture, assignment: dict[str, Any]) -> Candidate:
+        """Train the derived architecture from scratch as a child run (the swap point for other evaluators)."""
+        cfg = ctx.config.train.model_copy(update={"progress": False, **({"epochs": self.params.retrain_epochs} if self.params.retrain_epochs else {})})
+        return ctx.evaluate(arch, "darts-derived", assignment=assignment, train_config=cfg, kind="retrain")
+
+    def _save_checkpoint(self, ctx, model, ctl, w_opt, architect, balancer, relaxation, epoch, history, run_id) -> None:
+        _atomic_save({
+            "version": CHECKPOINT_VERSION,
+            "space": ctx.space.name,
+            "supernet_id": relaxation.arch.id,
+            "epoch": epoch,
+            "batch": 0,
+            "model": model.state_dict(),
+            "alphas": ctl.state(),
+            "w_opt": w_opt.state_dict(),
+            "a_opt": architect.opt.state_dict(),
+            "balancer": balancer.state_dict(),
+            "rng": _rng_state(),
+            "history": history,
+            "run_id": run_id or "",
+            "parent_run_id": ctx.parent_run_id or "",
+        }, self.checkpoint_path(ctx))
+
+    def _log_heatmap(self, ctx, run_id, relaxation, ctl, epoch: int) -> None:
+        import matplotlib.pyplot as plt
+
+        fig = alpha_heatmap(relaxation, ctl, f"{ctx.space.name}: choice probabilities after epoch {epoch}")
+        try:
+            out = Path(ctx.output_dir) / "darts" / "alphas" / f"epoch_{epoch:03d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=110)
+            ctx.tracker.log_figure(run_id, fig, f"alphas/epoch_{epoch:03d}.png")
+        finally:
+            plt.close(fig)
+
+
+def _head(source: Any, rows: int | None, batch_size: int) -> Any:
+    """The first `rows` rows of a split (all of it if None or smaller)."""
+    if rows is None or len(source) <= rows:
+        return source
+    from mdmt_nas.data.tensors import MDMTTensors
+
+    if isinstance(source, MDMTTensors):
+        return source.index(slice(0, rows))
+    parts, n = [], 0
+    for b in source.batches(min(batch_size, rows)):
+        parts.append(b)
+        n += len(b)
+        if n >= rows:
+            break
+    return MDMTTensors.concat(parts).index(slice(0, rows))
+
+
+def _cycle(source: Any, batch_size: int, seed: int):
+    """Endless shuffled batches of a split (a new order per pass, seeded: resumable by epoch)."""
+    k = 0
+    while True:
+        gen = torch.Generator().manual_seed(seed + k)
+        got = False
+        for b in source.batches(batch_size, shuffle=True, generator=gen):
+            got = True
+            yield b
+        if not got:
+            raise ConfigError("the valid split is empty; DARTS needs validation rows for the alpha steps")
+        k += 1
