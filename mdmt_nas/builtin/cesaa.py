@@ -16,14 +16,15 @@ Component (registered through `register_gates`, like any third-party plugin):
   the shared group, so compute grows with k, not with the size of the pool.
 - Adaptive expert aggregation: a mutual-information loss between experts and
   domains. With M[d, e] = (1/B) sum of p_i(e) over the rows i of domain d
-  (p_i: the gate's softmax over the selectable experts, averaged over heads),
+  (p_i: the gate's output weights over the selectable experts, renormalised and
+  averaged over heads; `mi_on: probs` uses the full softmax instead),
       L_MI = - sum_{d,e} M[d,e] log(M[d,e] / (P(d) P(e)) + 1e-4)
   and `mi_weight * L_MI` is added through `ctx.aux.add_loss("cesaa.mi", ...)`.
   Minimising it raises the expert-domain MI: experts specialise on domains.
 - Metrics (`ctx.aux.add_metric`): `cesaa.load.e<j>` fraction of rows routed to
   expert j, `cesaa.load_cv` coefficient of variation of the selectable
-  experts' load, `cesaa.mi` expert-domain MI (nats) of the gate probabilities
-  and `cesaa.mi_sel` of the hard selections.
+  experts' load, `cesaa.mi` expert-domain MI (nats) of the p_i(e) above and
+  `cesaa.mi_sel` of the hard selections.
 
 Typical layout: `shared: {expert: mlp, num: N_s + N_p}` with
 `gate: {name: noisy_topk, params: {k: 2, num_always_on: N_s}}`.
@@ -56,6 +57,12 @@ class NoisyTopKParams(BaseModel):
         "each head softmaxes its own logits over that set, so exactly k selectable experts run per row",
     )
     mi_weight: float = Field(default=0.01, ge=0, description="w_MI: weight of the expert-domain mutual-information loss; 0 = off")
+    mi_on: Literal["weights", "probs"] = Field(
+        default="weights",
+        description="p_i(e) of the MI loss: weights = the gate's sparse output weights over the selectable experts, "
+        "renormalised (what aggregates the experts); probs = softmax over all selectable experts (smoother, but "
+        "near uniform while the logits are small, so a much weaker push: see benchmarks/seed_claims.py)",
+    )
     balance_weight: float = Field(default=0.0, ge=0, description="weight of Shazeer's importance loss (CV^2 of the summed weights); 0 = off")
     temperature: float = Field(default=1.0, gt=0)
     metrics: bool = Field(default=True, description="log expert load and expert-domain MI through ctx.aux")
@@ -161,7 +168,11 @@ class NoisyTopKGate(Gate):
         n_sel = self.num_experts - S
         probs = None
         if n_sel > 0 and (p.mi_weight > 0 or p.metrics):
-            probs = torch.softmax(logits[..., S:], dim=-1).mean(dim=1)  # [B, N_p]
+            if p.mi_on == "probs":
+                probs = torch.softmax(logits[..., S:], dim=-1).mean(dim=1)  # [B, N_p]
+            else:
+                sel = weights[..., S:]
+                probs = (sel / sel.sum(dim=-1, keepdim=True).clamp_min(1e-12)).mean(dim=1)
         if probs is not None and p.mi_weight > 0 and self.training:
             ctx.aux.add_loss("cesaa.mi", p.mi_weight * mi_loss(probs, ctx.domain, ctx.num_domains))
         if p.balance_weight > 0 and self.training and n_sel > 1:

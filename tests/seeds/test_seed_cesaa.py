@@ -165,9 +165,10 @@ def test_mutual_information_of_joint():
     assert float(mutual_information(joint(torch.full((4, 2), 0.5), domain, 2))) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_mi_gradient_reaches_gate_parameters():
+@pytest.mark.parametrize("mi_on", ["weights", "probs"])
+def test_mi_gradient_reaches_gate_parameters(mi_on):
     torch.manual_seed(0)
-    g = gate(6, 2, always=1, mi_weight=0.1).train()
+    g = gate(6, 2, always=1, mi_weight=0.1, mi_on=mi_on).train()
     ctx = ctx_for(30)
     g(torch.randn(30, 6), ctx)
     assert set(ctx.aux.losses) == {"cesaa.mi"}
