@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,13 +138,37 @@ class _Moments:
         self.n = n
 
 
+class _Counts:
+    """Category counts summed over chunks: per-chunk counts are queued and merged in bulk
+    (one concat + groupby) when the queue outgrows the merged table, instead of
+    aligning a large vocabulary on every chunk."""
+
+    def __init__(self) -> None:
+        self.merged: pd.Series | None = None
+        self.pending: list[pd.Series] = []
+        self.pending_len = 0
+
+    def add(self, vc: pd.Series) -> None:
+        self.pending.append(vc)
+        self.pending_len += len(vc)
+        if self.pending_len > 2 * len(self.merged if self.merged is not None else ()) + 1_000_000:
+            self.total()
+
+    def total(self) -> pd.Series:
+        if self.pending:
+            parts = ([self.merged] if self.merged is not None else []) + self.pending
+            self.merged = parts[0] if len(parts) == 1 else pd.concat(parts).groupby(level=0, sort=False).sum()
+            self.pending, self.pending_len = [], 0
+        return self.merged if self.merged is not None else pd.Series(dtype=float)
+
+
 @dataclass
 class EncoderStats:
     """Train-split statistics, accumulated chunk by chunk; `finish()` builds the `Encoder`."""
 
     mapping: ColumnMapping
     where: str = "data"
-    counts: dict[str, pd.Series] = field(default_factory=dict)
+    counts: dict[str, _Counts] = field(default_factory=dict)
     domains: pd.Series | None = None
     moments: _Moments = field(default_factory=_Moments)
     rows: int = 0
@@ -153,9 +179,7 @@ class EncoderStats:
         check_columns(df.columns, m.columns(), self.where)
         self.rows += len(df)
         for c in m.sparse:
-            vc = df[c].value_counts(dropna=True)
-            old = self.counts.get(c)
-            self.counts[c] = vc if old is None else old.add(vc, fill_value=0)
+            self.counts.setdefault(c, _Counts()).add(df[c].value_counts(dropna=True))
         vc = domain_counts(df[m.domain], m, self.where)
         self.domains = vc if self.domains is None else self.domains.add(vc, fill_value=0)
         if m.dense:
@@ -165,7 +189,7 @@ class EncoderStats:
         m = self.mapping
         if self.rows == 0:
             raise DataError(f"{self.where}: the train split is empty; nothing to fit the encoding on")
-        vocabs = {c: _vocab(self.counts.get(c, pd.Series(dtype=float)), m.min_count, m.max_vocab) for c in m.sparse}
+        vocabs = {c: _vocab(self.counts.get(c, _Counts()).total(), m.min_count, m.max_vocab) for c in m.sparse}
         present = set(self.domains.index) if self.domains is not None else set()
         if m.domain_names is not None:
             names = [n for n in dict.fromkeys(m.domain_names.values()) if n in present]
@@ -185,7 +209,8 @@ def _vocab(counts: pd.Series, min_count: int, max_vocab: int | None) -> pd.Index
     counts = counts[counts >= min_count]
     if len(counts) == 0:
         return pd.Index([])
-    order = np.lexsort((counts.index.astype(str).to_numpy(), -counts.to_numpy()))
+    by_text = np.asarray(counts.index.astype("string").argsort())  # ties broken by the value's text
+    order = by_text[np.argsort(-counts.to_numpy()[by_text], kind="stable")]
     if max_vocab is not None:
         order = order[:max_vocab]
     return counts.index[order]
@@ -289,6 +314,29 @@ class Encoder:
 
     def __post_init__(self) -> None:
         self._domain_id = {n: i for i, n in enumerate(self.domain_names)}
+        self._arrow_vocabs: dict[str, object] = {}
+
+    def lookup(self, col: str, values: pd.Series) -> np.ndarray:
+        """Ids of `values` in the vocabulary of `col` (0 = unknown or missing).
+
+        Arrow's hash lookup (`index_in`) avoids turning strings into Python
+        objects; pandas' `get_indexer` is the fallback for types Arrow cannot
+        match (e.g. mixed objects).
+        """
+        vocab = self.vocabs[col]
+        try:
+            if col not in self._arrow_vocabs:
+                self._arrow_vocabs[col] = pa.array(vocab.to_numpy(), from_pandas=True) if len(vocab) else None
+            value_set = self._arrow_vocabs[col]
+            if value_set is None:
+                return np.zeros(len(values), dtype=np.int64)
+            arr = pa.array(values, from_pandas=True)
+            if arr.type != value_set.type:
+                arr = arr.cast(value_set.type)
+            idx = pc.index_in(arr, value_set=value_set).fill_null(-1)
+            return idx.to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        except (pa.ArrowException, TypeError):
+            return vocab.get_indexer(values) + 1
 
     @property
     def schema(self) -> Schema:
@@ -318,7 +366,7 @@ class Encoder:
             )
         sparse = np.zeros((n, len(m.sparse)), dtype=np.int64)
         for j, c in enumerate(m.sparse):
-            sparse[:, j] = self.vocabs[c].get_indexer(df[c]) + 1
+            sparse[:, j] = self.lookup(c, df[c])
         if m.dense:
             dense = ((dense_matrix(df, m.dense, where) - self.mean) / self.std).astype(np.float32)
         else:
