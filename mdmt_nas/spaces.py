@@ -483,6 +483,12 @@ def _make_choice(name: str, raw: _ChoiceFile, where: str) -> ChoicePoint:
             else:
                 values.append(opt)
                 explicit.append(None)
+        seen_vals: dict[str, int] = {}
+        for i, v in enumerate(values):
+            key = json.dumps(v, sort_keys=True, default=str)
+            if key in seen_vals:
+                raise ConfigError(f"{where}.options[{i}]: duplicate labels/options: the same value as options[{seen_vals[key]}]")
+            seen_vals[key] = i
         auto = auto_labels(values)
         labels = [e if e is not None else a for e, a in zip(explicit, auto)]
         dup = sorted({lab for lab in labels if labels.count(lab) > 1})
@@ -738,7 +744,7 @@ def _has_placeholder(node: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------- loading
-_CACHE: dict[tuple[str, float], Space] = {}
+_CACHE: dict[tuple[str, str], Space] = {}
 
 
 def load_space_file(path: str | Path, registry: "Registry | None" = None) -> Space:
@@ -747,7 +753,9 @@ def load_space_file(path: str | Path, registry: "Registry | None" = None) -> Spa
 
     path = Path(path)
     try:
-        key = (str(path.resolve()), path.stat().st_mtime)
+        import hashlib
+
+        key = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())
     except OSError:
         key = None
     if key is not None and key in _CACHE and registry is None:
