@@ -1,0 +1,77 @@
+"""`mdmt-nas ui`: the MLflow UI on the tracking store the other commands write to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from mdmt_nas.cli.app import app
+from mdmt_nas.cli.common import console
+from mdmt_nas.errors import UserError
+
+
+def tracking_uri(explicit: str | None, config: Path | None) -> str:
+    """--tracking-uri, else the config's tracking.uri, else $MLFLOW_TRACKING_URI, else MLflow's default."""
+    if explicit:
+        return explicit
+    if config is not None:
+        from mdmt_nas.config import load_config
+
+        uri = load_config(config).tracking.uri
+        if uri:
+            return uri
+    from mdmt_nas.config import TrackingConfig
+    from mdmt_nas.tracking import Tracker
+
+    return Tracker(TrackingConfig()).tracking_uri
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    exe = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    base = [exe] if exe else [sys.executable, "-m", "mlflow"]
+    return [*base, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, "--port", "-p", help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default keeps the UI on this machine."),
+    tracking_uri_opt: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Read tracking.uri from this experiment config."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the server command and address, do not start it."),
+) -> None:
+    """Start the MLflow UI on the same tracking store as `train` and `search` (Ctrl-C stops it)."""
+    uri = tracking_uri(tracking_uri_opt, config)
+    if uri.startswith(("http://", "https://", "databricks")):
+        console.print(f"the tracking store is a server already: open {uri}", highlight=False)
+        return
+    cmd = server_command(uri, host, port)
+    address = f"http://{host}:{port}"
+    console.print(f"MLflow UI for {uri} at [bold]{address}[/bold] (Ctrl-C stops it)", highlight=False)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]listening on {host}: anyone who can reach this machine can read the runs[/yellow]", highlight=False)
+    if dry_run:
+        console.print(" ".join(cmd), highlight=False, soft_wrap=True)
+        return
+    try:
+        proc = subprocess.Popen(cmd)
+    except OSError as exc:
+        raise UserError(f"cannot start the MLflow server ({exc.strerror}): {' '.join(cmd)}") from None
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return
+    if code:
+        raise UserError(f"the MLflow server exited with status {code} (is port {port} in use? try --port)")
