@@ -5,6 +5,10 @@ to import, raises while registering, registers a taken name or implements an
 unknown hook is recorded as a `PluginFailure` naming it, everything it
 registered is dropped, and the healthy plugins stay usable.
 
+At run time, `describe_component_error(exc, model)` names the component (and its
+plugin and distribution) behind an exception, and `guard_shapes(model)` blames a
+wrong output shape on the component that produced it (end of this module).
+
 Environment switches:
   MDMT_NAS_DISABLE_PLUGINS=a,b   skip these plugins (entry-point, distribution or built-in names)
   MDMT_NAS_LOAD_PLUGINS=a,b      allow-list: load only these third-party plugins (entry-point or

@@ -2,8 +2,9 @@
 
 The commands are read from the `$ ` lines of the doc's console blocks, so the
 doc and this test cannot drift apart. One substitution: `pip install -e DIR`
-runs as `pip install --no-deps --no-build-isolation --target SITE DIR` with SITE
-on PYTHONPATH, so the test neither touches the environment nor downloads.
+runs as `pip install --no-deps --target SITE DIR` with SITE on PYTHONPATH, so the
+test does not touch the environment (and `--no-build-isolation` when the
+environment's setuptools can build wheels, so it downloads nothing).
 MDMT_NAS_LOAD_PLUGINS=my_expert keeps other third-party plugins that may be
 installed (CI installs plugins/*) out of the listing; built-ins always load.
 """
@@ -36,12 +37,22 @@ def test_tutorial_is_short():
     assert cmds[0].startswith("mdmt-nas plugins new") and any(c.startswith("mdmt-nas search") for c in cmds)
 
 
+def _can_build_offline() -> bool:
+    """Whether this environment's setuptools can build a wheel itself (setuptools >= 70.1, or `wheel` installed)."""
+    try:
+        from setuptools.command import bdist_wheel  # noqa: F401
+    except ImportError:
+        return importlib.util.find_spec("wheel") is not None
+    return True
+
+
 def _argv(cmd: str, site: Path) -> list[str]:
     argv = shlex.split(cmd)
     if argv[0] == "mdmt-nas":
         return [sys.executable, "-m", "mdmt_nas", *argv[1:]]
     if argv[:3] == ["pip", "install", "-e"]:
-        return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), *argv[3:]]
+        isolation = ["--no-build-isolation"] if _can_build_offline() else []  # else pip fetches setuptools to build
+        return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation, "--target", str(site), *argv[3:]]
     if argv[0] == "pytest":
         return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv[1:]]
     raise AssertionError(f"the tutorial test does not know how to run {cmd!r}")
