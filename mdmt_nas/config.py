@@ -201,9 +201,25 @@ def validation_error_to_config_error(exc: ValidationError, source: str, prefix: 
     return ConfigError("\n".join(lines))
 
 
+def resolve_example(path: str | Path) -> Path:
+    """A config path, or the name of a shipped example (`m3oe`, `examples/m3oe.yaml`) when no such file exists."""
+    path = Path(path)
+    if path.exists():
+        return path
+    from importlib.resources import files
+
+    try:
+        shipped = files("mdmt_nas._examples") / (path.stem + ".yaml")
+    except ModuleNotFoundError:  # pragma: no cover - broken install
+        return path
+    return Path(str(shipped)) if shipped.is_file() else path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, arch_path: str | Path | None = None) -> ExperimentConfig:
     """Load an experiment config (or defaults), apply overrides, resolve an `arch:` file path."""
     data: dict[str, Any] = {}
+    if path is not None:
+        path = resolve_example(path)
     source = str(path) if path else "config"
     if path is not None:
         loaded = load_yaml_or_json(path)
