@@ -1,0 +1,1 @@
+"""Example experiment configs, shipped as package data (`--config m3oe` finds them)."""
