@@ -156,3 +156,17 @@ def test_streaming_errors(tmp_path):
     df.to_parquet(f, row_group_size=100)
     with pytest.raises(DataError, match=r"row group 4: label column 'click' must be binary 0/1; found \['7'\]"):
         open_streaming(f, SMALL_MAPPING)
+
+
+def test_parquet_directory_in_memory_and_streaming(tmp_path):
+    d = tmp_path / "parts"
+    d.mkdir()
+    small_table(300, 0).to_parquet(d / "a.parquet")
+    small_table(300, 1).to_parquet(d / "b.parquet")
+    mem = load_dataset("parquet", {"path": str(d), "columns": COLS, "split": {"kind": "time"}})
+    st = load_dataset("parquet", {"path": str(d), "columns": COLS, "streaming": True})
+    assert len(mem.train) == 480 and len(st.train) + len(st.valid) + len(st.test) == 600
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty: no \*.parquet files in this directory"):
+        load_dataset("parquet", {"path": str(empty), "columns": COLS})
