@@ -107,6 +107,8 @@ def test_every_tutorial_command_runs(tmp_path):
         elif cmd.startswith("mdmt-nas plugins check"):
             assert "expert 'my_expert'" in proc.stdout and "space 'my_expert'" in proc.stdout
             assert "FAIL" not in proc.stdout and "all checks passed" in proc.stdout
+        elif cmd.startswith("mdmt-nas spaces show"):
+            assert "my_expert" in proc.stdout and "8 distinct architectures" in proc.stdout
         elif cmd.startswith("pytest"):
             assert "passed" in proc.stdout and "failed" not in proc.stdout
         elif cmd.startswith("mdmt-nas search"):
