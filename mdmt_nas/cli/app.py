@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _is_click_error(exc: BaseException) -> bool:
+    return any(c.__name__ == "ClickException" and c.__module__.endswith("click.exceptions") for c in type(exc).__mro__)
+
+
 def _run(argv: list[str] | None, debug: bool) -> None:
     try:
         app(args=argv, standalone_mode=False)
@@ -127,11 +131,9 @@ def _run(argv: list[str] | None, debug: bool) -> None:
         err_console.print("aborted")
         sys.exit(1)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if _is_click_error(exc):  # typer >= 0.16 raises its vendored click's exceptions, not click's own
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if debug:
             raise
         err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n(run with --debug for the traceback)", highlight=False)
