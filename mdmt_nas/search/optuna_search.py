@@ -139,7 +139,10 @@ class OptunaSearcher(Searcher):
             raise UserError(f"cannot open the Optuna storage {url!r}: {type(exc).__name__}: {exc}") from None
 
     def existing_parent_run(self, ctx: SearchContext) -> str | None:
-        """The MLflow parent run a previous run of this study recorded (None for a new study)."""
+        """The MLflow parent run a previous run of this study recorded (None for a new study).
+
+        Checks first that the study fits this search, so a mismatch is refused before any MLflow run is touched.
+        """
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -148,7 +151,20 @@ class OptunaSearcher(Searcher):
                 study = optuna.load_study(study_name=self.study_name(ctx), storage=self._storage(ctx))
         except KeyError:
             return None
+        self._check_study(ctx, study)
         return study.user_attrs.get(PARENT_ATTR)
+
+    def _check_study(self, ctx: SearchContext, study: Any) -> dict[str, str]:
+        """UserError if an existing study was made for another space, searcher, dataset or objectives; this search's attrs."""
+        attrs = study.user_attrs
+        mine = {"mdmt_nas.space": ctx.space.name, "mdmt_nas.searcher": self.name, "mdmt_nas.dataset": ctx.config.dataset.name,
+                "mdmt_nas.objectives": ",".join(ctx.objectives)}
+        clash = {k: (attrs[k], v) for k, v in mine.items() if k in attrs and attrs[k] != v}
+        if clash:
+            what = ", ".join(f"{k.split('.', 1)[1]} {old!r} (now {new!r})" for k, (old, new) in clash.items())
+            raise UserError(f"Optuna study {study.study_name!r} in {self.storage_url(ctx)} was created for {what}; "
+                            "choose another --study-name or --output")
+        return mine
 
     def directions(self, ctx: SearchContext) -> list[str]:
         return ["maximize"]
@@ -182,12 +198,7 @@ class OptunaSearcher(Searcher):
         except ValueError as exc:
             raise UserError(f"Optuna study {name!r} in {self.storage_url(ctx)} does not fit this search ({exc}); choose another --study-name") from None
         attrs = study.user_attrs
-        mine = {"mdmt_nas.space": ctx.space.name, "mdmt_nas.searcher": self.name, "mdmt_nas.dataset": ctx.config.dataset.name,
-                "mdmt_nas.objectives": ",".join(ctx.objectives)}
-        clash = {k: (attrs[k], v) for k, v in mine.items() if k in attrs and attrs[k] != v}
-        if clash:
-            what = ", ".join(f"{k.split('.', 1)[1]} {old!r} (now {new!r})" for k, (old, new) in clash.items())
-            raise UserError(f"Optuna study {name!r} in {self.storage_url(ctx)} was created for {what}; choose another --study-name or --output")
+        mine = self._check_study(ctx, study)
         for k, v in mine.items():
             if k not in attrs:
                 study.set_user_attr(k, v)
