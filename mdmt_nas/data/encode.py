@@ -231,7 +231,7 @@ def named_domains(values: pd.Series, m: ColumnMapping, where: str) -> tuple[np.n
     one hashing pass. Missing values and values absent from `domain_names`
     are errors naming them.
     """
-    cat = pd.Categorical(values)
+    cat = pd.Categorical(values).remove_unused_categories()  # a categorical column may list absent values
     codes = np.asarray(cat.codes, dtype=np.int64)
     if (codes < 0).any():
         raise DataError(f"{where}: domain column {m.domain!r} has {int((codes < 0).sum())} missing values; drop those rows or fill them")
