@@ -53,10 +53,15 @@ def get(
         if name in MANUAL:
             raise UserError(f"{name} cannot be downloaded by mdmt-nas; get it from {MANUAL[name]} and pass its folder as dataset param `dir`/`path`")
         raise UserError(f"unknown dataset {name!r} for `data get`; fetchable: {', '.join(FETCHERS)}")
+    from mdmt_nas.data.fetch import cache_dir as resolve_cache
+
+    target = resolve_cache(cache_dir) / name
+    present = target.is_dir() and any(target.iterdir()) and not force
     with console.status(f"Fetching {name} (pip download {RECBOLE_REQUIREMENT} --no-deps, extracting 3 files)..."):
         out = FETCHERS[name](cache_dir, force=force)
     files = ", ".join(f"{p.name} ({p.stat().st_size:,} bytes)" for p in sorted(out.iterdir()))
-    console.print(f"[green]{name}[/green] ready in {out}: {files}", highlight=False)
+    state = "already present" if present else "ready"
+    console.print(f"[green]{name}[/green] {state} in {out}: {files}", highlight=False)
 
 
 def _dataset_args(dataset: str | None, config: Path | None, sets: list[str] | None) -> tuple[str, dict[str, Any]]:
