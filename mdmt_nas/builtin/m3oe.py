@@ -112,12 +112,12 @@ class WeightedFusion(Fusion):
         self.arch_a_task = nn.Parameter(torch.tensor(float(params.init_task)), requires_grad=params.learnable)
 
     def forward(self, parts: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
-        out = parts["shared"]
+        terms = [parts["shared"]] if "shared" in parts else []
         if "domain" in parts:
-            out = out + torch.sigmoid(self.arch_a_domain) * parts["domain"]
+            terms.append(torch.sigmoid(self.arch_a_domain) * parts["domain"])
         if "task" in parts:
-            out = out + torch.sigmoid(self.arch_a_task) * parts["task"]
-        return out
+            terms.append(torch.sigmoid(self.arch_a_task) * parts["task"])
+        return torch.stack(terms).sum(0) if len(terms) > 1 else terms[0]
 
 
 @hookimpl

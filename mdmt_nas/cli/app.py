@@ -109,7 +109,9 @@ def _is_click_error(exc: BaseException) -> bool:
 
 def _run(argv: list[str] | None, debug: bool) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:  # typer.Exit(code) comes back as a return value here
+            sys.exit(rc)
     except UserError as exc:
         if debug:
             raise

@@ -8,9 +8,7 @@ from mdmt_nas.testing import KINDS, check_component
 _HOST = PluginHost().load(use_entry_points=False)  # built-ins only: third-party plugins test themselves
 
 #: (kind, name) -> why it fails; reported to the component's owner, flips to a failure once fixed
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("fusion", "weighted"): "m3oe.WeightedFusion raises KeyError when the parts lack 'shared' (no shared group)",
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 BUILTIN = [(e.kind, e.name) for kind in KINDS for e in _HOST.registry.entries(kind)]
 
