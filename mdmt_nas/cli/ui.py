@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -32,10 +33,10 @@ def tracking_uri(explicit: str | None, config: Path | None) -> str:
     return Tracker(TrackingConfig()).tracking_uri
 
 
-def server_command(uri: str, host: str, port: int) -> list[str]:
+def server_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     exe = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     base = [exe] if exe else [sys.executable, "-m", "mlflow"]
-    return [*base, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    return [*base, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
 @app.command()
@@ -44,6 +45,7 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default keeps the UI on this machine."),
     tracking_uri_opt: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
     config: Path = typer.Option(None, "--config", "-c", help="Read tracking.uri from this experiment config."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server worker processes (one is plenty for a local UI)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the server command and address, do not start it."),
 ) -> None:
     """Start the MLflow UI on the same tracking store as `train` and `search` (Ctrl-C stops it)."""
@@ -51,7 +53,7 @@ def ui(
     if uri.startswith(("http://", "https://", "databricks")):
         console.print(f"the tracking store is a server already: open {uri}", highlight=False)
         return
-    cmd = server_command(uri, host, port)
+    cmd = server_command(uri, host, port, workers)
     address = f"http://{host}:{port}"
     console.print(f"MLflow UI for {uri} at [bold]{address}[/bold] (Ctrl-C stops it)", highlight=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -60,18 +62,53 @@ def ui(
         console.print(" ".join(cmd), highlight=False, soft_wrap=True)
         return
     try:
-        proc = subprocess.Popen(cmd)
+        # its own process group: the server's workers and job runners are stopped together with it
+        proc = subprocess.Popen(cmd, start_new_session=True)
     except OSError as exc:
         raise UserError(f"cannot start the MLflow server ({exc.strerror}): {' '.join(cmd)}") from None
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_group(proc)
         return
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)
     if code:
         raise UserError(f"the MLflow server exited with status {code} (is port {port} in use? try --port)")
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGINT to the server's process group, SIGKILL to what is left after `timeout` seconds."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.5)
+        if not _group_alive(pgid):
+            break
+    try:
+        proc.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
