@@ -126,6 +126,16 @@ def _peak_rss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 1024.0 / 1024.0
 
 
+def _rss_mb() -> float:
+    """Resident memory now (Linux /proc), else the process's peak: a search process trains many candidates,
+    and the lifetime peak would charge every later candidate with the largest one before it."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        return _peak_rss_mb()
+
+
 class _Progress:
     """A rich progress display of epochs and batches (no-op when disabled)."""
 
@@ -311,10 +321,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.max_seconds is not None and time.perf_counter() - t_start > cfg.max_seconds:
             raise TrialFailed(f"time limit exceeded: training took more than train.max_seconds={cfg.max_seconds:g}s")
-        if cfg.max_memory_mb is not None and self.step_count % 10 == 0:
-            rss = _peak_rss_mb()
+        if cfg.max_memory_mb is not None and self.step_count % 10 == 1:  # the first step, then every 10th
+            rss = _rss_mb()
             if rss > cfg.max_memory_mb:
-                raise TrialFailed(f"memory limit exceeded: peak RSS {rss:.0f} MB > train.max_memory_mb={cfg.max_memory_mb:g}")
+                raise TrialFailed(f"memory limit exceeded: RSS {rss:.0f} MB > train.max_memory_mb={cfg.max_memory_mb:g}; "
+                                  "raise the limit or lower train.batch_size / the model size")
 
 
 def train_architecture(
