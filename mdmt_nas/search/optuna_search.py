@@ -213,6 +213,7 @@ class OptunaSearcher(Searcher):
         from mdmt_nas.search.runner import SearchStopped
 
         multi = len(self.directions(ctx)) > 1
+        epochs = ctx.config.search.epochs or ctx.config.train.epochs
         budget = ctx.budget or self.default_budget
         cap = [max(100, 10 * budget)]  # proposals in this run, repeats of failed architectures included
 
@@ -228,6 +229,9 @@ class OptunaSearcher(Searcher):
             if dup is not None:
                 trial.set_user_attr("duplicate_of", dup.number)
                 if dup.state == "failed":
+                    note = getattr(ctx.evaluate, "note_failure", None)
+                    if note is not None:
+                        note()  # counts toward search.max_failures (SearchStopped ends the search)
                     raise _CandidateFailed(f"same architecture as trial {dup.number}, which failed: {dup.reason}")
                 return self._values(ctx, dup)
 
@@ -237,7 +241,7 @@ class OptunaSearcher(Searcher):
                 v = record.get("valid_mean_auc", float("nan"))
                 if isinstance(v, float) and math.isfinite(v):
                     trial.report(v, epoch)
-                if trial.should_prune():
+                if epoch + 1 < epochs and trial.should_prune():  # after the last epoch the training is done: keep it
                     raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
 
             try:

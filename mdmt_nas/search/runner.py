@@ -301,8 +301,13 @@ class CandidateEvaluator:
 
     def _fail(self, cand: Candidate, run_id: str | None, label: str) -> None:
         cand.state = "failed"
-        self.failures += 1
         self._finish(cand, run_id, "FAILED", label)
+        self.note_failure()
+
+    def note_failure(self) -> None:
+        """Count a failed proposal (also a repeat of an architecture that failed before, which is not trained
+        again): `search.max_failures` of them stop the search instead of letting a sampler loop on broken points."""
+        self.failures += 1
         if self.failures >= self.max_failures:
             raise SearchStopped(f"{self.failures} candidates failed (search.max_failures={self.max_failures})")
 

