@@ -413,11 +413,14 @@ class Space(BaseModel):
 
         return relax(self).arch
 
-    def discretize(self, alphas: dict[str, "torch.Tensor"]) -> tuple[dict[str, Any], Architecture]:
-        """Argmax of each active choice's alpha (choices without alphas keep their default)."""
+    def discretize(self, alphas: dict[str, "torch.Tensor"], forced: dict[str, Any] | None = None) -> tuple[dict[str, Any], Architecture]:
+        """Argmax of each active choice's alpha (choices without alphas keep their default; `forced` values win)."""
         out: dict[str, Any] = {}
         for c in self.choices:
             if not self.active(out, c):
+                continue
+            if forced and c.name in forced:
+                out[c.name] = c.normalize(forced[c.name], self.name)
                 continue
             a = alphas.get(c.name)
             if a is None:

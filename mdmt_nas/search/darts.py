@@ -61,7 +61,7 @@ class DartsParams(BaseModel):
     tau_min: float = Field(default=0.1, gt=0, description="Gumbel temperature at the last epoch")
     grad_clip: float | None = Field(default=5.0, gt=0)
     retrain_epochs: int | None = Field(default=None, ge=1, description="epochs of the derived architecture's retraining; null = train.epochs")
-    retrain: bool = Field(default=True, description="retrain the derived architecture from scratch (else only derive it)")
+    retrain: bool = Field(default=True, description="retrain the derived architecture from scratch; false: only derive it (library use: `mdmt-nas search` needs a trained candidate)")
 
     @model_validator(mode="after")
     def _check(self) -> "DartsParams":
@@ -157,6 +157,38 @@ def local_evaluate(splits: Any, train_config: Any):
                          assignment=dict(assignment or {}))
 
     return evaluate
+
+
+def derive(space: Any, relaxation: Relaxation, ctl: AlphaController) -> tuple[dict[str, Any], Architecture, str]:
+    """Argmax per active choice; returns (assignment, architecture, note of any adjustment).
+
+    The supernet cannot represent an architecture without expert groups (its bottom
+    would feed the towers directly), so if the argmax removes every group while the
+    supernet has some, the choice with the smallest probability margin is moved to
+    its next value that keeps a group.
+    """
+    alphas = {c: a.detach() for c, a in ctl.alphas.items()}
+    assignment, arch = space.discretize(alphas)
+    if arch.groups() or not relaxation.arch.groups():
+        return assignment, arch, ""
+    probs = {c: torch.softmax(a, -1) for c, a in alphas.items()}
+
+    def margin(c: str) -> float:
+        top = probs[c].topk(min(2, probs[c].numel())).values
+        return float(top[0] - top[-1])
+
+    for c in sorted((c for c in assignment if c in probs), key=margin):
+        choice = space.choice(c)
+        for idx in probs[c].argsort(descending=True).tolist():
+            value = choice.values()[idx]
+            if value == assignment[c]:
+                continue
+            a2, arch2 = space.discretize(alphas, forced={c: value})
+            if arch2.groups():
+                note = (f"the argmax {assignment} has no expert groups, which the supernet cannot represent; "
+                        f"set {c}={value} (smallest margin {margin(c):.3f})")
+                return a2, arch2, note
+    return assignment, arch, ""
 
 
 # ------------------------------------------------------------------------------ searcher
@@ -263,7 +295,7 @@ class DartsSearcher(Searcher):
             ctx.tracker.log_text(run_id, relaxation.arch.to_json(), "supernet_arch.json")
 
         # ---- search
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         time_limit = None if ctx.timeout is None else 0.5 * ctx.timeout  # leave the rest for the retraining
         stopped = ""
         n_rows = len(splits.train) if p.rows_per_epoch is None else min(p.rows_per_epoch, len(splits.train))
@@ -312,25 +344,32 @@ class DartsSearcher(Searcher):
             raise
 
         # ---- derive
-        assignment, arch = ctx.space.discretize({c: a.detach() for c, a in ctl.alphas.items()})
+        assignment, arch, adjusted = derive(ctx.space, relaxation, ctl)
         arch = arch.model_copy(update={"name": f"{ctx.space.name}-darts"})
         search_seconds = time.perf_counter() - t0
+        search_cpu = time.process_time() - cpu0
         ctx.tracker.log_dict(run_id, {"assignment": assignment, "alphas": alpha_probs(ctl)}, "derived.json")
         ctx.tracker.log_text(run_id, arch.to_json(), "derived_arch.json")
         ctx.tracker.set_tags(run_id, {"derived_arch_id": arch.id, "state": "finished"})
-        ctx.tracker.log_metrics(run_id, {"search_seconds": search_seconds})
+        ctx.tracker.log_metrics(run_id, {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu})
+        if adjusted:
+            ctx.tracker.set_tags(run_id, {"adjusted": adjusted})
         ctx.tracker.end_run(run_id, "FINISHED")
         (Path(ctx.output_dir) / "darts").mkdir(parents=True, exist_ok=True)
         arch.save(Path(ctx.output_dir) / "darts" / "derived_arch.json")
 
         extra: dict[str, Any] = {"assignment": assignment, "alphas": alpha_probs(ctl), "supernet_run_id": run_id,
-                                 "supernet_arch_id": relaxation.arch.id, "fixed": relaxation.fixed, "search_seconds": search_seconds,
-                                 "epochs_run": len(history)}
+                                 "supernet_arch_id": relaxation.arch.id, "fixed": relaxation.fixed, "epochs_run": len(history),
+                                 "search_seconds": round(search_seconds, 3), "search_cpu_seconds": round(search_cpu, 3)}
+        if adjusted:
+            extra["adjusted"] = adjusted
         if stopped:
             extra["stopped"] = stopped
         candidates: list[Candidate] = []
         if p.retrain:
+            t1, cpu1 = time.perf_counter(), time.process_time()
             cand = self.retrain(ctx, arch, assignment)
+            extra.update(retrain_seconds=round(time.perf_counter() - t1, 3), retrain_cpu_seconds=round(time.process_time() - cpu1, 3))
             candidates.append(cand)
         return SearchResult(best=arch, candidates=candidates, extra=extra)
 

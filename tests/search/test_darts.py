@@ -246,3 +246,22 @@ def test_tracked_search_logs_alphas_and_heatmaps(small_space, tiny_splits, tmp_p
     assert "retrain" in kinds and kinds["retrain"].data.tags["arch_id"] == outcome.result.best.id
     summary = json.loads((tmp_path / "out" / "search.json").read_text())
     assert summary["searcher_info"]["supernet_run_id"] == sup.info.run_id
+
+
+def test_derive_never_returns_an_architecture_without_experts():
+    from mdmt_nas.search.darts import derive
+
+    space = load_space("m3oe")
+    r = relax(space)
+    ctl = AlphaController(r.relaxed)
+    with torch.no_grad():
+        ctl.alphas["shared_module"].copy_(torch.tensor([0.3, 0.0]))  # off by a margin
+        ctl.alphas["domain_module"].copy_(torch.tensor([0.01, 0.0]))  # off, barely: flipped
+        ctl.alphas["task_module"].copy_(torch.tensor([0.2, 0.0]))
+    assert space.discretize(ctl.state())[1].groups() == {}
+    assignment, arch, note = derive(space, r, ctl)
+    assert assignment["domain_module"] is True and assignment["shared_module"] is False and assignment["task_module"] is False
+    assert set(arch.groups()) == {"domain"} and "domain_module=True" in note
+    with torch.no_grad():
+        ctl.alphas["domain_module"].copy_(torch.tensor([0.0, 0.5]))
+    assert derive(space, r, ctl)[2] == ""
