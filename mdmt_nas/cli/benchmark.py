@@ -1,0 +1,105 @@
+"""`mdmt-nas benchmark`: fixed baselines and searched architectures on one dataset, several seeds, one report."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import typer
+
+from mdmt_nas.cli.app import app, report_plugin_failures
+from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
+
+
+def _command(dataset: str | None, config: Path | None, sets: list[str], seeds: int | None, epochs: int | None, budget: int | None,
+             candidate_epochs: int | None, darts_epochs: int | None, space: str | None, models: str | None, output: Path, quick: bool, tracking_uri: str | None,
+             no_track: bool, threads: int | None) -> str:
+    """The command line that regenerates this report (options as given, in a fixed order)."""
+    parts = ["mdmt-nas", "benchmark"]
+    for flag, value in (("--dataset", dataset), ("--config", config), ("--seeds", seeds), ("--epochs", epochs), ("--search-budget", budget),
+                        ("--candidate-epochs", candidate_epochs), ("--darts-epochs", darts_epochs), ("--space", space), ("--models", models),
+                        ("--threads", threads), ("--output", output), ("--tracking-uri", tracking_uri)):
+        if value is not None:
+            parts += [flag, str(value)]
+    for s in sets:
+        parts += ["--set", s]
+    if quick:
+        parts.append("--quick")
+    if no_track:
+        parts.append("--no-track")
+    return shlex.join(parts)
+
+
+@app.command()
+def benchmark(
+    dataset: str = typer.Option(None, "--dataset", help="Dataset name, e.g. ml-100k (default: the config's, else 'synthetic')."),
+    config: Path = typer.Option(None, "--config", "-c", help="Config YAML whose dataset section (name, params such as split) and "
+                                "tracking section are used; its train fields given explicitly apply to every model."),
+    sets: list[str] = typer.Option(None, "--set", help="Override a config value: --set dataset.params.split.kind=time, "
+                                   "--set train.batch_size=2048 (applies to every model) (repeatable)."),
+    seeds: int = typer.Option(None, "--seeds", help="Training seeds 0..N-1 for every model (default 3; 1 with --quick)."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs of every model and of the searched winners' retraining "
+                               "(default: each example's own; 1 with --quick)."),
+    search_budget: int = typer.Option(None, "--search-budget", help="Optuna TPE trials per search (default 8; 2 with --quick)."),
+    candidate_epochs: int = typer.Option(None, "--candidate-epochs", help="Training epochs of each TPE candidate (default 2; 1 with --quick)."),
+    darts_epochs: int = typer.Option(None, "--darts-epochs", help="DARTS supernet epochs (default: the searcher's own; 1 with --quick)."),
+    space: str = typer.Option(None, "--space", "-s", help="Search space of DARTS and TPE: a name (`mdmt-nas spaces list`) or a YAML file (default m3oe)."),
+    models: str = typer.Option(None, "--models", help="Comma-separated subset: shared_bottom, mmoe, ple, star, m3oe, hamur, cesaa, dephn, "
+                               "darts, tpe (default: all)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Report directory (default runs/benchmark-<dataset>-<time>)."),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run: 3,000 synthetic rows, 1 seed, 1 epoch, 2 TPE trials, a 1-epoch DARTS."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    threads: int = typer.Option(None, "--threads", help="torch threads of every training (default: torch's own)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted benchmark in --output: finished (model, seed) runs are kept."),
+) -> None:
+    """Train the fixed baselines, search the m3oe space with DARTS and Optuna TPE, and write a Markdown + HTML report."""
+    from mdmt_nas.benchmark import MODEL_KEYS, BenchmarkSettings, quick_settings, run_benchmark
+    from mdmt_nas.tracking import Tracker
+
+    report_plugin_failures()
+    sets = list(sets or [])
+    cfg = build_config(config, None, dataset, sets, tracking_uri, None, no_track)
+    tracking = cfg.tracking if "experiment" in cfg.tracking.model_fields_set else cfg.tracking.model_copy(update={"experiment": "benchmark"})
+    overrides = {k: getattr(cfg.train, k) for k in cfg.train.model_fields_set}
+    if threads is not None:
+        overrides["threads"] = threads
+    n_seeds = seeds if seeds is not None else (1 if quick else 3)
+    if n_seeds < 1:
+        from mdmt_nas.errors import UserError
+
+        raise UserError(f"--seeds must be at least 1, got {n_seeds}")
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else list(MODEL_KEYS)
+    cmd = _command(dataset, config, sets, seeds, epochs, search_budget, candidate_epochs, darts_epochs, space, models, output, quick,
+                   tracking_uri, no_track, threads)
+    settings = BenchmarkSettings(
+        dataset=cfg.dataset, tracking=tracking, seeds=list(range(n_seeds)), models=chosen,
+        epochs=epochs if epochs is not None else (1 if quick else None), train_overrides=overrides,
+        tpe_trials=search_budget or (2 if quick else 8), candidate_epochs=candidate_epochs or (1 if quick else 2),
+        darts_epochs=darts_epochs or (1 if quick else None), command=cmd, **({"space": space} if space else {}),
+    )
+    if quick:
+        settings = quick_settings(settings)
+    if any(m.kind == "search" for m in settings.specs()):  # an unknown --models name or space -> exit 2 before any output
+        from mdmt_nas.search.runner import load_search_space
+
+        load_search_space(settings.space)
+    Tracker(settings.tracking).check()  # a bad --tracking-uri fails now
+    out = output or Path("runs") / f"benchmark-{settings.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = ensure_writable_dir(out, resume=resume)
+    n_runs = len(settings.seeds) * len(settings.models)
+    console.print(f"benchmark [bold]{settings.dataset.name}[/bold]: {len(settings.models)} models x {len(settings.seeds)} seeds = {n_runs} runs "
+                  f"-> {out}", highlight=False)
+
+    def log(msg: str) -> None:
+        console.print(f"{time.strftime('%H:%M:%S')} {msg}", highlight=False, soft_wrap=True)
+
+    state = run_benchmark(settings, out, resume=resume, log=log, console=console)
+    from mdmt_nas.benchmark import summarize
+
+    for s in summarize(state.records, settings.specs()):
+        console.print(f"  {s.label:<14} test AUC {s.test_auc.fmt()}  params {s.num_params.mean:,.0f}  wall/seed {s.wall_seconds.mean:.0f}s"
+                      if s.test_auc.n else f"  {s.label:<14} failed", highlight=False)
+    if state.parent_run_id:
+        console.print(f"MLflow parent run {state.parent_run_id} ({state.tracking_uri})", highlight=False, soft_wrap=True)
