@@ -87,14 +87,18 @@ def csv_to_parquet(
         hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
         return DataError(f"{src}: cannot parse at row ~{at}: {msg}{hint}")
 
+    # A Python file object, not the path: Arrow's native file readahead is not bounded by the
+    # consumer and would pull the whole CSV into memory while row groups are being written.
+    fh = open(src, "rb")  # noqa: SIM115 - closed in the finally below
     try:
         reader = pacsv.open_csv(
-            src,
+            fh,
             read_options=pacsv.ReadOptions(block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=separator),
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
         )
     except pa.ArrowInvalid as exc:
+        fh.close()
         raise parse_error(exc, 0) from None
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
@@ -133,6 +137,7 @@ def csv_to_parquet(
         writer = None
         tmp.replace(dst)
     finally:
+        fh.close()
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)

@@ -139,27 +139,65 @@ class _Moments:
 
 
 class _Counts:
-    """Category counts summed over chunks: per-chunk counts are queued and merged in bulk
-    (one concat + groupby) when the queue outgrows the merged table, instead of
-    aligning a large vocabulary on every chunk."""
+    """Category counts of one column summed over chunks, in Arrow.
+
+    Each chunk is counted with Arrow's `value_counts`; the per-chunk tables are
+    queued and merged in bulk (one hash aggregation) when the queue outgrows
+    the merged table, so a large vocabulary is not re-aligned on every chunk.
+    Columns Arrow cannot type (mixed Python objects) fall back to pandas.
+    """
 
     def __init__(self) -> None:
-        self.merged: pd.Series | None = None
-        self.pending: list[pd.Series] = []
-        self.pending_len = 0
+        self.tables: list[pa.Table] = []
+        self.queued = 0
+        self.merged_rows = 0
+        self.fallback: list[pd.Series] | None = None
 
-    def add(self, vc: pd.Series) -> None:
-        self.pending.append(vc)
-        self.pending_len += len(vc)
-        if self.pending_len > 2 * len(self.merged if self.merged is not None else ()) + 1_000_000:
-            self.total()
+    def add(self, values: pd.Series) -> None:
+        if self.fallback is None:
+            try:
+                vc = pc.value_counts(pa.array(values, from_pandas=True))
+                t = pa.table({"v": vc.field("values"), "c": vc.field("counts")}).filter(pc.is_valid(vc.field("values")))
+                if self.tables and t.schema != self.tables[0].schema:
+                    t = t.cast(self.tables[0].schema)
+                self.tables.append(t)
+                self.queued += t.num_rows
+                if self.queued > 2 * self.merged_rows + 1_000_000:
+                    self._merge()
+                return
+            except (pa.ArrowException, TypeError):
+                self.fallback = [self._as_pandas()] if self.tables else []
+                self.tables = []
+        self.fallback.append(values.value_counts(dropna=True))
 
-    def total(self) -> pd.Series:
-        if self.pending:
-            parts = ([self.merged] if self.merged is not None else []) + self.pending
-            self.merged = parts[0] if len(parts) == 1 else pd.concat(parts).groupby(level=0, sort=False).sum()
-            self.pending, self.pending_len = [], 0
-        return self.merged if self.merged is not None else pd.Series(dtype=float)
+    def _merge(self) -> pa.Table | None:
+        if not self.tables:
+            return None
+        if len(self.tables) > 1:
+            agg = pa.concat_tables(self.tables).group_by("v", use_threads=False).aggregate([("c", "sum")])
+            self.tables = [pa.table({"v": agg["v"], "c": agg["c_sum"]})]
+        self.merged_rows, self.queued = self.tables[0].num_rows, 0
+        return self.tables[0]
+
+    def _as_pandas(self) -> pd.Series:
+        t = self._merge()
+        return pd.Series(t["c"].to_numpy(), index=pd.Index(t["v"].to_pandas())) if t is not None else pd.Series(dtype=np.int64)
+
+    def vocab(self, min_count: int, max_vocab: int | None) -> tuple[pd.Index, pa.Array | None]:
+        """Values ordered by train frequency (ties by their text), id = position + 1; plus the Arrow array."""
+        if self.fallback is not None:
+            counts = pd.concat(self.fallback).groupby(level=0).sum() if self.fallback else pd.Series(dtype=np.int64)
+            return _vocab(counts, min_count, max_vocab), None
+        t = self._merge()
+        if t is None or t.num_rows == 0:
+            return pd.Index([]), None
+        t = t.filter(pc.greater_equal(t["c"], min_count))
+        text = t["v"] if pa.types.is_string(t["v"].type) else pc.cast(t["v"], pa.string())
+        order = pc.sort_indices(pa.table({"c": t["c"], "t": text}), sort_keys=[("c", "descending"), ("t", "ascending")])
+        if max_vocab is not None:
+            order = order[:max_vocab]
+        values = pc.take(t["v"], order).combine_chunks()
+        return pd.Index(values.to_pandas()), values
 
 
 @dataclass
@@ -179,7 +217,7 @@ class EncoderStats:
         check_columns(df.columns, m.columns(), self.where)
         self.rows += len(df)
         for c in m.sparse:
-            self.counts.setdefault(c, _Counts()).add(df[c].value_counts(dropna=True))
+            self.counts.setdefault(c, _Counts()).add(df[c])
         vc = domain_counts(df[m.domain], m, self.where)
         self.domains = vc if self.domains is None else self.domains.add(vc, fill_value=0)
         if m.dense:
@@ -189,7 +227,9 @@ class EncoderStats:
         m = self.mapping
         if self.rows == 0:
             raise DataError(f"{self.where}: the train split is empty; nothing to fit the encoding on")
-        vocabs = {c: _vocab(self.counts.get(c, _Counts()).total(), m.min_count, m.max_vocab) for c in m.sparse}
+        fitted = {c: self.counts.get(c, _Counts()).vocab(m.min_count, m.max_vocab) for c in m.sparse}
+        vocabs = {c: v for c, (v, _) in fitted.items()}
+        arrow = {c: a for c, (_, a) in fitted.items() if a is not None}
         present = set(self.domains.index) if self.domains is not None else set()
         if m.domain_names is not None:
             names = [n for n in dict.fromkeys(m.domain_names.values()) if n in present]
@@ -201,7 +241,7 @@ class EncoderStats:
             std = np.where(std > 1e-12, std, 1.0)
         else:
             mean = std = np.zeros(0)
-        return Encoder(m, vocabs, mean, std, names)
+        return Encoder(m, vocabs, mean, std, names, arrow)
 
 
 def _vocab(counts: pd.Series, min_count: int, max_vocab: int | None) -> pd.Index:
@@ -311,10 +351,12 @@ class Encoder:
     mean: np.ndarray
     std: np.ndarray
     domain_names: list[str]
+    #: the vocabularies as Arrow arrays (filled lazily from `vocabs` when not given).
+    arrow_vocabs: dict[str, pa.Array] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._domain_id = {n: i for i, n in enumerate(self.domain_names)}
-        self._arrow_vocabs: dict[str, object] = {}
+        self._arrow_vocabs: dict[str, pa.Array | None] = dict(self.arrow_vocabs)
 
     def lookup(self, col: str, values: pd.Series) -> np.ndarray:
         """Ids of `values` in the vocabulary of `col` (0 = unknown or missing).
