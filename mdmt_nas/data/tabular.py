@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mdmt_nas.data.base import Dataset
 from mdmt_nas.data.encode import ColumnMapping, check_columns, encode_table
@@ -31,6 +31,15 @@ class CsvParams(BaseModel):
     encoding: str = "utf-8"
     #: read only the first rows (quick experiments).
     max_rows: int | None = Field(default=None, ge=1)
+
+    @field_validator("separator")
+    @classmethod
+    def _separator(cls, v: str) -> str:
+        """Accept the spellings a shell or YAML leaves behind for a tab."""
+        v = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(v, v)
+        if not v:
+            raise ValueError("separator must not be empty")
+        return v
 
 
 class ParquetParams(BaseModel):

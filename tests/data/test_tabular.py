@@ -170,3 +170,10 @@ def test_parquet_directory_in_memory_and_streaming(tmp_path):
     empty.mkdir()
     with pytest.raises(DataError, match=r"empty: no \*.parquet files in this directory"):
         load_dataset("parquet", {"path": str(empty), "columns": COLS})
+
+
+def test_csv_tab_separator_spellings(tmp_path):
+    f = _csv(tmp_path, n=100, sep="\t")
+    for sep in ("\t", "\\t", "tab"):
+        s = load_dataset("csv", {"path": str(f), "columns": COLS, "separator": sep})
+        assert len(s.train) == 80
