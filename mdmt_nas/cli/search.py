@@ -66,8 +66,10 @@ def search(
     outcome = run_search(cfg, out, resume=resume, console=console)
     res = outcome.result
     s = outcome.summary
-    title = (f"{s['space']} / {s['searcher']}: {s['finished']} finished, {s['pruned']} pruned, {s['failed']} failed "
-             f"({s['wall_seconds']:.0f}s)")
+    info = s.get("searcher_info") or {}
+    repeats = info.get("duplicates") or info.get("repeats") or 0
+    title = (f"{s['space']} / {s['searcher']}: {s['finished']} finished, {s['pruned']} pruned, {s['failed']} failed"
+             + (f", {repeats} repeated architecture(s) not retrained" if repeats else "") + f" ({s['wall_seconds']:.0f}s)")
     console.print(report.leaderboard_table(res.candidates, title, pareto=res.pareto))
     if res.pareto:
         console.print(report.pareto_table(res.pareto, cfg.search.objectives))
