@@ -220,3 +220,15 @@ def test_hyperband_pruner_runs(tmp_path, mlflow_uri, splits):
     cfg = make_config(mlflow_uri, train={"epochs": 3}, searcher="optuna-tpe", budget=3, params={"pruner": "hyperband"})
     outcome = run_search(cfg, tmp_path / "out", space=load_tiny(tmp_path), splits=splits)
     assert outcome.best is not None
+
+
+def test_timeout_ends_the_search_early_with_results(tmp_path, mlflow_uri, splits):
+    from mdmt_nas.search.runner import run_search
+
+    cfg = make_config(mlflow_uri, searcher="optuna-random", budget=200, timeout=4, epochs=1, params={"pruner": "none"})
+    t0 = time.monotonic()
+    outcome = run_search(cfg, tmp_path / "out", space=load_tiny(tmp_path), splits=splits)
+    assert time.monotonic() - t0 < 120
+    n = outcome.summary["searcher_info"]["trials"]
+    assert 1 <= n < 200 and outcome.best is not None
+    assert json.loads((tmp_path / "out" / "search.json").read_text())["status"] == "finished"
