@@ -398,10 +398,9 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
     output_dir.mkdir(parents=True, exist_ok=True)
     tracker = tracker or Tracker(config.tracking)
     t_start = time.monotonic()
-    deadline = t_start + scfg.timeout + max(2.0, 0.05 * scfg.timeout) if scfg.timeout else None
     display = SearchDisplay(console, budget, cls.budget_unit)
     max_failures = scfg.max_failures or (budget if cls.budget_unit == "trials" else 3)
-    evaluator = CandidateEvaluator(splits, config, tracker, output_dir, cls.name, space_obj.name, max_failures, deadline, display)
+    evaluator = CandidateEvaluator(splits, config, tracker, output_dir, cls.name, space_obj.name, max_failures, None, display)
     ctx = SearchContext(space=space_obj, splits=splits, config=config, budget=budget, timeout=scfg.timeout, seed=scfg.seed,
                         output_dir=output_dir, tracker=tracker, parent_run_id=None, evaluate=evaluator,
                         storage=scfg.storage, study_name=scfg.study_name, resume=resume, objectives=objectives)
@@ -424,6 +423,8 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
     display.start()
     try:
         try:
+            if scfg.timeout:  # a safety net for searchers that ignore ctx.timeout; the clock starts with the search, not the set-up
+                evaluator.deadline = time.monotonic() + scfg.timeout + max(10.0, 0.1 * scfg.timeout)
             result = searcher.run(ctx)
         except SearchStopped as exc:
             stopped = str(exc)
@@ -555,5 +556,8 @@ def _failure_message(searcher: str, space: str, candidates: list[Candidate], sto
         lines.append("reasons:")
         lines += [f"  {r}" for r in reasons]
     lines.append(f"leaderboard and summary: {out / 'leaderboard.csv'}, {out / 'search.json'}")
-    lines.append("fix the cause (or disable the plugin at fault), then run the search again")
+    if stopped.startswith("time limit") and not reasons:
+        lines.append("the time limit ended the search before a candidate finished; raise --timeout (search.timeout)")
+    else:
+        lines.append("fix the cause (or disable the plugin at fault), then run the search again")
     return "\n".join(lines)

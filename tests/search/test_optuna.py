@@ -225,7 +225,7 @@ def test_hyperband_pruner_runs(tmp_path, mlflow_uri, splits):
 def test_timeout_ends_the_search_early_with_results(tmp_path, mlflow_uri, splits):
     from mdmt_nas.search.runner import run_search
 
-    cfg = make_config(mlflow_uri, searcher="optuna-random", budget=200, timeout=4, epochs=1, params={"pruner": "none"})
+    cfg = make_config(mlflow_uri, searcher="optuna-random", budget=200, timeout=8, epochs=1, params={"pruner": "none"})
     t0 = time.monotonic()
     outcome = run_search(cfg, tmp_path / "out", space=load_tiny(tmp_path), splits=splits)
     assert time.monotonic() - t0 < 120
