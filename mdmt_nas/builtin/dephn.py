@@ -283,7 +283,7 @@ def virtual_coefficient(gates: torch.Tensor, corr: torch.Tensor) -> torch.Tensor
 
 
 class DephnGate(Gate):
-    """DEPHN gate: global scalar gates per (task, expert, feature map), trained with the virtual gradient."""
+    """DEPHN gate: global scalar gates per (task, expert, feature map) over explicit maps of the candidates, trained with the virtual gradient."""
 
     name = "dephn"
     Params = DephnGateParams
@@ -313,7 +313,7 @@ class DephnGate(Gate):
         g = self.gate_values(ctx).unflatten(-1, (self.num_experts, len(self.maps)))  # [G, T, N, M]
         per_row = g[ctx.domain] if self.per_domain else g.expand(h.shape[0], -1, -1, -1)
         weights = per_row.sum(dim=-1)  # [B, T, N]: each candidate's total gate over its maps
-        weights.dephn_maps = per_row  # the per-map gates, read by combine (see the class docstring)
+        weights.dephn_maps = per_row  # the per-map gates, read by combine (see the module docstring)
         return weights
 
     def combine(self, weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
