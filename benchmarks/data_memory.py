@@ -1,7 +1,7 @@
 """Peak memory of the streaming data path versus the size of the data.
 
-    python benchmarks/data_memory.py                 # 5M rows
-    python benchmarks/data_memory.py --rows 1000000 --in-memory
+    python benchmarks/data_memory.py                            # 5M rows
+    python benchmarks/data_memory.py --rows 1000000,5000000 --in-memory
 
 Phases, each in a fresh Python process so each peak is its own:
   generate   write an N-row CSV in chunks (8 sparse incl. 500k users, 4 dense, domain, 2 labels)
@@ -136,44 +136,54 @@ def run_phase(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def _run_size(rows: int, workdir: Path, batch_size: int, in_memory: bool) -> list[dict]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    phases = ["generate", "convert", "stream"] + (["in-memory"] if in_memory else [])
+    results = []
+    for ph in phases:
+        cmd = [sys.executable, __file__, "--phase", ph, "--rows", str(rows), "--batch-size", str(batch_size), "--workdir", str(workdir)]
+        print(f"[{rows:,} rows] {ph} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"phase {ph} failed:\n{proc.stderr}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["csv_mib"] = (workdir / "data.csv").stat().st_size / 2**20
+        r["parquet_mib"] = (workdir / "data.parquet").stat().st_size / 2**20 if (workdir / "data.parquet").exists() else 0.0
+        r["data_rows"] = rows
+        results.append(r)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--rows", default="5000000", help="rows, or comma-separated sizes to compare (e.g. 1000000,5000000)")
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--workdir", type=Path, default=None, help="where to put the CSV/Parquet (default: a temp dir, deleted)")
     ap.add_argument("--in-memory", action="store_true", help="also load the Parquet fully in memory, for contrast")
     ap.add_argument("--phase", choices=["generate", "convert", "stream", "in-memory"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
+        args.rows = int(args.rows)
         run_phase(args)
         return
     tmp = None
     if args.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="mdmt-nas-mem-")
         args.workdir = Path(tmp.name)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    phases = ["generate", "convert", "stream"] + (["in-memory"] if args.in_memory else [])
-    results = []
-    for ph in phases:
-        cmd = [sys.executable, __file__, "--phase", ph, "--rows", str(args.rows), "--batch-size", str(args.batch_size), "--workdir", str(args.workdir)]
-        print(f"[{ph}] running ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"phase {ph} failed:\n{proc.stderr}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    csv_mb = (args.workdir / "data.csv").stat().st_size / 2**20
-    pq_mb = (args.workdir / "data.parquet").stat().st_size / 2**20
-    print(f"\n{args.rows:,} rows: CSV {csv_mb:,.0f} MiB, Parquet {pq_mb:,.0f} MiB\n")
-    head = ("phase", "rows", "seconds", "peak RSS MiB", "after imports MiB", "peak - imports", "tracemalloc peak", "arrow peak", "peak RSS / CSV size")
+    sizes = [int(x) for x in str(args.rows).split(",")]
+    results = [r for n in sizes for r in _run_size(n, args.workdir / f"rows-{n}", args.batch_size, args.in_memory)]
+    head = ("data rows", "CSV MiB", "Parquet MiB", "phase", "rows handled", "seconds", "peak RSS MiB", "after imports MiB",
+            "peak - imports", "tracemalloc peak", "arrow peak", "peak RSS / CSV size")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for r in results:
         print(
-            f"| {r['phase']} | {r['rows']:,} | {r['seconds']} | {r['peak_rss_mb']:,.0f} | {r['baseline_rss_mb']:,.0f} | "
-            f"{r['peak_rss_mb'] - r['baseline_rss_mb']:,.0f} | {r['tracemalloc_peak_mb']:,.0f} | {r['arrow_peak_mb']:,.0f} | "
-            f"{r['peak_rss_mb'] / csv_mb:.2f} |"
+            f"| {r['data_rows']:,} | {r['csv_mib']:,.0f} | {(format(r['parquet_mib'], ',.0f') if r['parquet_mib'] else '-')} | {r['phase']} | {r['rows']:,} | {r['seconds']} | "
+            f"{r['peak_rss_mb']:,.0f} | {r['baseline_rss_mb']:,.0f} | {r['peak_rss_mb'] - r['baseline_rss_mb']:,.0f} | "
+            f"{r['tracemalloc_peak_mb']:,.0f} | {r['arrow_peak_mb']:,.0f} | {r['peak_rss_mb'] / r['csv_mib']:.2f} |"
         )
-    extra = {r["phase"]: {k: v for k, v in r.items() if k in ("fit_seconds", "vocab_user", "row_groups")} for r in results}
+    extra = [{"rows": r["data_rows"], "phase": r["phase"], **{k: v for k, v in r.items() if k in ("fit_seconds", "vocab_user", "row_groups")}}
+             for r in results if r["phase"] in ("convert", "stream")]  # fmt: skip
     print(f"\ndetails: {json.dumps(extra)}")
     if tmp is not None:
         tmp.cleanup()

@@ -1,8 +1,9 @@
 """CSV -> Parquet in bounded memory, so big logs can then be streamed.
 
-pyarrow's streaming CSV reader parses one block at a time; blocks are
-gathered into row groups of `row_group_size` rows and written out, so peak
-memory is a few blocks plus one row group whatever the file size. With a
+The file is cut into blocks of whole lines (`csv_chunks`), each parsed by
+pyarrow; parsed blocks are gathered into row groups of `row_group_size` rows
+and written out, so peak memory is a block plus one row group whatever the
+file size. With a
 column mapping only the mapped columns are kept and their types are fixed up
 front (categorical columns as strings, dense as float32, labels as float32,
 the timestamp as float64), so a column whose first block looks numeric
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,31 @@ def read_header(path: Path, separator: str, encoding: str = "utf-8") -> list[str
     return [c.strip().strip('"') for c in line.split(separator)]
 
 
+def csv_chunks(path: Path, block_size: int) -> Iterator[tuple[bytes, bytes]]:
+    """(header line, block of whole lines) pairs, each block about `block_size` bytes.
+
+    We cut the file ourselves instead of using Arrow's streaming reader: that
+    reader reads ahead without a bound (into Arrow or Python buffers), so a
+    slow consumer ends up holding most of the file. Lines must not contain
+    newlines inside quoted values (Arrow's default assumption too).
+    """
+    with open(path, "rb") as fh:
+        header = fh.readline()
+        carry = b""
+        while True:
+            buf = fh.read(block_size)
+            if not buf:
+                break
+            cut = buf.rfind(b"\n")
+            if cut < 0:  # a single line longer than the block: keep reading
+                carry += buf
+                continue
+            block, carry = carry + buf[: cut + 1], buf[cut + 1 :]
+            yield header, block
+        if carry.strip():
+            yield header, carry if carry.endswith(b"\n") else carry + b"\n"
+
+
 def csv_to_parquet(
     src: Path,
     dst: Path,
@@ -85,60 +111,58 @@ def csv_to_parquet(
     def parse_error(exc: pa.ArrowInvalid, at: int) -> DataError:
         msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}" if int(m.group(1)) < len(header) else m.group(0), str(exc))
         hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
-        return DataError(f"{src}: cannot parse at row ~{at}: {msg}{hint}")
+        return DataError(f"{src}: cannot parse rows {at:,}..: {msg}{hint}")
 
-    # A Python file object, not the path: Arrow's native file readahead is not bounded by the
-    # consumer and would pull the whole CSV into memory while row groups are being written.
-    fh = open(src, "rb")  # noqa: SIM115 - closed in the finally below
-    try:
-        reader = pacsv.open_csv(
-            fh,
-            read_options=pacsv.ReadOptions(block_size=block_size),
-            parse_options=pacsv.ParseOptions(delimiter=separator),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
-        )
-    except pa.ArrowInvalid as exc:
-        fh.close()
-        raise parse_error(exc, 0) from None
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
     rows = groups = 0
-    pending: list[pa.RecordBatch] = []
+    pending: list[pa.Table] = []
     pending_rows = 0
     writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
 
     def flush(final: bool) -> None:
         nonlocal pending, pending_rows, rows, groups
         while pending_rows >= row_group_size or (final and pending_rows):
-            table = pa.Table.from_batches(pending)
+            table = pa.concat_tables(pending)
             take = min(row_group_size, table.num_rows)
             writer.write_table(table.slice(0, take), row_group_size=row_group_size)
             rest = table.slice(take)
-            pending, pending_rows = (rest.to_batches() if rest.num_rows else []), rest.num_rows
+            pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
             rows += take
             groups += 1
             if progress:
                 progress(rows)
 
     try:
-        writer = pq.ParquetWriter(tmp, reader.schema, compression=compression)
-        while True:
+        parsed = 0
+        for head, block in csv_chunks(src, block_size):
             try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
+                table = pacsv.read_csv(
+                    pa.py_buffer(head + block),
+                    parse_options=pacsv.ParseOptions(delimiter=separator),
+                    convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
+                )
             except pa.ArrowInvalid as exc:
-                raise parse_error(exc, rows + pending_rows) from None
-            pending.append(batch)
-            pending_rows += batch.num_rows
+                raise parse_error(exc, parsed) from None
+            parsed += table.num_rows
+            if schema is None:  # without a mapping, the first block's inferred types hold for all
+                schema = table.schema
+                types = types or {f.name: f.type for f in schema}
+                writer = pq.ParquetWriter(tmp, schema, compression=compression)
+            elif table.schema != schema:
+                raise DataError(f"{src}: rows {parsed - table.num_rows:,}.. parse to {table.schema} instead of {schema}")
+            pending.append(table)
+            pending_rows += table.num_rows
             flush(final=False)
+        if writer is None:
+            raise DataError(f"{src}: the file has a header but no rows")
         flush(final=True)
         writer.close()
         writer = None
         tmp.replace(dst)
     finally:
-        fh.close()
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-    return ConvertReport(rows, groups, src.stat().st_size, dst.stat().st_size, time.perf_counter() - t0, reader.schema.names)
+    return ConvertReport(rows, groups, src.stat().st_size, dst.stat().st_size, time.perf_counter() - t0, list(schema.names))

@@ -87,7 +87,7 @@ def test_convert_errors(tmp_path):
     df["price"] = df["price"].astype(object)
     df.loc[40, "price"] = "n/a?"
     df.to_csv(f, index=False)
-    with pytest.raises(DataError, match=r"bad.csv: cannot parse at row ~0: In column 'price': CSV conversion error to float: invalid value 'n/a\?'"):
+    with pytest.raises(DataError, match=r"bad.csv: cannot parse rows 0..: In column 'price': CSV conversion error to float: invalid value 'n/a\?'"):
         csv_to_parquet(f, tmp_path / "o.parquet", SMALL_MAPPING)
     assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "o.parquet.part").exists()
 
@@ -177,3 +177,14 @@ def test_csv_tab_separator_spellings(tmp_path):
     for sep in ("\t", "\\t", "tab"):
         s = load_dataset("csv", {"path": str(f), "columns": COLS, "separator": sep})
         assert len(s.train) == 80
+
+
+def test_convert_without_mapping_infers_types_from_the_first_block(tmp_path):
+    f = tmp_path / "t.csv"
+    small_table(2000).to_csv(f, index=False)
+    f.write_bytes(f.read_bytes().rstrip(b"\n"))  # no newline after the last row
+    rep = csv_to_parquet(f, tmp_path / "t.parquet", block_size=8192, row_group_size=700)
+    assert rep.rows == 2000 and rep.row_groups == 3
+    t = pq.read_table(tmp_path / "t.parquet")
+    assert t.column_names == list(small_table(1).columns) and str(t.schema.field("user").type) == "int64"
+    assert t.column("ts").to_pylist() == small_table(2000)["ts"].tolist()
