@@ -129,8 +129,9 @@ class OptunaSearcher(Searcher):
         url = self.storage_url(ctx)
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
         retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-        retry_kw = ({"heartbeat_stale_trial_callback": retry_cls(max_retry=p.max_retry)} if retry_cls is not None  # optuna >= 4.9
-                    else {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=p.max_retry)})
+        with _quiet():
+            retry_kw = ({"heartbeat_stale_trial_callback": retry_cls(max_retry=p.max_retry)} if retry_cls is not None  # optuna >= 4.9
+                        else {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=p.max_retry)})
         try:
             with _quiet():
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=p.heartbeat_interval,
