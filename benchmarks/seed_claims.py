@@ -277,6 +277,8 @@ class Bench:
         if self.args.all:
             balancers.update({
                 "pmtrec, no personal weights": {"name": "pmtrec", "params": {"main_task": "task_0", "personalize": False}},
+                "pmtrec, focusing only": {"name": "pmtrec", "params": {"main_task": "task_0", "personalize": False, "balance": False}},
+                "pmtrec, GMB reduce-only": {"name": "pmtrec", "params": {"main_task": "task_0", "balance_mode": "reduce"}},
                 "pcgrad": "pcgrad", "uncertainty": "uncertainty", "gradnorm": "gradnorm",
             })
         rows, base = [], None

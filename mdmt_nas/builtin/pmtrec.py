@@ -19,7 +19,8 @@ Balancer `pmtrec` (registered through `register_balancers`), one training step:
    part projected out: g_t <- g_t - (g_t . g_m / |g_m|^2) g_m.
 3. Gradient Magnitude Balancing (MetaBalance-style): running norms
    n_k <- beta n_k + (1 - beta) |g_k|, then for auxiliary tasks
-   g_k <- r (n_main / n_k) g_k + (1 - r) g_k.
+   g_k <- r (n_main / n_k) g_k + (1 - r) g_k (`balance_mode`: all auxiliary
+   tasks, or only those whose running norm is above / below the main task's).
 The shared parameters get sum_t g_t; the rest of the model gets the gradient
 of sum_t L_t. Diagnostics per step in `bctx.metrics` (pmtrec.*).
 """
@@ -47,6 +48,11 @@ class PMTRecParams(BaseModel):
     balance: bool = Field(default=True, description="Gradient Magnitude Balancing of auxiliary gradients toward the main task's norm")
     beta: float = Field(default=0.9, ge=0, lt=1, description="momentum of the running gradient norms")
     r: float = Field(default=0.7, ge=0, le=1, description="relax factor: 1 = auxiliary norms set to the main norm, 0 = unchanged")
+    balance_mode: Literal["both", "reduce", "enlarge"] = Field(
+        default="both",
+        description="MetaBalance's strategies: rescale every auxiliary gradient (both), only those larger than the main "
+        "task's (reduce), or only the smaller ones (enlarge)",
+    )
 
 
 def row_task_weights(row_losses: torch.Tensor, embedding: torch.Tensor, temperature: float = 1.0, prefer: str = "large") -> torch.Tensor:
@@ -74,6 +80,7 @@ def focus_and_balance(
     balance: bool = True,
     beta: float = 0.9,
     r: float = 0.7,
+    mode: str = "both",
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
     """Task Focusing then Gradient Magnitude Balancing of per-task gradients [T, P].
 
@@ -99,6 +106,8 @@ def focus_and_balance(
         for t in range(T):
             if t != main:
                 scale = running[main] / running[t].clamp_min(1e-20)
+                if (mode == "reduce" and scale >= 1) or (mode == "enlarge" and scale <= 1):
+                    continue
                 out[t] = r * scale * out[t] + (1 - r) * out[t]
     return out, running, projected
 
@@ -134,7 +143,7 @@ class PMTRec(Balancer):
             return finish(bctx, shared, torch.zeros(0), losses.sum())
         grads = task_gradients(list(losses), shared)
         new, running, projected = focus_and_balance(
-            grads, self.main, self.running_norms.clone(), focus=p.focus, balance=p.balance, beta=p.beta, r=p.r
+            grads, self.main, self.running_norms.clone(), focus=p.focus, balance=p.balance, beta=p.beta, r=p.r, mode=p.balance_mode
         )
         if running is not None and p.balance:
             self.running_norms.copy_(running)

@@ -84,6 +84,17 @@ def test_gradient_magnitude_balancing_moves_aux_norms_toward_main(norms, r, beta
         assert after == pytest.approx((1 - r) * before, rel=1e-6, abs=1e-9)  # exact for constant gradients
 
 
+@pytest.mark.parametrize("mode", ["reduce", "enlarge"])
+def test_gradient_magnitude_balancing_modes_touch_one_side_only(mode):
+    g = torch.tensor([[2.0, 0.0], [0.5, 0.5], [3.0, 3.0]], dtype=torch.float64)  # main norm 2; aux below, above
+    new, _, _ = focus_and_balance(g, 0, torch.zeros(3, dtype=torch.float64), focus=False, balance=True, r=1.0, mode=mode)
+    norms = new.norm(dim=1)
+    if mode == "reduce":
+        assert torch.equal(new[1], g[1]) and norms[2] == pytest.approx(2.0)
+    else:
+        assert torch.equal(new[2], g[2]) and norms[1] == pytest.approx(2.0)
+
+
 def _pmtrec_grad(schema, params, b, model_seed=0):
     model = make_model(MMOE, schema, seed=model_seed)
     bal = PMTRec(PMTRecParams(**params), schema.num_tasks, schema.tasks)
