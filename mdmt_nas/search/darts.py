@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.components import BalanceContext
-from mdmt_nas.errors import ConfigError, TrialFailed
+from mdmt_nas.errors import ConfigError, TrialFailed, check_interrupt
 from mdmt_nas.search.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
 from mdmt_nas.search.supernet import AlphaController, Relaxation, build_supernet, relax
@@ -48,8 +48,8 @@ class DartsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: int = Field(default=4, ge=1, description="supernet epochs (the --budget of darts)")
     warmup_epochs: int = Field(default=1, ge=0, description="first epochs train the weights only (alphas frozen)")
-    rows_per_epoch: int | None = Field(default=20_000, ge=1, description="train rows per supernet epoch (a fresh random sample each epoch); null = the whole split")
-    eval_rows: int | None = Field(default=8192, ge=1, description="valid rows scored by the supernet after each epoch (logged AUC); null = the whole split")
+    rows_per_epoch: int | None = Field(default=12_000, ge=1, description="train rows per supernet epoch (a fresh random sample each epoch); null = the whole split")
+    eval_rows: int | None = Field(default=4096, ge=1, description="valid rows scored by the supernet after each epoch (logged AUC); null = the whole split")
     batch_size: int = Field(default=1024, ge=2)
     w_lr: float = Field(default=2e-3, gt=0, description="Adam learning rate of the supernet weights")
     w_weight_decay: float = Field(default=0.0, ge=0)
@@ -314,6 +314,7 @@ class DartsSearcher(Searcher):
                 sums = {"train_loss": 0.0, "valid_loss": 0.0}
                 n_steps = n_alpha = 0
                 for i, batch in enumerate(splits.train.batches(p.batch_size, shuffle=True, generator=gen)):
+                    check_interrupt()
                     if i >= steps:
                         break
                     if search_alpha:
