@@ -18,6 +18,9 @@ def run_cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> s
     import os
 
     env = dict(os.environ)
+    # the default store (./mlflow.db) is under test: no URI leaking in from the environment
+    # (mlflow.set_tracking_uri in an earlier in-process test exports MLFLOW_TRACKING_URI)
+    env.pop("MLFLOW_TRACKING_URI", None)
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "mdmt_nas", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -140,5 +143,6 @@ def test_throwaway_plugin_distribution_adds_an_expert(tmp_path):
     assert run.data.params["arch.shared.experts.0.name"] == "toy_expert"
     # the registry attributes it to the distribution
     code = "from mdmt_nas.plugins import get_host; e = get_host().registry.entry('expert', 'toy_expert'); print(e.plugin, e.dist, e.version)"
-    probe = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    probe = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(site)}, capture_output=True, text=True)
     assert probe.stdout.split() == ["toy", "toy-expert-plugin", "0.1"], probe.stderr
