@@ -62,6 +62,23 @@ class TrialFailed(MdmtNasError):
         super().__init__(reason)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interruption so runs and trials end KILLED/FAIL like on Ctrl-C."""
+
+
+#: signals the CLI received (SIGINT/SIGTERM). The handler raises at once, but Python ignores an exception
+#: raised inside a __del__ or weakref callback; long loops call `check_interrupt()` so none is lost.
+PENDING_SIGNALS: list[int] = []
+
+
+def check_interrupt() -> None:
+    """Raise the interruption of a received signal whose exception was swallowed."""
+    if PENDING_SIGNALS:
+        import signal
+
+        raise Terminated() if PENDING_SIGNALS[-1] == signal.SIGTERM else KeyboardInterrupt()
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Closest registered names to a misspelt one (difflib ratio >= 0.5)."""
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)

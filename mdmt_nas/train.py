@@ -28,7 +28,7 @@ from mdmt_nas.components import BalanceContext, Balancer
 from mdmt_nas.config import TrainConfig
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.data.tensors import MDMTTensors, RowSource, Splits
-from mdmt_nas.errors import TrialFailed
+from mdmt_nas.errors import TrialFailed, check_interrupt
 from mdmt_nas.metrics import Metrics, compute_metrics
 from mdmt_nas.model import MDMTModel, build_balancer, build_model
 from mdmt_nas.routing import is_sorted
@@ -318,6 +318,7 @@ class Trainer:
         )
 
     def _check_limits(self, t_start: float) -> None:
+        check_interrupt()
         cfg = self.cfg
         if cfg.max_seconds is not None and time.perf_counter() - t_start > cfg.max_seconds:
             raise TrialFailed(f"time limit exceeded: training took more than train.max_seconds={cfg.max_seconds:g}s")

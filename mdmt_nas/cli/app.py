@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mdmt_nas import __version__
-from mdmt_nas.errors import UserError
+from mdmt_nas.errors import PENDING_SIGNALS, Terminated, UserError
 
 app = typer.Typer(
     name="mdmt-nas",
@@ -84,23 +84,22 @@ def report_plugin_failures() -> None:
         err_console.print(f"[red]{escape(str(failure))}[/red]", highlight=False)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an interruption so runs and trials end KILLED/FAIL like on Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+def _on_signal(signum: int, frame: object) -> None:
+    PENDING_SIGNALS.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def main(argv: list[str] | None = None) -> None:
     _mount()
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("MDMT_NAS_DEBUG") == "1"
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    PENDING_SIGNALS.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         _run(argv, debug)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -110,6 +109,8 @@ def _is_click_error(exc: BaseException) -> bool:
 def _run(argv: list[str] | None, debug: bool) -> None:
     try:
         rc = app(args=argv, standalone_mode=False)
+        if rc == 130 and PENDING_SIGNALS:  # typer turns an interruption into exit code 130, SIGTERM included
+            raise Terminated() if PENDING_SIGNALS[-1] == signal.SIGTERM else KeyboardInterrupt()
         if isinstance(rc, int) and rc:  # typer.Exit(code) comes back as a return value here
             sys.exit(rc)
     except UserError as exc:
