@@ -41,6 +41,46 @@ def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def sqlite_init_lock(url: str | None) -> Iterator[None]:
+    """Serialise the first use of a SQLite database by processes of this machine (an flock on its folder):
+    MLflow and Optuna create their tables on first use, and two processes doing so at once collide."""
+    if not url or not url.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(url[len("sqlite:///"):].split("?", 1)[0]).parent
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # no flock (Windows) or no folder yet: the caller reports what goes wrong
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def init_database(create: Any, url: str | None, attempts: int = 4) -> Any:
+    """`create()` (an MLflow client, an Optuna storage: both create or migrate their tables on first use),
+    serialised on this machine for SQLite and retried when another worker is creating the same tables."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            with sqlite_init_lock(url):
+                return create()
+        except Exception as exc:
+            text = str(exc)
+            racing = (type(exc).__name__ in ("IntegrityError", "UniqueViolation", "CommandError")
+                      or "already exists" in text or "database is locked" in text)
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+
+
 def resolve_uri(uri: str | None) -> str | None:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
@@ -65,7 +105,7 @@ class Tracker:
             try:
                 if uri:
                     mlflow.set_tracking_uri(uri)
-                self._client = MlflowClient(tracking_uri=uri)
+                self._client = init_database(lambda: MlflowClient(tracking_uri=uri), uri or mlflow.get_tracking_uri())
             except Exception as exc:  # unknown scheme, malformed URI
                 raise self._bad_uri(uri, exc) from None
         return self._client
@@ -91,11 +131,12 @@ class Tracker:
         if self._experiment_id is None:
             client = self.client
             try:
-                exp = client.get_experiment_by_name(self.cfg.experiment)
-                if exp is not None and exp.lifecycle_stage == "deleted":
-                    raise UserError(f"MLflow experiment {self.cfg.experiment!r} in {self.tracking_uri} is deleted; restore it "
-                                    "(mlflow experiments restore) or choose another tracking.experiment")
-                self._experiment_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
+                with sqlite_init_lock(self.tracking_uri):  # workers creating one SQLite store at once race on its tables
+                    exp = client.get_experiment_by_name(self.cfg.experiment)
+                    if exp is not None and exp.lifecycle_stage == "deleted":
+                        raise UserError(f"MLflow experiment {self.cfg.experiment!r} in {self.tracking_uri} is deleted; restore it "
+                                        "(mlflow experiments restore) or choose another tracking.experiment")
+                    self._experiment_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
             except UserError:
                 raise
             except Exception as exc:  # unreachable server, not a database, unwritable location

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
@@ -43,6 +44,7 @@ class OptunaParams(SearcherParams):
     grace_period: int | None = Field(default=None, ge=1, description="seconds without heartbeat before a RUNNING trial counts as dead (default: 3x the interval)")
     max_retry: int = Field(default=2, ge=0, description="retries of a trial whose process died")
     grid_limit: int = Field(default=10_000, ge=1, description="optuna-grid refuses spaces with more architectures")
+    parent_wait: float = Field(default=30.0, ge=0, description="seconds a worker joining a just-created shared study waits for its MLflow parent run")
 
 
 def choice_values(c: Any) -> list[Any]:
@@ -105,6 +107,29 @@ def _candidate_from_record(text: str) -> Candidate:
                      reason=d.get("reason", ""), run_id=d.get("run_id") or None, metrics=d.get("metrics", {}), assignment=d.get("assignment", {}))
 
 
+def _unbeaten_trial_ids(storage: Any, study_id: int, grace: float) -> list[int]:
+    """RUNNING trials that never sent a heartbeat and started more than `grace` seconds ago.
+
+    Optuna's stale-trial check skips trials without a heartbeat, so a process killed between creating a
+    trial and its first heartbeat would leave it RUNNING forever; these are failed (and retried) too.
+    """
+    import datetime
+
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from optuna.trial import TrialState
+
+        now = datetime.datetime.now()
+        with _create_scoped_session(storage.scoped_session) as session:
+            rows = (session.query(models.TrialModel).filter(models.TrialModel.state == TrialState.RUNNING)
+                    .filter(models.TrialModel.study_id == study_id).all())
+            return [t.trial_id for t in rows
+                    if not t.heartbeats and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace]
+    except Exception:  # noqa: BLE001 - Optuna internals changed: fall back to its own heartbeat check
+        return []
+
+
 class OptunaSearcher(Searcher):
     """Shared machinery of the Optuna searchers; subclasses choose the sampler."""
 
@@ -132,12 +157,18 @@ class OptunaSearcher(Searcher):
         with _quiet():
             retry_kw = ({"heartbeat_stale_trial_callback": retry_cls(max_retry=p.max_retry)} if retry_cls is not None  # optuna >= 4.9
                         else {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=p.max_retry)})
+        from mdmt_nas.tracking import init_database
+
+        grace = p.grace_period or 3 * p.heartbeat_interval
         try:
-            with _quiet():
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=p.heartbeat_interval,
-                                                  grace_period=p.grace_period or 3 * p.heartbeat_interval, **retry_kw)
+            with _quiet():  # several workers creating one study database at once: serialised / retried
+                storage = init_database(lambda: optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=p.heartbeat_interval, grace_period=grace, **retry_kw), url)
         except Exception as exc:  # bad URL, missing driver, unreachable server
             raise UserError(f"cannot open the Optuna storage {url!r}: {type(exc).__name__}: {exc}") from None
+        stale = storage._get_stale_trial_ids
+        storage._get_stale_trial_ids = lambda study_id: stale(study_id) + _unbeaten_trial_ids(storage, study_id, grace)
+        return storage
 
     def existing_parent_run(self, ctx: SearchContext) -> str | None:
         """The MLflow parent run a previous run of this study recorded (None for a new study).
@@ -147,12 +178,18 @@ class OptunaSearcher(Searcher):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            with _quiet():
-                study = optuna.load_study(study_name=self.study_name(ctx), storage=self._storage(ctx))
-        except KeyError:
-            return None
+        storage = self._storage(ctx)
+        with _quiet():
+            try:  # creating the study is atomic: of several workers starting at once, one creates it...
+                optuna.create_study(storage=storage, study_name=self.study_name(ctx), directions=self.directions(ctx))
+                return None  # ... and opens the MLflow parent run, which _open_study records
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(study_name=self.study_name(ctx), storage=storage)
         self._check_study(ctx, study)
+        # ... the others wait (briefly) for the creator to record its parent run, so all log under one parent
+        deadline = time.monotonic() + self.params.parent_wait
+        while not ctx.resume and PARENT_ATTR not in study.user_attrs and not study.trials and time.monotonic() < deadline:
+            time.sleep(0.5)
         return study.user_attrs.get(PARENT_ATTR)
 
     def _check_study(self, ctx: SearchContext, study: Any) -> dict[str, str]:

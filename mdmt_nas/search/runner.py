@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sys
 import time
 import traceback
@@ -40,7 +42,7 @@ from pydantic import ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig, TrainConfig
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import ConfigError, MdmtNasError, TrialFailed, UserError
+from mdmt_nas.errors import ConfigError, MdmtNasError, TrialFailed, UserError, check_interrupt
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
 from mdmt_nas.tracking import Tracker, flatten, log_training
@@ -210,6 +212,7 @@ class CandidateEvaluator:
     # -------------------------------------------------------------- the call
     def __call__(self, arch: Architecture, label: str, epoch_callback: Any = None, assignment: dict[str, Any] | None = None,
                  number: int | None = None, train_config: TrainConfig | None = None, kind: str = "candidate") -> Candidate:
+        check_interrupt()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise SearchStopped(f"time limit of search.timeout={self.config.search.timeout:g}s reached")
         if number is None:
@@ -218,7 +221,7 @@ class CandidateEvaluator:
         cfg = train_config or self.train_config
         cand = Candidate(number=number, arch=arch, state="failed", assignment=dict(assignment or {}))
         tags = {"mdmt_nas.kind": kind, "arch_id": arch.id, "searcher": self.searcher, "space": self.space,
-                "number": str(number), "state": "running"}
+                "number": str(number), "state": "running", WORKER_TAG: worker_id()}
         run_id = self.tracker.start_run(label, self.parent_run_id, tags)
         cand.run_id = run_id
         params = {"arch_id": arch.id, "label": label, "number": number}
@@ -342,11 +345,58 @@ def _open_parent(tracker: Tracker, previous: str | None, name: str, tags: dict[s
 
 
 def _kill_stale_children(tracker: Tracker, parent: str) -> None:
-    """Child runs still RUNNING under a re-opened parent belong to a process that died: mark them KILLED."""
+    """Child runs still RUNNING under a re-opened parent whose process died (SIGKILL, crash): mark them KILLED.
+
+    Runs of a live worker on this machine (several workers share one study) and of workers on other machines
+    (whose processes cannot be checked from here) are left alone.
+    """
     runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")
     for r in runs:
+        if worker_alive(r.data.tags.get(WORKER_TAG, "")) is not False:
+            continue
         tracker.set_tags(r.info.run_id, {"state": "killed", "reason": "the search process ended while this candidate trained (killed or crashed)"})
         tracker.end_run(r.info.run_id, "KILLED")
+
+
+WORKER_TAG = "mdmt_nas.worker"
+PARENT_FILE = "parent_run.txt"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def worker_id() -> str:
+    """host:pid:start-time of this process (the start time tells a reused pid apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def worker_alive(tag: str) -> bool | None:
+    """Whether the process a worker tag names still runs: None when unknown (another machine)."""
+    parts = tag.rsplit(":", 2)
+    if len(parts) != 3:
+        return False  # untagged: written by a process that predates worker tags, or a broken one
+    host, pid, start = parts
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        pass
+    return start == "?" or _start_time(int(pid)) == start
+
+
+def _recorded_parent(output_dir: Path) -> str | None:
+    try:
+        return (output_dir / PARENT_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _log_parent_params(tracker: Tracker, run_id: str | None, params: dict[str, Any], reopened: bool) -> None:
@@ -406,8 +456,12 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
                         storage=scfg.storage, study_name=scfg.study_name, resume=resume, objectives=objectives)
 
     previous = searcher.existing_parent_run(ctx) if hasattr(searcher, "existing_parent_run") else None
+    if previous is None and resume:  # killed before the searcher recorded its parent (first checkpoint, study attribute)
+        previous = _recorded_parent(output_dir)
     parent, reopened = _open_parent(tracker, previous, f"search-{space_obj.name}-{cls.name}",
                                     {"mdmt_nas.kind": "search", "searcher": cls.name, "space": space_obj.name})
+    if parent:
+        (output_dir / PARENT_FILE).write_text(parent + "\n")
     ctx.parent_run_id = evaluator.parent_run_id = parent
     parent_params: dict[str, Any] = {
         "searcher": cls.name, "space": space_obj.name, "dataset": config.dataset.name, "budget": budget,
@@ -426,6 +480,7 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
             if scfg.timeout:  # a safety net for searchers that ignore ctx.timeout; the clock starts with the search, not the set-up
                 evaluator.deadline = time.monotonic() + scfg.timeout + max(10.0, 0.1 * scfg.timeout)
             result = searcher.run(ctx)
+            check_interrupt()
         except SearchStopped as exc:
             stopped = str(exc)
             result = SearchResult(best=None, candidates=list(evaluator.candidates))  # type: ignore[arg-type]
