@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bad_helpers import cli, plugin_dist, plugins_from, tree_hash
-from conftest import TINY, TINY_SPACE
+from bad_helpers import TINY, TINY_SPACE, cli, plugin_dist, plugins_from, tree_hash
 
 MLP_ARCH = "arch:\n  embedding_dim: 4\n  shared: {expert: {name: mlp, params: {hidden: [8]}}, num: 2}\n"
 NO_TRACK = ["--no-track"]
