@@ -6,8 +6,9 @@ message (what, where, how to fix) and exits with status 2, no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class MdmtNasError(Exception):
@@ -66,9 +67,23 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interruption so runs and trials end KILLED/FAIL like on Ctrl-C."""
 
 
-#: signals the CLI received (SIGINT/SIGTERM). The handler raises at once, but Python ignores an exception
-#: raised inside a __del__ or weakref callback; long loops call `check_interrupt()` so none is lost.
+#: signals the CLI received (SIGINT/SIGTERM). The handler raises at once, except while a search runs
+#: (`deferred_signals`): an exception raised in the middle of a database call (Optuna's storage, MLflow)
+#: can leave its session unusable, and Python ignores one raised inside a __del__ or weakref callback.
+#: Training loops call `check_interrupt()` at every batch, so the interruption comes within a batch.
 PENDING_SIGNALS: list[int] = []
+DEFER_SIGNALS: list[bool] = []
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Within the block a first SIGINT/SIGTERM is only recorded (raised by the next `check_interrupt()`);
+    a second one raises at once."""
+    DEFER_SIGNALS.append(True)
+    try:
+        yield
+    finally:
+        DEFER_SIGNALS.pop()
 
 
 def check_interrupt() -> None:

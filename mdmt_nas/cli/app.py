@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mdmt_nas import __version__
-from mdmt_nas.errors import PENDING_SIGNALS, Terminated, UserError
+from mdmt_nas.errors import DEFER_SIGNALS, PENDING_SIGNALS, Terminated, UserError
 
 app = typer.Typer(
     name="mdmt-nas",
@@ -85,7 +85,10 @@ def report_plugin_failures() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    first = not PENDING_SIGNALS
     PENDING_SIGNALS.append(signum)
+    if DEFER_SIGNALS and first:  # a search runs: raised at the next batch, outside any database call
+        return
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from mdmt_nas.arch import Architecture
-from mdmt_nas.errors import UserError
+from mdmt_nas.errors import UserError, check_interrupt
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher, SearcherParams
 
 PARENT_ATTR = "mdmt_nas.mlflow_parent_run_id"
@@ -256,6 +256,7 @@ class OptunaSearcher(Searcher):
         cap = [max(100, 10 * budget)]  # proposals in this run, repeats of failed architectures included
 
         def objective(trial: optuna.Trial) -> Any:
+            check_interrupt()  # a SIGINT/SIGTERM received while Optuna sampled or wrote (see errors.deferred_signals)
             cap[0] -= 1
             if cap[0] < 0:
                 raise SearchStopped(f"{max(100, 10 * budget)} proposals without reaching the budget (the space may have too few working architectures)")

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig, TrainConfig
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import ConfigError, MdmtNasError, TrialFailed, UserError, check_interrupt
+from mdmt_nas.errors import ConfigError, MdmtNasError, TrialFailed, UserError, check_interrupt, deferred_signals
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
 from mdmt_nas.tracking import Tracker, flatten, log_training
@@ -479,7 +479,8 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         try:
             if scfg.timeout:  # a safety net for searchers that ignore ctx.timeout; the clock starts with the search, not the set-up
                 evaluator.deadline = time.monotonic() + scfg.timeout + max(10.0, 0.1 * scfg.timeout)
-            result = searcher.run(ctx)
+            with deferred_signals():  # SIGINT/SIGTERM raise at the next batch, not inside a database call
+                result = searcher.run(ctx)
             check_interrupt()
         except SearchStopped as exc:
             stopped = str(exc)
