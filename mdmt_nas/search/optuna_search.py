@@ -18,8 +18,10 @@ so a resumed study keeps one parent run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -139,6 +141,7 @@ class OptunaSearcher(Searcher):
     multi_objective: ClassVar[bool] = False
     supports_resume: ClassVar[bool] = True
     params: OptunaParams
+    _created_study: bool = False  # this process created the study (see existing_parent_run)
 
     # -------------------------------------------------------------- storage / study
     def storage_url(self, ctx: SearchContext) -> str:
@@ -182,6 +185,7 @@ class OptunaSearcher(Searcher):
         with _quiet():
             try:  # creating the study is atomic: of several workers starting at once, one creates it...
                 optuna.create_study(storage=storage, study_name=self.study_name(ctx), directions=self.directions(ctx))
+                self._created_study = True
                 return None  # ... and opens the MLflow parent run, which _open_study records
             except optuna.exceptions.DuplicatedStudyError:
                 study = optuna.load_study(study_name=self.study_name(ctx), storage=storage)
@@ -235,6 +239,14 @@ class OptunaSearcher(Searcher):
                                         directions=self.directions(ctx), load_if_exists=True)
         except ValueError as exc:
             raise UserError(f"Optuna study {name!r} in {self.storage_url(ctx)} does not fit this search ({exc}); choose another --study-name") from None
+        # A sampler seeded as before would propose the points already tried again (repeats are not trained but
+        # fill the budget): a resumed study continues from seed + its trial count, a worker joining a shared
+        # study mixes in its process id so simultaneous workers explore different points.
+        offset = len(study.trials)
+        if ctx.storage and not ctx.resume and not self._created_study:
+            offset += os.getpid()
+        if offset:
+            study.sampler = self.make_sampler(dataclasses.replace(ctx, seed=ctx.seed + offset))
         attrs = study.user_attrs
         mine = self._check_study(ctx, study)
         for k, v in mine.items():
