@@ -164,12 +164,13 @@ class RunRecord:
     best_epoch: int = -1
     arch_id: str = ""
     run_id: str | None = None
+    load_1min: float = float("nan")  # the machine's 1-min load average when the run ended (a shared machine)
     search: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("valid_mean_auc", "test_mean_auc", "test_mean_logloss", "train_seconds", "wall_seconds"):
+        for k in ("valid_mean_auc", "test_mean_auc", "test_mean_logloss", "train_seconds", "wall_seconds", "load_1min"):
             if known.get(k) is None:
                 known[k] = float("nan")
         return cls(**known)
@@ -335,6 +336,13 @@ def findings(summaries: Sequence[ModelSummary], reference: str = REFERENCE) -> l
 
 
 # ------------------------------------------------------------------------------ machine
+def _load_1min() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return float("nan")
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
@@ -347,16 +355,12 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):
-        load = float("nan")
-    try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     return {"cpu": cpu or "unknown", "logical_cpus": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "load_average_1min_at_start": round(load, 2)}
+            "load_average_1min_at_start": _load_1min()}
 
 
 # ------------------------------------------------------------------------------ the run
@@ -418,6 +422,7 @@ class BenchmarkState:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0
     previous_commands: list[str] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # one per process: started, command, load, runs already done
     t0: float = field(default_factory=time.monotonic)
     finished: bool = False
 
@@ -518,6 +523,10 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str | Path, *, resume
     todo = [(seed, s) for seed, s in jobs if not state.done(s.key, seed)]
     if len(todo) < len(jobs):
         log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already done")
+    if todo or not state.segments:  # a --resume with nothing left to run only rewrites the report
+        state.segments.append({"started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "command": settings.command,
+                               "load_1min": state.machine["load_average_1min_at_start"], "torch_threads": state.machine["torch_threads"],
+                               "runs_done_before": len(state.records)})
     status = "FINISHED"
     try:
         for i, (seed, spec) in enumerate(todo, 1):
@@ -540,6 +549,7 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str | Path, *, resume
             else:
                 log(f"[{n}/{len(jobs)}] seed {seed} {spec.label}: test AUC {rec.test_mean_auc:.4f}, logloss {rec.test_mean_logloss:.4f}, "
                     f"valid AUC {rec.valid_mean_auc:.4f}, {rec.num_params:,} params, {rec.wall_seconds:.0f}s")
+            rec.load_1min = _load_1min()
             if parent and rec.run_id:
                 tracker.set_tags(rec.run_id, {"benchmark.model": spec.key, "benchmark.seed": seed})
             state.records.append(rec)
@@ -649,6 +659,7 @@ def _load_previous(state: BenchmarkState, out: Path) -> None:
     state.parent_run_id = (data.get("mlflow") or {}).get("parent_run_id")
     state.elapsed_before = float(data.get("wall_seconds") or 0.0)
     state.started = data.get("started", state.started)
+    state.segments = list(data.get("segments", []))
     state.previous_commands = [c for c in [*data.get("previous_commands", []), data.get("command", "")] if c and c != state.settings.command]
 
 
@@ -675,12 +686,15 @@ def write_outputs(state: BenchmarkState, final: bool) -> list[Path]:
     """results.json, runs.csv, summary.csv, the two plots, report.md and report.html; returns their paths."""
     out = state.output_dir
     specs = state.settings.specs()
+    order = {sp.key: i for i, sp in enumerate(specs)}
+    state.records.sort(key=lambda r: (r.seed, order.get(r.model, len(order))))  # resumed runs back in their place
     summaries = summarize(state.records, specs)
     text = findings(summaries)
     results = {
         "version": RESULTS_VERSION, "complete": final, "started": state.started,
         "written": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "wall_seconds": round(state.elapsed, 1),
-        "command": state.settings.command, "previous_commands": state.previous_commands, "settings": state.settings.model_dump(mode="json"), "dataset": state.dataset_info,
+        "command": state.settings.command, "previous_commands": state.previous_commands, "segments": state.segments,
+        "settings": state.settings.model_dump(mode="json"), "dataset": state.dataset_info,
         "machine": state.machine, "mlflow": {"tracking_uri": state.tracking_uri, "experiment": state.settings.tracking.experiment,
                                              "parent_run_id": state.parent_run_id},
         "runs": [asdict(r) for r in state.records], "summary": [s.to_dict() for s in summaries], "candidates": state.candidates,
@@ -842,7 +856,7 @@ def plot_pareto(pareto: dict[str, Any], settings: BenchmarkSettings):
     front = pareto["front"]
     if front:
         ax.step([c["num_params"] for c in front], [c["valid_mean_auc"] for c in front], where="post", color="black", linewidth=1,
-                label="Pareto front of the TPE candidates")
+                label="Pareto front of the TPE candidates (all seeds)")
     if pts and min(c["num_params"] for c in pts) > 0:
         ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
@@ -858,6 +872,25 @@ def plot_pareto(pareto: dict[str, Any], settings: BenchmarkSettings):
 
 # ------------------------------------------------------------------------------ the report document
 Block = tuple  # ("h1"|"h2"|"p"|"ul"|"code"|"img"|"table", ...)
+
+
+def _darts_default_epochs() -> str:
+    try:
+        from mdmt_nas.search.darts import DartsParams
+
+        return f"{DartsParams().epochs} (default)"
+    except Exception:  # noqa: BLE001 - only a label
+        return "the default number of"
+
+
+def _load_text(state: BenchmarkState) -> str:
+    """The machine's load while the benchmark ran: wall times on a shared machine depend on it."""
+    start = state.segments[0]["load_1min"] if state.segments else state.machine.get("load_average_1min_at_start")
+    loads = sorted(r.load_1min for r in state.records if not math.isnan(r.load_1min))
+    text = f"1-min load average {start} at the start"
+    if loads:
+        text += f", {loads[0]:g}–{loads[-1]:g} (median {loads[len(loads) // 2]:g}) after the runs"
+    return text + " (a shared machine: wall times include other users' load)"
 
 
 def _table_fmt(v: float, digits: int = 4) -> str:
@@ -881,6 +914,10 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
                      f"over training seeds {', '.join(map(str, s.seeds))}."))
     doc.append(("h2", "How it was made"))
     doc.append(("code", s.command or "(run from Python: run_benchmark)"))
+    if len(state.segments) > 1:
+        doc.append(("p", f"Run in {len(state.segments)} parts, continued with `--resume`: " + "; ".join(
+            f"from {seg['started']} ({seg['runs_done_before']} runs done, load {seg['load_1min']}, {seg['torch_threads']} thread(s))"
+            for seg in state.segments) + "."))
     if state.previous_commands:
         doc.append(("p", "Resumed (`--resume`): earlier runs of this report came from " + "; ".join(f"`{c}`" for c in state.previous_commands) + "."))
     tr = [f"{k}={v}" for k, v in s.train_overrides.items()]
@@ -888,13 +925,12 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
     items = [
         f"Date: {state.started[:10]} (started {state.started}); wall time {_fmt_seconds(state.elapsed)} in total.",
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
-        f"{m['torch_threads']} thread(s), Python {m['python']}, {m['platform']}; 1-min load average at start "
-        f"{m['load_average_1min_at_start']} (a shared machine: wall times include other users' load).",
+        f"{m['torch_threads']} thread(s), Python {m['python']}, {m['platform']}; {_load_text(state)}.",
         "Fixed baselines: the `arch` and `train` sections of examples/<name>.yaml (" + ", ".join(
             f"{sp.label} = {sp.source}" for sp in s.specs() if sp.kind == "fixed") + "), the dataset replaced"
         + (f"; epochs set to {s.epochs} for every model" if s.epochs else "; each example's own epochs and early stopping")
         + (f"; train overrides {', '.join(tr)}" if tr else "") + ".",
-        f"Searched: the `{s.space_label}` space. DARTS: supernet for {s.darts_epochs or 'the default number of'} epochs, the derived "
+        f"Searched: the `{s.space_label}` space. DARTS: supernet for {s.darts_epochs or _darts_default_epochs()} epochs, the derived "
         f"architecture retrained from scratch. Optuna TPE: {s.tpe_trials} trials, each candidate trained {s.candidate_epochs} "
         f"epoch(s) (params {json.dumps(s.tpe_params)}), the best by valid AUC retrained from scratch. Candidates and retraining use "
         f"{search_train}, so a searched winner is trained exactly like fixed M3oE. One search per seed (search seed = training seed).",

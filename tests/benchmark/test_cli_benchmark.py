@@ -97,7 +97,7 @@ def test_report_files_and_sections(ran):
     # which split, the regenerating command, the machine and the date
     assert "test split** of synthetic — random 80/10/10 split with split seed 0, 2,400 / 300 / 300 train / valid / test rows" in md
     assert f"mdmt-nas benchmark --space {ran['space']} --models shared_bottom,mmoe,tpe --output {out}" in md and md.count("--quick") == 1
-    assert "Machine: " in md and "thread(s)" in md and "Date: 20" in md
+    assert "Machine: " in md and "thread(s)" in md and "Date: 20" in md and "after the runs" in md
     for label in ("Shared-Bottom", "MMoE", "Optuna TPE"):
         assert f"| {label} |" in md
     # a per-(domain, task) table: one column per cell plus the mean
@@ -156,6 +156,7 @@ def test_resume_keeps_finished_runs(ran, capsys):
     assert len(_runs(ran["uri"])) == before  # no new training, the same parent run re-opened
     data = json.loads((ran["out"] / "results.json").read_text())
     assert len(data["runs"]) == 3 and data["complete"] is True
+    assert len(data["segments"]) == 1 and "continued with `--resume`" not in (ran["out"] / "report.md").read_text()  # only re-rendered
 
 
 def test_usage_errors_exit_2_before_any_output(tmp_path, capsys):
