@@ -19,7 +19,7 @@ import pytest
 from rel_helpers import SMALL, cli_env, finish, start, write_space
 
 WORKERS = 4
-BUDGET = 6
+BUDGET = 4
 
 
 def _worker_args(space: Path, storage: str, study: str, out: Path, mlflow: str, experiment: str) -> list[str]:
