@@ -83,7 +83,10 @@ class StackedMLP(nn.Module):
                 src = x.transpose(0, 1) if i == 0 else h  # per-expert inputs [k, B, a]
                 h = torch.baddbmm(b.unsqueeze(1), src, w)
             if self.p.layernorm:
-                h = torch.addcmul(self.ln_b[i][start:stop].unsqueeze(1), F.layer_norm(h, (h.shape[-1],)), self.ln_w[i][start:stop].unsqueeze(1))
+                # one native LayerNorm per expert (a loop over experts, not rows): its fused
+                # affine forward/backward is ~2x faster than a stacked layer_norm + addcmul
+                shape = (h.shape[-1],)
+                h = torch.stack([F.layer_norm(he, shape, we, be) for he, we, be in zip(h.unbind(0), self.ln_w[i][start:stop].unbind(0), self.ln_b[i][start:stop].unbind(0))])
             h = self.act(h)
             if self.p.dropout and self.training:
                 h = F.dropout(h, self.p.dropout, True)

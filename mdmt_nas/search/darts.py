@@ -246,7 +246,7 @@ class DartsSearcher(Searcher):
         alpha_ids = {id(a) for a in alphas}
         weights = [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad]
         weights += [w for w in balancer.parameters() if w.requires_grad]
-        w_opt = torch.optim.Adam(weights, lr=p.w_lr, weight_decay=p.w_weight_decay)
+        w_opt = torch.optim.Adam(weights, lr=p.w_lr, weight_decay=p.w_weight_decay, fused=True)
         shared = model.shared_parameters()
 
         def forward_loss(batch: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
