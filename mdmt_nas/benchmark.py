@@ -423,6 +423,7 @@ class BenchmarkState:
     elapsed_before: float = 0.0
     previous_commands: list[str] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)  # one per process: started, command, load, runs already done
+    unreachable_parents: list[str] = field(default_factory=list)  # parents of earlier parts that a --resume could not re-open
     t0: float = field(default_factory=time.monotonic)
     finished: bool = False
 
@@ -505,6 +506,9 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str | Path, *, resume
         try:
             tracker.client.update_run(parent, status="RUNNING")
         except Exception:  # noqa: BLE001 - deleted, or another store
+            log(f"the earlier parts' MLflow parent run {parent} is not in {tracker.tracking_uri}: this part logs under a new parent run "
+                "(the report names both)")
+            state.unreachable_parents.append(parent)
             parent = None
     if parent is None and tracker.enabled:
         parent = tracker.start_run(f"benchmark-{settings.dataset.name}", None, {"mdmt_nas.kind": "benchmark", "dataset": settings.dataset.name})
@@ -526,7 +530,7 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str | Path, *, resume
     if todo or not state.segments:  # a --resume with nothing left to run only rewrites the report
         state.segments.append({"started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "command": settings.command,
                                "load_1min": state.machine["load_average_1min_at_start"], "torch_threads": state.machine["torch_threads"],
-                               "runs_done_before": len(state.records)})
+                               "runs_done_before": len(state.records), "parent_run_id": parent})
     status = "FINISHED"
     try:
         for i, (seed, spec) in enumerate(todo, 1):
@@ -657,6 +661,7 @@ def _load_previous(state: BenchmarkState, out: Path) -> None:
     done = {(r.model, r.seed) for r in state.records}
     state.candidates = [c for c in data.get("candidates", []) if (c["model"], c["seed"]) in done]
     state.parent_run_id = (data.get("mlflow") or {}).get("parent_run_id")
+    state.unreachable_parents = list((data.get("mlflow") or {}).get("unreachable_parent_run_ids", []))
     state.elapsed_before = float(data.get("wall_seconds") or 0.0)
     state.started = data.get("started", state.started)
     state.segments = list(data.get("segments", []))
@@ -696,7 +701,7 @@ def write_outputs(state: BenchmarkState, final: bool) -> list[Path]:
         "command": state.settings.command, "previous_commands": state.previous_commands, "segments": state.segments,
         "settings": state.settings.model_dump(mode="json"), "dataset": state.dataset_info,
         "machine": state.machine, "mlflow": {"tracking_uri": state.tracking_uri, "experiment": state.settings.tracking.experiment,
-                                             "parent_run_id": state.parent_run_id},
+                                             "parent_run_id": state.parent_run_id, "unreachable_parent_run_ids": state.unreachable_parents},
         "runs": [asdict(r) for r in state.records], "summary": [s.to_dict() for s in summaries], "candidates": state.candidates,
         "findings": text,
     }
@@ -935,7 +940,9 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
         f"epoch(s) (params {json.dumps(s.tpe_params)}), the best by valid AUC retrained from scratch. Candidates and retraining use "
         f"{search_train}, so a searched winner is trained exactly like fixed M3oE. One search per seed (search seed = training seed).",
         f"MLflow: experiment `{s.tracking.experiment}`" + (f" at `{state.tracking_uri}`, parent run `{state.parent_run_id}` (one child "
-        "run per training; each search is a child with its candidates nested under it)" if state.parent_run_id else " (tracking off)") + ".",
+        "run per training; each search is a child with its candidates nested under it)" if state.parent_run_id else " (tracking off)") + "."
+        + (f" Runs of earlier parts were logged under parent run(s) {', '.join(f'`{p}`' for p in state.unreachable_parents)}, which "
+           "the `--resume` could not re-open in this tracking store (deleted, or another machine's store)." if state.unreachable_parents else ""),
     ]
     doc.append(("ul", items))
     doc.append(("h2", "Findings"))

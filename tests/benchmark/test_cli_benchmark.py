@@ -159,6 +159,32 @@ def test_resume_keeps_finished_runs(ran, capsys):
     assert len(data["segments"]) == 1 and "continued with `--resume`" not in (ran["out"] / "report.md").read_text()  # only re-rendered
 
 
+def test_resume_in_another_tracking_store_names_the_old_parent(ran, tmp_path, capsys):
+    """A report moved to another machine (its mlflow.db left behind) and resumed there: the runs still
+    missing are trained under a new parent, and the report says where the earlier parts were logged."""
+    import shutil
+
+    out = tmp_path / "report"
+    shutil.copytree(ran["out"], out)
+    data = json.loads((out / "results.json").read_text())
+    old_parent = data["mlflow"]["parent_run_id"]
+    data["runs"] = [r for r in data["runs"] if r["model"] != "shared_bottom"]
+    (out / "results.json").write_text(json.dumps(data))
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    args = [str(a) for a in ran["args"]]
+    args[args.index("--output") + 1], args[args.index("--tracking-uri") + 1] = str(out), uri
+    code, text, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert f"parent run {old_parent} is not in" in text
+    data = json.loads((out / "results.json").read_text())
+    new_parent = data["mlflow"]["parent_run_id"]
+    assert new_parent != old_parent and data["mlflow"]["unreachable_parent_run_ids"] == [old_parent]
+    assert len(data["runs"]) == 3 and [s.get("parent_run_id") for s in data["segments"]][1:] == [new_parent]
+    assert [r.info.run_name for r in _runs(uri) if r.data.tags.get("mlflow.parentRunId") == new_parent] == ["Shared-Bottom seed0"]
+    md = (out / "report.md").read_text()
+    assert f"parent run `{new_parent}`" in md and f"parent run(s) `{old_parent}`, which the `--resume` could not re-open" in md
+
+
 def test_usage_errors_exit_2_before_any_output(tmp_path, capsys):
     code, _, err = run_cli(["benchmark", "--models", "mmoe,dartz", "--output", tmp_path / "a", "--no-track"], capsys)
     assert code == 2 and "unknown model 'dartz'" in err and "darts" in err
