@@ -187,11 +187,14 @@ class Architecture(BaseModel):
         for g, grp in self.groups().items():
             fusion = "" if g in self.gate_scope or g == "shared" else f", level-1 fusion {comp(grp.fusion)}"
             lines.append(f"  {g:<10} {group(grp)}{per[g]}{fusion}")
-        if self.groups():
+        gated = [g for g in self.gate_scope if g in self.groups()]
+        if gated:
             lines.append(
-                f"  gate       {comp(self.gate)} over {'+'.join(self.gate_scope)}"
+                f"  gate       {comp(self.gate)} over {'+'.join(gated)}"
                 f"{' (stop-gradient input)' if self.gate_detach_input else ''}, levels={self.levels}"
             )
+        elif self.groups():
+            lines.append(f"  gate       none (no expert group in gate_scope: each group has its level-1 fusion), levels={self.levels}")
         lines.append(f"  fusion     {comp(self.fusion)}; heads per {self.heads.replace('_', ' x ')}; tower {comp(self.tower)}")
         if self.adapter:
             lines.append(f"  adapter    {comp(self.adapter)} at {', '.join(self.adapter_sites)}")

@@ -77,3 +77,14 @@ def test_summary_names_components():
     text = arch.summary()
     for word in ("m3oe_star", "4x mlp", "balance", "weighted", "softmax", "stop-gradient", "domain x task"):
         assert word in text
+
+
+def test_summary_of_an_ungated_architecture_says_so():
+    """The derived DARTS architectures often fuse every group by level-1 fusion: no 'over ,' line."""
+    data = load_config("examples/m3oe.yaml").arch.model_dump(mode="json")
+    data["gate_scope"] = []
+    data["shared"] = None
+    data["task"] = None
+    text = Architecture.model_validate(data).summary()
+    assert "gate       none (no expert group in gate_scope" in text and "over ," not in text
+    assert "softmax over shared" in load_config("examples/m3oe.yaml").arch.summary()
