@@ -13,10 +13,10 @@ import sys
 import threading
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from mdmt_nas import __version__
+from mdmt_nas.cli.console import make_console
 from mdmt_nas.errors import DEFER_SIGNALS, PENDING_SIGNALS, Terminated, UserError
 
 app = typer.Typer(
@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err_console = Console(stderr=True)
+err_console = make_console(stderr=True)
 
 #: (module, attribute, name) of command groups mounted under the main app.
 SUBAPPS = (
@@ -81,7 +81,7 @@ def report_plugin_failures() -> None:
     from mdmt_nas.plugins import get_host
 
     for failure in get_host().failures:
-        err_console.print(f"[red]{escape(str(failure))}[/red]", highlight=False)
+        err_console.print(f"[red]{escape(str(failure))}[/red]", highlight=False, soft_wrap=True)
 
 
 def _on_signal(signum: int, frame: object) -> None:

@@ -6,13 +6,13 @@ import math
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from mdmt_nas.cli.console import make_console
 from mdmt_nas.config import ExperimentConfig, load_config
 from mdmt_nas.errors import UserError
 
-console = Console()
+console = make_console()
 
 
 def build_config(config: Path | None, arch: Path | None, dataset: str | None, sets: list[str] | None,

@@ -8,16 +8,16 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from mdmt_nas.cli.console import make_console
 from mdmt_nas.errors import ConfigError, UserError
 
 data_app = typer.Typer(
     help="Datasets: fetch ml-100k, describe any registered dataset, convert CSV to Parquet.",
     no_args_is_help=True,
 )
-console = Console()
+console = make_console()
 
 
 def _load_mapping_file(path: Path) -> dict[str, Any]:

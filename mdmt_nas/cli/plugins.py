@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mdmt_nas.cli.console import make_console
 from mdmt_nas.errors import UserError, closest
 
 plugins_app = typer.Typer(
@@ -22,8 +22,8 @@ plugins_app = typer.Typer(
     no_args_is_help=False,
     help="List installed plugins and their components; check or scaffold a plugin.",
 )
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def _host():

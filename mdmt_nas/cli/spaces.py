@@ -11,14 +11,15 @@ import json
 import random
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from mdmt_nas.cli.console import make_console
+
 spaces_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, help="List search spaces; show one as a tree of choices.")
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def _list(as_json: bool) -> None:
