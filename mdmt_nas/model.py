@@ -143,12 +143,13 @@ class GroupRunner(nn.Module):
         rows, cols, vals = [], [], []
         offset = 0
         for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
-            for j in range(c):
-                idx = torch.nonzero(selected[:, offset + j]).squeeze(1)
-                y = self._adapt(b, bank(x.index_select(0, idx), ctx.select(idx), j, j + 1), ctx.select(idx), j)[:, 0]
+            idxs = [torch.nonzero(selected[:, offset + j]).squeeze(1) for j in range(c)]
+            ctxs = [ctx.select(idx) for idx in idxs]
+            ys = bank.forward_each([x.index_select(0, idx) for idx in idxs], ctxs, 0)
+            for j, (idx, y, cj) in enumerate(zip(idxs, ys, ctxs)):
                 rows.append(idx)
                 cols.append(torch.full_like(idx, offset + j))
-                vals.append(y)
+                vals.append(self._adapt(b, y.unsqueeze(1), cj, j)[:, 0])
             offset += c
         out = x.new_zeros(x.shape[0], self.per_member, self.out_dim)
         return out.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(vals))

@@ -13,7 +13,7 @@ every component of an installed plugin. Checks, per kind:
   gradients     every requires_grad parameter and the input receive gradients
   determinism   same seed -> same init and same output; eval forward repeatable
   empty_domain  a batch in which a domain has no rows (and one with one domain)
-  bank          (experts) `cls.bank` evaluates n experts, ranges and per-expert inputs
+  bank          (experts) `cls.bank` evaluates n experts, ranges, per-expert inputs and forward_each
   in_model      `build_model` with small architectures using it; forward, backward
   mixed_op      in a softmax-weighted mix, and in the DARTS supernet (mdmt_nas.search.supernet)
                 against another candidate: the mixing weights receive gradients
@@ -646,6 +646,14 @@ class _Checker:
         # slicing must agree with running all experts
         full, part = bank(x, ctx).detach(), bank(x, ctx, 1, 3).detach()
         assert torch.allclose(full[:, 1:3], part, atol=1e-5), "bank(x, ctx, 1, 3) differs from bank(x, ctx)[:, 1:3]"
+        # sparse dispatch: each expert on its own rows (one of them empty) must agree with forward
+        bank.eval()
+        idxs = [torch.tensor([0, 2, 4]), torch.tensor([], dtype=torch.long)]
+        each = bank.forward_each([x.detach()[i] for i in idxs], [ctx.select(i) for i in idxs], 1)
+        for j, (i, y) in enumerate(zip(idxs, each)):
+            want = bank(x.detach()[i], ctx.select(i), 1 + j, 2 + j)[:, 0]
+            assert tuple(y.shape) == tuple(want.shape) and torch.allclose(y, want, atol=1e-5), (
+                f"bank.forward_each: expert {1 + j} on {len(i)} rows differs from bank(x, ctx, {1 + j}, {2 + j})")
 
     def _models(self) -> list[tuple[str, nn.Module]]:
         from mdmt_nas.arch import Architecture

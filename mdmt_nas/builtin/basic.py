@@ -92,6 +92,22 @@ class StackedMLP(nn.Module):
                 h = F.dropout(h, self.p.dropout, True)
         return h.transpose(0, 1)  # [B, k, out]
 
+    def forward_each(self, xs: list[torch.Tensor], start: int = 0) -> list[torch.Tensor]:
+        """Expert start + j on xs[j] [b_j, in] -> [b_j, out]: weights unbound once per layer, so the
+        backward writes each stacked gradient once, not once per expert."""
+        stop = start + len(xs)
+        hs = list(xs)
+        for i in range(len(self.weights)):
+            ws, bs = self.weights[i][start:stop].unbind(0), self.biases[i][start:stop].unbind(0)
+            hs = [torch.addmm(b, h, w) for h, w, b in zip(hs, ws, bs)]
+            if self.p.layernorm:
+                lws, lbs = self.ln_w[i][start:stop].unbind(0), self.ln_b[i][start:stop].unbind(0)
+                hs = [F.layer_norm(h, (h.shape[-1],), lw, lb) for h, lw, lb in zip(hs, lws, lbs)]
+            hs = [self.act(h) for h in hs]
+            if self.p.dropout and self.training:
+                hs = [F.dropout(h, self.p.dropout, True) for h in hs]
+        return hs
+
 
 class StackedMLPBank(ExpertBank):
     def __init__(self, n: int, in_dim: int, params: MLPParams):
@@ -102,6 +118,9 @@ class StackedMLPBank(ExpertBank):
 
     def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:
         return self.mlp(x, start, stop)
+
+    def forward_each(self, xs: list[torch.Tensor], ctxs: list[Context], start: int = 0) -> list[torch.Tensor]:
+        return self.mlp.forward_each(xs, start)
 
 
 class MLPExpert(Expert):

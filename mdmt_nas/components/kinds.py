@@ -67,6 +67,14 @@ class ExpertBank(nn.Module):
     def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def forward_each(self, xs: list[torch.Tensor], ctxs: list[Context], start: int = 0) -> list[torch.Tensor]:
+        """Expert start + j on its own rows xs[j] [b_j, in] -> [b_j, out], for each j (sparse dispatch).
+
+        The default calls `forward` once per expert; stacked banks override it to slice their
+        weights once for all experts (a slice per expert makes each backward write a full-size
+        gradient of the stacked tensor)."""
+        return [self.forward(x, c, start + j, start + j + 1)[:, 0] for j, (x, c) in enumerate(zip(xs, ctxs))]
+
 
 class LoopBank(ExpertBank):
     """Fallback bank: a Python loop over experts (not over rows)."""

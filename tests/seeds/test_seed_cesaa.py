@@ -79,15 +79,26 @@ def _count_rows(model) -> dict[int, int]:
     runner = model.levels[0].groups["shared"]
     offset = 0
     for bank, c in zip(runner.banks, runner.counts):
-        orig = bank.forward
+        orig, orig_each = bank.forward, bank.forward_each
+        inside_each = [False]  # the default forward_each calls forward: count those rows once
 
-        def counted(x, ctx, start=0, stop=None, _orig=orig, _off=offset, _n=bank.num_experts):
+        def counted(x, ctx, start=0, stop=None, _orig=orig, _off=offset, _n=bank.num_experts, _inside=inside_each):
             stop = _n if stop is None else stop
-            for j in range(start, stop):
-                counts[_off + j] = counts.get(_off + j, 0) + int(x.shape[0])
+            if not _inside[0]:
+                for j in range(start, stop):
+                    counts[_off + j] = counts.get(_off + j, 0) + int(x.shape[0])
             return _orig(x, ctx, start, stop)
 
-        bank.forward = counted
+        def counted_each(xs, ctxs, start=0, _orig=orig_each, _off=offset, _inside=inside_each):
+            for j, x in enumerate(xs):
+                counts[_off + start + j] = counts.get(_off + start + j, 0) + int(x.shape[0])
+            _inside[0] = True
+            try:
+                return _orig(xs, ctxs, start)
+            finally:
+                _inside[0] = False
+
+        bank.forward, bank.forward_each = counted, counted_each
         offset += c
     return counts
 
