@@ -1,0 +1,53 @@
+"""The scripts under benchmarks/ keep running as the library changes (tiny sizes; no figures asserted).
+
+They are not unit tests of speed: each runs once with the smallest settings and must print its
+table with finite numbers, so a refactor that breaks a benchmark fails here, not months later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script: str, *args: str, cwd: Path = ROOT) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_throughput_prints_both_models_and_the_ratios():
+    out = run("throughput.py", "--rows", "4000", "--batch", "256", "--steps", "3", "--threads", "1")
+    assert "mdmt-nas (routed, stacked)" in out and "reference-style (masked)" in out
+    m = re.search(r"speed-up \(model step\): ([\d.]+)x\s+speed-up \(end to end\): ([\d.]+)x\s+FLOPs ratio ref/ours: ([\d.]+)x", out)
+    assert m, out
+    assert all(math.isfinite(float(v)) and float(v) > 0 for v in m.groups())
+    assert float(m.group(3)) > 1.0  # routing skips the per-domain branches' work on other domains' rows
+
+
+def test_seed_claims_speed_table():
+    out = run("seed_claims.py", "--only", "speed", "--rows", "3000", "--speed-batch", "256", "--speed-steps", "2", "--threads", "1")
+    assert "CESAA speed" in out and "noisy_topk k=2 of 16 (per row)" in out
+
+
+def test_search_quality_quick_writes_its_report(tmp_path):
+    out_dir = tmp_path / "sq"
+    run("search_quality.py", "--quick", "--rows", "3000", "--trials", "2", "--seeds", "1", "--methods", "optuna-random,shared_bottom",
+        "--threads", "1", "--output", str(out_dir), cwd=tmp_path)
+    report = (out_dir / "search_quality.md").read_text()
+    assert "| optuna-random |" in report and "| shared_bottom |" in report
+
+
+def test_data_memory_reports_each_phase(tmp_path):
+    out = run("data_memory.py", "--rows", "3000", "--workdir", str(tmp_path), cwd=tmp_path)
+    phases = re.findall(r"^\| 3,000 \|[^|]*\|[^|]*\| (\w+) \| ([\d,]+) \|[^|]*\| (\d+) \|", out, re.M)
+    assert [p for p, _, _ in phases] == ["generate", "convert", "stream"], out
+    assert all(int(peak) > 0 for _, _, peak in phases)
+    assert [rows for p, rows, _ in phases if p == "convert"] == ["3,000"]
