@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
+from mdmt_nas.benchmark import example_path
 from mdmt_nas.config import load_config
 from mdmt_nas.data.loading import load_dataset
-from mdmt_nas.benchmark import example_path
 from mdmt_nas.train import train_architecture
 
 MARGIN = 0.01
