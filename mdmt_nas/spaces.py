@@ -408,8 +408,8 @@ class Space(BaseModel):
 
     # ------------------------------------------------------------------ one-shot (DARTS)
     def supernet_arch(self) -> Architecture:
-        """The relaxed supernet: choice points replaced by mixed ops (see mdmt_nas.search.supernet)."""
-        from mdmt_nas.search.supernet import relax
+        """The relaxed supernet: choice points replaced by mixed ops (see mdmt_nas.search.darts.relax)."""
+        from mdmt_nas.search.darts.relax import relax
 
         return relax(self).arch
 

@@ -15,7 +15,7 @@ every component of an installed plugin. Checks, per kind:
   empty_domain  a batch in which a domain has no rows (and one with one domain)
   bank          (experts) `cls.bank` evaluates n experts, ranges, per-expert inputs and forward_each
   in_model      `build_model` with small architectures using it; forward, backward
-  mixed_op      in a softmax-weighted mix, and in the DARTS supernet (mdmt_nas.search.supernet)
+  mixed_op      in a softmax-weighted mix, and in the DARTS supernet (mdmt_nas.search.darts.relax)
                 against another candidate: the mixing weights receive gradients
   torchscript   (if `cls.torchscript`) `torch.jit.trace` of models using it reproduces outputs
 
@@ -713,7 +713,7 @@ class _Checker:
             assert alpha.grad is not None and torch.isfinite(alpha.grad).all(), f"{_label(v)}: the mixing weights receive no finite gradient"
             assert alpha.grad.abs().sum() > 0, f"{_label(v)}: the mixing weights receive a zero gradient"
             _assert_grads(_params_of(m), f"{_label(v)}: inside a mixed op")
-        # the real DARTS supernet (mdmt_nas.search.supernet), once it is there
+        # the real DARTS supernet (mdmt_nas.search.darts.relax), once it is there
         if _supernet() is not None:
             self._supernet_mixed_op()
 
@@ -847,7 +847,7 @@ class _Skip(Exception):
 def _supernet() -> tuple[Any, Any] | None:
     """(relax, AlphaController) of the DARTS supernet, if this build has it."""
     try:
-        from mdmt_nas.search.supernet import AlphaController, relax
+        from mdmt_nas.search.darts.relax import AlphaController, relax
     except ImportError:
         return None
     return relax, AlphaController

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from mdmt_nas.plugins import hookimpl
 from mdmt_nas.search.darts import DartsSearcher
-from mdmt_nas.search.nni_search import NNIEvolution, NNIRandom
-from mdmt_nas.search.optuna_search import OptunaGrid, OptunaNSGA2, OptunaRandom, OptunaTPE
+from mdmt_nas.search.nni import NNIEvolution, NNIRandom
+from mdmt_nas.search.optuna import OptunaGrid, OptunaNSGA2, OptunaRandom, OptunaTPE
 
 
 @hookimpl
@@ -23,24 +23,24 @@ def register_searchers(register):
     register(NNIEvolution)
 
 
-# ---- DARTS mixed operations (search/supernet.py)
+# ---- DARTS mixed operations (search/darts/relax.py)
 @hookimpl
 def register_experts(register):
-    from mdmt_nas.search.supernet import MixedExpert
+    from mdmt_nas.search.darts.relax import MixedExpert
 
     register(MixedExpert)
 
 
 @hookimpl
 def register_gates(register):
-    from mdmt_nas.search.supernet import MixedGate
+    from mdmt_nas.search.darts.relax import MixedGate
 
     register(MixedGate)
 
 
 @hookimpl
 def register_fusions(register):
-    from mdmt_nas.search.supernet import MixedFusion, MixedGroupFusion
+    from mdmt_nas.search.darts.relax import MixedFusion, MixedGroupFusion
 
     register(MixedFusion)
     register(MixedGroupFusion)
@@ -48,7 +48,7 @@ def register_fusions(register):
 
 @hookimpl
 def register_adapters(register):
-    from mdmt_nas.search.supernet import MixedAdapter, MixedInputAdapter
+    from mdmt_nas.search.darts.relax import MixedAdapter, MixedInputAdapter
 
     register(MixedAdapter)
     register(MixedInputAdapter)
@@ -56,6 +56,6 @@ def register_adapters(register):
 
 @hookimpl
 def register_towers(register):
-    from mdmt_nas.search.supernet import MixedTower
+    from mdmt_nas.search.darts.relax import MixedTower
 
     register(MixedTower)

@@ -16,7 +16,7 @@ from rel_helpers import ROOT, cli_inprocess
 
 PACKAGE = ROOT / "mdmt_nas"
 #: modules allowed to unpickle, with the reason (reviewed; see docs/reliability.md)
-PICKLE_ALLOWED = {"search/nni_search.py": "NNI searcher state written by this process's own checkpointing"}
+PICKLE_ALLOWED = {"search/nni.py": "NNI searcher state written by this process's own checkpointing"}
 
 
 def _calls(path: Path):

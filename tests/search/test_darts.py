@@ -13,10 +13,10 @@ from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig, TrackingConfig, TrainConfig
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.model import build_model
-from mdmt_nas.search.architect import Architect
+from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import SearchContext
 from mdmt_nas.search.darts import DartsParams, DartsSearcher, local_evaluate
-from mdmt_nas.search.supernet import AlphaController, MixedExpert, MixedExpertParams, build_supernet, relax
+from mdmt_nas.search.darts.relax import AlphaController, MixedExpert, MixedExpertParams, build_supernet, relax
 from mdmt_nas.spaces import load_space
 from mdmt_nas.tracking import Tracker
 from mdmt_nas.train import task_losses

@@ -325,7 +325,7 @@ def test_real_spaces_load_and_convert(tmp_path):
     """The shipped spaces work with the define-by-run suggestion (every active choice once, in order)."""
     import optuna
 
-    from mdmt_nas.search.optuna_search import suggest_assignment
+    from mdmt_nas.search.optuna import suggest_assignment
     from mdmt_nas.spaces import load_space
 
     for name in ("m3oe", "mmoe", "ple"):

@@ -36,7 +36,7 @@ from pydantic import Field
 
 from mdmt_nas.errors import UserError
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher, SearcherParams
-from mdmt_nas.search.optuna_search import _candidate_from_record, _candidate_record, choice_values
+from mdmt_nas.search.optuna import _candidate_from_record, _candidate_record, choice_values
 
 NNI_DIR = "nni"
 

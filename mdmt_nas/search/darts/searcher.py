@@ -1,7 +1,7 @@
 """The `darts` searcher: differentiable architecture search over a relaxed space.
 
-    relax the space (search/supernet.py) -> train the supernet: per batch, one alpha
-    step on a valid batch (search/architect.py), then one weight step on a train
+    relax the space (search/darts/relax.py) -> train the supernet: per batch, one alpha
+    step on a valid batch (search/darts/architect.py), then one weight step on a train
     batch -> argmax per active choice (Space.discretize) -> retrain the derived
     architecture from scratch (ctx.evaluate: a child run) -> test metrics
 
@@ -35,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mdmt_nas.arch import Architecture
 from mdmt_nas.components import BalanceContext
 from mdmt_nas.errors import ConfigError, TrialFailed, check_interrupt
-from mdmt_nas.search.architect import Architect
+from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
-from mdmt_nas.search.supernet import AlphaController, Relaxation, build_supernet, relax
+from mdmt_nas.search.darts.relax import AlphaController, Relaxation, build_supernet, relax
 
 CHECKPOINT_VERSION = 1
 
