@@ -12,46 +12,19 @@ import os
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
 from mdmt_nas.arch import Architecture, ComponentSpec, ExpertGroup
-from mdmt_nas.components import Adapter, Balancer, Context, Expert, ExpertBank, Fusion, Gate, Tower
+from mdmt_nas.components import Adapter, Balancer, Context, Dims, Expert, ExpertBank, Fusion, Gate, Tower, build, build_bank
 from mdmt_nas.data.schema import Schema
-from mdmt_nas.errors import ConfigError, PluginError
+from mdmt_nas.errors import ConfigError
 from mdmt_nas.registry import Registry
 from mdmt_nas.routing import sort_by_domain
 
-KIND_BASES: dict[str, type] = {
-    "expert": Expert,
-    "gate": Gate,
-    "fusion": Fusion,
-    "adapter": Adapter,
-    "tower": Tower,
-    "balancer": Balancer,
-}
-
-
 def resolve(registry: Registry, kind: str, spec: ComponentSpec, where: str) -> tuple[type, BaseModel]:
     """Look up a component class and validate its params; errors name `where` in the arch."""
-    entry = registry.entry(kind, spec.name, where=f"{where}.name")
-    cls = entry.obj
-    base = KIND_BASES.get(kind)
-    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(f"plugin {entry.plugin!r} registered {kind} {spec.name!r} as {cls!r}, which is not a subclass of {base.__name__}")
-    try:
-        params = cls.make_params(spec.params)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            msg = err.get("msg", "invalid")
-            if err.get("type") == "extra_forbidden":
-                allowed = list(cls.Params.model_fields)
-                msg = f"unknown parameter of {kind} {spec.name!r} (allowed: {', '.join(allowed) or 'none'})"
-            lines.append(f"{where}.params{'.' + loc if loc else ''}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
-    return cls, params
+    return registry.resolve(kind, spec, where)
 
 
 class GroupRunner(nn.Module):
@@ -67,10 +40,7 @@ class GroupRunner(nn.Module):
         registry: Registry,
         group: ExpertGroup,
         members: int,
-        in_dim: int,
-        num_fields: int,
-        num_domains: int,
-        field_dim: int,
+        dims: Dims,
         adapter: tuple[type, BaseModel] | None,
         where: str,
     ):
@@ -87,16 +57,16 @@ class GroupRunner(nn.Module):
         out_dims = []
         for spec, count, idx in distinct.values():
             cls, params = resolve(registry, "expert", spec, f"{where}.experts[{idx}]")
-            bank: ExpertBank = cls.bank(members * count, params, in_dim, num_fields, field_dim, num_domains)
+            bank: ExpertBank = build_bank(cls, members * count, params, dims)
             self.banks.append(bank)
             self.counts.append(count)
             self.names.append(spec.name)
             out_dims.append((spec.name, bank.out_dim))
             if adapter is not None:
                 acls, aparams = adapter
-                self.adapters.append(nn.ModuleList(acls(aparams, bank.out_dim, num_fields, field_dim, num_domains) for _ in range(members * count)))
-        dims = {d for _, d in out_dims}
-        if len(dims) != 1:
+                self.adapters.append(nn.ModuleList(build(acls, aparams, dims.with_(in_dim=bank.out_dim)) for _ in range(members * count)))
+        sizes = {d for _, d in out_dims}
+        if len(sizes) != 1:
             raise ConfigError(
                 f"{where}: experts of one group must have the same output size to be mixed, got "
                 + ", ".join(f"{n}={d}" for n, d in out_dims)
@@ -104,7 +74,7 @@ class GroupRunner(nn.Module):
             )
         self.members = members
         self.per_member = sum(self.counts)
-        self.out_dim = dims.pop()
+        self.out_dim = sizes.pop()
         self.torchscript = all(getattr(b, "torchscript", True) for b in self.banks)
 
     def _adapt(self, b: int, out: torch.Tensor, ctx: Context, start: int) -> torch.Tensor:
@@ -194,13 +164,15 @@ class MDMTModel(nn.Module):
             nn.init.normal_(self.domain_embedding.weight, std=0.05)
         self.num_fields = nf = schema.num_fields + (1 if arch.domain_feature else 0)
         flat = nf * E
+        #: what every component of this model is built for (each reads the sizes of its kind; see components.base.Dims)
+        dims = Dims(in_dim=flat, num_fields=nf, field_dim=E, num_domains=D, num_tasks=T, registry=registry)
 
         self.input_adapter: Adapter | None = None
         if arch.input_adapter is not None:
             cls, p = resolve(registry, "adapter", arch.input_adapter, "arch.input_adapter")
             if cls.site != "fields":
                 raise ConfigError(f"arch.input_adapter: adapter {arch.input_adapter.name!r} works on hidden vectors (site {cls.site!r}); use it in `adapter` with adapter_sites, or pick a fields adapter")
-            self.input_adapter = cls(p, flat, nf, E, D)
+            self.input_adapter = build(cls, p, dims)
 
         hidden_adapter = None
         if arch.adapter is not None:
@@ -210,13 +182,13 @@ class MDMTModel(nn.Module):
 
         def make_adapter(dim: int) -> Adapter:
             acls, ap = hidden_adapter  # type: ignore[misc]
-            return acls(ap, dim, nf, E, D)
+            return build(acls, ap, dims.with_(in_dim=dim))
 
         self.bottom: Expert | None = None
         rep = flat
         if arch.bottom is not None:
             cls, p = resolve(registry, "expert", arch.bottom, "arch.bottom")
-            self.bottom = cls(p, flat, nf, E, D)
+            self.bottom = build(cls, p, dims)
             rep = self.bottom.out_dim
         self.bottom_adapter = make_adapter(rep) if "bottom" in arch.adapter_sites else None
         self.rep_dim = rep
@@ -238,22 +210,22 @@ class MDMTModel(nn.Module):
             runners = {}
             for g, spec in groups_spec.items():
                 runners[g] = GroupRunner(
-                    registry, spec, members[g], in_dim, nf, schema.num_domains, E,
+                    registry, spec, members[g], dims.with_(in_dim=in_dim),
                     hidden_adapter if "experts" in arch.adapter_sites else None,
                     f"arch.{g}",
                 )
-            dims = {r.out_dim for r in runners.values()}
-            if len(dims) > 1:
+            out_dims = {r.out_dim for r in runners.values()}
+            if len(out_dims) > 1:
                 raise ConfigError("arch: all expert groups must have the same output size, got " + ", ".join(f"{g}={r.out_dim}" for g, r in runners.items()))
             gates: dict[str, Gate] = {}
             if runners:
-                H = dims.pop()
+                H = out_dims.pop()
                 n_task_gate = sum(runners[g].per_member for g in scope)
                 if n_task_gate:
-                    gates["task"] = gate_cls(gate_p, in_dim, n_task_gate, T, D, self.per_domain_heads)
+                    gates["task"] = build(gate_cls, gate_p, dims.with_(in_dim=in_dim, num_experts=n_task_gate, per_domain=self.per_domain_heads))
                 if lvl < arch.levels - 1:
                     n_all = sum(r.per_member * (T if g == "task" else 1) for g, r in runners.items())
-                    gates["shared"] = gate_cls(gate_p, in_dim, n_all, 1, D, self.per_domain_heads)
+                    gates["shared"] = build(gate_cls, gate_p, dims.with_(in_dim=in_dim, num_experts=n_all, num_tasks=1, per_domain=self.per_domain_heads))
                 in_dim = H
             self.levels.append(Level(runners, gates))
         head_dim = H if H is not None else rep
@@ -266,16 +238,16 @@ class MDMTModel(nn.Module):
                 fcls, fp = resolve(registry, "fusion", fspec, f"arch.{g}.fusion")
                 if fcls.level != 1:
                     raise ConfigError(f"arch.{g}.fusion: {fspec.name!r} is a level-{fcls.level} fusion; a group needs a level-1 fusion such as 'own', 'mean' or 'balance'")
-                self.group_fusion[g] = fcls(fp, head_dim, members[g], T, D)
+                self.group_fusion[g] = build(fcls, fp, dims.with_(in_dim=head_dim, members=members[g]))
         self.parts = (["shared"] if (scope or not groups_spec) else []) + [g for g in ("domain", "task") if g in self.group_fusion]
         fcls, fp = resolve(registry, "fusion", arch.fusion, "arch.fusion")
         if fcls.level != 2:
             raise ConfigError(f"arch.fusion: {arch.fusion.name!r} is a level-1 fusion; use a level-2 fusion such as 'sum', 'gated' or 'weighted'")
-        self.fusion: Fusion = fcls(fp, head_dim, list(self.parts), T, D)
+        self.fusion: Fusion = build(fcls, fp, dims.with_(in_dim=head_dim, members=tuple(self.parts)))
 
         self.tower_adapters = nn.ModuleList(make_adapter(head_dim) for _ in range(T)) if "towers" in arch.adapter_sites else None
         tcls, tp = resolve(registry, "tower", arch.tower, "arch.tower")
-        self.tower: Tower = tcls(tp, head_dim, T, D, self.per_domain_heads)
+        self.tower: Tower = build(tcls, tp, dims.with_(in_dim=head_dim, per_domain=self.per_domain_heads))
         self.head_dim = head_dim
 
     # ------------------------------------------------------------------ forward pieces
@@ -456,7 +428,7 @@ def build_balancer(arch: Architecture, schema: Schema, registry: Registry | None
 
         registry = get_registry()
     cls, p = resolve(registry, "balancer", arch.balancer, "arch.balancer")
-    return cls(p, schema.num_tasks, schema.tasks)
+    return build(cls, p, Dims(num_tasks=schema.num_tasks, task_names=tuple(schema.tasks), registry=registry))
 
 
 def component_params(spec: ComponentSpec, kind: str, registry: Registry) -> dict[str, Any]:

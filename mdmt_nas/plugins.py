@@ -32,24 +32,12 @@ from typing import Any
 import pluggy
 
 from mdmt_nas import __version__, hookspecs
+from mdmt_nas.components.table import HOOK_KINDS, base_of, shape_rule
 from mdmt_nas.errors import DuplicateComponentError, PluginError, closest
 from mdmt_nas.registry import Registry
 
 GROUP = "mdmt_nas"
 hookimpl = pluggy.HookimplMarker(GROUP)
-
-#: Hook name -> component kind it registers.
-HOOK_KINDS: dict[str, str] = {
-    "register_experts": "expert",
-    "register_gates": "gate",
-    "register_fusions": "fusion",
-    "register_adapters": "adapter",
-    "register_towers": "tower",
-    "register_balancers": "balancer",
-    "register_searchers": "searcher",
-    "register_datasets": "dataset",
-    "register_search_spaces": "space",
-}
 
 #: Built-in plugin modules; each registers through the same hooks as a third party.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -250,12 +238,6 @@ class PluginHost:
             )
         return ""
 
-    # -- queries -------------------------------------------------------------------
-    def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
-        entry = self.registry.entry(kind, name)
-        return next((p for p in self.plugins if p.name == entry.plugin), None)
-
-
 def _component_name(obj: Any, kind: str) -> str:
     if kind == "space" and isinstance(obj, (str, Path)):
         return Path(obj).stem
@@ -267,9 +249,7 @@ def _component_name(obj: Any, kind: str) -> str:
 
 def _check_kind(obj: Any, kind: str, name: str) -> None:
     """Neural components must subclass their kind's interface (caught at load time, not mid-search)."""
-    from mdmt_nas.model import KIND_BASES
-
-    base = KIND_BASES.get(kind)
+    base = base_of(kind)
     if base is None:
         return
     if not (isinstance(obj, type) and issubclass(obj, base)):
@@ -412,45 +392,6 @@ def attribute_error(exc: BaseException, model: Any = None, registry: Registry | 
     wrapped = ComponentFailure(ref, f"raised {type(exc).__name__}: {exc}{_where(exc)}")
     wrapped.__cause__ = exc
     return wrapped
-
-
-def shape_rule(module: Any) -> Any:
-    """A function (args, kwargs) -> the output shape `module`'s interface promises (None: not checked)."""
-    from mdmt_nas.components import Adapter, Expert, ExpertBank, Fusion, Gate, Tower
-
-    def lead(args: tuple[Any, ...]) -> Any:
-        return args[0] if args and hasattr(args[0], "shape") else None
-
-    if isinstance(module, ExpertBank):
-        def bank(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
-            x = lead(args)
-            if x is None:
-                return None
-            start = args[2] if len(args) > 2 else kwargs.get("start", 0)
-            stop = args[3] if len(args) > 3 else kwargs.get("stop")
-            stop = module.num_experts if stop is None else stop
-            return (x.shape[0], stop - start, module.out_dim)
-        return bank
-    if isinstance(module, Fusion) and module.level == 2:
-        def fusion2(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
-            parts = args[0] if args and isinstance(args[0], dict) else None
-            first = next(iter(parts.values()), None) if parts else None
-            return None if first is None else (first.shape[0], module.num_tasks, module.dim)
-        return fusion2
-    if isinstance(module, Expert):
-        return lambda args, kwargs: None if lead(args) is None else (args[0].shape[0], module.out_dim)
-    if isinstance(module, Gate):
-        return lambda args, kwargs: None if lead(args) is None else (args[0].shape[0], module.num_tasks, module.num_experts)
-    if isinstance(module, Tower):
-        return lambda args, kwargs: None if lead(args) is None else (args[0].shape[0], module.num_tasks)
-    if isinstance(module, (Adapter, Fusion)):
-        return lambda args, kwargs: None if lead(args) is None else tuple(args[0].shape)
-    return lambda args, kwargs: None
-
-
-def expected_shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
-    """The output shape a component's interface promises for these inputs (None: not checked)."""
-    return shape_rule(module)(args, kwargs)
 
 
 @contextmanager

@@ -9,20 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mdmt_nas.errors import DuplicateComponentError, UnknownComponentError
+from pydantic import BaseModel, ValidationError
 
-#: Component kinds, in the order listings show them.
-KINDS: tuple[str, ...] = (
-    "expert",
-    "gate",
-    "fusion",
-    "adapter",
-    "tower",
-    "balancer",
-    "searcher",
-    "dataset",
-    "space",
-)
+from mdmt_nas.components.table import KINDS as _TABLE
+from mdmt_nas.components.table import base_of
+from mdmt_nas.errors import ConfigError, DuplicateComponentError, PluginError, UnknownComponentError
+
+#: Component kinds, in the order listings show them (the kinds table's order).
+KINDS: tuple[str, ...] = tuple(_TABLE)
 
 
 @dataclass(frozen=True)
@@ -85,6 +79,27 @@ class Registry:
             return self._entries[kind][name]
         except KeyError:
             raise UnknownComponentError(kind, name, self._entries[kind], where) from None
+
+    def resolve(self, kind: str, spec: Any, where: str) -> tuple[type, BaseModel]:
+        """The class of a component spec (`.name`, `.params`) and its validated params; errors name `where` in the arch."""
+        entry = self.entry(kind, spec.name, where=f"{where}.name")
+        cls = entry.obj
+        base = base_of(kind)
+        if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(f"plugin {entry.plugin!r} registered {kind} {spec.name!r} as {cls!r}, which is not a subclass of {base.__name__}")
+        try:
+            params = cls.make_params(spec.params)
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err.get("loc", ()))
+                msg = err.get("msg", "invalid")
+                if err.get("type") == "extra_forbidden":
+                    allowed = list(cls.Params.model_fields)
+                    msg = f"unknown parameter of {kind} {spec.name!r} (allowed: {', '.join(allowed) or 'none'})"
+                lines.append(f"{where}.params{'.' + loc if loc else ''}: {msg}")
+            raise ConfigError("\n".join(lines)) from None
+        return cls, params
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._entries[kind])

@@ -34,7 +34,7 @@ import copy
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,8 +44,6 @@ from mdmt_nas.arch import Architecture, ComponentSpec
 from mdmt_nas.errors import ConfigError, UnknownComponentError, closest
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from mdmt_nas.registry import Registry
 
 CHOICE_KEY = "choice"
@@ -313,12 +311,16 @@ class Space(BaseModel):
             out[c.name] = c.normalize(assignment[c.name], self.name)
         return out
 
-    def default_assignment(self) -> dict[str, Any]:
+    def assign(self, pick: Callable[[ChoicePoint], Any]) -> dict[str, Any]:
+        """The assignment that takes `pick(choice)` for each choice active under the values picked before it."""
         out: dict[str, Any] = {}
         for c in self.choices:
             if self.active(out, c):
-                out[c.name] = c.default_value()
+                out[c.name] = pick(c)
         return out
+
+    def default_assignment(self) -> dict[str, Any]:
+        return self.assign(lambda c: c.default_value())
 
     def to_arch(self, assignment: dict[str, Any]) -> Architecture:
         """The Architecture of an assignment (inactive choices ignored; missing active ones are an error)."""
@@ -396,40 +398,11 @@ class Space(BaseModel):
             yield a, self.to_arch(a)
 
     def sample_assignment(self, rng: random.Random) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for c in self.choices:
-            if self.active(out, c):
-                out[c.name] = rng.choice(c.values())
-        return out
+        return self.assign(lambda c: rng.choice(c.values()))
 
     def sample(self, rng: random.Random) -> tuple[dict[str, Any], Architecture]:
         a = self.sample_assignment(rng)
         return a, self.to_arch(a)
-
-    # ------------------------------------------------------------------ one-shot (DARTS)
-    def supernet_arch(self) -> Architecture:
-        """The relaxed supernet: choice points replaced by mixed ops (see mdmt_nas.search.darts.relax)."""
-        from mdmt_nas.search.darts.relax import relax
-
-        return relax(self).arch
-
-    def discretize(self, alphas: dict[str, "torch.Tensor"], forced: dict[str, Any] | None = None) -> tuple[dict[str, Any], Architecture]:
-        """Argmax of each active choice's alpha (choices without alphas keep their default; `forced` values win)."""
-        out: dict[str, Any] = {}
-        for c in self.choices:
-            if not self.active(out, c):
-                continue
-            if forced and c.name in forced:
-                out[c.name] = c.normalize(forced[c.name], self.name)
-                continue
-            a = alphas.get(c.name)
-            if a is None:
-                out[c.name] = c.default_value()
-                continue
-            if a.numel() != len(c):
-                raise ConfigError(f"space {self.name!r}: alpha of {c.name!r} has {a.numel()} entries, the choice has {len(c)} values")
-            out[c.name] = c.values()[int(a.detach().reshape(-1).argmax())]
-        return out, self.to_arch(out)
 
     # ------------------------------------------------------------------ display
     def describe(self, assignment: dict[str, Any] | None = None) -> str:

@@ -30,8 +30,7 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +39,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from mdmt_nas.components import Adapter, Balancer, BalanceContext, Component, Context, Expert, Fusion, Gate, Tower
+from mdmt_nas.components import Adapter, Balancer, BalanceContext, Component, Context, Dims, Expert, Fusion, Gate, Tower, build, build_bank
+from mdmt_nas.components.kinds import output_size
 
 KINDS = ("expert", "gate", "fusion", "adapter", "tower", "balancer")
 BASES: dict[str, type] = {"expert": Expert, "gate": Gate, "fusion": Fusion, "adapter": Adapter, "tower": Tower, "balancer": Balancer}
@@ -132,8 +132,14 @@ def _fixed(seed: int, *shape: int) -> torch.Tensor:
 class _Harness:
     """What the checks need to know about one kind: how to build, feed and wire a component."""
 
-    def __init__(self, cls: type, params: BaseModel, spec: dict[str, Any]):
+    def __init__(self, cls: type, params: BaseModel, spec: dict[str, Any], registry: Any = None):
         self.cls, self.params, self.spec = cls, params, spec
+        #: the kit's world: D domains, T tasks, NF fields of E dims (each kind reads what it needs)
+        self.dims = Dims(num_fields=NF, field_dim=E, num_domains=D, num_tasks=T, registry=registry)
+
+    def make(self, **sizes: Any) -> nn.Module:
+        """The checked component built for the kit's world with these sizes."""
+        return build(self.cls, self.params, self.dims.with_(**sizes))
 
     def variants(self) -> list[dict[str, Any]]:
         return [{}]
@@ -176,7 +182,7 @@ class _ExpertHarness(_Harness):
         return [{"in_dim": NF * E}, {"in_dim": 12}]
 
     def build(self, v):
-        return self.cls(self.params, v["in_dim"], NF, E, D)
+        return self.make(in_dim=v["in_dim"])
 
     def inputs(self, m, v, ctx, seed, grad):
         if v["in_dim"] == NF * E:
@@ -184,8 +190,8 @@ class _ExpertHarness(_Harness):
         return _randn(seed, ctx.batch_size, v["in_dim"], grad=grad)
 
     def expected(self, m, v, inp, batch):
-        want = self.cls.output_dim(self.params, v["in_dim"])
-        assert m.out_dim == want, f"out_dim is {m.out_dim} but output_dim(params, {v['in_dim']}) says {want}"
+        want = output_size(self.cls, self.params, self.dims.with_(in_dim=v["in_dim"]))
+        assert m.out_dim == want, f"out_dim is {m.out_dim} but output_dim(params, dims with in_dim={v['in_dim']}) says {want}"
         return (batch, want)
 
     def grad_inputs(self, inp, ctx):
@@ -218,7 +224,7 @@ class _GateHarness(_Harness):
         return out
 
     def build(self, v):
-        return self.cls(self.params, H, self.N, T, D, v["per_domain"])
+        return self.make(in_dim=H, num_experts=self.N, per_domain=v["per_domain"])
 
     def inputs(self, m, v, ctx, seed, grad):
         return _randn(seed, ctx.batch_size, T, H, grad=grad) if v["per_head"] else _randn(seed, ctx.batch_size, H, grad=grad)
@@ -269,7 +275,7 @@ class _Fusion1Harness(_Harness):
         return out
 
     def build(self, v):
-        return self.cls(self.params, H, v["members"], T, D)
+        return self.make(in_dim=H, members=v["members"])
 
     def inputs(self, m, v, ctx, seed, grad):
         return _randn(seed, ctx.batch_size, v["rows"], H, grad=grad)
@@ -298,7 +304,7 @@ class _Fusion2Harness(_Harness):
         return [{"parts": list(p)} for p in self.PARTS]
 
     def build(self, v):
-        return self.cls(self.params, H, list(v["parts"]), T, D)
+        return self.make(in_dim=H, members=tuple(v["parts"]))
 
     def inputs(self, m, v, ctx, seed, grad):
         return {p: _randn(seed + i, ctx.batch_size, T, H, grad=grad) for i, p in enumerate(v["parts"])}
@@ -330,7 +336,7 @@ class _AdapterHarness(_Harness):
         return [{"dim": NF * E}] if self.cls.site == "fields" else [{"dim": H}, {"dim": 12}]
 
     def build(self, v):
-        return self.cls(self.params, v["dim"], NF, E, D)
+        return self.make(in_dim=v["dim"])
 
     def inputs(self, m, v, ctx, seed, grad):
         if self.cls.site == "fields":
@@ -360,7 +366,7 @@ class _TowerHarness(_Harness):
         return [{"per_domain": False}, {"per_domain": True}]
 
     def build(self, v):
-        return self.cls(self.params, H, T, D, v["per_domain"])
+        return self.make(in_dim=H, per_domain=v["per_domain"])
 
     def inputs(self, m, v, ctx, seed, grad):
         return _randn(seed, ctx.batch_size, T, H, grad=grad)
@@ -383,10 +389,10 @@ class _TowerHarness(_Harness):
         return [("mixed tower", {"shared": {"expert": MLP8, "num": 2}, "tower": {"choice": "c"}}, alt if self.spec != alt else "mlp_tower")]
 
 
-def _harness(cls: type, kind: str, params: BaseModel, spec: dict[str, Any]) -> _Harness:
+def _harness(cls: type, kind: str, params: BaseModel, spec: dict[str, Any], registry: Any = None) -> _Harness:
     if kind == "fusion":
-        return (_Fusion1Harness if cls.level == 1 else _Fusion2Harness)(cls, params, spec)
-    return {"expert": _ExpertHarness, "gate": _GateHarness, "adapter": _AdapterHarness, "tower": _TowerHarness}[kind](cls, params, spec)
+        return (_Fusion1Harness if cls.level == 1 else _Fusion2Harness)(cls, params, spec, registry)
+    return {"expert": _ExpertHarness, "gate": _GateHarness, "adapter": _AdapterHarness, "tower": _TowerHarness}[kind](cls, params, spec, registry)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -493,7 +499,7 @@ class _Checker:
 
     @property
     def h(self) -> _Harness:
-        return _harness(self.cls, self.kind, self.params, self.spec)
+        return _harness(self.cls, self.kind, self.params, self.spec, self.registry)
 
     def forward(self, m: nn.Module, v: dict[str, Any], batch: int, domain: torch.Tensor | None = None, training: bool = True, grad: bool = False, seed: int = 0):
         ctx = make_context(batch, domain, seed=self.seed + seed, training=training, grad=grad)
@@ -630,8 +636,9 @@ class _Checker:
         if self.kind != "expert":
             raise _Skip("experts only")
         in_dim, n = 12, 3
-        bank = _seeded(self.seed, lambda: self.cls.bank(n, self.params, in_dim, NF, E, D))
-        out_dim = self.cls.output_dim(self.params, in_dim)
+        dims = self.h.dims.with_(in_dim=in_dim)
+        bank = _seeded(self.seed, lambda: build_bank(self.cls, n, self.params, dims))
+        out_dim = output_size(self.cls, self.params, dims)
         assert bank.num_experts == n and bank.out_dim == out_dim, f"bank reports num_experts={bank.num_experts}, out_dim={bank.out_dim}; expected {n}, {out_dim}"
         ctx = make_context(5, seed=self.seed)
         x = _randn(self.seed, 5, in_dim, grad=True)
@@ -725,22 +732,21 @@ class _Checker:
         for label, template, other in self.h.supernet():
             data = {"name": "contract-kit", "template": {"embedding_dim": E, **template}, "choices": {"c": {"options": [self.spec, other]}}}
             space = parse_space(data, "contract kit", default_name="contract-kit")
-            with _as_global_registry(self.registry):
-                try:
-                    relaxation = relax(space)
-                    model = _seeded(self.seed, lambda: build_model(relaxation.arch, _schema(), self.registry))
-                except Exception as exc:
-                    raise AssertionError(f"DARTS supernet ({label}) {_describe_exc(exc)}") from None
-                ctl = AlphaController(relaxation.relaxed).attach(model)
-                ctl.new_step()
-                sparse, dense, dom, labels = _batch(7, seed=self.seed)
-                model.train()
-                ctx = model.make_context(sparse, dense, dom, labels)
-                logits = model.forward_context(ctx)
-                assert tuple(logits.shape) == (7, T), f"DARTS supernet ({label}): output {list(logits.shape)}"
-                loss = F.binary_cross_entropy_with_logits(logits, labels)
-                aux = ctx.aux.total_loss()
-                (loss if aux is None else loss + aux).backward()
+            try:
+                relaxation = relax(space)
+                model = _seeded(self.seed, lambda: build_model(relaxation.arch, _schema(), self.registry))
+            except Exception as exc:
+                raise AssertionError(f"DARTS supernet ({label}) {_describe_exc(exc)}") from None
+            ctl = AlphaController(relaxation.relaxed).attach(model)
+            ctl.new_step()
+            sparse, dense, dom, labels = _batch(7, seed=self.seed)
+            model.train()
+            ctx = model.make_context(sparse, dense, dom, labels)
+            logits = model.forward_context(ctx)
+            assert tuple(logits.shape) == (7, T), f"DARTS supernet ({label}): output {list(logits.shape)}"
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            aux = ctx.aux.total_loss()
+            (loss if aux is None else loss + aux).backward()
             alpha = ctl.alphas.get("c")
             assert alpha is not None, f"DARTS supernet ({label}): the choice between this component and {other!r} was not relaxed"
             assert alpha.grad is not None and torch.isfinite(alpha.grad).all(), f"DARTS supernet ({label}): the architecture weights receive no finite gradient"
@@ -769,7 +775,7 @@ class _Checker:
 
     # checks: balancers ---------------------------------------------------------------------
     def _balancer(self) -> Balancer:
-        return _seeded(self.seed, lambda: self.cls(self.params, T, [f"task{i}" for i in range(T)]))
+        return _seeded(self.seed, lambda: build(self.cls, self.params, Dims(num_tasks=T, task_names=tuple(f"task{i}" for i in range(T)))))
 
     def _step(self, bal: Balancer, model: nn.Module, domain: torch.Tensor | None, step: int = 0) -> tuple[torch.Tensor, BalanceContext]:
         sparse, dense, dom, labels = _batch(7 if domain is None else len(domain), domain, self.seed + step)
@@ -847,25 +853,11 @@ class _Skip(Exception):
 def _supernet() -> tuple[Any, Any] | None:
     """(relax, AlphaController) of the DARTS supernet, if this build has it."""
     try:
-        from mdmt_nas.search.darts.relax import AlphaController, relax
+        from mdmt_nas.search.darts.alphas import AlphaController
+        from mdmt_nas.search.darts.relax import relax
     except ImportError:
         return None
     return relax, AlphaController
-
-
-@contextmanager
-def _as_global_registry(registry: Any) -> Iterator[None]:
-    """Make `registry` the process-wide one while the block runs (the supernet resolves candidates globally)."""
-    from mdmt_nas import plugins
-
-    saved = plugins._HOST
-    host = plugins.PluginHost()
-    host.registry = registry
-    plugins.reset(host)
-    try:
-        yield
-    finally:
-        plugins.reset(saved)
 
 
 def _owner_is(model: nn.Module, param_name: str, cls: type) -> bool:

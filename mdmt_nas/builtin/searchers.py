@@ -26,21 +26,21 @@ def register_searchers(register):
 # ---- DARTS mixed operations (search/darts/relax.py)
 @hookimpl
 def register_experts(register):
-    from mdmt_nas.search.darts.relax import MixedExpert
+    from mdmt_nas.search.darts.mixed_ops import MixedExpert
 
     register(MixedExpert)
 
 
 @hookimpl
 def register_gates(register):
-    from mdmt_nas.search.darts.relax import MixedGate
+    from mdmt_nas.search.darts.mixed_ops import MixedGate
 
     register(MixedGate)
 
 
 @hookimpl
 def register_fusions(register):
-    from mdmt_nas.search.darts.relax import MixedFusion, MixedGroupFusion
+    from mdmt_nas.search.darts.mixed_ops import MixedFusion, MixedGroupFusion
 
     register(MixedFusion)
     register(MixedGroupFusion)
@@ -48,7 +48,7 @@ def register_fusions(register):
 
 @hookimpl
 def register_adapters(register):
-    from mdmt_nas.search.darts.relax import MixedAdapter, MixedInputAdapter
+    from mdmt_nas.search.darts.mixed_ops import MixedAdapter, MixedInputAdapter
 
     register(MixedAdapter)
     register(MixedInputAdapter)
@@ -56,6 +56,6 @@ def register_adapters(register):
 
 @hookimpl
 def register_towers(register):
-    from mdmt_nas.search.darts.relax import MixedTower
+    from mdmt_nas.search.darts.mixed_ops import MixedTower
 
     register(MixedTower)

@@ -1,7 +1,8 @@
-"""Component interfaces, one per kind. See each class docstring for shapes in and out."""
+"""Component interfaces, one per kind, the `Dims` they are built for and the kinds table."""
 
-from mdmt_nas.components.base import AuxCollector, Component, Context, NoParams
-from mdmt_nas.components.kinds import Adapter, Balancer, BalanceContext, Expert, ExpertBank, Fusion, Gate, Tower
+from mdmt_nas.components.base import AuxCollector, Component, Context, Dims, NoParams
+from mdmt_nas.components.kinds import Adapter, Balancer, BalanceContext, Expert, ExpertBank, Fusion, Gate, Tower, build, build_bank
+from mdmt_nas.components.table import HOOK_KINDS, KINDS, NEURAL_KINDS, Kind, base_of, shape_rule
 
 __all__ = [
     "AuxCollector",
@@ -10,10 +11,19 @@ __all__ = [
     "BalanceContext",
     "Component",
     "Context",
+    "Dims",
     "Expert",
     "ExpertBank",
     "Fusion",
     "Gate",
+    "HOOK_KINDS",
+    "KINDS",
+    "Kind",
+    "NEURAL_KINDS",
     "NoParams",
     "Tower",
+    "base_of",
+    "build",
+    "build_bank",
+    "shape_rule",
 ]

@@ -1,13 +1,19 @@
-"""What every component shares: a pydantic `Params` model and a per-forward `Context`."""
+"""What every component shares: a pydantic `Params` model, the `Dims` it is built for and a per-forward `Context`."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+from mdmt_nas.routing import DomainRouting
 
 
 class NoParams(BaseModel):
@@ -41,6 +47,76 @@ class AuxCollector:
         return torch.stack([v.reshape(()) for v in self.losses.values()]).sum()
 
 
+@dataclass(frozen=True)
+class Dims:
+    """What a component is built for: the sizes around it, and where its sub-components come from.
+
+    Every kind is constructed the same way, `cls(params, dims)`; each reads the fields it needs:
+
+    in_dim:      size of the input vector (experts, gates, towers); the hidden size a fusion or
+                 a hidden adapter preserves; F*E for a fields adapter
+    num_fields, field_dim:  shape [F, E] of `ctx.fields` (interaction experts, fields adapters)
+    num_domains, num_tasks: D and T (a gate mixing for one head only has num_tasks=1)
+    num_experts: candidates a gate weighs
+    per_domain:  gates and towers: one per (domain, task) head, each row using its domain's
+    members:     fusions: the member count (level 1) or the part names (level 2)
+    task_names:  balancers
+    registry:    where components made of other components (DARTS mixed ops) resolve them
+                 (None: the loaded plugins)
+    """
+
+    in_dim: int = 0
+    num_fields: int = 0
+    field_dim: int = 0
+    num_domains: int = 1
+    num_tasks: int = 1
+    num_experts: int = 0
+    per_domain: bool = False
+    members: Any = 1
+    task_names: tuple[str, ...] = ()
+    registry: Any = field(default=None, compare=False, repr=False)
+
+    def with_(self, **changes: Any) -> "Dims":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_args(cls, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> "Dims":
+        """Dims from the sizes of the constructor signature before `Dims` (e.g. in_dim, num_fields, ...)."""
+        if len(args) > len(names):
+            raise TypeError(f"expected at most {len(names)} sizes ({', '.join(names)}), got {len(args)}")
+        values = dict(zip(names, args))
+        for k, v in (kwargs or {}).items():
+            key = {"dim": "in_dim", "num_members": "members", "parts": "members"}.get(k, k)
+            if key not in names or key in values:
+                raise TypeError(f"unexpected size argument {k!r}; sizes: {', '.join(names)}")
+            values[key] = v
+        for k in ("members", "task_names"):
+            if isinstance(values.get(k), list):
+                values[k] = tuple(values[k])
+        return cls(**values)
+
+    def args(self, names: tuple[str, ...]) -> tuple[Any, ...]:
+        """The positional sizes of the constructor signature before `Dims` (lists where it took lists)."""
+        return tuple(list(v) if isinstance(v, tuple) else v for v in (getattr(self, n) for n in names))
+
+
+@functools.lru_cache(maxsize=None)
+def takes_dims(fn: Callable[..., Any]) -> bool:
+    """Whether a constructor, `bank` or `output_dim` has the `dims` signature (else: the positional sizes of old)."""
+    try:
+        return "dims" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return True
+
+
+def as_dims(kind_args: tuple[str, ...], dims: Any, rest: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Dims:
+    """`dims` itself, or the Dims of a subclass that still calls `super().__init__(params, in_dim, ...)`."""
+    if isinstance(dims, Dims) and not rest and not kwargs:
+        return dims
+    return Dims.from_args(kind_args, (dims, *rest), kwargs)
+
+
 @dataclass
 class Context:
     """What a component sees besides its main input, aligned with the rows of that input.
@@ -67,8 +143,6 @@ class Context:
     def routing(self) -> "DomainRouting":
         """Per-domain row indices of these rows, computed once per context."""
         if self._routing is None:
-            from mdmt_nas.routing import DomainRouting
-
             self._routing = DomainRouting(self.domain, self.num_domains)
         return self._routing
 

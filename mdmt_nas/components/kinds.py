@@ -1,4 +1,9 @@
-"""The interface of each component kind: constructor arguments, shapes in and out.
+"""The interface of each component kind: what it is built from (`Dims`), shapes in and out.
+
+Every kind is constructed as `cls(params, dims)` (see `components.base.Dims`).
+A subclass written for the older signature, `cls(params, in_dim, num_fields, ...)`
+with the sizes as positional arguments, still builds: the base classes accept
+both, and `components.table.build` calls each class the way it is written.
 
 Notation: B rows, D domains, T tasks, N experts (candidates of a gate), H hidden
 size, F fields, E field embedding size.
@@ -13,42 +18,62 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from mdmt_nas.components.base import Component, Context
+from mdmt_nas.components.base import Component, Context, Dims, as_dims, takes_dims
 
 
 # --------------------------------------------------------------------------- experts
 class Expert(Component):
     """Maps a representation to a hidden vector: forward(x [B, in_dim], ctx) -> [B, out_dim].
 
-    Construct with `(params, in_dim, num_fields, field_dim, num_domains)`;
-    `num_fields`/`field_dim` give the shape of `ctx.fields` for experts that work
-    on per-field embeddings (interaction experts); `num_domains` is for
-    domain-aware experts (e.g. STAR, which route rows by `ctx.domain`). `output_dim(params, in_dim)` must tell the output size
-    before construction. An expert class may override `bank` to evaluate many
-    identical experts together (batched matmul); the default loops over experts.
+    Reads `dims.in_dim`; `dims.num_fields`/`dims.field_dim` give the shape of
+    `ctx.fields` for experts that work on per-field embeddings (interaction
+    experts); `dims.num_domains` is for domain-aware experts (e.g. STAR, which
+    route rows by `ctx.domain`). `output_dim(params, dims)` must tell the output
+    size before construction. An expert class may override `bank(n, params, dims)`
+    to evaluate many identical experts together (batched matmul); the default
+    loops over experts.
     """
 
     kind = "expert"
+    #: the positional sizes of the constructor before `Dims`
+    legacy_args: ClassVar[tuple[str, ...]] = ("in_dim", "num_fields", "field_dim", "num_domains")
 
-    def __init__(self, params: BaseModel, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
+    def __init__(self, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any):
         super().__init__()
+        dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.in_dim = in_dim
-        self.num_fields = num_fields
-        self.field_dim = field_dim
-        self.num_domains = num_domains
-        self.out_dim = self.output_dim(params, in_dim)
+        self.in_dim = dims.in_dim
+        self.num_fields = dims.num_fields
+        self.field_dim = dims.field_dim
+        self.num_domains = dims.num_domains
+        self.out_dim = output_size(type(self), params, dims)
 
     @classmethod
-    def output_dim(cls, params: BaseModel, in_dim: int) -> int:  # pragma: no cover - interface
+    def output_dim(cls, params: BaseModel, dims: Dims) -> int:  # pragma: no cover - interface
         raise NotImplementedError(f"{cls.__name__}.output_dim")
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     @classmethod
-    def bank(cls, n: int, params: BaseModel, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1) -> "ExpertBank":
-        return LoopBank([cls(params, in_dim, num_fields, field_dim, num_domains) for _ in range(n)])
+    def bank(cls, n: int, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any) -> "ExpertBank":
+        dims = as_dims(cls.legacy_args, dims, legacy, legacy_kw)
+        return LoopBank([build(cls, params, dims) for _ in range(n)])
+
+
+def output_size(cls: type[Expert], params: BaseModel, dims: Dims) -> int:
+    """`cls.output_dim(params, dims)`, or `(params, in_dim)` for an expert written for the older signature."""
+    return cls.output_dim(params, dims) if takes_dims(cls.output_dim) else cls.output_dim(params, dims.in_dim)
+
+
+def build(cls: type[Component], params: BaseModel, dims: Dims) -> Component:
+    """One component, called the way its class is written: `cls(params, dims)`, or the older positional sizes."""
+    return cls(params, dims) if takes_dims(cls.__init__) else cls(params, *dims.args(cls.legacy_args))  # type: ignore[attr-defined]
+
+
+def build_bank(cls: type[Expert], n: int, params: BaseModel, dims: Dims) -> "ExpertBank":
+    """`cls.bank(n, params, dims)`, called the way the class's `bank` is written."""
+    return cls.bank(n, params, dims) if takes_dims(cls.bank) else cls.bank(n, params, *dims.args(cls.legacy_args))
 
 
 class ExpertBank(nn.Module):
@@ -97,8 +122,8 @@ class LoopBank(ExpertBank):
 class Gate(Component):
     """Per-row mixture weights over N candidates, one mixture per task head.
 
-    Construct with `(params, in_dim, num_experts, num_tasks, num_domains, per_domain)`;
-    `per_domain=True` means one gate per (domain, task): each row uses its domain's.
+    Reads `dims.in_dim`, `dims.num_experts`, `dims.num_tasks`, `dims.num_domains`
+    and `dims.per_domain` (True: one gate per (domain, task): each row uses its domain's).
     forward(h [B, in_dim], ctx) -> weights [B, T, N].
     combine(weights, candidates) -> [B, T, H], candidates [B, N, H] (shared by the
     heads) or [B, T, N, H] (per head). A `sparse` gate returns exact zeros for
@@ -110,11 +135,14 @@ class Gate(Component):
     #: accepts per-head inputs h [B, T, in_dim] (needed by multi-level PLE)
     per_head_input: ClassVar[bool] = False
 
-    def __init__(self, params: BaseModel, in_dim: int, num_experts: int, num_tasks: int, num_domains: int, per_domain: bool):
+    legacy_args: ClassVar[tuple[str, ...]] = ("in_dim", "num_experts", "num_tasks", "num_domains", "per_domain")
+
+    def __init__(self, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any):
         super().__init__()
+        dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.in_dim, self.num_experts = in_dim, num_experts
-        self.num_tasks, self.num_domains, self.per_domain = num_tasks, num_domains, per_domain
+        self.in_dim, self.num_experts = dims.in_dim, dims.num_experts
+        self.num_tasks, self.num_domains, self.per_domain = dims.num_tasks, dims.num_domains, dims.per_domain
 
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -129,12 +157,15 @@ class Gate(Component):
 class Fusion(Component):
     """Combines representations. Two levels (class attribute `level`):
 
-    level 1 (within a group: domain experts or task experts), constructed with
-    `(params, dim, num_members, num_tasks, num_domains)`:
+    Reads `dims.in_dim` (the hidden size H, kept as `self.dim`), `dims.members`,
+    `dims.num_tasks` and `dims.num_domains`.
+
+    level 1 (within a group: domain experts or task experts), `dims.members` the
+    number of members M:
         forward(outputs [B, M, H], ctx) -> [B, M, H], the view of each member
         (row r of domain i later keeps member i). `uses_other_members=False` lets
         the model run only each row's own member (routing).
-    level 2 (across modules), constructed with `(params, dim, parts, num_tasks, num_domains)`:
+    level 2 (across modules), `dims.members` the part names:
         forward(parts: dict name -> [B, T, H], ctx) -> [B, T, H], parts among
         "shared" (gated mixture), "domain", "task".
     """
@@ -143,12 +174,15 @@ class Fusion(Component):
     level: ClassVar[int] = 2
     uses_other_members: ClassVar[bool] = True
 
-    def __init__(self, params: BaseModel, dim: int, members: Any, num_tasks: int, num_domains: int):
+    legacy_args: ClassVar[tuple[str, ...]] = ("in_dim", "members", "num_tasks", "num_domains")
+
+    def __init__(self, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any):
         super().__init__()
+        dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.dim = dim
-        self.members = members
-        self.num_tasks, self.num_domains = num_tasks, num_domains
+        self.dim = dims.in_dim
+        self.members = list(dims.members) if isinstance(dims.members, tuple) else dims.members
+        self.num_tasks, self.num_domains = dims.num_tasks, dims.num_domains
 
 
 # --------------------------------------------------------------------------- adapters
@@ -157,35 +191,41 @@ class Adapter(Component):
 
     `site = "hidden"`: forward(h [B, dim], ctx) -> [B, dim] (after a bottom, an
     expert, or before a tower). `site = "fields"`: forward(f [B, F, E], ctx) ->
-    [B, F, E] (input selection on per-field embeddings). Constructed with
-    `(params, dim, num_fields, field_dim, num_domains)`; `dim` is the hidden size for
-    hidden adapters.
+    [B, F, E] (input selection on per-field embeddings). Reads `dims.in_dim`
+    (kept as `self.dim`: the hidden size of a hidden adapter, F*E for a fields
+    adapter), `dims.num_fields`, `dims.field_dim` and `dims.num_domains`.
     """
 
     kind = "adapter"
     site: ClassVar[str] = "hidden"
 
-    def __init__(self, params: BaseModel, dim: int, num_fields: int, field_dim: int, num_domains: int):
+    legacy_args: ClassVar[tuple[str, ...]] = ("in_dim", "num_fields", "field_dim", "num_domains")
+
+    def __init__(self, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any):
         super().__init__()
+        dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.dim, self.num_fields, self.field_dim, self.num_domains = dim, num_fields, field_dim, num_domains
+        self.dim, self.num_fields, self.field_dim, self.num_domains = dims.in_dim, dims.num_fields, dims.field_dim, dims.num_domains
 
 
 # --------------------------------------------------------------------------- towers
 class Tower(Component):
     """Per-head prediction: forward(h [B, T, in_dim], ctx) -> logits [B, T].
 
-    Constructed with `(params, in_dim, num_tasks, num_domains, per_domain)`;
-    `per_domain=True` means one tower per (domain, task) and each row uses its
-    domain's (routing, not masking).
+    Reads `dims.in_dim`, `dims.num_tasks`, `dims.num_domains` and `dims.per_domain`
+    (True: one tower per (domain, task) and each row uses its domain's: routing,
+    not masking).
     """
 
     kind = "tower"
 
-    def __init__(self, params: BaseModel, in_dim: int, num_tasks: int, num_domains: int, per_domain: bool):
+    legacy_args: ClassVar[tuple[str, ...]] = ("in_dim", "num_tasks", "num_domains", "per_domain")
+
+    def __init__(self, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any):
         super().__init__()
+        dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.in_dim, self.num_tasks, self.num_domains, self.per_domain = in_dim, num_tasks, num_domains, per_domain
+        self.in_dim, self.num_tasks, self.num_domains, self.per_domain = dims.in_dim, dims.num_tasks, dims.num_domains, dims.per_domain
 
 
 # --------------------------------------------------------------------------- balancers
@@ -213,7 +253,7 @@ class BalanceContext:
 class Balancer(Component):
     """Turns per-task losses into the update of one training step.
 
-    Constructed with `(params, num_tasks, task_names)`. Loss-weighting balancers
+    Reads `dims.num_tasks` and `dims.task_names`. Loss-weighting balancers
     override `combine(task_losses [T]) -> scalar`; gradient-level balancers
     override `backward(task_losses [T], row_losses [B, T], bctx)`, which must leave
     the gradients in `.grad` of the parameters (the trainer then steps the
@@ -224,11 +264,14 @@ class Balancer(Component):
     kind = "balancer"
     torchscript: ClassVar[bool] = False
 
-    def __init__(self, params: BaseModel, num_tasks: int, task_names: list[str]):
+    legacy_args: ClassVar[tuple[str, ...]] = ("num_tasks", "task_names")
+
+    def __init__(self, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any):
         super().__init__()
+        dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.num_tasks = num_tasks
-        self.task_names = list(task_names)
+        self.num_tasks = dims.num_tasks
+        self.task_names = list(dims.task_names)
 
     def combine(self, task_losses: torch.Tensor) -> torch.Tensor:
         return task_losses.sum()

@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from mdmt_nas.arch import Architecture
+from mdmt_nas.components import Dims
 from mdmt_nas.config import ExperimentConfig, TrackingConfig, TrainConfig
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.model import build_model
 from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import SearchContext
 from mdmt_nas.search.darts import DartsParams, DartsSearcher, local_evaluate
-from mdmt_nas.search.darts.relax import AlphaController, MixedExpert, MixedExpertParams, build_supernet, relax
+from mdmt_nas.search.darts.alphas import AlphaController
+from mdmt_nas.search.darts.mixed_ops import MixedExpert, MixedExpertParams, build_supernet
+from mdmt_nas.search.darts.relax import discretize, relax
 from mdmt_nas.spaces import load_space
 from mdmt_nas.tracking import Tracker
 from mdmt_nas.train import task_losses
@@ -85,7 +88,7 @@ def test_mixed_expert_pads_and_mixes():
         {"spec": {"name": "mlp", "params": {"hidden": [6]}}, "terms": [[[["c", 1]]]]},
         {"spec": None, "terms": [[[["c", 2]]]]},
     ], choices={"c": 3})
-    m = MixedExpert(p, 5, 1, 5, 1)
+    m = MixedExpert(p, Dims(in_dim=5, num_fields=1, field_dim=5))
     assert m.out_dim == 6
     from mdmt_nas.testing import make_context
 
@@ -133,7 +136,7 @@ def test_discretize_and_rebuild_from_json(small_space, tiny_splits):
         ctl.alphas["num"].copy_(torch.tensor([0.0, 2.0, 1.0]))
         ctl.alphas["task_module"].copy_(torch.tensor([0.0, 1.0]))
         ctl.alphas["task_num"].copy_(torch.tensor([1.0, 0.0]))
-    assignment, arch = small_space.discretize(ctl.state())
+    assignment, arch = discretize(small_space, ctl.state())
     assert assignment == {"expert": "big", "num": 2, "task_module": True, "task_num": 1, "tower_width": "4"}
     again = Architecture.from_json(arch.to_json())
     assert again.id == arch.id
@@ -258,7 +261,7 @@ def test_derive_never_returns_an_architecture_without_experts():
         ctl.alphas["shared_module"].copy_(torch.tensor([0.3, 0.0]))  # off by a margin
         ctl.alphas["domain_module"].copy_(torch.tensor([0.01, 0.0]))  # off, barely: flipped
         ctl.alphas["task_module"].copy_(torch.tensor([0.2, 0.0]))
-    assert space.discretize(ctl.state())[1].groups() == {}
+    assert discretize(space, ctl.state())[1].groups() == {}
     assignment, arch, note = derive(space, r, ctl)
     assert assignment["domain_module"] is True and assignment["shared_module"] is False and assignment["task_module"] is False
     assert set(arch.groups()) == {"domain"} and "domain_module=True" in note

@@ -1,4 +1,4 @@
-"""The DARTS supernet: a space relaxed into one Architecture of mixed operations.
+"""Relaxation and its inverse: a space relaxed into one supernet Architecture of mixed ops, and the argmax back.
 
 `relax(space)` turns every choice point into a differentiable weighting:
 
@@ -20,28 +20,26 @@ not count). Choices the supernet cannot relax (the balancer, scalar fields such
 as `levels`, `embedding_dim`, `gate_detach_input`, and their sub-choices) keep
 their space default; `Relaxation.fixed` lists them.
 
-After `build_model(relaxation.arch, schema)`, `AlphaController.attach(model)`
-ties the alphas of every mixed op of one choice to one shared parameter (named
-`arch_<choice>`, so `model.arch_parameters()` returns exactly the alphas) and
-computes the choice probabilities once per step (softmax, or a hard Gumbel
-sample for GDAS, shared by all mixed ops).
+`discretize(space, alphas)` is the inverse: the argmax of each active choice's
+alpha; `derive(space, relaxation, controller)` discretises a trained supernet
+(and keeps an expert group when the argmax would drop them all). The mixed ops
+live in `mixed_ops.py`, the shared alphas in `alphas.py`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from mdmt_nas.arch import Architecture, ComponentSpec
-from mdmt_nas.components import Adapter, Context, Expert, ExpertBank, Fusion, Gate, Tower
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.spaces import CHOICE_KEY, GROUPS, MERGE_KEY, OMIT, TOP_KINDS, Space, is_placeholder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mdmt_nas.search.darts.alphas import AlphaController
 
 ABSENT = OMIT  # a key a branch does not set
 Term = tuple[tuple[str, int], ...]  # product of P(choice = value index)
@@ -59,11 +57,6 @@ MIXED_NAMES = {
     "group_fusion": "darts.mixed_group_fusion",
     "expert": "darts.mixed_expert",
 }
-
-
-def alpha_key(choice: str) -> str:
-    """Parameter name of a choice's alpha: `arch_<choice>` (an architecture parameter by naming convention)."""
-    return "arch_" + choice.replace(".", "_")
 
 
 # ============================================================================ relaxation
@@ -408,440 +401,52 @@ def relax(space: Space) -> Relaxation:
     return Relaxation(space=space, arch=arch, relaxed=relaxed, fixed=fixed_all, notes=notes)
 
 
-# ============================================================================ probabilities
-class AlphaController:
-    """The alphas of a supernet, tied across its mixed ops, and the per-step choice probabilities.
 
-    mode "softmax": p = softmax(alpha). mode "gumbel": in training, a hard one-hot
-    Gumbel-softmax sample with straight-through gradients (GDAS), one sample per choice
-    per step (`new_step`) shared by every mixed op; mixed ops skip candidates of weight 0.
-    Nothing with an autograd graph is cached, so any number of forwards may share a step.
+# ============================================================================ discretisation
+def discretize(space: Space, alphas: dict[str, torch.Tensor], forced: dict[str, Any] | None = None) -> tuple[dict[str, Any], Architecture]:
+    """Argmax of each active choice's alpha (choices without alphas keep their default; `forced` values win)."""
+
+    def pick(c: Any) -> Any:
+        if forced and c.name in forced:
+            return c.normalize(forced[c.name], space.name)
+        a = alphas.get(c.name)
+        if a is None:
+            return c.default_value()
+        if a.numel() != len(c):
+            raise ConfigError(f"space {space.name!r}: alpha of {c.name!r} has {a.numel()} entries, the choice has {len(c)} values")
+        return c.values()[int(a.detach().reshape(-1).argmax())]
+
+    out = space.assign(pick)
+    return out, space.to_arch(out)
+
+
+def derive(space: Any, relaxation: Relaxation, ctl: AlphaController) -> tuple[dict[str, Any], Architecture, str]:
+    """Argmax per active choice; returns (assignment, architecture, note of any adjustment).
+
+    The supernet cannot represent an architecture without expert groups (its bottom
+    would feed the towers directly), so if the argmax removes every group while the
+    supernet has some, the choice with the smallest probability margin is moved to
+    its next value that keeps a group.
     """
+    alphas = {c: a.detach() for c, a in ctl.alphas.items()}
+    assignment, arch = discretize(space, alphas)
+    if arch.groups() or not relaxation.arch.groups():
+        return assignment, arch, ""
+    probs = {c: torch.softmax(a, -1) for c, a in alphas.items()}
 
-    def __init__(self, sizes: dict[str, int], mode: str = "softmax", tau: float = 1.0):
-        self.sizes = dict(sizes)
-        self.alphas = {c: nn.Parameter(torch.zeros(n)) for c, n in sizes.items()}
-        self.mode, self.tau = mode, tau
-        self.training = True
-        self._noise: dict[str, torch.Tensor] = {}  # this step's Gumbel noise (no graph: recomputed per use)
+    def margin(c: str) -> float:
+        top = probs[c].topk(min(2, probs[c].numel())).values
+        return float(top[0] - top[-1])
 
-    def attach(self, model: nn.Module) -> "AlphaController":
-        """Point every mixed op of `model` at this controller and tie its alphas to the shared ones."""
-        for m in model.modules():
-            if isinstance(m, _Mixed):
-                for c in m.choice_sizes:
-                    if c not in self.alphas:
-                        self.alphas[c] = nn.Parameter(torch.zeros(m.choice_sizes[c]))
-                        self.sizes[c] = m.choice_sizes[c]
-                    m.alphas[alpha_key(c)] = self.alphas[c]
-                m._ctl = self
-        return self
-
-    def parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
-
-    def new_step(self) -> None:
-        """Draw new Gumbel samples (GDAS): call once per step; every forward until the next call shares them."""
-        self._noise = {}
-
-    def probs(self, names: Any = None) -> dict[str, torch.Tensor]:
-        """Probabilities of the choices (a fresh autograd graph per call)."""
-        names = self.alphas if names is None else names
-        if not (self.mode == "gumbel" and self.training):
-            return {c: torch.softmax(self.alphas[c], dim=-1) for c in names}
-        out = {}
-        for c in names:
-            a = self.alphas[c]
-            if c not in self._noise:
-                self._noise[c] = -torch.empty_like(a).exponential_().log()
-            soft = torch.softmax((a + self._noise[c]) / self.tau, dim=-1)
-            hard = torch.zeros_like(soft).scatter_(-1, soft.detach().argmax(-1, keepdim=True), 1.0)
-            out[c] = hard - soft.detach() + soft  # straight-through (GDAS)
-        return out
-
-    def soft_probs(self, names: Any = None) -> dict[str, torch.Tensor]:
-        return {c: torch.softmax(self.alphas[c], dim=-1) for c in (self.alphas if names is None else names)}
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {c: a.detach().clone() for c, a in self.alphas.items()}
-
-    def load(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for c, v in state.items():
-                if c in self.alphas:
-                    self.alphas[c].copy_(v)
-
-
-# ============================================================================ mixed ops
-class MixedCandidate(BaseModel):
-    """One candidate of a mixed op: a component (None = identity) and its weight terms per slot."""
-
-    model_config = ConfigDict(extra="forbid")
-    spec: ComponentSpec | None = None
-    terms: list[list[list[tuple[str, int]]]] = Field(default_factory=lambda: [[[]]], description="per slot: weight = sum over terms of prod P(choice = index)")
-
-
-def _default_candidates(spec: dict) -> Any:
-    return Field(default_factory=lambda: [MixedCandidate(spec=ComponentSpec.model_validate(spec))], min_length=1)
-
-
-class _MixedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    choices: dict[str, int] = Field(default_factory=dict, description="choice -> number of values (alpha sizes)")
-    normalize: bool = Field(default=False, description="divide the weights by their sum (gates, fusions, towers)")
-
-
-class MixedExpertParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "mlp", "params": {"hidden": [16]}})
-
-
-class MixedGateParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "softmax"})
-
-
-class MixedFusionParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "sum"})
-
-
-class MixedGroupFusionParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "mean"})
-
-
-class MixedAdapterParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "bottleneck", "params": {"bottleneck": 8}})
-
-
-class MixedInputAdapterParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "soft_selection"})
-
-
-class MixedTowerParams(_MixedParams):
-    candidates: list[MixedCandidate] = _default_candidates({"name": "mlp_tower", "params": {"hidden": [16]}})
-
-
-def _resolve(kind: str, spec: ComponentSpec, where: str) -> tuple[type, BaseModel]:
-    from mdmt_nas.model import resolve
-    from mdmt_nas.plugins import get_registry
-
-    return resolve(get_registry(), kind, spec, where)
-
-
-class _Mixed:
-    """Shared machinery: per-choice alphas (`arch_<choice>`) and candidate weights [K, slots]."""
-
-    choice_sizes: dict[str, int]
-    alphas: nn.ParameterDict
-    _ctl: AlphaController | None
-
-    def _init_mixed(self, params: Any) -> None:
-        self.choice_sizes = dict(params.choices)
-        self.alphas = nn.ParameterDict({alpha_key(c): nn.Parameter(torch.zeros(n)) for c, n in self.choice_sizes.items()})
-        self._ctl = None
-        self._normalize = params.normalize
-        self._terms = [[[tuple(f) for f in t] for t in slot] for slot in (c.terms for c in params.candidates)]
-        self._slots = max(len(c.terms) for c in params.candidates)
-
-    def _probs(self, soft: bool = False) -> dict[str, torch.Tensor]:
-        if self._ctl is not None:
-            return self._ctl.soft_probs(self.choice_sizes) if soft else self._ctl.probs(self.choice_sizes)
-        return {c: torch.softmax(self.alphas[alpha_key(c)], dim=-1) for c in self.choice_sizes}
-
-    def mix_weights(self, soft: bool = False) -> torch.Tensor:
-        """Candidate weights [K, slots]."""
-        p = self._probs(soft)
-        one = next(iter(p.values())).new_ones(()) if p else torch.ones(())
-        rows = []
-        for slots in self._terms:
-            row = []
-            for j in range(self._slots):
-                terms = slots[j] if j < len(slots) else []
-                total = one * 0
-                for t in terms:
-                    w = one
-                    for c, i in t:
-                        w = w * p[c][i]
-                    total = total + w
-                row.append(total)
-            rows.append(torch.stack(row))
-        W = torch.stack(rows)
-        if self._normalize:
-            total = W.sum(dim=0, keepdim=True)
-            if not soft and bool((total.detach() == 0).any()):
-                # a hard sample switched off every branch that sets this op (e.g. no gate
-                # when the common experts are off): its output is unused, mix softly
-                return self.mix_weights(soft=True)
-            W = W / total.clamp_min(1e-12)
-        return W
-
-    def _skip(self, w: torch.Tensor) -> bool:
-        """Hard (Gumbel) samples: candidates of weight exactly 0 are not computed."""
-        return self._ctl is not None and self._ctl.mode == "gumbel" and self._ctl.training and bool((w.detach() == 0).all())
-
-
-def _pad(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return x if x.shape[-1] == dim else F.pad(x, (0, dim - x.shape[-1]))
-
-
-class MixedExpert(Expert, _Mixed):
-    """DARTS mixed expert: weighted sum of candidate experts (zero-padded to the widest); as a bank, slot masks relax the expert count."""
-
-    name = "darts.mixed_expert"
-    Params = MixedExpertParams
-    torchscript = False
-
-    def __init__(self, params: MixedExpertParams, in_dim, num_fields, field_dim, num_domains=1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
-        self._init_mixed(params)
-        ops = []
-        for i, c in enumerate(params.candidates):
-            if c.spec is None:
-                ops.append(nn.Identity())
-            else:
-                cls, p = _resolve("expert", c.spec, f"darts.mixed_expert.candidates[{i}]")
-                ops.append(cls(p, in_dim, num_fields, field_dim, num_domains))
-        self.ops = nn.ModuleList(ops)
-
-    @classmethod
-    def output_dim(cls, params: MixedExpertParams, in_dim: int) -> int:
-        dims = []
-        for i, c in enumerate(params.candidates):
-            if c.spec is None:
-                dims.append(in_dim)
-            else:
-                ecls, p = _resolve("expert", c.spec, f"darts.mixed_expert.candidates[{i}]")
-                dims.append(ecls.output_dim(p, in_dim))
-        return max(dims)
-
-    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        W = self.mix_weights()[:, 0]
-        out = None
-        for k, op in enumerate(self.ops):
-            if self._skip(W[k]):
+    for c in sorted((c for c in assignment if c in probs), key=margin):
+        choice = space.choice(c)
+        for idx in probs[c].argsort(descending=True).tolist():
+            value = choice.values()[idx]
+            if value == assignment[c]:
                 continue
-            y = _pad(op(x) if isinstance(op, nn.Identity) else op(x, ctx), self.out_dim) * W[k]
-            out = y if out is None else out + y
-        return out if out is not None else x.new_zeros(x.shape[0], self.out_dim)
-
-    @classmethod
-    def bank(cls, n, params, in_dim, num_fields, field_dim, num_domains=1) -> ExpertBank:
-        return MixedExpertBank(n, params, in_dim, num_fields, field_dim, num_domains)
-
-
-class _IdentityBank(ExpertBank):
-    def __init__(self, n: int, in_dim: int):
-        super().__init__()
-        self.num_experts, self.out_dim = n, in_dim
-
-    def forward(self, x, ctx, start=0, stop=None):
-        stop = self.num_experts if stop is None else stop
-        return x if x.dim() == 3 else x.unsqueeze(1).expand(-1, stop - start, -1)
-
-
-class MixedExpertBank(ExpertBank, _Mixed):
-    """n mixed experts; expert i is slot i % slots (slot masks relax the count); one inner bank per candidate."""
-
-    torchscript = False
-
-    def __init__(self, n: int, params: MixedExpertParams, in_dim, num_fields, field_dim, num_domains=1):
-        super().__init__()
-        self.params = params
-        self._init_mixed(params)
-        self.num_experts = n
-        self.out_dim = MixedExpert.output_dim(params, in_dim)
-        banks = []
-        for i, c in enumerate(params.candidates):
-            if c.spec is None:
-                banks.append(_IdentityBank(n, in_dim))
-            else:
-                cls, p = _resolve("expert", c.spec, f"darts.mixed_expert.candidates[{i}]")
-                banks.append(cls.bank(n, p, in_dim, num_fields, field_dim, num_domains))
-        self.banks = nn.ModuleList(banks)
-
-    def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        stop = self.num_experts if stop is None else stop
-        W = self.mix_weights()  # [K, S]
-        slot = torch.arange(start, stop) % self._slots
-        out = None
-        for k, bank in enumerate(self.banks):
-            w = W[k, slot]
-            if self._skip(w):
-                continue
-            y = _pad(bank(x, ctx, start, stop), self.out_dim) * w.view(1, -1, 1)
-            out = y if out is None else out + y
-        return out if out is not None else x.new_zeros(x.shape[0], stop - start, self.out_dim)
-
-
-class MixedGate(Gate, _Mixed):
-    """DARTS mixed gate: weighted sum of candidate gates; each candidate combines the experts its own way."""
-
-    name = "darts.mixed_gate"
-    Params = MixedGateParams
-    per_head_input = True  # the space decides; PLE spaces offer only per-head gates
-    torchscript = False
-
-    def __init__(self, params: MixedGateParams, in_dim, num_experts, num_tasks, num_domains, per_domain):
-        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
-        self._init_mixed(params)
-        ops = []
-        for i, c in enumerate(params.candidates):
-            assert c.spec is not None, "a gate candidate cannot be empty"
-            cls, p = _resolve("gate", c.spec, f"darts.mixed_gate.candidates[{i}]")
-            ops.append(cls(p, in_dim, num_experts, num_tasks, num_domains, per_domain))
-        self.ops = nn.ModuleList(ops)
-
-    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
-        W = self.mix_weights()[:, 0]
-        parts, total = [], None
-        for k, op in enumerate(self.ops):
-            if self._skip(W[k]):
-                continue
-            wk = op(h, ctx)
-            parts.append((W[k], op, wk))
-            total = wk * W[k] if total is None else total + wk * W[k]
-        total = total.clone()  # a fresh tensor to carry the parts
-        total.darts_parts = parts
-        return total
-
-    def combine(self, weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        parts = getattr(weights, "darts_parts", None)
-        if parts is None:
-            return super().combine(weights, candidates)
-        out = None
-        for w, op, wk in parts:
-            y = op.combine(wk, candidates) * w
-            out = y if out is None else out + y
-        return out
-
-
-class _MixedFusionBase(Fusion, _Mixed):
-    torchscript = False
-
-    def __init__(self, params, dim, members, num_tasks, num_domains):
-        super().__init__(params, dim, members, num_tasks, num_domains)
-        self._init_mixed(params)
-        ops = []
-        for i, c in enumerate(params.candidates):
-            assert c.spec is not None, "a fusion candidate cannot be empty"
-            cls, p = _resolve("fusion", c.spec, f"{self.name}.candidates[{i}]")
-            if cls.level != self.level:
-                raise ConfigError(f"{self.name}: candidate {c.spec.name!r} is a level-{cls.level} fusion, expected level {self.level}")
-            ops.append(cls(p, dim, members, num_tasks, num_domains))
-        self.ops = nn.ModuleList(ops)
-        self.uses_other_members = any(getattr(op, "uses_other_members", True) for op in ops)
-
-    def forward(self, x: Any, ctx: Context) -> torch.Tensor:
-        W = self.mix_weights()[:, 0]
-        out = None
-        for k, op in enumerate(self.ops):
-            if self._skip(W[k]):
-                continue
-            y = op(x, ctx) * W[k]
-            out = y if out is None else out + y
-        return out
-
-
-class MixedFusion(_MixedFusionBase):
-    """DARTS mixed level-2 fusion: weighted sum of candidate fusions of the module parts."""
-
-    name = "darts.mixed_fusion"
-    Params = MixedFusionParams
-    level = 2
-
-
-class MixedGroupFusion(_MixedFusionBase):
-    """DARTS mixed level-1 fusion: weighted sum of candidate fusions inside an expert group."""
-
-    name = "darts.mixed_group_fusion"
-    Params = MixedGroupFusionParams
-    level = 1
-
-
-class _MixedAdapterBase(Adapter, _Mixed):
-    torchscript = False
-
-    def __init__(self, params, dim, num_fields, field_dim, num_domains):
-        super().__init__(params, dim, num_fields, field_dim, num_domains)
-        self._init_mixed(params)
-        ops = []
-        for i, c in enumerate(params.candidates):
-            if c.spec is None:
-                ops.append(None)
-                continue
-            cls, p = _resolve("adapter", c.spec, f"{self.name}.candidates[{i}]")
-            if cls.site != self.site:
-                raise ConfigError(f"{self.name}: candidate {c.spec.name!r} works at site {cls.site!r}, expected {self.site!r}")
-            ops.append(cls(p, dim, num_fields, field_dim, num_domains))
-        self._identity = [op is None for op in ops]
-        self.ops = nn.ModuleList(op if op is not None else nn.Identity() for op in ops)
-
-    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
-        W = self.mix_weights()[:, 0]
-        out = None
-        for k, op in enumerate(self.ops):
-            if self._skip(W[k]):
-                continue
-            y = (h if self._identity[k] else op(h, ctx)) * W[k]
-            out = y if out is None else out + y
-        return out if out is not None else h
-
-
-class MixedAdapter(_MixedAdapterBase):
-    """DARTS mixed hidden adapter: weighted sum of candidate adapters (an empty candidate is the identity)."""
-
-    name = "darts.mixed_adapter"
-    Params = MixedAdapterParams
-    site: ClassVar[str] = "hidden"
-
-
-class MixedInputAdapter(_MixedAdapterBase):
-    """DARTS mixed input adapter on per-field embeddings (an empty candidate is the identity)."""
-
-    name = "darts.mixed_input_adapter"
-    Params = MixedInputAdapterParams
-    site: ClassVar[str] = "fields"
-
-
-class MixedTower(Tower, _Mixed):
-    """DARTS mixed tower: weighted sum of the candidate towers' logits."""
-
-    name = "darts.mixed_tower"
-    Params = MixedTowerParams
-    torchscript = False
-
-    def __init__(self, params, in_dim, num_tasks, num_domains, per_domain):
-        super().__init__(params, in_dim, num_tasks, num_domains, per_domain)
-        self._init_mixed(params)
-        ops = []
-        for i, c in enumerate(params.candidates):
-            assert c.spec is not None, "a tower candidate cannot be empty"
-            cls, p = _resolve("tower", c.spec, f"darts.mixed_tower.candidates[{i}]")
-            ops.append(cls(p, in_dim, num_tasks, num_domains, per_domain))
-        self.ops = nn.ModuleList(ops)
-
-    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
-        W = self.mix_weights()[:, 0]
-        out = None
-        for k, op in enumerate(self.ops):
-            if self._skip(W[k]):
-                continue
-            y = op(h, ctx) * W[k]
-            out = y if out is None else out + y
-        return out
-
-
-MIXED_COMPONENTS: dict[str, list[type]] = {
-    "expert": [MixedExpert],
-    "gate": [MixedGate],
-    "fusion": [MixedFusion, MixedGroupFusion],
-    "adapter": [MixedAdapter, MixedInputAdapter],
-    "tower": [MixedTower],
-}
-
-
-def build_supernet(relaxation: Relaxation, schema: Any, mode: str = "softmax", tau: float = 1.0) -> tuple[nn.Module, AlphaController]:
-    """Build the supernet model and tie its alphas (one shared parameter per relaxed choice)."""
-    from mdmt_nas.model import build_model
-
-    model = build_model(relaxation.arch, schema)
-    ctl = AlphaController(relaxation.relaxed, mode=mode, tau=tau).attach(model)
-    return model, ctl
+            a2, arch2 = discretize(space, alphas, forced={c: value})
+            if arch2.groups():
+                note = (f"the argmax {assignment} has no expert groups, which the supernet cannot represent; "
+                        f"set {c}={value} (smallest margin {margin(c):.3f})")
+                return a2, arch2, note
+    return assignment, arch, ""

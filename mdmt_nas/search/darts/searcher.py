@@ -37,7 +37,9 @@ from mdmt_nas.components import BalanceContext
 from mdmt_nas.errors import ConfigError, TrialFailed, check_interrupt
 from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
-from mdmt_nas.search.darts.relax import AlphaController, Relaxation, build_supernet, relax
+from mdmt_nas.search.darts.alphas import alpha_heatmap, alpha_metrics, alpha_probs
+from mdmt_nas.search.darts.mixed_ops import build_supernet
+from mdmt_nas.search.darts.relax import derive, relax
 
 CHECKPOINT_VERSION = 1
 
@@ -94,101 +96,6 @@ def _set_rng_state(st: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = st["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-
-
-def alpha_probs(ctl: AlphaController) -> dict[str, list[float]]:
-    with torch.no_grad():
-        return {c: torch.softmax(a, dim=-1).tolist() for c, a in ctl.alphas.items()}
-
-
-def alpha_metrics(relaxation: Relaxation, ctl: AlphaController) -> dict[str, float]:
-    """`alpha/<choice>/<label>` -> probability of that value."""
-    out = {}
-    for c, probs in alpha_probs(ctl).items():
-        labels = relaxation.labels(c) if c in relaxation.space._by_name else [str(i) for i in range(len(probs))]
-        for lab, p in zip(labels, probs):
-            out[f"alpha/{c}/{lab}"] = p
-    return out
-
-
-def alpha_heatmap(relaxation: Relaxation, ctl: AlphaController, title: str):
-    """A matplotlib figure: one row per choice, one cell per value, coloured by probability."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    probs = alpha_probs(ctl)
-    names = list(probs)
-    width = max((len(p) for p in probs.values()), default=1)
-    grid = np.full((max(len(names), 1), width), np.nan)
-    for i, c in enumerate(names):
-        grid[i, : len(probs[c])] = probs[c]
-    fig, ax = plt.subplots(figsize=(1.4 + 1.25 * width, 0.9 + 0.42 * len(names)))
-    im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for i, c in enumerate(names):
-        labels = relaxation.labels(c)
-        best = int(np.nanargmax(grid[i, : len(probs[c])]))
-        for j, lab in enumerate(labels[: len(probs[c])]):
-            ax.text(j, i, f"{lab}\n{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if grid[i, j] < 0.6 else "black", fontweight="bold" if j == best else "normal")
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xticks([])
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    return fig
-
-
-def local_evaluate(splits: Any, train_config: Any):
-    """An `evaluate` without MLflow (tests, library use): train and score one architecture."""
-    from mdmt_nas.train import train_architecture
-
-    counter = iter(range(10**9))
-    default_cfg = train_config
-
-    def evaluate(arch: Architecture, label: str, epoch_callback: Any = None, assignment: dict | None = None,
-                 number: int | None = None, train_config: Any = None, kind: str = "candidate") -> Candidate:
-        cfg = (train_config or default_cfg).model_copy(update={"progress": False})
-        res = train_architecture(arch, splits, cfg, [epoch_callback] if epoch_callback else None, label)
-        return Candidate(number=next(counter) if number is None else number, arch=arch, state="finished",
-                         valid_mean_auc=res.valid.mean_auc, test_mean_auc=res.test.mean_auc if res.test else float("nan"),
-                         num_params=res.num_params, latency_ms_per_1k=res.latency_ms_per_1k, train_seconds=res.train_seconds,
-                         assignment=dict(assignment or {}))
-
-    return evaluate
-
-
-def derive(space: Any, relaxation: Relaxation, ctl: AlphaController) -> tuple[dict[str, Any], Architecture, str]:
-    """Argmax per active choice; returns (assignment, architecture, note of any adjustment).
-
-    The supernet cannot represent an architecture without expert groups (its bottom
-    would feed the towers directly), so if the argmax removes every group while the
-    supernet has some, the choice with the smallest probability margin is moved to
-    its next value that keeps a group.
-    """
-    alphas = {c: a.detach() for c, a in ctl.alphas.items()}
-    assignment, arch = space.discretize(alphas)
-    if arch.groups() or not relaxation.arch.groups():
-        return assignment, arch, ""
-    probs = {c: torch.softmax(a, -1) for c, a in alphas.items()}
-
-    def margin(c: str) -> float:
-        top = probs[c].topk(min(2, probs[c].numel())).values
-        return float(top[0] - top[-1])
-
-    for c in sorted((c for c in assignment if c in probs), key=margin):
-        choice = space.choice(c)
-        for idx in probs[c].argsort(descending=True).tolist():
-            value = choice.values()[idx]
-            if value == assignment[c]:
-                continue
-            a2, arch2 = space.discretize(alphas, forced={c: value})
-            if arch2.groups():
-                note = (f"the argmax {assignment} has no expert groups, which the supernet cannot represent; "
-                        f"set {c}={value} (smallest margin {margin(c):.3f})")
-                return a2, arch2, note
-    return assignment, arch, ""
 
 
 # ------------------------------------------------------------------------------ searcher
@@ -460,3 +367,22 @@ def _cycle(source: Any, batch_size: int, seed: int):
         if not got:
             raise ConfigError("the valid split is empty; DARTS needs validation rows for the alpha steps")
         k += 1
+
+
+def local_evaluate(splits: Any, train_config: Any):
+    """An `evaluate` without MLflow (tests, library use): train and score one architecture."""
+    from mdmt_nas.train import train_architecture
+
+    counter = iter(range(10**9))
+    default_cfg = train_config
+
+    def evaluate(arch: Architecture, label: str, epoch_callback: Any = None, assignment: dict | None = None,
+                 number: int | None = None, train_config: Any = None, kind: str = "candidate") -> Candidate:
+        cfg = (train_config or default_cfg).model_copy(update={"progress": False})
+        res = train_architecture(arch, splits, cfg, [epoch_callback] if epoch_callback else None, label)
+        return Candidate(number=next(counter) if number is None else number, arch=arch, state="finished",
+                         valid_mean_auc=res.valid.mean_auc, test_mean_auc=res.test.mean_auc if res.test else float("nan"),
+                         num_params=res.num_params, latency_ms_per_1k=res.latency_ms_per_1k, train_seconds=res.train_seconds,
+                         assignment=dict(assignment or {}))
+
+    return evaluate
