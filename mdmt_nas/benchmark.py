@@ -502,14 +502,11 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str | Path, *, resume
 
     # ---- the MLflow parent run (re-opened on --resume)
     parent = state.parent_run_id if tracker.enabled else None
-    if parent:
-        try:
-            tracker.client.update_run(parent, status="RUNNING")
-        except Exception:  # noqa: BLE001 - deleted, or another store
-            log(f"the earlier parts' MLflow parent run {parent} is not in {tracker.tracking_uri}: this part logs under a new parent run "
-                "(the report names both)")
-            state.unreachable_parents.append(parent)
-            parent = None
+    if parent and not tracker.reopen(parent):  # deleted, or another store
+        log(f"the earlier parts' MLflow parent run {parent} is not in {tracker.tracking_uri}: this part logs under a new parent run "
+            "(the report names both)")
+        state.unreachable_parents.append(parent)
+        parent = None
     if parent is None and tracker.enabled:
         parent = tracker.start_run(f"benchmark-{settings.dataset.name}", None, {"mdmt_nas.kind": "benchmark", "dataset": settings.dataset.name})
         params = {"dataset": settings.dataset.name, "seeds": ",".join(map(str, settings.seeds)), "models": ",".join(settings.models),

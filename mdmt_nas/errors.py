@@ -63,6 +63,10 @@ class TrialFailed(MdmtNasError):
         super().__init__(reason)
 
 
+class TrialPruned(MdmtNasError):
+    """A candidate stopped early by its searcher's pruner (not a failure); raised from an epoch callback."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interruption so runs and trials end KILLED/FAIL like on Ctrl-C."""
 

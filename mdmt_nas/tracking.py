@@ -1,4 +1,9 @@
-"""MLflow tracking: one run per training, child runs per candidate of a search.
+"""MLflow tracking: the run lifecycle (parent, children, reopen, stale runs, worker tags) and what a training logs.
+
+One run per training; a search or a benchmark has one parent run, re-opened when
+it is resumed, and a child run per candidate (each tagged with the worker that
+trains it, so a re-opened parent can tell a dead worker's RUNNING child from a
+live one's). Searchers and the benchmark use these methods, never the raw client.
 
 MLflow is imported lazily (it is slow to import). The tracking URI is
 `--tracking-uri`, else $MLFLOW_TRACKING_URI, else MLflow's own default (a
@@ -12,7 +17,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,8 @@ from mdmt_nas.config import TrackingConfig
 from mdmt_nas.errors import UserError
 
 MAX_PARAM_LEN = 6000
+#: tag of a child run: host:pid:start-time of the process training it
+WORKER_TAG = "mdmt_nas.worker"
 
 
 def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, str]:
@@ -162,6 +169,76 @@ class Tracker:
         if run_id:
             self.client.set_terminated(run_id, status=status)
 
+    def start_child(self, name: str, parent_run_id: str | None, tags: dict[str, str] | None = None) -> str | None:
+        """A child run of a search, tagged with this worker (see `kill_stale_children`)."""
+        return self.start_run(name, parent_run_id, {**(tags or {}), WORKER_TAG: worker_id()})
+
+    def reopen(self, run_id: str | None) -> bool:
+        """Mark an earlier run RUNNING again (a resumed search); False if tracking is off or the run is gone."""
+        if not self.enabled or not run_id:
+            return False
+        try:
+            self.client.update_run(run_id, status="RUNNING")
+        except Exception:  # noqa: BLE001 - deleted, or another tracking server
+            return False
+        return True
+
+    def open_parent(self, previous: str | None, name: str, tags: dict[str, str]) -> tuple[str | None, bool]:
+        """Re-open `previous` (a resumed search's parent run) if it still exists, else start a new parent run.
+
+        Returns (run id, re-opened). Children of a re-opened parent left RUNNING by a dead worker are marked KILLED.
+        """
+        if not self.enabled:
+            return None, False
+        if previous:
+            try:
+                self.client.get_run(previous)
+            except Exception:  # noqa: BLE001 - deleted, or another tracking server
+                previous = None
+            if previous:
+                self.client.update_run(previous, status="RUNNING")
+                self.kill_stale_children(previous)
+                return previous, True
+        return self.start_run(name, None, tags), False
+
+    def kill_stale_children(self, parent: str) -> None:
+        """Child runs still RUNNING under a re-opened parent whose process died (SIGKILL, crash): mark them KILLED.
+
+        Runs of a live worker on this machine (several workers share one study) and of workers on other machines
+        (whose processes cannot be checked from here) are left alone.
+        """
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")
+        for r in runs:
+            if worker_alive(r.data.tags.get(WORKER_TAG, "")) is not False:
+                continue
+            self.set_tags(r.info.run_id, {"state": "killed", "reason": "the search process ended while this candidate trained (killed or crashed)"})
+            self.end_run(r.info.run_id, "KILLED")
+
+    def log_params_again(self, run_id: str | None, params: Mapping[str, Any], reopened: bool) -> None:
+        """Params of a (possibly re-opened) run: new keys are logged, changed ones become `resumed.<key>` tags."""
+        if not run_id:
+            return
+        if not reopened:
+            self.log_params(run_id, params)
+            return
+        existing = self.client.get_run(run_id).data.params
+        self.log_params(run_id, {k: v for k, v in params.items() if k[:250] not in existing})
+        changed = {f"resumed.{k}": v for k, v in params.items() if k[:250] in existing and existing[k[:250]] != str(v)[:MAX_PARAM_LEN]}
+        self.set_tags(run_id, changed)
+
+    @contextlib.contextmanager
+    def ending_on_error(self, run_id: str | None) -> Iterator[None]:
+        """The run ends KILLED if the block is interrupted, FAILED (tagged with the reason) if it raises; else it stays open."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            self.end_run(run_id, "KILLED")
+            raise
+        except BaseException as exc:
+            self.set_tags(run_id, {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:5000]})
+            self.end_run(run_id, "FAILED")
+            raise
+
     @contextlib.contextmanager
     def run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[str | None]:
         """A run that ends FINISHED, FAILED on an exception, KILLED on interruption."""
@@ -288,5 +365,33 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     plt.close(fig)
 
 
-def tempdir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="mdmt-nas-")
+
+# ------------------------------------------------------------------------------ workers
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def worker_id() -> str:
+    """host:pid:start-time of this process (the start time tells a reused pid apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def worker_alive(tag: str) -> bool | None:
+    """Whether the process a worker tag names still runs: None when unknown (another machine)."""
+    parts = tag.rsplit(":", 2)
+    if len(parts) != 3:
+        return False  # untagged: written by a process that predates worker tags, or a broken one
+    host, pid, start = parts
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        pass
+    return start == "?" or _start_time(int(pid)) == start

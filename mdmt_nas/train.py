@@ -21,20 +21,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mdmt_nas.arch import Architecture
-from mdmt_nas.components import BalanceContext, Balancer
+from mdmt_nas.components import Balancer
 from mdmt_nas.config import TrainConfig
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.data.tensors import MDMTTensors, RowSource, Splits
 from mdmt_nas.errors import TrialFailed, check_interrupt
 from mdmt_nas.metrics import Metrics, compute_metrics
 from mdmt_nas.model import MDMTModel, build_balancer, build_model
+from mdmt_nas.plugins import guard_shapes
 from mdmt_nas.routing import is_sorted
+from mdmt_nas.steps import StructureStep, losses, objective, weight_step
 
 #: epoch callback: (epoch, epoch_metrics) -> None; may raise (e.g. optuna.TrialPruned) to stop
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def _by_domain(batch: MDMTTensors) -> MDMTTensors:
+    return batch if is_sorted(batch.domain) else batch.index(torch.argsort(batch.domain, stable=True))
 
 
 def set_seed(seed: int) -> None:
@@ -72,16 +77,6 @@ class TrainResult:
             "rows_per_second": self.rows_per_second,
             "latency_ms_per_1k": self.latency_ms_per_1k,
         }
-
-
-def task_losses(logits: torch.Tensor, labels: torch.Tensor, domain: torch.Tensor, num_domains: int, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row BCE [B, T] and per-task losses [T] (row mean, or sum over domains of per-domain means)."""
-    row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    if reduction == "row_mean":
-        return row, row.mean(0)
-    sums = row.new_zeros(num_domains, row.shape[1]).index_add(0, domain, row)
-    counts = torch.bincount(domain, minlength=num_domains).clamp(min=1).to(row.dtype)
-    return row, (sums / counts.unsqueeze(1)).sum(0)
 
 
 @torch.no_grad()
@@ -189,51 +184,32 @@ class Trainer:
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg.optimizer]
         extra = {"fused": True} if cfg.optimizer in ("adam", "adamw") else {}  # one kernel per step for all tensors: ~9% faster steps on CPU
         self.opt = opt_cls([p for p in weights if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-        self.arch_opt = torch.optim.Adam([p for p in arch_params if p.requires_grad], lr=cfg.arch_lr) if self.arch_step else None
+        #: M3oE's structure step on the `arch_*` parameters (a second Adam, on a separate batch)
+        self.structure = StructureStep(arch_params, lambda b: objective(*self._losses(b)[1:]), cfg.arch_lr) if self.arch_step else None
         self.shared = model.shared_parameters()
         self.step_count = 0
 
     # ---------------------------------------------------------------- one step
-    def _loss_parts(self, batch: MDMTTensors) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def _losses(self, batch: MDMTTensors) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Losses of a batch whose rows are sorted by domain first (routing then slices, no scatter)."""
-        m = self.model
-        if not is_sorted(batch.domain):
-            batch = batch.index(torch.argsort(batch.domain, stable=True))
-        ctx = m.make_context(batch.sparse, batch.dense, batch.domain, batch.labels)
-        logits = m.forward_context(ctx)
-        row, per_task = task_losses(logits, batch.labels, batch.domain, m.num_domains, self.cfg.loss_reduction)
-        return row, per_task, ctx
+        return losses(self.model, _by_domain(batch), self.cfg.loss_reduction)
 
     def train_step(self, batch: MDMTTensors) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        row, per_task, ctx = self._loss_parts(batch)
-        aux = ctx.aux.total_loss()
-        assert ctx.labels is not None
-        bctx = BalanceContext(self.shared, list(self.model.parameters()), ctx.embedding, ctx.domain, ctx.labels, aux, self.step_count)
-        total = self.balancer.backward(per_task, row, bctx)
-        if not torch.isfinite(total).all():
-            raise TrialFailed(f"loss became {float(total)} at step {self.step_count} (per-task losses {per_task.detach().tolist()}); lower the learning rate or check the data")
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
+        n = self.step_count
+        total, ctx, bctx = weight_step(
+            self.model, self.balancer, self.opt, _by_domain(batch), reduction=self.cfg.loss_reduction, shared=self.shared,
+            all_params=list(self.model.parameters()), step=n, grad_clip=self.cfg.grad_clip, clip_params=list(self.model.parameters()),
+            nan_reason=lambda total, per_task: (f"loss became {float(total)} at step {n} (per-task losses {per_task.detach().tolist()}); "
+                                                "lower the learning rate or check the data"),
+        )
         self.step_count += 1
         self._aux_metrics(ctx.aux.metrics, bctx.metrics)
         return float(total)
 
     def arch_update(self, batch: MDMTTensors) -> None:
         """M3oE's structure step: gradient of the loss on a separate batch w.r.t. `arch_*` only."""
-        assert self.arch_opt is not None
-        _, per_task, ctx = self._loss_parts(batch)
-        loss = per_task.sum()
-        aux = ctx.aux.total_loss()
-        if aux is not None:
-            loss = loss + aux
-        params = [p for g in self.arch_opt.param_groups for p in g["params"]]
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        self.arch_opt.zero_grad(set_to_none=True)
-        for p, g in zip(params, grads):
-            p.grad = g
-        self.arch_opt.step()
+        assert self.structure is not None
+        self.structure.step(None, batch)
 
     def _aux_metrics(self, *dicts: dict[str, float]) -> None:
         for d in dicts:
@@ -336,9 +312,23 @@ def train_architecture(
     cfg: TrainConfig,
     callbacks: list[EpochCallback] | None = None,
     label: str = "train",
+    *,
+    registry: Any = None,
+    guard: bool = False,
+    built: Callable[[MDMTModel], None] | None = None,
 ) -> TrainResult:
-    """Build, train (with early stopping on mean valid AUC) and evaluate one architecture."""
+    """Build, train (with early stopping on mean valid AUC) and evaluate one architecture: the one way to train one.
+
+    guard: check every component's output shape while training, so a wrong shape is blamed on the
+    component that produced it (a search's candidates); built: called with the model as soon as it
+    is built (the search's evaluator names the culprit of a failure from it).
+    """
     set_seed(cfg.seed)
-    model = build_model(arch, splits.schema)
-    balancer = build_balancer(arch, splits.schema)
-    return Trainer(model, balancer, splits, cfg, callbacks, label).fit()
+    model = build_model(arch, splits.schema, registry)
+    if built is not None:
+        built(model)
+    balancer = build_balancer(arch, splits.schema, registry)
+    if not guard:
+        return Trainer(model, balancer, splits, cfg, callbacks, label).fit()
+    with guard_shapes(model, registry):
+        return Trainer(model, balancer, splits, cfg, callbacks, label).fit()

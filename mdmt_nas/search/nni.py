@@ -24,7 +24,6 @@ needs pytorch-lightning and pins filelock<3.12).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pickle
@@ -35,8 +34,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from mdmt_nas.errors import UserError
-from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher, SearcherParams
-from mdmt_nas.search.optuna import _candidate_from_record, _candidate_record, choice_values
+from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher, SearcherParams
+from mdmt_nas.search.optuna import choice_values
 
 NNI_DIR = "nni"
 
@@ -157,7 +156,6 @@ class _NNISearcher(Searcher):
 
     budget_unit: ClassVar[str] = "trials"
     default_budget: ClassVar[int] = 20
-    supports_resume: ClassVar[bool] = True
 
     def __init__(self, params: Any = None):
         super().__init__(params)
@@ -194,7 +192,6 @@ class _NNISearcher(Searcher):
         from nni.nas.execution.event import ModelEventType
 
         from mdmt_nas.search import report
-        from mdmt_nas.search.runner import SearchStopped
 
         out = self._dir(ctx)
         budget = ctx.budget or self.default_budget
@@ -204,7 +201,7 @@ class _NNISearcher(Searcher):
         seen: dict[str, float | None] = dict(state["seen"]) if state else {}
         trained = [len(seen)]
         trained_before = trained[0]
-        candidates: list[Candidate] = [_candidate_from_record(r) for r in records]
+        candidates: list[Candidate] = [Candidate.from_record(r) for r in records]
 
         def evaluate_model(model: Any) -> None:
             assignment, arch = model
@@ -222,7 +219,7 @@ class _NNISearcher(Searcher):
 
             cand = ctx.evaluate(arch, label, epoch_callback=per_epoch, assignment=assignment, number=number)
             candidates.append(cand)
-            records.append(_candidate_record(cand, label))
+            records.append(cand.to_record(label))
             ok = cand.state == "finished" and math.isfinite(cand.valid_mean_auc)
             seen[arch.id] = float(cand.valid_mean_auc) if ok else None
             trained[0] += 1

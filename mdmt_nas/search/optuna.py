@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -29,9 +28,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from mdmt_nas.arch import Architecture
-from mdmt_nas.errors import UserError, check_interrupt
-from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher, SearcherParams
+from mdmt_nas.errors import TrialPruned, UserError, check_interrupt
+from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher, SearcherParams
 
 PARENT_ATTR = "mdmt_nas.mlflow_parent_run_id"
 CANDIDATE_ATTR = "mdmt_nas.candidate"
@@ -89,26 +87,6 @@ class _CandidateFailed(Exception):
     """Raised inside the objective so Optuna records a failed candidate's trial as FAIL."""
 
 
-def _candidate_record(c: Candidate, label: str) -> str:
-    data = c.row()
-    data.update(arch=c.arch.canonical(), arch_name=c.arch.name, assignment=c.assignment, label=label,
-                metrics={k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
-    return json.dumps(data, default=str)
-
-
-def _candidate_from_record(text: str) -> Candidate:
-    d = json.loads(text)
-    arch = Architecture.model_validate({**d["arch"], "name": d.get("arch_name", "")})
-
-    def f(key: str) -> float:
-        v = d.get(key)
-        return float("nan") if v is None or v == "" else float(v)
-
-    return Candidate(number=int(d["number"]), arch=arch, state=d["state"], valid_mean_auc=f("valid_mean_auc"), test_mean_auc=f("test_mean_auc"),
-                     num_params=int(d.get("num_params") or 0), latency_ms_per_1k=f("latency_ms_per_1k"), train_seconds=f("train_seconds"),
-                     reason=d.get("reason", ""), run_id=d.get("run_id") or None, metrics=d.get("metrics", {}), assignment=d.get("assignment", {}))
-
-
 def _unbeaten_trial_ids(storage: Any, study_id: int, grace: float) -> list[int]:
     """RUNNING trials that never sent a heartbeat and started more than `grace` seconds ago.
 
@@ -139,7 +117,6 @@ class OptunaSearcher(Searcher):
     budget_unit: ClassVar[str] = "trials"
     default_budget: ClassVar[int] = 20
     multi_objective: ClassVar[bool] = False
-    supports_resume: ClassVar[bool] = True
     params: OptunaParams
     _created_study: bool = False  # this process created the study (see existing_parent_run)
 
@@ -260,8 +237,6 @@ class OptunaSearcher(Searcher):
     def _objective(self, ctx: SearchContext, study: Any) -> Any:
         import optuna
 
-        from mdmt_nas.search.runner import SearchStopped
-
         multi = len(self.directions(ctx)) > 1
         epochs = ctx.config.search.epochs or ctx.config.train.epochs
         budget = ctx.budget or self.default_budget
@@ -280,9 +255,7 @@ class OptunaSearcher(Searcher):
             if dup is not None:
                 trial.set_user_attr("duplicate_of", dup.number)
                 if dup.state == "failed":
-                    note = getattr(ctx.evaluate, "note_failure", None)
-                    if note is not None:
-                        note()  # counts toward search.max_failures (SearchStopped ends the search)
+                    ctx.evaluate.note_failure()  # counts toward search.max_failures (SearchStopped ends the search)
                     raise _CandidateFailed(f"same architecture as trial {dup.number}, which failed: {dup.reason}")
                 return self._values(ctx, dup)
 
@@ -293,17 +266,17 @@ class OptunaSearcher(Searcher):
                 if isinstance(v, float) and math.isfinite(v):
                     trial.report(v, epoch)
                 if epoch + 1 < epochs and trial.should_prune():  # after the last epoch the training is done: keep it
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
+                    raise TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
 
             try:
                 cand = ctx.evaluate(arch, label, epoch_callback=report, assignment=assignment, number=trial.number)
-            except optuna.TrialPruned:
+            except TrialPruned as exc:  # recorded by the evaluator as pruned; Optuna's own exception marks the trial
                 self._record_last(ctx, trial, label)
-                raise
+                raise optuna.TrialPruned(str(exc)) from exc
             except SearchStopped:  # raised after the candidate was recorded (e.g. the max_failures-th failure)
                 self._record_last(ctx, trial, label)
                 raise
-            trial.set_user_attr(CANDIDATE_ATTR, _candidate_record(cand, label))
+            trial.set_user_attr(CANDIDATE_ATTR, cand.to_record(label))
             if cand.state == "failed":
                 raise _CandidateFailed(cand.reason)
             return self._values(ctx, cand)
@@ -313,9 +286,9 @@ class OptunaSearcher(Searcher):
     @staticmethod
     def _record_last(ctx: SearchContext, trial: Any, label: str) -> None:
         """Store the candidate `evaluate` recorded before it raised (pruned, or the search stopped)."""
-        cands = getattr(ctx.evaluate, "candidates", None)
+        cands = ctx.evaluate.candidates
         if cands and cands[-1].number == trial.number:
-            trial.set_user_attr(CANDIDATE_ATTR, _candidate_record(cands[-1], label))
+            trial.set_user_attr(CANDIDATE_ATTR, cands[-1].to_record(label))
 
     def _values(self, ctx: SearchContext, c: Candidate) -> Any:
         vals = [c.valid_mean_auc]
@@ -330,7 +303,7 @@ class OptunaSearcher(Searcher):
 
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             if t.number != number and t.user_attrs.get("arch_id") == arch_id and CANDIDATE_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs:
-                return _candidate_from_record(t.user_attrs[CANDIDATE_ATTR])
+                return Candidate.from_record(t.user_attrs[CANDIDATE_ATTR])
         return None
 
     # -------------------------------------------------------------- run
@@ -349,8 +322,6 @@ class OptunaSearcher(Searcher):
         import optuna
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
-
-        from mdmt_nas.search.runner import SearchStopped
 
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by the runner, with their reason
@@ -379,7 +350,7 @@ class OptunaSearcher(Searcher):
         """Every trial of the study (all runs of it) as Candidates; the best by valid AUC."""
         from mdmt_nas.search import report
 
-        cands = [_candidate_from_record(t.user_attrs[CANDIDATE_ATTR]) for t in study.get_trials(deepcopy=False)
+        cands = [Candidate.from_record(t.user_attrs[CANDIDATE_ATTR]) for t in study.get_trials(deepcopy=False)
                  if CANDIDATE_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs]
         best = report.best_candidate(cands)
         front = report.pareto_front(cands, ctx.objectives) if len(ctx.objectives) > 1 else None

@@ -1,7 +1,8 @@
-"""Search reports: ranking, Pareto front, leaderboard CSV and table, plots.
+"""Search reports: ranking, Pareto front, leaderboard CSV and table, plots, and the live display of a search.
 
-Pure functions of a list of `Candidate`s; the runner writes their outputs to
-the search's directory and its MLflow parent run.
+Pure functions of a list of `Candidate`s (the runner writes their outputs to
+the search's directory and its MLflow parent run), plus `SearchDisplay`, the
+progress a search shows while it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mdmt_nas.arch import Architecture
 from mdmt_nas.search.base import Candidate
 
 #: objective name -> (Candidate attribute, sense); "max" is better when larger
@@ -242,3 +244,55 @@ def failure_summary(candidates: Sequence[Candidate], limit: int = 5) -> list[str
     if len(lines) > limit:
         lines = lines[:limit] + [f"... and {len(lines) - limit} other reason(s)"]
     return lines
+
+
+# ------------------------------------------------------------------------------ live display
+class SearchDisplay:
+    """Live progress on a terminal (candidates and epochs); one line per candidate elsewhere; nothing if quiet."""
+
+    def __init__(self, console: Any | None, total: int | None, unit: str):
+        self.console = console
+        self.live = console is not None and console.is_terminal
+        self.total = total if unit == "trials" else None
+        self.progress = None
+        self.done = 0
+        self.best: float = -math.inf
+
+    def start(self) -> None:
+        if not self.live:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console, transient=True)
+        self.progress.start()
+        self.t_all = self.progress.add_task("candidates", total=self.total, info="")
+        self.t_ep = self.progress.add_task("  epochs", total=1, info="")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def candidate_start(self, label: str, arch: Architecture, epochs: int) -> None:
+        if self.progress is not None:
+            self.progress.reset(self.t_ep, total=epochs, description=f"  {label} ({arch.id})", info="")
+
+    def epoch(self, record: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.t_ep, advance=1, info=f"valid AUC {record.get('valid_mean_auc', float('nan')):.4f}")
+
+    def candidate_end(self, c: Candidate) -> None:
+        if self.console is None:
+            return
+        if c.state == "finished" and _finite(c.valid_mean_auc):
+            self.best = max(self.best, c.valid_mean_auc)
+        self.done += 1
+        auc = f"{c.valid_mean_auc:.4f}" if _finite(c.valid_mean_auc) else "n/a"
+        colour = {"finished": "green", "pruned": "yellow", "failed": "red"}.get(c.state, "white")
+        line = (f"[{colour}]{c.state:8}[/{colour}] #{c.number:<4} {c.arch.id}  valid AUC {auc}  "
+                f"params {c.num_params:,}  {c.train_seconds:.1f}s" + (f"  ({c.reason})" if c.reason else ""))
+        self.console.print(line, highlight=False, soft_wrap=True)
+        if self.progress is not None:
+            best = f"best {self.best:.4f}" if self.best > -math.inf else ""
+            self.progress.update(self.t_all, advance=1, info=best)

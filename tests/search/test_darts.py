@@ -22,7 +22,7 @@ from mdmt_nas.search.darts.mixed_ops import MixedExpert, MixedExpertParams, buil
 from mdmt_nas.search.darts.relax import discretize, relax
 from mdmt_nas.spaces import load_space
 from mdmt_nas.tracking import Tracker
-from mdmt_nas.train import task_losses
+from mdmt_nas.steps import task_losses
 
 from test_spaces import SMALL, write
 
@@ -195,8 +195,8 @@ def test_resume_gives_the_alphas_of_an_uninterrupted_run(small_space, tiny_split
 
     real_save = DartsSearcher._save_checkpoint
 
-    def save_then_die(self, ctx, model, ctl, w_opt, architect, balancer, relaxation, epoch, history, run_id):
-        real_save(self, ctx, model, ctl, w_opt, architect, balancer, relaxation, epoch, history, run_id)
+    def save_then_die(self, ctx, net, epoch):
+        real_save(self, ctx, net, epoch)
         raise KeyboardInterrupt  # the process is killed right after the first epoch's checkpoint
 
     monkeypatch.setattr(DartsSearcher, "_save_checkpoint", save_then_die)

@@ -86,10 +86,10 @@ def test_nni_resume_continues_to_the_budget(tmp_path, mlflow_uri, splits):
 
 @needs_nni
 def test_interrupted_nni_search_leaves_nothing_running(tmp_path, mlflow_uri, splits, monkeypatch):
-    from mdmt_nas.search import runner
+    from mdmt_nas.search import evaluate, runner
 
     calls = {"n": 0}
-    real = runner.CandidateEvaluator.__call__
+    real = evaluate.Evaluator.__call__
 
     def interrupt_second(self, *a, **k):
         calls["n"] += 1
@@ -97,7 +97,7 @@ def test_interrupted_nni_search_leaves_nothing_running(tmp_path, mlflow_uri, spl
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(runner.CandidateEvaluator, "__call__", interrupt_second)
+    monkeypatch.setattr(evaluate.Evaluator, "__call__", interrupt_second)
     before = _children_processes()
     handlers = list(logging.getLogger("nni").handlers)
     cfg = make_config(mlflow_uri, searcher="nni-random", budget=3, epochs=1)

@@ -248,7 +248,8 @@ def test_failed_candidate_is_recorded_and_the_search_goes_on(tmp_path, mlflow_ur
 
 def test_nan_loss_is_a_failed_candidate(tmp_path, mlflow_uri, splits, test_plugin):
     from mdmt_nas.search.base import Candidate
-    from mdmt_nas.search.runner import CandidateEvaluator, SearchDisplay
+    from mdmt_nas.search.evaluate import Evaluator as CandidateEvaluator
+    from mdmt_nas.search.report import SearchDisplay
     from mdmt_nas.tracking import Tracker
 
     space = load_tiny(tmp_path, {"nan": {"name": "nan_expert"}})
@@ -264,9 +265,8 @@ def test_nan_loss_is_a_failed_candidate(tmp_path, mlflow_uri, splits, test_plugi
 
 
 def test_pruned_candidate_is_recorded_and_reraised(tmp_path, mlflow_uri, splits):
-    import optuna
-
-    from mdmt_nas.search.runner import CandidateEvaluator
+    from mdmt_nas.errors import TrialPruned
+    from mdmt_nas.search.evaluate import Evaluator as CandidateEvaluator
     from mdmt_nas.tracking import Tracker
 
     space = load_tiny(tmp_path)
@@ -277,10 +277,10 @@ def test_pruned_candidate_is_recorded_and_reraised(tmp_path, mlflow_uri, splits)
     ev.parent_run_id = parent
 
     def prune_after_first(epoch, record):
-        raise optuna.TrialPruned("pruned by the test")
+        raise TrialPruned("pruned by the test")
 
     a = space.default_assignment()
-    with pytest.raises(optuna.TrialPruned):
+    with pytest.raises(TrialPruned):
         ev(space.to_arch(a), "trial-0", epoch_callback=prune_after_first, assignment=a)
     assert ev.candidates[-1].state == "pruned" and math.isfinite(ev.candidates[-1].valid_mean_auc)
     _, children = runs_of(mlflow_uri, cfg.tracking.experiment)

@@ -1,6 +1,11 @@
-"""DARTS: a space relaxed into a supernet of mixed ops, trained bi-level, then discretised and retrained."""
+"""DARTS: a space relaxed into a supernet of mixed ops, trained bi-level, then discretised and retrained.
 
-from mdmt_nas.search.darts.relax import derive
-from mdmt_nas.search.darts.searcher import DartsParams, DartsSearcher, local_evaluate
+relax.py (relax, discretize, derive) -> mixed_ops.py (the supernet's ops) + alphas.py (their shared
+alphas) -> architect.py (the alpha step) -> searcher.py (the search loop, checkpoints, retraining).
+"""
 
-__all__ = ["DartsParams", "DartsSearcher", "derive", "local_evaluate"]
+from mdmt_nas.search.darts.relax import derive, discretize, relax
+from mdmt_nas.search.darts.searcher import DartsParams, DartsSearcher
+from mdmt_nas.search.evaluate import local_evaluate
+
+__all__ = ["DartsParams", "DartsSearcher", "derive", "discretize", "local_evaluate", "relax"]

@@ -15,17 +15,17 @@ which also ignores the optimiser's state in the unrolled step).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-#: loss(batch) -> scalar tensor (a fresh forward of the supernet)
-LossFn = Callable[[object], torch.Tensor]
+from mdmt_nas.steps import LossFn, StructureStep
 
 
-class Architect:
-    """Owns the alpha optimiser (Adam, betas (0.5, 0.999) as in DARTS) and performs one alpha update per call."""
+class Architect(StructureStep):
+    """The alpha step of DARTS: Adam (betas (0.5, 0.999) as in DARTS) on first- or second-order alpha gradients."""
 
     def __init__(
         self,
@@ -40,26 +40,14 @@ class Architect:
     ):
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
-        self.alphas = [a for a in alphas if a.requires_grad]
+        super().__init__(alphas, loss_fn, lr, betas=(0.5, 0.999), weight_decay=weight_decay, zero_unused=True, new_step=new_step)
         self.weights = [w for w in weights if w.requires_grad]
-        self.loss_fn = loss_fn
         self.order, self.xi = order, xi
-        self.new_step = new_step or (lambda: None)
-        self.opt = torch.optim.Adam(self.alphas, lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
 
-    def step(self, train_batch: object, valid_batch: object) -> float:
-        """One alpha update; returns the validation loss."""
-        self.new_step()
+    def gradients(self, train_batch: Any, valid_batch: Any) -> tuple[torch.Tensor, Sequence[torch.Tensor | None]]:
         if self.order == "first":
-            loss = self.loss_fn(valid_batch)
-            grads = torch.autograd.grad(loss, self.alphas, allow_unused=True)
-        else:
-            loss, grads = self._unrolled(train_batch, valid_batch)
-        self.opt.zero_grad(set_to_none=True)
-        for a, g in zip(self.alphas, grads):
-            a.grad = torch.zeros_like(a) if g is None else g
-        self.opt.step()
-        return float(loss.detach())
+            return super().gradients(train_batch, valid_batch)
+        return self._unrolled(train_batch, valid_batch)
 
     # ------------------------------------------------------------------ second order
     def _grad(self, loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor]:

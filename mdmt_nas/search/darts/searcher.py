@@ -25,6 +25,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,13 +34,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mdmt_nas.arch import Architecture
-from mdmt_nas.components import BalanceContext
-from mdmt_nas.errors import ConfigError, TrialFailed, check_interrupt
+from mdmt_nas.errors import ConfigError, check_interrupt
+from mdmt_nas.model import build_balancer
 from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
-from mdmt_nas.search.darts.alphas import alpha_heatmap, alpha_metrics, alpha_probs
+from mdmt_nas.search.darts.alphas import AlphaController, alpha_heatmap, alpha_metrics, alpha_probs
 from mdmt_nas.search.darts.mixed_ops import build_supernet
-from mdmt_nas.search.darts.relax import derive, relax
+from mdmt_nas.search.darts.relax import Relaxation, derive, relax
+from mdmt_nas.steps import losses, objective, weight_step
+from mdmt_nas.tracking import flatten
+from mdmt_nas.train import evaluate as eval_model
+from mdmt_nas.train import set_seed
 
 CHECKPOINT_VERSION = 1
 
@@ -98,6 +103,24 @@ def _set_rng_state(st: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
 
 
+@dataclass
+class _Supernet:
+    """What one DARTS run trains and checkpoints."""
+
+    relaxation: Relaxation
+    model: Any
+    ctl: AlphaController
+    balancer: Any
+    weights: list[torch.nn.Parameter]  # supernet and balancer weights (the weight optimiser's)
+    shared: list[torch.nn.Parameter]
+    alphas: list[torch.nn.Parameter]
+    w_opt: torch.optim.Optimizer
+    architect: Architect
+    history: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+    start_epoch: int = 0
+
+
 # ------------------------------------------------------------------------------ searcher
 class DartsSearcher(Searcher):
     """DARTS: a softmax-relaxed supernet trained bi-level (weights on train, alphas on valid), then argmax and retrain."""
@@ -133,207 +156,179 @@ class DartsSearcher(Searcher):
 
     # -------------------------------------------------------------- the run
     def run(self, ctx: SearchContext) -> SearchResult:
-        p = self.params
-        epochs = ctx.budget or p.epochs
-        relaxation = relax(ctx.space)
-        splits = ctx.splits
-        schema = splits.schema
-        tcfg = ctx.config.train
-        if tcfg.threads:
-            torch.set_num_threads(tcfg.threads)
-        from mdmt_nas.model import build_balancer
-        from mdmt_nas.train import evaluate as eval_model
-        from mdmt_nas.train import set_seed, task_losses
-
-        set_seed(ctx.seed)
-        mode = "gumbel" if p.gumbel else "softmax"
-        model, ctl = build_supernet(relaxation, schema, mode=mode, tau=p.tau_max)
-        balancer = build_balancer(relaxation.arch, schema)
-        alphas = [a for a in model.arch_parameters() if a.requires_grad]  # the tied choice alphas plus `arch_*` scalars of components
-        alpha_ids = {id(a) for a in alphas}
-        weights = [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad]
-        weights += [w for w in balancer.parameters() if w.requires_grad]
-        w_opt = torch.optim.Adam(weights, lr=p.w_lr, weight_decay=p.w_weight_decay, fused=True)
-        shared = model.shared_parameters()
-
-        def forward_loss(batch: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
-            c = model.make_context(batch.sparse, batch.dense, batch.domain, batch.labels)
-            logits = model.forward_context(c)
-            row, per_task = task_losses(logits, batch.labels, batch.domain, model.num_domains, tcfg.loss_reduction)
-            return row, per_task, c
-
-        def alpha_loss(batch: Any) -> torch.Tensor:
-            _, per_task, c = forward_loss(batch)
-            aux = c.aux.total_loss()
-            return per_task.sum() + (aux if aux is not None else 0.0)
-
-        architect = Architect(alphas, [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad], alpha_loss, lr=p.alpha_lr,
-                              weight_decay=p.alpha_weight_decay, order=p.order, xi=p.w_lr, new_step=ctl.new_step)
-
-        # ---- resume
-        start_epoch, history, run_id = 0, [], None
-        ck = self._load_checkpoint(ctx) if ctx.resume else None
-        if ck is not None:
-            if ck.get("supernet_id") != relaxation.arch.id or ck.get("version") != CHECKPOINT_VERSION:
-                raise ConfigError(f"{self.checkpoint_path(ctx)} belongs to another space or version (supernet {ck.get('supernet_id')}, "
-                                  f"this search {relaxation.arch.id}); use another --output or delete the checkpoint")
-            model.load_state_dict(ck["model"])
-            ctl.load(ck["alphas"])
-            w_opt.load_state_dict(ck["w_opt"])
-            architect.opt.load_state_dict(ck["a_opt"])
-            if ck.get("balancer"):
-                balancer.load_state_dict(ck["balancer"])
-            _set_rng_state(ck["rng"])
-            start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
-            run_id = ck.get("run_id") or None
-            if run_id and ctx.tracker.enabled:
-                try:
-                    ctx.tracker.client.update_run(run_id, status="RUNNING")
-                except Exception:  # noqa: BLE001 - deleted run: start a new one
-                    run_id = None
-        if run_id is None:
-            run_id = ctx.tracker.start_run("darts-supernet", ctx.parent_run_id, {"mdmt_nas.kind": "supernet", "searcher": self.name,
-                                                                                    "space": ctx.space.name, "arch_id": relaxation.arch.id})
-            from mdmt_nas.tracking import flatten
-
-            ctx.tracker.log_params(run_id, {**flatten(p.model_dump(mode="json"), "darts"), "epochs": epochs, "supernet_arch_id": relaxation.arch.id,
-                                            "supernet_params": sum(w.numel() for w in weights), "relaxed_choices": ",".join(relaxation.relaxed)})
-            ctx.tracker.log_dict(run_id, {"relaxed": relaxation.relaxed, "fixed": relaxation.fixed, "notes": relaxation.notes}, "fixed.json")
-            ctx.tracker.log_text(run_id, relaxation.arch.to_json(), "supernet_arch.json")
-
-        # ---- search
+        epochs = ctx.budget or self.params.epochs
+        net = self._build(ctx)
+        self._resume_or_open(ctx, net, epochs)
         t0, cpu0 = time.perf_counter(), time.process_time()
         time_limit = None if ctx.timeout is None else 0.5 * ctx.timeout  # leave the rest for the retraining
         stopped = ""
-        n_rows = len(splits.train) if p.rows_per_epoch is None else min(p.rows_per_epoch, len(splits.train))
-        steps = max(1, math.ceil(n_rows / p.batch_size))
-        try:
-            for epoch in range(start_epoch, epochs):
-                model.train()
-                ctl.training = True
-                search_alpha = epoch >= p.warmup_epochs
-                alpha_epochs = max(1, epochs - p.warmup_epochs)
-                k = max(0, epoch - p.warmup_epochs)
-                ctl.tau = p.tau_max - (p.tau_max - p.tau_min) * (k / max(1, alpha_epochs - 1))
-                gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
-                valid_iter = _cycle(splits.valid, p.batch_size, ctx.seed * 1_000_003 + 500_009 + epoch * 7919)
-                t_ep = time.perf_counter()
-                sums = {"train_loss": 0.0, "valid_loss": 0.0}
-                n_steps = n_alpha = 0
-                for i, batch in enumerate(splits.train.batches(p.batch_size, shuffle=True, generator=gen)):
-                    check_interrupt()
-                    if i >= steps:
-                        break
-                    if search_alpha:
-                        sums["valid_loss"] += architect.step(batch, next(valid_iter))
-                        n_alpha += 1
-                    sums["train_loss"] += self._weight_step(model, ctl, balancer, w_opt, weights, shared, alphas, forward_loss, batch, p)
-                    n_steps += 1
-                ctl.training = False
-                valid = eval_model(model, _head(splits.valid, p.eval_rows, tcfg.eval_batch_size), schema, tcfg.eval_batch_size)
-                record = {"epoch": epoch, "train_loss": sums["train_loss"] / max(n_steps, 1),
-                          "valid_mean_auc": valid.mean_auc, "valid_mean_logloss": valid.mean_logloss,
-                          "epoch_seconds": time.perf_counter() - t_ep, "tau": ctl.tau if p.gumbel else float("nan")}
-                if n_alpha:
-                    record["alpha_valid_loss"] = sums["valid_loss"] / n_alpha
-                history.append({k2: float(v) for k2, v in record.items()})
-                ctx.tracker.log_metrics(run_id, {**{k2: v for k2, v in record.items() if k2 != "epoch"}, **alpha_metrics(relaxation, ctl)}, step=epoch)
-                self._log_heatmap(ctx, run_id, relaxation, ctl, epoch)
-                self._save_checkpoint(ctx, model, ctl, w_opt, architect, balancer, relaxation, epoch + 1, history, run_id)
+        with ctx.tracker.ending_on_error(net.run_id):
+            for epoch in range(net.start_epoch, epochs):
+                record = self._epoch(ctx, net, epoch, epochs)
+                net.history.append({k: float(v) for k, v in record.items()})
+                ctx.tracker.log_metrics(net.run_id, {**{k: v for k, v in record.items() if k != "epoch"},
+                                                     **alpha_metrics(net.relaxation, net.ctl)}, step=epoch)
+                self._log_heatmap(ctx, net, epoch)
+                self._save_checkpoint(ctx, net, epoch + 1)
                 if time_limit is not None and time.perf_counter() - t0 > time_limit and epoch + 1 < epochs:
                     stopped = f"supernet stopped after epoch {epoch + 1} of {epochs}: half of search.timeout={ctx.timeout:g}s used"
                     break
-        except (KeyboardInterrupt, SystemExit):
-            ctx.tracker.end_run(run_id, "KILLED")
-            raise
-        except BaseException as exc:
-            ctx.tracker.set_tags(run_id, {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:5000]})
-            ctx.tracker.end_run(run_id, "FAILED")
-            raise
+        return self._derive(ctx, net, stopped, time.perf_counter() - t0, time.process_time() - cpu0)
 
-        # ---- derive
-        assignment, arch, adjusted = derive(ctx.space, relaxation, ctl)
+    # -------------------------------------------------------------- pieces
+    def _build(self, ctx: SearchContext) -> _Supernet:
+        """The supernet of the space, its balancer, the two optimisers (weights, alphas), seeded."""
+        p, schema, tcfg = self.params, ctx.splits.schema, ctx.config.train
+        relaxation = relax(ctx.space)
+        if tcfg.threads:
+            torch.set_num_threads(tcfg.threads)
+        set_seed(ctx.seed)
+        model, ctl = build_supernet(relaxation, schema, mode="gumbel" if p.gumbel else "softmax", tau=p.tau_max)
+        balancer = build_balancer(relaxation.arch, schema)
+        alphas = [a for a in model.arch_parameters() if a.requires_grad]  # the tied choice alphas plus `arch_*` scalars of components
+        alpha_ids = {id(a) for a in alphas}
+        model_weights = [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad]
+        weights = model_weights + [w for w in balancer.parameters() if w.requires_grad]
+        w_opt = torch.optim.Adam(weights, lr=p.w_lr, weight_decay=p.w_weight_decay, fused=True)
+        architect = Architect(alphas, model_weights, lambda b: objective(*losses(model, b, tcfg.loss_reduction)[1:]), lr=p.alpha_lr,
+                              weight_decay=p.alpha_weight_decay, order=p.order, xi=p.w_lr, new_step=ctl.new_step)
+        return _Supernet(relaxation, model, ctl, balancer, weights, model.shared_parameters(), alphas, w_opt, architect)
+
+    def _resume_or_open(self, ctx: SearchContext, net: _Supernet, epochs: int) -> None:
+        """Continue from the checkpoint (`--resume`) and its supernet run, or open a new supernet run."""
+        ck = self._load_checkpoint(ctx) if ctx.resume else None
+        if ck is not None:
+            if ck.get("supernet_id") != net.relaxation.arch.id or ck.get("version") != CHECKPOINT_VERSION:
+                raise ConfigError(f"{self.checkpoint_path(ctx)} belongs to another space or version (supernet {ck.get('supernet_id')}, "
+                                  f"this search {net.relaxation.arch.id}); use another --output or delete the checkpoint")
+            net.model.load_state_dict(ck["model"])
+            net.ctl.load(ck["alphas"])
+            net.w_opt.load_state_dict(ck["w_opt"])
+            net.architect.opt.load_state_dict(ck["a_opt"])
+            if ck.get("balancer"):
+                net.balancer.load_state_dict(ck["balancer"])
+            _set_rng_state(ck["rng"])
+            net.start_epoch, net.history = int(ck["epoch"]), list(ck.get("history", []))
+            run_id = ck.get("run_id") or None
+            net.run_id = run_id if run_id and ctx.tracker.reopen(run_id) else None  # a deleted run: start a new one
+        if net.run_id is not None:
+            return
+        r, tracker = net.relaxation, ctx.tracker
+        net.run_id = tracker.start_child("darts-supernet", ctx.parent_run_id, {"mdmt_nas.kind": "supernet", "searcher": self.name,
+                                                                                "space": ctx.space.name, "arch_id": r.arch.id})
+        tracker.log_params(net.run_id, {**flatten(self.params.model_dump(mode="json"), "darts"), "epochs": epochs, "supernet_arch_id": r.arch.id,
+                                        "supernet_params": sum(w.numel() for w in net.weights), "relaxed_choices": ",".join(r.relaxed)})
+        tracker.log_dict(net.run_id, {"relaxed": r.relaxed, "fixed": r.fixed, "notes": r.notes}, "fixed.json")
+        tracker.log_text(net.run_id, r.arch.to_json(), "supernet_arch.json")
+
+    def _epoch(self, ctx: SearchContext, net: _Supernet, epoch: int, epochs: int) -> dict[str, float]:
+        """One supernet epoch (per train batch: an alpha step on a valid batch, then a weight step); its record."""
+        p, splits, tcfg = self.params, ctx.splits, ctx.config.train
+        n_rows = len(splits.train) if p.rows_per_epoch is None else min(p.rows_per_epoch, len(splits.train))
+        steps = max(1, math.ceil(n_rows / p.batch_size))
+        net.model.train()
+        net.ctl.training = True
+        search_alpha = epoch >= p.warmup_epochs
+        alpha_epochs = max(1, epochs - p.warmup_epochs)
+        k = max(0, epoch - p.warmup_epochs)
+        net.ctl.tau = p.tau_max - (p.tau_max - p.tau_min) * (k / max(1, alpha_epochs - 1))
+        gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
+        valid_iter = _cycle(splits.valid, p.batch_size, ctx.seed * 1_000_003 + 500_009 + epoch * 7919)
+        t_ep = time.perf_counter()
+        sums = {"train_loss": 0.0, "valid_loss": 0.0}
+        n_steps = n_alpha = 0
+        for i, batch in enumerate(splits.train.batches(p.batch_size, shuffle=True, generator=gen)):
+            check_interrupt()
+            if i >= steps:
+                break
+            if search_alpha:
+                sums["valid_loss"] += net.architect.step(batch, next(valid_iter))
+                n_alpha += 1
+            sums["train_loss"] += self._weight_step(net, batch, tcfg.loss_reduction)
+            n_steps += 1
+        net.ctl.training = False
+        valid = eval_model(net.model, _head(splits.valid, p.eval_rows, tcfg.eval_batch_size), splits.schema, tcfg.eval_batch_size)
+        record = {"epoch": epoch, "train_loss": sums["train_loss"] / max(n_steps, 1),
+                  "valid_mean_auc": valid.mean_auc, "valid_mean_logloss": valid.mean_logloss,
+                  "epoch_seconds": time.perf_counter() - t_ep, "tau": net.ctl.tau if p.gumbel else float("nan")}
+        if n_alpha:
+            record["alpha_valid_loss"] = sums["valid_loss"] / n_alpha
+        return record
+
+    def _weight_step(self, net: _Supernet, batch: Any, reduction: str) -> float:
+        """The weight step of the trainer (steps.weight_step), alphas frozen, with this searcher's clip and message."""
+        net.ctl.new_step()
+        for a in net.alphas:
+            a.requires_grad_(False)
+        try:
+            total, _, _ = weight_step(net.model, net.balancer, net.w_opt, batch, reduction=reduction, shared=net.shared,
+                                      all_params=net.weights, step=0, grad_clip=self.params.grad_clip, clip_params=net.weights,
+                                      nan_reason=lambda total, _: f"supernet loss became {float(total)}; lower search.params.w_lr")
+        finally:
+            for a in net.alphas:
+                a.requires_grad_(True)
+        return float(total)
+
+    def _derive(self, ctx: SearchContext, net: _Supernet, stopped: str, search_seconds: float, search_cpu: float) -> SearchResult:
+        """The argmax architecture (logged, saved), then its retraining from scratch as a child run."""
+        tracker, run_id, relaxation = ctx.tracker, net.run_id, net.relaxation
+        assignment, arch, adjusted = derive(ctx.space, relaxation, net.ctl)
         arch = arch.model_copy(update={"name": f"{ctx.space.name}-darts"})
-        search_seconds = time.perf_counter() - t0
-        search_cpu = time.process_time() - cpu0
-        ctx.tracker.log_dict(run_id, {"assignment": assignment, "alphas": alpha_probs(ctl)}, "derived.json")
-        ctx.tracker.log_text(run_id, arch.to_json(), "derived_arch.json")
-        ctx.tracker.set_tags(run_id, {"derived_arch_id": arch.id, "state": "finished"})
-        ctx.tracker.log_metrics(run_id, {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu})
+        tracker.log_dict(run_id, {"assignment": assignment, "alphas": alpha_probs(net.ctl)}, "derived.json")
+        tracker.log_text(run_id, arch.to_json(), "derived_arch.json")
+        tracker.set_tags(run_id, {"derived_arch_id": arch.id, "state": "finished"})
+        tracker.log_metrics(run_id, {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu})
         if adjusted:
-            ctx.tracker.set_tags(run_id, {"adjusted": adjusted})
-        ctx.tracker.end_run(run_id, "FINISHED")
+            tracker.set_tags(run_id, {"adjusted": adjusted})
+        tracker.end_run(run_id, "FINISHED")
         (Path(ctx.output_dir) / "darts").mkdir(parents=True, exist_ok=True)
         arch.save(Path(ctx.output_dir) / "darts" / "derived_arch.json")
-
-        extra: dict[str, Any] = {"assignment": assignment, "alphas": alpha_probs(ctl), "supernet_run_id": run_id,
-                                 "supernet_arch_id": relaxation.arch.id, "fixed": relaxation.fixed, "epochs_run": len(history),
+        extra: dict[str, Any] = {"assignment": assignment, "alphas": alpha_probs(net.ctl), "supernet_run_id": run_id,
+                                 "supernet_arch_id": relaxation.arch.id, "fixed": relaxation.fixed, "epochs_run": len(net.history),
                                  "search_seconds": round(search_seconds, 3), "search_cpu_seconds": round(search_cpu, 3)}
         if adjusted:
             extra["adjusted"] = adjusted
         if stopped:
             extra["stopped"] = stopped
         candidates: list[Candidate] = []
-        if p.retrain:
+        if self.params.retrain:
             t1, cpu1 = time.perf_counter(), time.process_time()
-            cand = self.retrain(ctx, arch, assignment)
+            candidates.append(self.retrain(ctx, arch, assignment))
             extra.update(retrain_seconds=round(time.perf_counter() - t1, 3), retrain_cpu_seconds=round(time.process_time() - cpu1, 3))
-            candidates.append(cand)
         return SearchResult(best=arch, candidates=candidates, extra=extra)
-
-    # -------------------------------------------------------------- pieces
-    @staticmethod
-    def _weight_step(model, ctl, balancer, w_opt, weights, shared, alphas, forward_loss, batch, p: DartsParams) -> float:
-        ctl.new_step()
-        for a in alphas:
-            a.requires_grad_(False)
-        try:
-            w_opt.zero_grad(set_to_none=True)
-            row, per_task, c = forward_loss(batch)
-            bctx = BalanceContext(shared, weights, c.embedding, batch.domain, batch.labels, c.aux.total_loss(), 0)
-            total = balancer.backward(per_task, row, bctx)
-            if not torch.isfinite(total).all():
-                raise TrialFailed(f"supernet loss became {float(total)}; lower search.params.w_lr")
-            if p.grad_clip:
-                torch.nn.utils.clip_grad_norm_(weights, p.grad_clip)
-            w_opt.step()
-        finally:
-            for a in alphas:
-                a.requires_grad_(True)
-        return float(total)
 
     def retrain(self, ctx: SearchContext, arch: Architecture, assignment: dict[str, Any]) -> Candidate:
         """Train the derived architecture from scratch as a child run (the swap point for other evaluators)."""
         cfg = ctx.config.train.model_copy(update={"progress": False, **({"epochs": self.params.retrain_epochs} if self.params.retrain_epochs else {})})
         return ctx.evaluate(arch, "darts-derived", assignment=assignment, train_config=cfg, kind="retrain")
 
-    def _save_checkpoint(self, ctx, model, ctl, w_opt, architect, balancer, relaxation, epoch, history, run_id) -> None:
+    def _save_checkpoint(self, ctx: SearchContext, net: _Supernet, epoch: int) -> None:
         _atomic_save({
             "version": CHECKPOINT_VERSION,
             "space": ctx.space.name,
-            "supernet_id": relaxation.arch.id,
+            "supernet_id": net.relaxation.arch.id,
             "epoch": epoch,
             "batch": 0,
-            "model": model.state_dict(),
-            "alphas": ctl.state(),
-            "w_opt": w_opt.state_dict(),
-            "a_opt": architect.opt.state_dict(),
-            "balancer": balancer.state_dict(),
+            "model": net.model.state_dict(),
+            "alphas": net.ctl.state(),
+            "w_opt": net.w_opt.state_dict(),
+            "a_opt": net.architect.opt.state_dict(),
+            "balancer": net.balancer.state_dict(),
             "rng": _rng_state(),
-            "history": history,
-            "run_id": run_id or "",
+            "history": net.history,
+            "run_id": net.run_id or "",
             "parent_run_id": ctx.parent_run_id or "",
         }, self.checkpoint_path(ctx))
 
-    def _log_heatmap(self, ctx, run_id, relaxation, ctl, epoch: int) -> None:
+    def _log_heatmap(self, ctx: SearchContext, net: _Supernet, epoch: int) -> None:
         import matplotlib.pyplot as plt
 
-        fig = alpha_heatmap(relaxation, ctl, f"{ctx.space.name}: choice probabilities after epoch {epoch}")
+        fig = alpha_heatmap(net.relaxation, net.ctl, f"{ctx.space.name}: choice probabilities after epoch {epoch}")
         try:
             out = Path(ctx.output_dir) / "darts" / "alphas" / f"epoch_{epoch:03d}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(out, dpi=110)
-            ctx.tracker.log_figure(run_id, fig, f"alphas/epoch_{epoch:03d}.png")
+            ctx.tracker.log_figure(net.run_id, fig, f"alphas/epoch_{epoch:03d}.png")
         finally:
             plt.close(fig)
 
@@ -367,22 +362,3 @@ def _cycle(source: Any, batch_size: int, seed: int):
         if not got:
             raise ConfigError("the valid split is empty; DARTS needs validation rows for the alpha steps")
         k += 1
-
-
-def local_evaluate(splits: Any, train_config: Any):
-    """An `evaluate` without MLflow (tests, library use): train and score one architecture."""
-    from mdmt_nas.train import train_architecture
-
-    counter = iter(range(10**9))
-    default_cfg = train_config
-
-    def evaluate(arch: Architecture, label: str, epoch_callback: Any = None, assignment: dict | None = None,
-                 number: int | None = None, train_config: Any = None, kind: str = "candidate") -> Candidate:
-        cfg = (train_config or default_cfg).model_copy(update={"progress": False})
-        res = train_architecture(arch, splits, cfg, [epoch_callback] if epoch_callback else None, label)
-        return Candidate(number=next(counter) if number is None else number, arch=arch, state="finished",
-                         valid_mean_auc=res.valid.mean_auc, test_mean_auc=res.test.mean_auc if res.test else float("nan"),
-                         num_params=res.num_params, latency_ms_per_1k=res.latency_ms_per_1k, train_seconds=res.train_seconds,
-                         assignment=dict(assignment or {}))
-
-    return evaluate

@@ -1,0 +1,223 @@
+"""Evaluating one candidate of a search: train it (the one training, train.train_architecture), log it, keep the best.
+
+`Evaluator` is the `evaluate` of a SearchContext, used by every searcher (and by
+DARTS for its derived architecture): it trains one architecture as an MLflow
+child run with every component's output shape checked, and returns a
+`Candidate`. A candidate's failure never ends the search: it is recorded (state
+failed, with a reason naming the component and plugin at fault) and returned;
+a pruned candidate (errors.TrialPruned from the epoch callback) is recorded and
+the exception goes back to the searcher. The best candidate's weights are kept
+in `<output>/best_candidate/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mdmt_nas.arch import Architecture
+from mdmt_nas.config import ExperimentConfig, TrackingConfig, TrainConfig
+from mdmt_nas.data.tensors import Splits
+from mdmt_nas.errors import TrialFailed, TrialPruned, UserError, check_interrupt
+from mdmt_nas.plugins import describe_component_error
+from mdmt_nas.search.base import Candidate, SearchStopped
+from mdmt_nas.search.report import SearchDisplay
+from mdmt_nas.tracking import Tracker, flatten, log_training
+from mdmt_nas.train import EpochCallback, TrainResult, train_architecture
+
+BEST_DIR = "best_candidate"
+
+
+def candidate_train_config(config: ExperimentConfig) -> TrainConfig:
+    """The training config of one candidate: train.* with search.epochs, without a progress bar of its own."""
+    update: dict[str, Any] = {"progress": False}
+    if config.search.epochs is not None:
+        update["epochs"] = config.search.epochs
+    return config.train.model_copy(update=update)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+
+
+class Evaluator:
+    """The `evaluate` of a SearchContext: train one architecture as an MLflow child run, return a Candidate.
+
+    Calling convention: ``evaluate(arch, label, epoch_callback=None, assignment=None)``; extra
+    keywords ``number`` (the searcher's trial number), ``train_config`` (a different TrainConfig,
+    e.g. for retraining the winner) and ``kind`` (the run's `mdmt_nas.kind` tag).
+    Without an output directory nothing is written; without `max_failures` failures never stop the search.
+    """
+
+    def __init__(self, splits: Splits, config: ExperimentConfig, tracker: Tracker, output_dir: Path | None = None,
+                 searcher: str = "", space: str = "", max_failures: int | None = None, deadline: float | None = None,
+                 display: SearchDisplay | None = None, registry: Any = None):
+        self.splits, self.config, self.tracker = splits, config, tracker
+        self.train_config = candidate_train_config(config)
+        self.output_dir = output_dir
+        self.searcher, self.space = searcher, space
+        self.max_failures = max_failures
+        self.deadline = deadline
+        self.display = display
+        self.registry = registry
+        self.parent_run_id: str | None = None
+        self.candidates: list[Candidate] = []
+        self.failures = 0
+        self._next = 0
+        self.last_state: tuple[str, dict[str, torch.Tensor]] | None = None  # (arch id, weights) of the latest finished candidate
+        self.best_valid = self._best_on_disk()
+
+    # -------------------------------------------------------------- best weights on disk
+    def _best_on_disk(self) -> float:
+        if self.output_dir is None:
+            return -math.inf
+        meta = self.output_dir / BEST_DIR / "candidate.json"
+        try:
+            return float(json.loads(meta.read_text())["valid_mean_auc"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -math.inf
+
+    def _keep_if_best(self, cand: Candidate, model: torch.nn.Module) -> None:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.last_state = (cand.arch.id, state)
+        if not cand.valid_mean_auc > self.best_valid or self.output_dir is None:
+            return
+        self.best_valid = cand.valid_mean_auc
+        d = self.output_dir / BEST_DIR
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(state, d / "weights.pt")
+        cand.arch.save(d / "arch.json")
+        (d / "schema.json").write_text(self.splits.schema.model_dump_json(indent=2) + "\n")
+        (d / "candidate.json").write_text(json.dumps(cand.row(), indent=2, default=str) + "\n")
+
+    # -------------------------------------------------------------- the call
+    def __call__(self, arch: Architecture, label: str, epoch_callback: EpochCallback | None = None, assignment: dict[str, Any] | None = None,
+                 number: int | None = None, train_config: TrainConfig | None = None, kind: str = "candidate") -> Candidate:
+        check_interrupt()
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise SearchStopped(f"time limit of search.timeout={self.config.search.timeout:g}s reached")
+        if number is None:
+            number = self._next
+        self._next = max(self._next, number + 1)
+        cfg = train_config or self.train_config
+        cand = Candidate(number=number, arch=arch, state="failed", assignment=dict(assignment or {}))
+        run_id = cand.run_id = self._open_run(cand, label, kind)
+        if self.display:
+            self.display.candidate_start(label, arch, cfg.epochs)
+        history: list[dict[str, float]] = []
+
+        def per_epoch(epoch: int, record: dict[str, float]) -> None:
+            history.append(dict(record))
+            self.tracker.log_metrics(run_id, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            if self.display:
+                self.display.epoch(record)
+            if epoch_callback is not None:
+                epoch_callback(epoch, record)
+
+        built: list[torch.nn.Module] = []
+        t0 = time.perf_counter()
+        try:
+            result = train_architecture(arch, self.splits, cfg, [per_epoch], label, registry=self.registry, guard=True, built=built.append)
+        except (KeyboardInterrupt, SystemExit):
+            self.tracker.set_tags(run_id, {"state": "killed", "reason": "interrupted"})
+            self.tracker.end_run(run_id, "KILLED")
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a candidate's failure must not end the search
+            return self._failed(cand, exc, built[0] if built else None, history, time.perf_counter() - t0, label)
+        return self._finished(cand, result, cfg, label)
+
+    def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
+        """The candidate's child run (tagged running, with this worker), its params logged."""
+        arch = cand.arch
+        tags = {"mdmt_nas.kind": kind, "arch_id": arch.id, "searcher": self.searcher, "space": self.space,
+                "number": str(cand.number), "state": "running"}
+        run_id = self.tracker.start_child(label, self.parent_run_id, tags)
+        params = {"arch_id": arch.id, "label": label, "number": cand.number}
+        params.update(flatten(arch.canonical(), "arch"))
+        params.update(flatten(cand.assignment, "assignment"))
+        self.tracker.log_params(run_id, params)
+        return run_id
+
+    def _failed(self, cand: Candidate, exc: BaseException, model: Any, history: list[dict[str, float]], seconds: float, label: str) -> Candidate:
+        """A candidate whose training raised: pruned (re-raised to the searcher) or failed, with the culprit named."""
+        cand.train_seconds = seconds
+        cand.valid_mean_auc = history[-1]["valid_mean_auc"] if history else float("nan")
+        if model is not None:
+            cand.num_params = int(sum(p.numel() for p in model.parameters()))
+        if isinstance(exc, TrialPruned):
+            cand.state = "pruned"
+            cand.reason = f"pruned after epoch {len(history)}"
+            self._finish(cand, cand.run_id, "KILLED", label)
+            raise exc
+        cand.reason = self._reason(exc, model)
+        self.tracker.log_text(cand.run_id, "".join(traceback.format_exception(exc)), "error.txt")
+        self._fail(cand, cand.run_id, label)
+        return cand
+
+    def _finished(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str) -> Candidate:
+        """A trained candidate: its metrics, logged; failed if its valid AUC is undefined; kept if it is the best so far."""
+        run_id = cand.run_id
+        cand.train_seconds = result.train_seconds
+        cand.valid_mean_auc = result.valid.mean_auc
+        cand.test_mean_auc = result.test.mean_auc if result.test is not None else float("nan")
+        cand.num_params = result.num_params
+        cand.latency_ms_per_1k = result.latency_ms_per_1k
+        cand.metrics = {**result.valid.flat("valid"), **(result.test.flat("test") if result.test is not None else {}),
+                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+        if not _finite(cand.valid_mean_auc):
+            cand.reason = "valid mean AUC is undefined (NaN): every (domain, task) cell of the valid split has a single class or the model output NaN"
+            self._fail(cand, run_id, label)
+            return cand
+        cand.state = "finished"
+        # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
+        log_training(self.tracker, run_id, replace(result, history=[]), self.config.model_copy(update={"train": cfg}))
+        self._keep_if_best(cand, result.model)
+        self._finish(cand, run_id, "FINISHED", label)
+        return cand
+
+    def _reason(self, exc: BaseException, model: Any) -> str:
+        if isinstance(exc, TrialFailed):
+            return exc.reason
+        if isinstance(exc, UserError):
+            return str(exc).replace("\n", "; ")
+        try:
+            return describe_component_error(exc, model, self.registry)
+        except Exception:  # noqa: BLE001 - attribution is best effort
+            return f"{type(exc).__name__}: {exc}"
+
+    def _fail(self, cand: Candidate, run_id: str | None, label: str) -> None:
+        cand.state = "failed"
+        self._finish(cand, run_id, "FAILED", label)
+        self.note_failure()
+
+    def note_failure(self) -> None:
+        """Count a failed proposal (also a repeat of an architecture that failed before, which is not trained
+        again): `search.max_failures` of them stop the search instead of letting a sampler loop on broken points."""
+        self.failures += 1
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            raise SearchStopped(f"{self.failures} candidates failed (search.max_failures={self.max_failures})")
+
+    def _finish(self, cand: Candidate, run_id: str | None, status: str, label: str) -> None:
+        tags = {"state": cand.state}
+        if cand.reason:
+            tags["reason"] = cand.reason[:5000]
+        self.tracker.set_tags(run_id, tags)
+        if cand.state != "finished":
+            self.tracker.log_metrics(run_id, {"num_params": cand.num_params, "train_seconds": cand.train_seconds})
+        self.tracker.end_run(run_id, status)
+        self.candidates.append(cand)
+        if self.display:
+            self.display.candidate_end(cand)
+
+
+def local_evaluate(splits: Splits, train_config: TrainConfig) -> Evaluator:
+    """An evaluator without MLflow or output files (tests, library use): train and score one architecture."""
+    config = ExperimentConfig(train=train_config, tracking=TrackingConfig(enabled=False))
+    return Evaluator(splits, config, Tracker(config.tracking))
