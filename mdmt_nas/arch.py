@@ -21,7 +21,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mdmt_nas.files import config_error, load_yaml_or_json
 
 GroupName = Literal["shared", "domain", "task"]
 
@@ -153,16 +155,13 @@ class Architecture(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
-        from mdmt_nas.config import load_yaml_or_json, validation_error_to_config_error
-        from pydantic import ValidationError
-
         data = load_yaml_or_json(path)
         if isinstance(data, dict) and "arch" in data and "embedding_dim" not in data:
             data = data["arch"]
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise validation_error_to_config_error(exc, str(path), prefix="") from None
+            raise config_error(exc, str(path)) from None
 
     # -- display -------------------------------------------------------------------
     def summary(self) -> str:

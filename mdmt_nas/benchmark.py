@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mdmt_nas.config import DatasetConfig, ExperimentConfig, SearchConfig, TrackingConfig, TrainConfig, load_config
 from mdmt_nas.errors import ConfigError, UserError
+from mdmt_nas.files import shipped_example
 
 RESULTS_VERSION = 1
 
@@ -90,9 +91,8 @@ def model_spec(key: str) -> ModelSpec:
 
 
 def example_path(name: str) -> Path:
-    """examples/<name>.yaml of the source tree, else the name (load_config finds shipped examples by name)."""
-    here = Path(__file__).resolve().parent.parent / "examples" / f"{name}.yaml"
-    return here if here.is_file() else Path(f"{name}.yaml")
+    """The shipped examples/<name>.yaml, else the name (load_config then reports it missing)."""
+    return shipped_example(name) or Path(f"{name}.yaml")
 
 
 def example_config(name: str) -> ExperimentConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,7 +9,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mdmt_nas.arch import Architecture
-from mdmt_nas.errors import ConfigError, closest
+from mdmt_nas.errors import ConfigError
+from mdmt_nas.files import config_error, load_yaml_or_json, shipped_example
+
+__all__ = ["DatasetConfig", "ExperimentConfig", "SearchConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "load_config",
+           "load_yaml_or_json"]
 
 
 class DatasetConfig(BaseModel):
@@ -100,30 +103,6 @@ class ExperimentConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------- loading
-def load_yaml_or_json(path: str | Path) -> Any:
-    """Parse a YAML or JSON file with safe loaders only; errors name the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a YAML or JSON file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
     """Apply `key.sub=value` overrides; values are parsed as YAML scalars/lists (safe)."""
     for item in overrides or []:
@@ -149,77 +128,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: s
     return data
 
 
-def _model_fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Names of the fields allowed at a location (for unknown-key hints)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        ann = fields[part].annotation
-        current = _first_model(ann)
-    return list(getattr(current, "model_fields", {}) or {})
-
-
-def _first_model(ann: Any) -> Any:
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        m = _first_model(arg)
-        if m is not None:
-            return m
-    return None
-
-
-def validation_error_to_config_error(exc: ValidationError, source: str, prefix: str = "", model: type[BaseModel] | None = None) -> ConfigError:
-    """Render a pydantic error as `source: path.to.field: problem (hint)` lines."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
-        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "(top level)"
-        msg = err.get("msg", "invalid")
-        hint = ""
-        if err.get("type") == "extra_forbidden":
-            allowed = _model_fields_at(model, loc[:-1]) if model else []
-            near = closest(str(loc[-1]), allowed) if allowed else []
-            msg = "unknown key"
-            if near:
-                hint = f" (did you mean {near[0]!r}?)"
-            elif allowed:
-                hint = f" (allowed: {', '.join(allowed)})"
-        elif err.get("type") == "missing":
-            hint = " (add this key)"
-        elif "input" in err and err.get("type") not in ("model_type",):
-            shown = repr(err["input"])
-            if len(shown) < 60:
-                hint = f" (got {shown})"
-        lines.append(f"{source}: {path}: {msg}{hint}")
-    return ConfigError("\n".join(lines))
-
-
-def resolve_example(path: str | Path) -> Path:
-    """A config path, or the name of a shipped example (`m3oe`, `examples/m3oe.yaml`) when no such file exists."""
-    path = Path(path)
-    if path.exists():
-        return path
-    from importlib.resources import files
-
-    try:
-        shipped = files("mdmt_nas._examples") / (path.stem + ".yaml")
-    except ModuleNotFoundError:  # pragma: no cover - broken install
-        return path
-    return Path(str(shipped)) if shipped.is_file() else path
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, arch_path: str | Path | None = None) -> ExperimentConfig:
     """Load an experiment config (or defaults), apply overrides, resolve an `arch:` file path."""
     data: dict[str, Any] = {}
-    if path is not None:
-        path = resolve_example(path)
+    if path is not None and not Path(path).exists():  # the name of a shipped example (`m3oe`, `examples/m3oe.yaml`)
+        path = shipped_example(path) or Path(path)
     source = str(path) if path else "config"
     if path is not None:
         loaded = load_yaml_or_json(path)
@@ -243,4 +156,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error_to_config_error(exc, source, model=ExperimentConfig) from None
+        raise config_error(exc, source, model=ExperimentConfig) from None

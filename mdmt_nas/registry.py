@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from mdmt_nas.components.table import KINDS as _TABLE
 from mdmt_nas.components.table import base_of
-from mdmt_nas.errors import ConfigError, DuplicateComponentError, PluginError, UnknownComponentError
+from mdmt_nas.errors import DuplicateComponentError, PluginError, UnknownComponentError
+from mdmt_nas.files import config_error
 
 #: Component kinds, in the order listings show them (the kinds table's order).
 KINDS: tuple[str, ...] = tuple(_TABLE)
@@ -90,15 +91,8 @@ class Registry:
         try:
             params = cls.make_params(spec.params)
         except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err.get("loc", ()))
-                msg = err.get("msg", "invalid")
-                if err.get("type") == "extra_forbidden":
-                    allowed = list(cls.Params.model_fields)
-                    msg = f"unknown parameter of {kind} {spec.name!r} (allowed: {', '.join(allowed) or 'none'})"
-                lines.append(f"{where}.params{'.' + loc if loc else ''}: {msg}")
-            raise ConfigError("\n".join(lines)) from None
+            allowed = ", ".join(cls.Params.model_fields) or "none"
+            raise config_error(exc, prefix=f"{where}.params", unknown=f"unknown parameter of {kind} {spec.name!r} (allowed: {allowed})") from None
         return cls, params
 
     def names(self, kind: str) -> list[str]:

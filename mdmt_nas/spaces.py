@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from mdmt_nas.arch import Architecture, ComponentSpec
 from mdmt_nas.errors import ConfigError, UnknownComponentError, closest
+from mdmt_nas.files import config_error, load_yaml_or_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.registry import Registry
@@ -330,9 +331,7 @@ class Space(BaseModel):
         try:
             return Architecture.model_validate(data)
         except ValidationError as exc:
-            from mdmt_nas.config import validation_error_to_config_error
-
-            err = validation_error_to_config_error(exc, f"space {self.name!r} ({self.source or 'in memory'}) with {json.dumps(values, default=str)}", prefix="arch")
+            err = config_error(exc, f"space {self.name!r} ({self.source or 'in memory'}) with {json.dumps(values, default=str)}", prefix="arch")
             raise ConfigError(str(err) + "\n(this combination of choices does not give a valid architecture; fix the space's template or options)") from None
 
     def _resolve(self, node: Any, values: dict[str, Any]) -> Any:
@@ -523,9 +522,7 @@ def parse_space(data: Any, source: str = "", default_name: str | None = None) ->
     try:
         raw = _SpaceFile.model_validate(data)
     except ValidationError as exc:
-        from mdmt_nas.config import validation_error_to_config_error
-
-        raise validation_error_to_config_error(exc, src, model=_SpaceFile) from None
+        raise config_error(exc, src, model=_SpaceFile) from None
     name = raw.name or default_name
     if not name:
         raise ConfigError(f"{src}: name: the space needs a name")
@@ -725,8 +722,6 @@ _CACHE: dict[tuple[str, str], Space] = {}
 
 def load_space_file(path: str | Path, registry: "Registry | None" = None) -> Space:
     """Load and validate a space YAML/JSON file (components checked against the registry)."""
-    from mdmt_nas.config import load_yaml_or_json
-
     path = Path(path)
     try:
         import hashlib

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdmt_nas.files import shipped_dir
 from mdmt_nas.plugins import hookimpl
 
 
 def spaces_dir() -> Path:
     """The folder holding the built-in space files."""
-    try:
-        from importlib.resources import files
-
-        root = files("mdmt_nas._spaces")
-        path = Path(str(root))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):  # not installed as a package
-        pass
-    return Path(__file__).resolve().parents[2] / "search_spaces"
+    return shipped_dir("mdmt_nas._spaces")
 
 
 def builtin_space_files() -> list[Path]:

@@ -37,8 +37,9 @@ from pydantic import ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import ConfigError, MdmtNasError, UserError, check_interrupt, deferred_signals
+from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deferred_signals
 from mdmt_nas.experiment import load_splits
+from mdmt_nas.files import config_error
 from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher
@@ -65,15 +66,8 @@ def make_searcher(cls: type[Searcher], params: dict[str, Any]) -> Searcher:
     try:
         p = cls.Params.model_validate(params or {})
     except ValidationError as exc:
-        lines = []
-        allowed = list(cls.Params.model_fields)
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            msg = err.get("msg", "invalid")
-            if err.get("type") == "extra_forbidden":
-                msg = f"unknown parameter of searcher {cls.name!r} (allowed: {', '.join(allowed) or 'none'})"
-            lines.append(f"search.params.{loc}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        allowed = ", ".join(cls.Params.model_fields) or "none"
+        raise config_error(exc, prefix="search.params", unknown=f"unknown parameter of searcher {cls.name!r} (allowed: {allowed})") from None
     return cls(p)
 
 
