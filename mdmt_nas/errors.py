@@ -101,3 +101,13 @@ def check_interrupt() -> None:
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Closest registered names to a misspelt one (difflib ratio >= 0.5)."""
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def raised_at(exc: BaseException) -> str:
+    """' (at file:line)' of the innermost frame of an exception, to point at the plugin's code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"

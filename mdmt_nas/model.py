@@ -19,7 +19,7 @@ from mdmt_nas.arch import Architecture, ComponentSpec, ExpertGroup
 from mdmt_nas.components import Adapter, Balancer, Context, Dims, Expert, ExpertBank, Fusion, Gate, Tower, build, build_bank
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.errors import ConfigError
-from mdmt_nas.registry import Registry
+from mdmt_nas.plugins.registry import Registry
 from mdmt_nas.routing import sort_by_domain
 
 def resolve(registry: Registry, kind: str, spec: ComponentSpec, where: str) -> tuple[type, BaseModel]:

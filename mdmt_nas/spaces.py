@@ -45,7 +45,7 @@ from mdmt_nas.errors import ConfigError, UnknownComponentError, closest
 from mdmt_nas.files import config_error, load_yaml_or_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mdmt_nas.registry import Registry
+    from mdmt_nas.plugins.registry import Registry
 
 CHOICE_KEY = "choice"
 MERGE_KEY = "$merge"

@@ -454,7 +454,7 @@ def _batch(n: int, domain: torch.Tensor | None = None, seed: int = 0) -> tuple[t
 def _registry_with(cls: type, kind: str, name: str, registry: Any = None) -> Any:
     """A registry holding the loaded components plus `cls` under `name` (replacing any other)."""
     from mdmt_nas.plugins import get_registry
-    from mdmt_nas.registry import Registry
+    from mdmt_nas.plugins.registry import Registry
 
     base = registry if registry is not None else get_registry()
     reg = Registry()

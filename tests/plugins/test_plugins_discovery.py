@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from mdmt_nas import hookspecs
+from mdmt_nas.plugins import hookspecs
 from mdmt_nas.plugins import HOOK_KINDS, get_host
 from plugin_helpers import make_dist, run_cli
 from test_plugins_faults import GOOD

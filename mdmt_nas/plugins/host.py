@@ -1,13 +1,11 @@
-"""The plugin manager: built-in modules and entry points of group `mdmt_nas`.
+"""The plugin host: one pluggy manager loading the built-in modules and the entry points of group `mdmt_nas`.
 
 Loading never lets one broken plugin take the tool down: a plugin that fails
 to import, raises while registering, registers a taken name or implements an
 unknown hook is recorded as a `PluginFailure` naming it, everything it
 registered is dropped, and the healthy plugins stay usable.
 
-At run time, `describe_component_error(exc, model)` names the component (and its
-plugin and distribution) behind an exception, and `guard_shapes(model)` blames a
-wrong output shape on the component that produced it (end of this module).
+Which plugin's component broke a running model is found in blame.py.
 
 Environment switches:
   MDMT_NAS_DISABLE_PLUGINS=a,b   skip these plugins (entry-point, distribution or built-in names)
@@ -22,8 +20,6 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -31,13 +27,14 @@ from typing import Any
 
 import pluggy
 
-from mdmt_nas import __version__, hookspecs
-from mdmt_nas.components.table import HOOK_KINDS, base_of, shape_rule
-from mdmt_nas.errors import DuplicateComponentError, PluginError, closest
-from mdmt_nas.registry import Registry
+from mdmt_nas import __version__
+from mdmt_nas.plugins import hookspecs
+from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
+from mdmt_nas.components.table import HOOK_KINDS, base_of
+from mdmt_nas.errors import DuplicateComponentError, closest, raised_at as _where
+from mdmt_nas.plugins.registry import Registry
 
-GROUP = "mdmt_nas"
-hookimpl = pluggy.HookimplMarker(GROUP)
+__all__ = ["BUILTIN_PLUGINS", "GROUP", "PluginFailure", "PluginHost", "PluginInfo", "get_host", "get_registry", "hookimpl", "reset"]
 
 #: Built-in plugin modules; each registers through the same hooks as a third party.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -257,16 +254,6 @@ def _check_kind(obj: Any, kind: str, name: str) -> None:
         raise TypeError(f"{kind} {name!r} is {what}, which is not a subclass of mdmt_nas.components.{base.__name__}")
 
 
-def _where(exc: BaseException) -> str:
-    """' (at file:line)' of the innermost frame of an exception, to point at the plugin's code."""
-    tb = exc.__traceback__
-    if tb is None:
-        return ""
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
-
-
 _HOST: PluginHost | None = None
 
 
@@ -286,143 +273,3 @@ def reset(host: PluginHost | None = None) -> None:
     """Forget the loaded plugins (tests, or after installing a plugin in-process)."""
     global _HOST
     _HOST = host
-
-
-# -- fault attribution: which plugin's component broke a model? -----------------------------
-@dataclass(frozen=True)
-class ComponentRef:
-    """A component instance inside a model, with the plugin that registered its class."""
-
-    kind: str
-    name: str
-    plugin: str
-    dist: str
-    version: str
-    path: str = ""  # module path inside the model, e.g. "levels.0.groups.shared.banks.0"
-
-    def __str__(self) -> str:
-        where = f" at model.{self.path}" if self.path else ""
-        return f"{self.kind} {self.name!r} from plugin {self.plugin!r} (distribution {self.dist} {self.version}){where}"
-
-
-class ComponentFailure(PluginError):
-    """A component raised or broke its shape contract while a model ran; names the plugin."""
-
-    def __init__(self, component: ComponentRef, problem: str):
-        self.component, self.problem = component, problem
-        super().__init__(
-            f"{component} {problem}. Check it with `mdmt-nas plugins check {component.plugin}`, "
-            f"or skip the plugin with MDMT_NAS_DISABLE_PLUGINS={component.plugin}"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
-        return (type(self), (self.component, self.problem))
-
-
-def _class_refs(registry: Registry) -> dict[type, ComponentRef]:
-    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.entries() if isinstance(e.obj, type)}
-
-
-def component_map(model: Any, registry: Registry | None = None) -> dict[int, ComponentRef]:
-    """id(module) -> ComponentRef for every registered component (and expert bank) inside `model`."""
-    by_class = _class_refs(registry if registry is not None else get_registry())
-    found: dict[int, ComponentRef] = {}
-    for path, module in model.named_modules():
-        ref = by_class.get(type(module))
-        if ref is not None:
-            found[id(module)] = ComponentRef(ref.kind, ref.name, ref.plugin, ref.dist, ref.version, path)
-        banks, names = getattr(module, "banks", None), getattr(module, "names", None)
-        if banks is not None and isinstance(names, list):  # model.GroupRunner: bank i runs expert names[i]
-            for i, (bank, ename) in enumerate(zip(banks, names)):
-                if id(bank) in found:
-                    continue
-                reg = registry if registry is not None else get_registry()
-                if ("expert", ename) in reg:
-                    e = reg.entry("expert", ename)
-                    found[id(bank)] = ComponentRef("expert", ename, e.plugin, e.dist, e.version, f"{path}.banks.{i}" if path else f"banks.{i}")
-    return found
-
-
-def find_culprit(exc: BaseException, model: Any = None, registry: Registry | None = None) -> ComponentRef | None:
-    """The innermost registered component on the traceback of `exc` (None if no component was involved).
-
-    Looks at `self` (forward, __init__) and `cls` (classmethods such as `bank`) of
-    each frame, innermost first; `model` maps expert banks to their expert names.
-    """
-    if isinstance(exc, ComponentFailure):
-        return exc.component
-    reg = registry if registry is not None else get_registry()
-    by_id = component_map(model, reg) if model is not None else {}
-    by_class = _class_refs(reg)
-    frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
-    for frame in reversed(frames):
-        loc = frame.f_locals
-        obj = loc.get("self")
-        if obj is not None and id(obj) in by_id:
-            return by_id[id(obj)]
-        for cand in (type(obj) if obj is not None else None, loc.get("cls")):
-            if isinstance(cand, type) and cand in by_class:
-                return by_class[cand]
-    return None
-
-
-def describe_component_error(exc: BaseException, model: Any = None, registry: Registry | None = None) -> str:
-    """One line for a failed trial: names the component and plugin at fault when there is one.
-
-    >>> describe_component_error(exc, model)
-    "expert 'bad' from plugin 'badplug' (distribution mdmt-nas-bad 0.1) at model.bottom raised
-     RuntimeError: ... (at bad.py:12). Check it with `mdmt-nas plugins check badplug`, ..."
-    """
-    if isinstance(exc, ComponentFailure):
-        return str(exc)
-    ref = find_culprit(exc, model, registry)
-    text = f"{type(exc).__name__}: {exc}"
-    if ref is None:
-        return text
-    return str(ComponentFailure(ref, f"raised {text}{_where(exc)}"))
-
-
-def attribute_error(exc: BaseException, model: Any = None, registry: Registry | None = None) -> BaseException:
-    """`exc` wrapped as a ComponentFailure naming the culprit (chained), or `exc` itself if none."""
-    if isinstance(exc, ComponentFailure):
-        return exc
-    ref = find_culprit(exc, model, registry)
-    if ref is None:
-        return exc
-    wrapped = ComponentFailure(ref, f"raised {type(exc).__name__}: {exc}{_where(exc)}")
-    wrapped.__cause__ = exc
-    return wrapped
-
-
-@contextmanager
-def guard_shapes(model: Any, registry: Registry | None = None) -> Iterator[None]:
-    """Check every component's output shape while the block runs; a violation raises ComponentFailure.
-
-    Costs one Python hook per component call; use it around a trial's training
-    so a wrong shape is blamed on the component that produced it, not on the
-    component downstream that trips over it.
-    """
-    refs = component_map(model, registry)
-    modules = {id(m): m for m in model.modules()}
-    handles = []
-
-    def make_hook(ref: ComponentRef, rule: Any) -> Any:
-        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-            want = rule(args, kwargs)
-            if want is None:
-                return
-            got = tuple(out.shape) if hasattr(out, "shape") else None
-            if got != want:
-                shown = list(got) if got is not None else f"a {type(out).__name__}"
-                raise ComponentFailure(ref, f"returned shape {shown}, expected {list(want)}")
-
-        return hook
-
-    for mid, ref in refs.items():
-        module = modules[mid]
-        handles.append(module.register_forward_hook(make_hook(ref, shape_rule(module)), with_kwargs=True))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()

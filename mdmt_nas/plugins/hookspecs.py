@@ -4,7 +4,7 @@ Each hook receives a `register` callback, so one function can register any
 number of components (the pattern of simonw/llm). Built-in components use the
 very same hooks (see `mdmt_nas/builtin/`). A plugin module looks like::
 
-    from mdmt_nas.plugins import hookimpl
+    from mdmt_nas import hookimpl       # or: from mdmt_nas.plugins import hookimpl
 
     @hookimpl
     def register_experts(register):
@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import pluggy
 
-hookspec = pluggy.HookspecMarker("mdmt_nas")
+#: entry-point group and pluggy project name
+GROUP = "mdmt_nas"
+hookspec = pluggy.HookspecMarker(GROUP)
+#: the decorator of a plugin's hook implementations (also `from mdmt_nas import hookimpl`)
+hookimpl = pluggy.HookimplMarker(GROUP)
 
 
 @hookspec
