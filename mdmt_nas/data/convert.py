@@ -79,6 +79,7 @@ def csv_chunks(path: Path, block_size: int) -> Iterator[tuple[bytes, bytes]]:
             yield header, carry if carry.endswith(b"\n") else carry + b"\n"
 
 
+# long: one streaming pass (read, encode, write) whose state would otherwise travel between helpers
 def csv_to_parquet(
     src: Path,
     dst: Path,

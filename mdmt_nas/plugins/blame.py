@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdmt_nas.components.table import shape_rule
-from mdmt_nas.errors import PluginError, raised_at as _where
+from mdmt_nas.errors import PluginError
+from mdmt_nas.errors import raised_at as _where
 from mdmt_nas.plugins.registry import Registry
 
 

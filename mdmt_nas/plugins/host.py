@@ -28,10 +28,11 @@ from typing import Any
 import pluggy
 
 from mdmt_nas import __version__
+from mdmt_nas.components.table import HOOK_KINDS, base_of
+from mdmt_nas.errors import DuplicateComponentError, closest
+from mdmt_nas.errors import raised_at as _where
 from mdmt_nas.plugins import hookspecs
 from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
-from mdmt_nas.components.table import HOOK_KINDS, base_of
-from mdmt_nas.errors import DuplicateComponentError, closest, raised_at as _where
 from mdmt_nas.plugins.registry import Registry
 
 __all__ = ["BUILTIN_PLUGINS", "GROUP", "PluginFailure", "PluginHost", "PluginInfo", "get_host", "get_registry", "hookimpl", "reset"]

@@ -249,7 +249,7 @@ def test_contract_test_marker_and_fixtures_in_a_pytest_run(tmp_path):
 
 
 def test_mixed_op_runs_inside_the_darts_supernet(monkeypatch):
-    import mdmt_nas.testing as kit
+    from mdmt_nas.testing import checks as kit
 
     real = kit._supernet()
     if real is None:

@@ -1,4 +1,4 @@
-"""build_model(arch, schema): assemble an nn.Module from registered components.
+"""build_model(arch, schema): assemble an nn.Module from registered components (the expert groups are in groups.py).
 
 Routing rules (why this is fast): a domain-specific branch runs only on the
 rows of its domain (gather, compute, restore order); identical experts run as
@@ -9,129 +9,23 @@ reference M3oE code instead runs every domain branch on every row and masks.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
-from mdmt_nas.arch import Architecture, ComponentSpec, ExpertGroup
-from mdmt_nas.components import Adapter, Balancer, Context, Dims, Expert, ExpertBank, Fusion, Gate, Tower, build, build_bank
+from mdmt_nas.arch import Architecture, ComponentSpec
+from mdmt_nas.components import Adapter, Balancer, Context, Dims, Expert, Fusion, Gate, Tower, build
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.errors import ConfigError
+from mdmt_nas.model.groups import GroupRunner, Level
 from mdmt_nas.plugins.registry import Registry
 from mdmt_nas.routing import sort_by_domain
+
 
 def resolve(registry: Registry, kind: str, spec: ComponentSpec, where: str) -> tuple[type, BaseModel]:
     """Look up a component class and validate its params; errors name `where` in the arch."""
     return registry.resolve(kind, spec, where)
-
-
-class GroupRunner(nn.Module):
-    """The experts of one group (shared / domain / task) at one level.
-
-    Each member (the model, a domain, a task) owns the same list of experts;
-    identical experts of all members form one bank. Expert j of member m in a
-    bank with c copies per member is bank expert m * c + j.
-    """
-
-    def __init__(
-        self,
-        registry: Registry,
-        group: ExpertGroup,
-        members: int,
-        dims: Dims,
-        adapter: tuple[type, BaseModel] | None,
-        where: str,
-    ):
-        super().__init__()
-        distinct: dict[str, tuple[ComponentSpec, int, int]] = {}
-        for i, spec in enumerate(group.experts):
-            key = spec.key()
-            first, count, idx = distinct.get(key, (spec, 0, i))
-            distinct[key] = (first, count + 1, idx)
-        self.banks = nn.ModuleList()
-        self.counts: list[int] = []
-        self.names: list[str] = []
-        self.adapters = nn.ModuleList()
-        out_dims = []
-        for spec, count, idx in distinct.values():
-            cls, params = resolve(registry, "expert", spec, f"{where}.experts[{idx}]")
-            bank: ExpertBank = build_bank(cls, members * count, params, dims)
-            self.banks.append(bank)
-            self.counts.append(count)
-            self.names.append(spec.name)
-            out_dims.append((spec.name, bank.out_dim))
-            if adapter is not None:
-                acls, aparams = adapter
-                self.adapters.append(nn.ModuleList(build(acls, aparams, dims.with_(in_dim=bank.out_dim)) for _ in range(members * count)))
-        sizes = {d for _, d in out_dims}
-        if len(sizes) != 1:
-            raise ConfigError(
-                f"{where}: experts of one group must have the same output size to be mixed, got "
-                + ", ".join(f"{n}={d}" for n, d in out_dims)
-                + "; set their output-size params equal"
-            )
-        self.members = members
-        self.per_member = sum(self.counts)
-        self.out_dim = sizes.pop()
-        self.torchscript = all(getattr(b, "torchscript", True) for b in self.banks)
-
-    def _adapt(self, b: int, out: torch.Tensor, ctx: Context, start: int) -> torch.Tensor:
-        if len(self.adapters) == 0:
-            return out
-        ads = self.adapters[b]
-        return torch.stack([ads[start + j](out[:, j], ctx) for j in range(out.shape[1])], dim=1)
-
-    def run_member(self, x: torch.Tensor, ctx: Context, member: int = 0) -> torch.Tensor:
-        """Experts of one member on these rows: [b, in] -> [b, per_member, H]."""
-        outs = []
-        for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
-            start = member * c
-            outs.append(self._adapt(b, bank(x, ctx, start, start + c), ctx, start))
-        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
-
-    def run_all(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """Experts of every member on all rows: [B, in] or per-member inputs [B, M, in] -> [B, M, per_member, H]."""
-        outs = []
-        for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
-            xin = x.repeat_interleave(c, dim=1) if x.dim() == 3 else x
-            out = self._adapt(b, bank(xin, ctx), ctx, 0)
-            outs.append(out.view(out.shape[0], self.members, c, self.out_dim))
-        return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
-
-    def run_routed(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """Each row through its own domain's experts only: [B, in] -> [B, per_member, H]."""
-        return ctx.routing.apply(x, lambda d, xs, idx: self.run_member(xs, ctx.select(idx), d))
-
-    def run_sparse(self, x: torch.Tensor, ctx: Context, selected: torch.Tensor) -> torch.Tensor:
-        """Single-member group, rows dispatched only to the experts selected for them.
-
-        selected: bool [B, per_member]. Returns [B, per_member, H] with zeros where
-        not selected. Compute grows with the number of selected experts per row.
-        """
-        rows, cols, vals = [], [], []
-        offset = 0
-        for b, (bank, c) in enumerate(zip(self.banks, self.counts)):
-            idxs = [torch.nonzero(selected[:, offset + j]).squeeze(1) for j in range(c)]
-            ctxs = [ctx.select(idx) for idx in idxs]
-            ys = bank.forward_each([x.index_select(0, idx) for idx in idxs], ctxs, 0)
-            for j, (idx, y, cj) in enumerate(zip(idxs, ys, ctxs)):
-                rows.append(idx)
-                cols.append(torch.full_like(idx, offset + j))
-                vals.append(self._adapt(b, y.unsqueeze(1), cj, j)[:, 0])
-            offset += c
-        out = x.new_zeros(x.shape[0], self.per_member, self.out_dim)
-        return out.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(vals))
-
-
-class Level(nn.Module):
-    """One extraction level: expert groups plus the gates that mix them."""
-
-    def __init__(self, groups: dict[str, GroupRunner], gates: dict[str, Gate]):
-        super().__init__()
-        self.groups = nn.ModuleDict(groups)
-        self.gates = nn.ModuleDict(gates)
 
 
 class MDMTModel(nn.Module):
@@ -166,7 +60,14 @@ class MDMTModel(nn.Module):
         flat = nf * E
         #: what every component of this model is built for (each reads the sizes of its kind; see components.base.Dims)
         dims = Dims(in_dim=flat, num_fields=nf, field_dim=E, num_domains=D, num_tasks=T, registry=registry)
+        rep, hidden_adapter = self._build_input(arch, registry, dims)
+        head_dim = self._build_levels(arch, registry, dims, rep, hidden_adapter)
+        self._build_heads(arch, registry, dims, head_dim, hidden_adapter)
 
+
+    def _build_input(self, arch: Architecture, registry: Registry, dims: Dims) -> tuple[int, tuple[type, BaseModel] | None]:
+        """Input adapter, bottom and its adapter; returns the representation size and the hidden adapter (class, params)."""
+        flat = dims.in_dim
         self.input_adapter: Adapter | None = None
         if arch.input_adapter is not None:
             cls, p = resolve(registry, "adapter", arch.input_adapter, "arch.input_adapter")
@@ -180,20 +81,19 @@ class MDMTModel(nn.Module):
             if hidden_adapter[0].site != "hidden":
                 raise ConfigError(f"arch.adapter: adapter {arch.adapter.name!r} works on per-field embeddings (site 'fields'); use it as input_adapter")
 
-        def make_adapter(dim: int) -> Adapter:
-            acls, ap = hidden_adapter  # type: ignore[misc]
-            return build(acls, ap, dims.with_(in_dim=dim))
-
         self.bottom: Expert | None = None
         rep = flat
         if arch.bottom is not None:
             cls, p = resolve(registry, "expert", arch.bottom, "arch.bottom")
             self.bottom = build(cls, p, dims)
             rep = self.bottom.out_dim
-        self.bottom_adapter = make_adapter(rep) if "bottom" in arch.adapter_sites else None
+        self.bottom_adapter = _adapter(hidden_adapter, dims, rep) if "bottom" in arch.adapter_sites else None
         self.rep_dim = rep
+        return rep, hidden_adapter
 
-        # expert levels
+    def _build_levels(self, arch: Architecture, registry: Registry, dims: Dims, rep: int, hidden_adapter: tuple[type, BaseModel] | None) -> int:
+        """The expert levels: groups and the gates that mix them; returns the head size."""
+        D, T = dims.num_domains, dims.num_tasks
         scope = list(arch.gate_scope)
         groups_spec = arch.groups()
         if arch.levels > 1 and any(g not in scope for g in groups_spec):
@@ -228,9 +128,14 @@ class MDMTModel(nn.Module):
                     gates["shared"] = build(gate_cls, gate_p, dims.with_(in_dim=in_dim, num_experts=n_all, num_tasks=1, per_domain=self.per_domain_heads))
                 in_dim = H
             self.levels.append(Level(runners, gates))
-        head_dim = H if H is not None else rep
+        return H if H is not None else rep
 
-        # level-1 fusion of groups outside the gate scope, level-2 fusion of parts
+
+    def _build_heads(self, arch: Architecture, registry: Registry, dims: Dims, head_dim: int, hidden_adapter: tuple[type, BaseModel] | None) -> None:
+        """Level-1 fusion of groups outside the gate scope, level-2 fusion of parts, tower adapters, towers."""
+        T = dims.num_tasks
+        scope, groups_spec = list(arch.gate_scope), arch.groups()
+        members = {"shared": 1, "domain": dims.num_domains, "task": T}
         self.group_fusion = nn.ModuleDict()
         for g in ("domain", "task"):
             if g in groups_spec and g not in scope:
@@ -245,7 +150,7 @@ class MDMTModel(nn.Module):
             raise ConfigError(f"arch.fusion: {arch.fusion.name!r} is a level-1 fusion; use a level-2 fusion such as 'sum', 'gated' or 'weighted'")
         self.fusion: Fusion = build(fcls, fp, dims.with_(in_dim=head_dim, members=tuple(self.parts)))
 
-        self.tower_adapters = nn.ModuleList(make_adapter(head_dim) for _ in range(T)) if "towers" in arch.adapter_sites else None
+        self.tower_adapters = nn.ModuleList(_adapter(hidden_adapter, dims, head_dim) for _ in range(T)) if "towers" in arch.adapter_sites else None
         tcls, tp = resolve(registry, "tower", arch.tower, "arch.tower")
         self.tower: Tower = build(tcls, tp, dims.with_(in_dim=head_dim, per_domain=self.per_domain_heads))
         self.head_dim = head_dim
@@ -396,6 +301,11 @@ class MDMTModel(nn.Module):
         return all(getattr(m, "torchscript", True) for m in self.modules() if m is not self)
 
 
+def _adapter(hidden_adapter: tuple[type, BaseModel] | None, dims: Dims, dim: int) -> Adapter:
+    acls, ap = hidden_adapter  # type: ignore[misc]
+    return build(acls, ap, dims.with_(in_dim=dim))
+
+
 def _memory_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -429,9 +339,3 @@ def build_balancer(arch: Architecture, schema: Schema, registry: Registry | None
         registry = get_registry()
     cls, p = resolve(registry, "balancer", arch.balancer, "arch.balancer")
     return build(cls, p, Dims(num_tasks=schema.num_tasks, task_names=tuple(schema.tasks), registry=registry))
-
-
-def component_params(spec: ComponentSpec, kind: str, registry: Registry) -> dict[str, Any]:
-    """The full (defaults filled) params of a component spec."""
-    _, p = resolve(registry, kind, spec, kind)
-    return p.model_dump()

@@ -1,0 +1,129 @@
+"""Checking a space against the registry: every component it can name is registered and its fixed params validate."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from mdmt_nas.arch import ComponentSpec
+from mdmt_nas.errors import ConfigError, UnknownComponentError
+from mdmt_nas.spaces.space import CHOICE_KEY, GROUPS, MERGE_KEY, TOP_KINDS, Space, is_placeholder, option_sources
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mdmt_nas.plugins.registry import Registry
+
+
+def check_components(space: Space, registry: "Registry | None" = None) -> None:
+    """Every component named anywhere in the space is registered and its fixed params validate.
+
+    Errors name the space file, the path inside it and the closest registered names.
+    """
+    if registry is None:
+        from mdmt_nas.plugins import get_registry
+
+        registry = get_registry()
+    _ComponentCheck(space, registry).top_at(space.template, "template")
+
+
+class _ComponentCheck:
+    """A walk over a space's template and every option of its choices, checking each component it meets."""
+
+    def __init__(self, space: Space, registry: "Registry"):
+        self.registry = registry
+        self.src = space.source or f"space {space.name!r}"
+        self.by_name = {c.name: c for c in space.choices}
+        self.checked: set[tuple[str, str]] = set()
+
+    def options(self, node: Any) -> list[tuple[Any, Any, str]]:
+        c = self.by_name[node[CHOICE_KEY]]
+        return option_sources(c, f"choices.{c.name}")
+
+    def spec_at(self, node: Any, kind: str, where: str) -> None:
+        src, registry = self.src, self.registry
+        if is_placeholder(node):
+            for _pv, val, w in self.options(node):
+                self.spec_at(val, kind, w)
+            return
+        if node is None:
+            return
+        if isinstance(node, str):
+            node = {"name": node}
+        if not isinstance(node, dict) or "name" not in node:
+            raise ConfigError(f"{src}: {where}: expected a {kind} (a name or {{name: ..., params: {{...}}}}), got {node!r}")
+        name = node["name"]
+        if is_placeholder(name):
+            raise ConfigError(f"{src}: {where}.name: a component name cannot be a choice; make the whole component the choice")
+        if (kind, name) not in registry:
+            raise UnknownComponentError(kind, name, registry.names(kind), where=f"{src}: {where}.name")
+        key = (where, json.dumps(node, sort_keys=True, default=str))
+        if key in self.checked:
+            return
+        self.checked.add(key)
+        params = node.get("params", {})
+        if isinstance(params, dict) and not _has_placeholder(params):
+            try:
+                registry.resolve(kind, ComponentSpec.model_validate(node), f"{src}: {where}")
+            except ValidationError as exc:
+                raise ConfigError(f"{src}: {where}: {exc.errors()[0].get('msg')}") from None
+        # params with placeholders inside are validated when to_arch builds an architecture
+
+    def group_at(self, node: Any, where: str) -> None:
+        if is_placeholder(node):
+            for _pv, val, w in self.options(node):
+                self.group_at(val, w)
+            return
+        if node is None or isinstance(node, bool):
+            return
+        if not isinstance(node, dict):
+            raise ConfigError(f"{self.src}: {where}: expected an expert group mapping, got {node!r}")
+        for k, v in node.items():
+            if k == MERGE_KEY:
+                self.merge_at(v, where, self.group_at)
+            elif k == "expert":
+                self.spec_at(v, "expert", f"{where}.expert")
+            elif k == "experts":
+                self.items_at(v, "expert", f"{where}.experts")
+            elif k == "fusion":
+                self.spec_at(v, "fusion", f"{where}.fusion")
+
+    def items_at(self, node: Any, kind: str, where: str) -> None:
+        if is_placeholder(node):
+            for _pv, val, w in self.options(node):
+                self.items_at(val, kind, w)
+            return
+        if isinstance(node, list):
+            for i, v in enumerate(node):
+                self.spec_at(v, kind, f"{where}[{i}]")
+
+    def merge_at(self, v: Any, where: str, fn: Any) -> None:
+        for ph in v if isinstance(v, list) else [v]:
+            if not is_placeholder(ph):
+                raise ConfigError(f"{self.src}: {where}.{MERGE_KEY}: expected {{choice: NAME}} placeholders, got {ph!r}")
+            for _pv, val, w in self.options(ph):
+                if val is None or isinstance(val, bool):
+                    continue
+                if not isinstance(val, dict):
+                    raise ConfigError(f"{self.src}: {w}: a {MERGE_KEY} choice's value must be a mapping (or null), got {val!r}")
+                fn(val, w)
+
+    def top_at(self, node: dict, where: str) -> None:
+        for k, v in node.items():
+            w = f"{where}.{k}" if where else k
+            if k == MERGE_KEY:
+                self.merge_at(v, where or "template", self.top_at)
+            elif k in TOP_KINDS:
+                self.spec_at(v, TOP_KINDS[k], w)
+            elif k in GROUPS:
+                self.group_at(v, w)
+
+
+def _has_placeholder(node: Any) -> bool:
+    if is_placeholder(node):
+        return True
+    if isinstance(node, dict):
+        return any(_has_placeholder(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_placeholder(v) for v in node)
+    return False
