@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import BalanceContext, Balancer
+from mdmt_nas.components import BalanceContext, Balancer, Dims
 from mdmt_nas.plugins import hookimpl
 
 
@@ -102,8 +102,9 @@ class UncertaintyWeighting(Balancer):
     name = "uncertainty"
     Params = UncertaintyParams
 
-    def __init__(self, params: UncertaintyParams, num_tasks: int, task_names: list[str]):
-        super().__init__(params, num_tasks, task_names)
+    def __init__(self, params: UncertaintyParams, dims: Dims):
+        super().__init__(params, dims)
+        num_tasks = dims.num_tasks
         self.log_vars = nn.Parameter(torch.full((num_tasks,), float(params.init)))
 
     def combine(self, task_losses: torch.Tensor) -> torch.Tensor:
@@ -129,8 +130,9 @@ class GradNorm(Balancer):
     name = "gradnorm"
     Params = GradNormParams
 
-    def __init__(self, params: GradNormParams, num_tasks: int, task_names: list[str]):
-        super().__init__(params, num_tasks, task_names)
+    def __init__(self, params: GradNormParams, dims: Dims):
+        super().__init__(params, dims)
+        num_tasks = dims.num_tasks
         self.task_weights = nn.Parameter(torch.ones(num_tasks))
         self.register_buffer("initial_losses", torch.zeros(num_tasks))
         self.register_buffer("started", torch.tensor(False))
@@ -189,8 +191,8 @@ class PCGrad(Balancer):
     name = "pcgrad"
     Params = PCGradParams
 
-    def __init__(self, params: PCGradParams, num_tasks: int, task_names: list[str]):
-        super().__init__(params, num_tasks, task_names)
+    def __init__(self, params: PCGradParams, dims: Dims):
+        super().__init__(params, dims)
         self.generator = torch.Generator().manual_seed(params.seed)
 
     def backward(self, task_losses, row_losses, bctx):

@@ -1,5 +1,6 @@
-"""STAR (Sheng et al., CIKM 2021, "One Model to Serve All: Star Topology Adaptive
-Recommender for Multi-Domain CTR Prediction") as a domain-aware bottom expert.
+"""The STAR expert: a domain-aware bottom whose weights are shared times per-domain (Sheng et al., CIKM 2021).
+
+"One Model to Serve All: Star Topology Adaptive Recommender for Multi-Domain CTR Prediction".
 
 Each layer's weight is the element-wise product of a shared weight and the
 row's domain weight, its bias the sum of both; rows are routed to their
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mdmt_nas.builtin.basic import ACTIVATIONS
-from mdmt_nas.components import Context, Expert
+from mdmt_nas.components import Context, Dims, Expert
 from mdmt_nas.plugins import hookimpl
 
 
@@ -50,17 +51,18 @@ class StarExpert(Expert):
     name = "star"
     Params = StarParams
 
-    def __init__(self, params: StarParams, in_dim, num_fields, field_dim, num_domains=1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
-        dims = [in_dim] + list(params.hidden)
-        self.layers = nn.ModuleList(StarLayer(a, b, num_domains) for a, b in zip(dims[:-1], dims[1:]))
+    def __init__(self, params: StarParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_domains = dims.in_dim, dims.num_domains
+        sizes = [in_dim] + list(params.hidden)
+        self.layers = nn.ModuleList(StarLayer(a, b, num_domains) for a, b in zip(sizes[:-1], sizes[1:]))
         if params.partitioned_norm:
             self.pn_scale = nn.Parameter(torch.ones(len(self.layers), num_domains, 1))
             self.pn_shift = nn.Parameter(torch.zeros(len(self.layers), num_domains, 1))
         self.act = ACTIVATIONS[params.activation]
 
     @classmethod
-    def output_dim(cls, params: StarParams, in_dim: int) -> int:
+    def output_dim(cls, params: StarParams, dims: Dims) -> int:
         return params.hidden[-1]
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Adapter, Balancer, Context, Expert, ExpertBank, Fusion, Gate, NoParams, Tower
+from mdmt_nas.components import Adapter, Balancer, Context, Dims, Expert, ExpertBank, Fusion, Gate, NoParams, Tower
 from mdmt_nas.plugins import hookimpl
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
@@ -132,19 +132,21 @@ class MLPExpert(Expert):
     name = "mlp"
     Params = MLPParams
 
-    def __init__(self, params: MLPParams, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: MLPParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim = dims.in_dim
         self.mlp = StackedMLP(1, in_dim, params)
 
     @classmethod
-    def output_dim(cls, params: MLPParams, in_dim: int) -> int:
+    def output_dim(cls, params: MLPParams, dims: Dims) -> int:
         return params.hidden[-1]
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         return self.mlp(x).squeeze(1)
 
     @classmethod
-    def bank(cls, n: int, params: MLPParams, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1) -> ExpertBank:
+    def bank(cls, n: int, params: MLPParams, dims: Dims) -> ExpertBank:
+        in_dim = dims.in_dim
         return StackedMLPBank(n, in_dim, params)
 
 
@@ -155,7 +157,8 @@ class IdentityExpert(Expert):
     Params = NoParams
 
     @classmethod
-    def output_dim(cls, params: NoParams, in_dim: int) -> int:
+    def output_dim(cls, params: NoParams, dims: Dims) -> int:
+        in_dim = dims.in_dim
         return in_dim
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -174,8 +177,9 @@ class SoftmaxGate(Gate):
     name = "softmax"
     Params = SoftmaxGateParams
 
-    def __init__(self, params, in_dim, num_experts, num_tasks, num_domains, per_domain):
-        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
+    def __init__(self, params, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_experts, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
         groups = num_domains if per_domain else 1
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(groups, in_dim, num_tasks * num_experts).uniform_(-bound, bound))
@@ -249,8 +253,9 @@ class GatedFusion(Fusion):
     name = "gated"
     level = 2
 
-    def __init__(self, params, dim, members, num_tasks, num_domains):
-        super().__init__(params, dim, members, num_tasks, num_domains)
+    def __init__(self, params, dims: Dims):
+        super().__init__(params, dims)
+        members, num_tasks = self.members, dims.num_tasks
         self.logits = nn.Parameter(torch.zeros(num_tasks, len(members)))
 
     def forward(self, parts: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
@@ -271,8 +276,9 @@ class BottleneckAdapter(Adapter):
     name = "bottleneck"
     Params = BottleneckParams
 
-    def __init__(self, params, dim, num_fields, field_dim, num_domains):
-        super().__init__(params, dim, num_fields, field_dim, num_domains)
+    def __init__(self, params, dims: Dims):
+        super().__init__(params, dims)
+        dim = dims.in_dim
         self.down = nn.Linear(dim, params.bottleneck)
         self.up = nn.Linear(params.bottleneck, dim)
         nn.init.zeros_(self.up.weight)
@@ -297,8 +303,9 @@ class MLPTower(Tower):
     name = "mlp_tower"
     Params = MLPTowerParams
 
-    def __init__(self, params, in_dim, num_tasks, num_domains, per_domain):
-        super().__init__(params, in_dim, num_tasks, num_domains, per_domain)
+    def __init__(self, params, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_tasks, dims.num_domains, dims.per_domain
         heads = num_tasks * (num_domains if per_domain else 1)
         self.mlp: StackedMLP | None = None
         last = in_dim

@@ -2,7 +2,7 @@
 
 Paper: "Multi-domain recommendation with conditional expert selection and
 adaptive expert aggregation" (arXiv 2411.06826). Only the abstract is public;
-this is the reconstruction of ../shared/design/SEEDS.md section 2.
+this is a reconstruction from it.
 
 Component (registered through `register_gates`, like any third-party plugin):
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Context, Gate
+from mdmt_nas.components import Context, Dims, Gate
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.plugins import hookimpl
 
@@ -99,8 +99,9 @@ class NoisyTopKGate(Gate):
     per_head_input = False
     torchscript = False  # data-dependent top-k dispatch
 
-    def __init__(self, params: NoisyTopKParams, in_dim, num_experts, num_tasks, num_domains, per_domain):
-        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
+    def __init__(self, params: NoisyTopKParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_experts, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
         S = params.num_always_on
         if S > num_experts:
             raise ConfigError(f"arch.gate.params.num_always_on: {S} always-on experts but the gate has only {num_experts} candidates")

@@ -2,7 +2,7 @@
 
 Paper: "Different Expression Parallel Heterogeneous Network using virtual
 gradient optimization for Multi-task Learning", IJCNN 2023 (arXiv 2307.12519).
-Reconstruction per ../shared/design/SEEDS.md section 4.
+A reconstruction from the paper.
 
 Components (registered through the ordinary hooks, like a third-party plugin):
 
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Adapter, Context, Expert, ExpertBank, Gate
+from mdmt_nas.components import Adapter, Context, Dims, Expert, ExpertBank, Gate
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.plugins import hookimpl
 
@@ -123,19 +123,22 @@ class CrossExpert(Expert):
     name = "cross"
     Params = CrossParams
 
-    def __init__(self, params: CrossParams, in_dim, num_fields, field_dim, num_domains=1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: CrossParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim = dims.in_dim
         self.net = StackedCross(1, in_dim, params)
 
     @classmethod
-    def output_dim(cls, params: CrossParams, in_dim: int) -> int:
+    def output_dim(cls, params: CrossParams, dims: Dims) -> int:
+        in_dim = dims.in_dim
         return params.out_dim if params.out_dim is not None else in_dim
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         return self.net(x).squeeze(1)
 
     @classmethod
-    def bank(cls, n, params, in_dim, num_fields, field_dim, num_domains=1) -> ExpertBank:
+    def bank(cls, n, params, dims: Dims) -> ExpertBank:
+        in_dim = dims.in_dim
         return CrossBank(n, in_dim, params)
 
 
@@ -199,19 +202,21 @@ class FintExpert(Expert):
     name = "fint"
     Params = FintParams
 
-    def __init__(self, params: FintParams, in_dim, num_fields, field_dim, num_domains=1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: FintParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_fields, field_dim = dims.in_dim, dims.num_fields, dims.field_dim
         self.net = StackedFint(1, in_dim, num_fields, field_dim, params)
 
     @classmethod
-    def output_dim(cls, params: FintParams, in_dim: int) -> int:
+    def output_dim(cls, params: FintParams, dims: Dims) -> int:
         return params.out_dim
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         return self.net(x, ctx.fields).squeeze(1)
 
     @classmethod
-    def bank(cls, n, params, in_dim, num_fields, field_dim, num_domains=1) -> ExpertBank:
+    def bank(cls, n, params, dims: Dims) -> ExpertBank:
+        in_dim, num_fields, field_dim = dims.in_dim, dims.num_fields, dims.field_dim
         return FintBank(n, in_dim, num_fields, field_dim, params)
 
 
@@ -230,8 +235,9 @@ class SoftSelection(Adapter):
     Params = SoftSelectionParams
     site = "fields"
 
-    def __init__(self, params: SoftSelectionParams, dim, num_fields, field_dim, num_domains):
-        super().__init__(params, dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: SoftSelectionParams, dims: Dims):
+        super().__init__(params, dims)
+        num_fields, field_dim = dims.num_fields, dims.field_dim
         if field_dim % params.heads:
             raise ConfigError(
                 f"arch.input_adapter.params.heads: {params.heads} heads do not divide the embedding size {field_dim}; "
@@ -289,8 +295,9 @@ class DephnGate(Gate):
     Params = DephnGateParams
     per_head_input = True  # ignores its input
 
-    def __init__(self, params: DephnGateParams, in_dim, num_experts, num_tasks, num_domains, per_domain):
-        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
+    def __init__(self, params: DephnGateParams, dims: Dims):
+        super().__init__(params, dims)
+        num_experts, num_tasks, num_domains, per_domain = dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
         self.maps = list(params.maps)
         K = num_experts * len(self.maps)
         init = params.init if params.init is not None else 1.0 / K

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Adapter, Context
+from mdmt_nas.components import Adapter, Context, Dims
 from mdmt_nas.plugins import hookimpl
 
 
@@ -57,8 +57,9 @@ class HyperAdapter(Adapter):
     Params = HamurParams
     site = "hidden"
 
-    def __init__(self, params: HamurParams, dim: int, num_fields: int, field_dim: int, num_domains: int):
-        super().__init__(params, dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: HamurParams, dims: Dims):
+        super().__init__(params, dims)
+        dim, num_fields, field_dim, num_domains = dims.in_dim, dims.num_fields, dims.field_dim, dims.num_domains
         p = params
         k, r = p.k, p.bottleneck
         self.domain_emb = nn.Embedding(num_domains, p.domain_dim) if p.domain_dim else None

@@ -1,5 +1,7 @@
-"""M3oE (Zhang et al., SIGIR 2024, "M3oE: Multi-Domain Multi-Task Mixture-of-Experts
-Recommendation Framework"), faithful to its public reference implementation.
+"""M3oE's components: the star bottom, the balance fusion and the weighted fusion (Zhang et al., SIGIR 2024).
+
+"M3oE: Multi-Domain Multi-Task Mixture-of-Experts Recommendation Framework",
+faithful to its public reference implementation.
 
 Components:
 - `m3oe_star` bottom: one star layer (shared weight times per-domain weight,
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Context, Expert, Fusion
+from mdmt_nas.components import Context, Dims, Expert, Fusion
 from mdmt_nas.plugins import hookimpl
 
 
@@ -42,8 +44,9 @@ class M3oEStar(Expert):
     name = "m3oe_star"
     Params = M3oEStarParams
 
-    def __init__(self, params: M3oEStarParams, in_dim, num_fields, field_dim, num_domains=1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: M3oEStarParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_domains = dims.in_dim, dims.num_domains
         p = params
         self.shared_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(in_dim, p.star_dim)))
         self.shared_bias = nn.Parameter(torch.zeros(p.star_dim))
@@ -56,7 +59,7 @@ class M3oEStar(Expert):
         self.skip_conn = _ln_relu_linear(in_dim, p.out_dim) if p.skip else None
 
     @classmethod
-    def output_dim(cls, params: M3oEStarParams, in_dim: int) -> int:
+    def output_dim(cls, params: M3oEStarParams, dims: Dims) -> int:
         return params.out_dim
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -79,8 +82,8 @@ class BalanceFusion(Fusion):
     level = 1
     Params = BalanceParams
 
-    def __init__(self, params: BalanceParams, dim, members, num_tasks, num_domains):
-        super().__init__(params, dim, members, num_tasks, num_domains)
+    def __init__(self, params: BalanceParams, dims: Dims):
+        super().__init__(params, dims)
         self.arch_b = nn.Parameter(torch.tensor(float(params.init)), requires_grad=params.learnable)
 
     def forward(self, outputs: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -106,8 +109,8 @@ class WeightedFusion(Fusion):
     level = 2
     Params = WeightedParams
 
-    def __init__(self, params: WeightedParams, dim, members, num_tasks, num_domains):
-        super().__init__(params, dim, members, num_tasks, num_domains)
+    def __init__(self, params: WeightedParams, dims: Dims):
+        super().__init__(params, dims)
         self.arch_a_domain = nn.Parameter(torch.tensor(float(params.init_domain)), requires_grad=params.learnable)
         self.arch_a_task = nn.Parameter(torch.tensor(float(params.init_task)), requires_grad=params.learnable)
 

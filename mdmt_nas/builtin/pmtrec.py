@@ -1,9 +1,8 @@
 """PMTRec: personalized multi-task training, as a balancer.
 
 Paper: Yang et al., "Personalized Multi-task Training for Recommender System",
-IEEE BigData 2024 (arXiv 2407.21364). Reconstruction per
-../shared/design/SEEDS.md section 5 (the abstract names the three modules;
-the details below are our choices and are configurable).
+IEEE BigData 2024 (arXiv 2407.21364). A reconstruction (the abstract names the
+three modules; the details below are our choices and are configurable).
 
 Balancer `pmtrec` (registered through `register_balancers`), one training step:
 
@@ -33,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from mdmt_nas.builtin.balancers import cosine, finish, task_gradients, trainable
-from mdmt_nas.components import Balancer
+from mdmt_nas.components import Balancer, Dims
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.plugins import hookimpl
 
@@ -118,8 +117,9 @@ class PMTRec(Balancer):
     name = "pmtrec"
     Params = PMTRecParams
 
-    def __init__(self, params: PMTRecParams, num_tasks: int, task_names: list[str]):
-        super().__init__(params, num_tasks, task_names)
+    def __init__(self, params: PMTRecParams, dims: Dims):
+        super().__init__(params, dims)
+        num_tasks = dims.num_tasks
         m = params.main_task
         if isinstance(m, str):
             if m not in self.task_names:

@@ -11,6 +11,8 @@ size, F fields, E field embedding size.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,7 +70,17 @@ def output_size(cls: type[Expert], params: BaseModel, dims: Dims) -> int:
 
 def build(cls: type[Component], params: BaseModel, dims: Dims) -> Component:
     """One component, called the way its class is written: `cls(params, dims)`, or the older positional sizes."""
-    return cls(params, dims) if takes_dims(cls.__init__) else cls(params, *dims.args(cls.legacy_args))  # type: ignore[attr-defined]
+    if takes_dims(cls.__init__):
+        return cls(params, dims)
+    _warn_legacy(cls)
+    return cls(params, *dims.args(cls.legacy_args))  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_legacy(cls: type) -> None:
+    names = ", ".join(cls.legacy_args)  # type: ignore[attr-defined]
+    warnings.warn(f"{cls.__module__}.{cls.__qualname__} takes (params, {names}); write __init__(self, params, dims) "
+                  "and read the sizes from dims (mdmt_nas.components.Dims)", DeprecationWarning, stacklevel=3)
 
 
 def build_bank(cls: type[Expert], n: int, params: BaseModel, dims: Dims) -> "ExpertBank":

@@ -367,7 +367,7 @@ class _Checker:
 
     def bcheck_construct(self) -> None:
         bal = self._balancer()
-        assert bal.num_tasks == T and bal.params == self.params, "call super().__init__(params, num_tasks, task_names)"
+        assert bal.num_tasks == T and bal.params == self.params, "call super().__init__(params, dims)"
 
     def bcheck_shapes(self) -> None:
         bal = self._balancer()

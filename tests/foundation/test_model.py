@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mdmt_nas.components import Dims
 from mdmt_nas.arch import Architecture
 from mdmt_nas.builtin.basic import MLPExpert, MLPParams, StackedMLP
 from mdmt_nas.config import load_config
@@ -134,7 +135,7 @@ def test_domain_branches_see_only_their_rows():
 
 def test_mlp_expert_matches_hand_computation():
     torch.manual_seed(0)
-    e = MLPExpert(MLPParams(hidden=[3], layernorm=False), 2, 1, 1)
+    e = MLPExpert(MLPParams(hidden=[3], layernorm=False), Dims(in_dim=2, num_fields=1, field_dim=1))
     x = torch.tensor([[1.0, -2.0]])
     w, b = e.mlp.weights[0][0], e.mlp.biases[0][0]
     torch.testing.assert_close(e(x, None), torch.relu(x @ w + b))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mdmt_nas.builtin.balancers import GradNorm, GradNormParams, UncertaintyParams, UncertaintyWeighting, pcgrad, task_gradients
 from mdmt_nas.builtin.pmtrec import PMTRec, PMTRecParams, focus_and_balance, row_task_weights
-from mdmt_nas.components import BalanceContext
+from mdmt_nas.components import BalanceContext, Dims
 from mdmt_nas.model import build_balancer
 from seed_helpers import batch, make_model, step, tiny_schema, train_steps
 
@@ -97,7 +97,7 @@ def test_gradient_magnitude_balancing_modes_touch_one_side_only(mode):
 
 def _pmtrec_grad(schema, params, b, model_seed=0):
     model = make_model(MMOE, schema, seed=model_seed)
-    bal = PMTRec(PMTRecParams(**params), schema.num_tasks, schema.tasks)
+    bal = PMTRec(PMTRecParams(**params), Dims(num_tasks=schema.num_tasks, task_names=tuple(schema.tasks)))
     total, bctx = step(model, bal, b)
     return model, bal, total, bctx
 
@@ -118,9 +118,9 @@ def test_pmtrec_shared_gradient_never_opposes_the_main_task(schema, personalize)
 
 
 def test_pmtrec_main_task_by_name_and_errors():
-    assert PMTRec(PMTRecParams(main_task="b"), 2, ["a", "b"]).main == 1
+    assert PMTRec(PMTRecParams(main_task="b"), Dims(num_tasks=2, task_names=("a", "b"))).main == 1
     with pytest.raises(Exception, match="unknown task"):
-        PMTRec(PMTRecParams(main_task="c"), 2, ["a", "b"])
+        PMTRec(PMTRecParams(main_task="c"), Dims(num_tasks=2, task_names=("a", "b")))
 
 
 # ----------------------------------------------------------------------------- PCGrad / GradNorm / uncertainty
@@ -138,7 +138,7 @@ def test_pcgrad_two_tasks_removes_conflicts(seed, P):
 def test_gradnorm_weights_stay_normalised_and_favour_the_small_gradient_task():
     torch.manual_seed(0)
     shared = torch.nn.Parameter(torch.randn(5))
-    bal = GradNorm(GradNormParams(alpha=0.0), 2, ["a", "b"])
+    bal = GradNorm(GradNormParams(alpha=0.0), Dims(num_tasks=2, task_names=("a", "b")))
     opt = torch.optim.SGD([shared, bal.task_weights], lr=0.05)
     for s in range(30):
         opt.zero_grad()
@@ -153,7 +153,7 @@ def test_gradnorm_weights_stay_normalised_and_favour_the_small_gradient_task():
 
 
 def test_uncertainty_log_variances_converge_to_log_losses():
-    bal = UncertaintyWeighting(UncertaintyParams(), 2, ["a", "b"])
+    bal = UncertaintyWeighting(UncertaintyParams(), Dims(num_tasks=2, task_names=("a", "b")))
     opt = torch.optim.Adam(bal.parameters(), lr=0.05)
     losses = torch.tensor([0.2, 2.0])
     for _ in range(400):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdmt_nas.builtin.cesaa import NoisyTopKGate, NoisyTopKParams, joint, mi_loss, mutual_information
-from mdmt_nas.components import Context
+from mdmt_nas.components import Context, Dims
 from mdmt_nas.errors import ConfigError
 from seed_helpers import batch, make_model, tiny_schema, train_steps
 
@@ -26,7 +26,7 @@ def ctx_for(n: int, num_tasks: int = 2, seed: int = 0) -> Context:
 
 
 def gate(n_exp: int, k: int, always: int = 0, tasks: int = 2, per_domain: bool = False, **kw) -> NoisyTopKGate:
-    return NoisyTopKGate(NoisyTopKParams(k=k, num_always_on=always, **kw), 6, n_exp, tasks, D, per_domain)
+    return NoisyTopKGate(NoisyTopKParams(k=k, num_always_on=always, **kw), Dims(in_dim=6, num_experts=n_exp, num_tasks=tasks, num_domains=D, per_domain=per_domain))
 
 
 @settings(max_examples=40, deadline=None)

@@ -19,7 +19,7 @@ from mdmt_nas.builtin.dephn import (
     SoftSelection,
     SoftSelectionParams,
 )
-from mdmt_nas.components import Context
+from mdmt_nas.components import Context, Dims
 from seed_helpers import train_steps
 
 D = 2
@@ -39,7 +39,7 @@ def relu(v: float) -> float:
 def test_cross_matches_hand_computation(low_rank):
     torch.manual_seed(0)
     d, L, out = 3, 2, 2
-    ex = CrossExpert(CrossParams(layers=L, out_dim=out, low_rank=low_rank), d, 1, d)
+    ex = CrossExpert(CrossParams(layers=L, out_dim=out, low_rank=low_rank), Dims(in_dim=d, num_fields=1, field_dim=d))
     with torch.no_grad():
         ex.net.b.normal_()
         ex.net.proj_b.normal_()
@@ -60,7 +60,7 @@ def test_cross_matches_hand_computation(low_rank):
 
 def test_cross_bank_ranges_and_per_expert_inputs():
     torch.manual_seed(0)
-    bank = CrossExpert.bank(3, CrossParams(layers=2, out_dim=4), 5, 1, 5)
+    bank = CrossExpert.bank(3, CrossParams(layers=2, out_dim=4), Dims(in_dim=5, num_fields=1, field_dim=5))
     x = torch.randn(6, 5)
     ctx = ctx_for(x.view(6, 1, 5))
     full = bank(x, ctx)
@@ -76,7 +76,7 @@ def test_cross_bank_ranges_and_per_expert_inputs():
 def test_fint_matches_hand_computation(skip):
     torch.manual_seed(0)
     F_, E, L, out, in_dim = 3, 2, 2, 2, 4
-    ex = FintExpert(FintParams(layers=L, out_dim=out, input_skip=skip), in_dim, F_, E)
+    ex = FintExpert(FintParams(layers=L, out_dim=out, input_skip=skip), Dims(in_dim=in_dim, num_fields=F_, field_dim=E))
     with torch.no_grad():
         ex.net.u.normal_()
         ex.net.proj_b.normal_()
@@ -102,24 +102,24 @@ def test_fint_matches_hand_computation(skip):
 def test_soft_selection_mixes_attention_and_input():
     torch.manual_seed(0)
     f = torch.randn(5, 4, 6)
-    sel = SoftSelection(SoftSelectionParams(heads=2), 24, 4, 6, D)
+    sel = SoftSelection(SoftSelectionParams(heads=2), Dims(in_dim=24, num_fields=4, field_dim=6, num_domains=D))
     with torch.no_grad():
         sel.gate.normal_()
     sa, _ = sel.attn(f, f, f, need_weights=False)
     g = torch.sigmoid(sel.gate)
     assert torch.allclose(sel(f, ctx_for(f)), g * sa + (1 - g) * f, atol=1e-6)
-    closed = SoftSelection(SoftSelectionParams(heads=2, gate_init=-30.0), 24, 4, 6, D)
+    closed = SoftSelection(SoftSelectionParams(heads=2, gate_init=-30.0), Dims(in_dim=24, num_fields=4, field_dim=6, num_domains=D))
     assert torch.allclose(closed(f, ctx_for(f)), f, atol=1e-6)
 
 
 def test_soft_selection_rejects_bad_heads():
     with pytest.raises(Exception, match="heads"):
-        SoftSelection(SoftSelectionParams(heads=4), 24, 4, 6, D)
+        SoftSelection(SoftSelectionParams(heads=4), Dims(in_dim=24, num_fields=4, field_dim=6, num_domains=D))
 
 
 # ----------------------------------------------------------------------------- gate: maps and virtual gradient
 def dephn_gate(vg: bool, tasks: int = 3, n: int = 2, maps=("identity", "sin", "cos"), per_domain=False) -> DephnGate:
-    g = DephnGate(DephnGateParams(maps=list(maps), virtual_gradient=vg), 4, n, tasks, D, per_domain)
+    g = DephnGate(DephnGateParams(maps=list(maps), virtual_gradient=vg), Dims(in_dim=4, num_experts=n, num_tasks=tasks, num_domains=D, per_domain=per_domain))
     with torch.no_grad():
         g.gates.copy_(torch.linspace(-0.9, 1.3, g.gates.numel()).view_as(g.gates) ** 2 - 0.4)
     return g

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdmt_nas.builtin.hamur import HamurParams, HyperAdapter
-from mdmt_nas.components import Context
+from mdmt_nas.components import Context, Dims
 from seed_helpers import batch, make_model, train_steps
 
 NF, E, DIM, D = 4, 3, 10, 3
@@ -24,7 +24,7 @@ def ctx_of(embedding: torch.Tensor, domain: torch.Tensor) -> Context:
 
 def adapter(**kw) -> HyperAdapter:
     torch.manual_seed(0)
-    return HyperAdapter(HamurParams(bottleneck=5, k=4, hyper_hidden=[8], **kw), DIM, NF, E, D)
+    return HyperAdapter(HamurParams(bottleneck=5, k=4, hyper_hidden=[8], **kw), Dims(in_dim=DIM, num_fields=NF, field_dim=E, num_domains=D))
 
 
 def test_rows_of_different_domains_or_embeddings_get_different_weights():

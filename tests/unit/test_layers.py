@@ -135,3 +135,24 @@ def test_no_import_circle():
         if v not in index:
             visit(v)
     assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_modules_are_small_and_say_what_they_are():
+    """Every module under 500 lines, its docstring's first line alone says its concept, no function over 80 lines
+    unless a comment right above it says why."""
+    problems = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        lines = text.splitlines()
+        if len(lines) >= 500:
+            problems.append(f"{name}: {len(lines)} lines")
+        tree = ast.parse(text)
+        doc = (ast.get_docstring(tree) or "").strip().splitlines()
+        if not doc or (len(doc) > 1 and doc[1].strip()):
+            problems.append(f"{name}: the docstring does not open with one line saying what the module is")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if node.end_lineno - node.lineno + 1 > 80 and not lines[first - 2].lstrip().startswith("#"):
+                    problems.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines and no reason beside it")
+    assert not problems, "\n".join(problems)

@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from mdmt_nas.components import Context, Fusion, Gate
+from mdmt_nas.components import Context, Dims, Fusion, Gate
 
 
 class PartAttentionParams(BaseModel):
@@ -25,8 +25,9 @@ class PartAttentionFusion(Fusion):
     level = 2
     Params = PartAttentionParams
 
-    def __init__(self, params: PartAttentionParams, dim: int, members: list[str], num_tasks: int, num_domains: int):
-        super().__init__(params, dim, members, num_tasks, num_domains)
+    def __init__(self, params: PartAttentionParams, dims: Dims):
+        super().__init__(params, dims)
+        dim, num_tasks, num_domains = dims.in_dim, dims.num_tasks, dims.num_domains
         k = params.key_dim
         self.key = nn.Linear(dim, k, bias=False)
         self.task_query = nn.Parameter(torch.randn(num_tasks, k) / math.sqrt(k))
@@ -63,8 +64,9 @@ class AnnealedSoftmaxGate(Gate):
     Params = AnnealedParams
     per_head_input = True
 
-    def __init__(self, params: AnnealedParams, in_dim: int, num_experts: int, num_tasks: int, num_domains: int, per_domain: bool):
-        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
+    def __init__(self, params: AnnealedParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_experts, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
         groups = num_domains if per_domain else 1
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(groups, in_dim, num_tasks * num_experts).uniform_(-bound, bound))

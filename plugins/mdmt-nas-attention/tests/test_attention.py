@@ -7,6 +7,7 @@ import torch
 from pydantic import ValidationError
 
 import mdmt_nas_attention
+from mdmt_nas.components import Dims
 from mdmt_nas.testing import contract_test, make_context
 from mdmt_nas_attention import AnnealedSoftmaxGate, PartAttentionFusion
 
@@ -28,7 +29,7 @@ def test_registers_through_the_hooks(mdmt_plugin_host):
 
 
 def test_temperature_anneals_with_training_steps_only():
-    gate = AnnealedSoftmaxGate(AnnealedSoftmaxGate.Params(t_start=2.0, t_end=0.5, anneal_steps=4), 8, 3, 2, 3, False)
+    gate = AnnealedSoftmaxGate(AnnealedSoftmaxGate.Params(t_start=2.0, t_end=0.5, anneal_steps=4), Dims(in_dim=8, num_experts=3, num_tasks=2, num_domains=3))
     ctx = make_context(5)
     h = torch.randn(5, 8)
     gate.eval()
@@ -52,7 +53,7 @@ def test_params_reject_a_rising_temperature():
 
 def test_attention_weights_depend_on_the_row():
     torch.manual_seed(0)
-    fusion = PartAttentionFusion(PartAttentionFusion.Params(scale_by_parts=False), 8, ["shared", "domain", "task"], 2, 3)
+    fusion = PartAttentionFusion(PartAttentionFusion.Params(scale_by_parts=False), Dims(in_dim=8, members=("shared", "domain", "task"), num_tasks=2, num_domains=3))
     parts = {p: torch.randn(4, 2, 8) for p in fusion.members}
     out = fusion(parts, make_context(4))
     stacked = torch.stack([parts[p] for p in fusion.members], dim=2)

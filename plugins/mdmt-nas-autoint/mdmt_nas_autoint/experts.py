@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Context, Expert
+from mdmt_nas.components import Context, Dims, Expert
 
 
 class AutoIntParams(BaseModel):
@@ -57,15 +57,16 @@ class AutoIntExpert(Expert):
     name = "autoint"
     Params = AutoIntParams
 
-    def __init__(self, params: AutoIntParams, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: AutoIntParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_fields, field_dim = dims.in_dim, dims.num_fields, dims.field_dim
         d = params.heads * params.head_dim
         self.layers = nn.ModuleList(InteractingLayer(field_dim if i == 0 else d, params.heads, params.head_dim, params.dropout) for i in range(params.layers))
         self.out = nn.Linear(num_fields * d, params.out_dim)
         self.inp = nn.Linear(in_dim, params.out_dim, bias=False) if params.use_input else None
 
     @classmethod
-    def output_dim(cls, params: AutoIntParams, in_dim: int) -> int:
+    def output_dim(cls, params: AutoIntParams, dims: Dims) -> int:
         return params.out_dim
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -91,8 +92,9 @@ class FiBiNetExpert(Expert):
     name = "fibinet"
     Params = FiBiNetParams
 
-    def __init__(self, params: FiBiNetParams, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: FiBiNetParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_fields, field_dim = dims.in_dim, dims.num_fields, dims.field_dim
         Fn, E = num_fields, field_dim
         squeeze = max(1, Fn // params.reduction)
         self.se = nn.Sequential(nn.Linear(Fn, squeeze), nn.ReLU(), nn.Linear(squeeze, Fn), nn.ReLU())
@@ -106,7 +108,7 @@ class FiBiNetExpert(Expert):
         self.inp = nn.Linear(in_dim, params.out_dim, bias=False) if params.use_input else None
 
     @classmethod
-    def output_dim(cls, params: FiBiNetParams, in_dim: int) -> int:
+    def output_dim(cls, params: FiBiNetParams, dims: Dims) -> int:
         return params.out_dim
 
     def _pairs(self, v: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from importlib.metadata import entry_points
 import torch
 
 import mdmt_nas_autoint
+from mdmt_nas.components import Dims
 from mdmt_nas.testing import contract_test, make_context
 from mdmt_nas_autoint import AutoIntExpert, FiBiNetExpert
 
@@ -31,7 +32,7 @@ def test_output_depends_on_field_pairs_not_only_on_x():
     """Without the input projection, the experts still see every field through ctx.fields."""
     torch.manual_seed(0)
     for cls in (AutoIntExpert, FiBiNetExpert):
-        m = cls(cls.Params(use_input=False), 20, 5, 4, 3).eval()
+        m = cls(cls.Params(use_input=False), Dims(in_dim=20, num_fields=5, field_dim=4, num_domains=3)).eval()
         ctx = make_context(4, training=False)
         base = m(torch.zeros(4, 20), ctx)
         ctx.fields = ctx.fields.clone()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import Adapter, Context, Expert
+from mdmt_nas.components import Adapter, Context, Dims, Expert
 
 
 class PPNetParams(BaseModel):
@@ -46,15 +46,16 @@ class PPNetExpert(Expert):
     name = "ppnet"
     Params = PPNetParams
 
-    def __init__(self, params: PPNetParams, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
-        dims = [in_dim] + list(params.hidden)
+    def __init__(self, params: PPNetParams, dims: Dims):
+        super().__init__(params, dims)
+        in_dim, num_domains = dims.in_dim, dims.num_domains
+        sizes = [in_dim] + list(params.hidden)
         self.domain_emb = nn.Embedding(num_domains, params.domain_dim)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.gates = nn.ModuleList(GateNU(params.domain_dim + in_dim, params.gate_hidden, b, params.gamma) for b in dims[1:])
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.gates = nn.ModuleList(GateNU(params.domain_dim + in_dim, params.gate_hidden, b, params.gamma) for b in sizes[1:])
 
     @classmethod
-    def output_dim(cls, params: PPNetParams, in_dim: int) -> int:
+    def output_dim(cls, params: PPNetParams, dims: Dims) -> int:
         return params.hidden[-1]
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -77,8 +78,9 @@ class DomainLoRAAdapter(Adapter):
     name = "domain_lora"
     Params = DomainLoRAParams
 
-    def __init__(self, params: DomainLoRAParams, dim: int, num_fields: int, field_dim: int, num_domains: int):
-        super().__init__(params, dim, num_fields, field_dim, num_domains)
+    def __init__(self, params: DomainLoRAParams, dims: Dims):
+        super().__init__(params, dims)
+        dim, num_domains = dims.in_dim, dims.num_domains
         r = params.rank
         self.down = nn.Parameter(torch.randn(num_domains, dim, r) / math.sqrt(dim))
         self.up = nn.Parameter(torch.zeros(num_domains, r, dim))

@@ -5,6 +5,7 @@ from importlib.metadata import entry_points
 import torch
 
 import mdmt_nas_ppnet
+from mdmt_nas.components import Dims
 from mdmt_nas.model import build_model
 from mdmt_nas.spaces import load_space_file
 from mdmt_nas.testing import _batch, _schema, contract_test, make_context
@@ -47,7 +48,7 @@ def test_every_point_of_the_space_builds_and_runs(mdmt_plugin_host):
 
 
 def test_lora_adapter_starts_as_identity_and_is_per_domain():
-    a = DomainLoRAAdapter(DomainLoRAAdapter.Params(rank=2), 6, 5, 4, 3)
+    a = DomainLoRAAdapter(DomainLoRAAdapter.Params(rank=2), Dims(in_dim=6, num_fields=5, field_dim=4, num_domains=3))
     h, ctx = torch.randn(6, 6), make_context(6)
     assert torch.equal(a(h, ctx), h)
     with torch.no_grad():

@@ -1,77 +1,5 @@
-"""`mdmt-nas plugins new`: write a ready-to-install plugin package.
+"""The files a scaffolded plugin starts from: pyproject, hooks module, a component skeleton per kind, test, README, space."""
 
-    mdmt-nas-my-expert/
-      pyproject.toml                entry point `my_expert` in group `mdmt_nas`
-      README.md
-      mdmt_nas_my_expert/
-        __init__.py                 the hooks: register the component and the space
-        expert.py                   the component, a documented skeleton that passes the kit
-        my_expert.yaml              the search space `my_expert`, which uses it
-      tests/test_my_expert.py       the contract kit, one line per component
-
-The skeleton passes `mdmt-nas plugins check my_expert` as written; edit
-`forward` and keep the checks green.
-"""
-
-from __future__ import annotations
-
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from mdmt_nas.errors import UserError
-
-KINDS = ("expert", "gate", "fusion", "adapter", "tower", "balancer")
-
-
-@dataclass
-class Names:
-    """Every name derived from the one the user gives."""
-
-    plugin: str  # entry-point / plugin name and component name: my_expert
-    dist: str  # distribution: mdmt-nas-my-expert
-    package: str  # import package: mdmt_nas_my_expert
-    cls: str  # component class: MyExpert
-    kind: str
-
-    @classmethod
-    def from_name(cls, raw: str, kind: str) -> "Names":
-        name = raw.strip().lower()
-        for prefix in ("mdmt-nas-", "mdmt_nas_"):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        if not re.fullmatch(r"[a-z][a-z0-9]*([-_][a-z0-9]+)*", name):
-            raise UserError(f"plugin name {raw!r} must start with a letter and use lowercase letters, digits, '-' or '_' (e.g. my-expert)")
-        if kind not in KINDS:
-            raise UserError(f"unknown --kind {kind!r}; choose one of {', '.join(KINDS)}")
-        slug = name.replace("-", "_")
-        camel = "".join(p.capitalize() for p in slug.split("_"))
-        if not camel.lower().endswith(kind):
-            camel += kind.capitalize()
-        return cls(plugin=slug, dist=f"mdmt-nas-{slug.replace('_', '-')}", package=f"mdmt_nas_{slug}", cls=camel, kind=kind)
-
-
-@dataclass
-class Scaffold:
-    root: Path
-    names: Names
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def dist(self) -> str:
-        return self.names.dist
-
-    def next_steps(self) -> list[str]:
-        n = self.names
-        return [
-            f"pip install -e {self.root}",
-            f"mdmt-nas plugins check {n.plugin}",
-            f"pytest {self.root / 'tests'}",
-            f"mdmt-nas search --space {n.plugin}",
-        ]
-
-
-# ------------------------------------------------------------------------------ templates
 PYPROJECT = '''\
 [build-system]
 requires = ["setuptools>=68"]
@@ -109,7 +37,7 @@ the hooks below (see docs/hooks.md of mdmt-nas for every hook).
 
 from pathlib import Path
 
-from mdmt_nas.plugins import hookimpl
+from mdmt_nas import hookimpl
 
 from {package}.{kind} import {cls}
 
@@ -141,7 +69,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mdmt_nas.components import {base}, Context
+from mdmt_nas.components import {base}, Context, Dims
 '''
 
 BODIES = {
@@ -163,15 +91,15 @@ class {cls}(Expert):
     Params = {cls}Params
     torchscript = True  # forward has no Python control flow on tensor values
 
-    def __init__(self, params: {cls}Params, in_dim: int, num_fields: int, field_dim: int, num_domains: int = 1):
-        super().__init__(params, in_dim, num_fields, field_dim, num_domains)
-        # in_dim: size of x; ctx.fields is [B, num_fields, field_dim]; rows belong to num_domains domains
-        self.inp = nn.Linear(in_dim, params.out_dim)
+    def __init__(self, params: {cls}Params, dims: Dims):
+        super().__init__(params, dims)
+        # dims.in_dim: size of x; ctx.fields is [B, dims.num_fields, dims.field_dim]; rows belong to dims.num_domains domains
+        self.inp = nn.Linear(dims.in_dim, params.out_dim)
         self.ffn = nn.Sequential(nn.Linear(params.out_dim, params.hidden), nn.GELU(), nn.Dropout(params.dropout), nn.Linear(params.hidden, params.out_dim))
         self.norm = nn.LayerNorm(params.out_dim)
 
     @classmethod
-    def output_dim(cls, params: {cls}Params, in_dim: int) -> int:
+    def output_dim(cls, params: {cls}Params, dims: Dims) -> int:
         """The output size, known before construction (the model wires layers with it)."""
         return params.out_dim
 
@@ -197,10 +125,10 @@ class {cls}(Gate):
     torchscript = True
     per_head_input = False  # True if forward also accepts per-head inputs h [B, T, in_dim]
 
-    def __init__(self, params: {cls}Params, in_dim: int, num_experts: int, num_tasks: int, num_domains: int, per_domain: bool):
-        super().__init__(params, in_dim, num_experts, num_tasks, num_domains, per_domain)
-        heads = num_tasks * (num_domains if per_domain else 1)
-        self.proj = nn.Linear(in_dim, heads * num_experts)
+    def __init__(self, params: {cls}Params, dims: Dims):
+        super().__init__(params, dims)
+        heads = self.num_tasks * (self.num_domains if self.per_domain else 1)
+        self.proj = nn.Linear(self.in_dim, heads * self.num_experts)
 
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
         """h [B, in_dim] -> mixture weights [B, T, N]; per_domain: each row uses its domain's heads."""
@@ -228,9 +156,9 @@ class {cls}(Fusion):
     level = 2  # 2: fuse the parts "shared"/"domain"/"task"; 1: fuse the members of a group
     torchscript = True
 
-    def __init__(self, params: {cls}Params, dim: int, members: list[str], num_tasks: int, num_domains: int):
-        super().__init__(params, dim, members, num_tasks, num_domains)
-        self.logits = nn.Parameter(torch.full((num_tasks, len(members)), float(params.init)))
+    def __init__(self, params: {cls}Params, dims: Dims):
+        super().__init__(params, dims)  # self.members: the part names (level 2) or the member count (level 1)
+        self.logits = nn.Parameter(torch.full((self.num_tasks, len(self.members)), float(params.init)))
 
     def forward(self, parts: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         """parts: name -> [B, T, H] (any subset of shared, domain, task) -> [B, T, H]."""
@@ -255,11 +183,11 @@ class {cls}(Adapter):
     site = "hidden"  # "hidden": h [B, dim]; "fields": per-field embeddings [B, F, E]
     torchscript = True
 
-    def __init__(self, params: {cls}Params, dim: int, num_fields: int, field_dim: int, num_domains: int):
-        super().__init__(params, dim, num_fields, field_dim, num_domains)
-        self.down = nn.Linear(dim, params.bottleneck)
-        self.up = nn.Linear(params.bottleneck, dim)
-        self.scale = nn.Parameter(torch.full((num_domains, 1), 0.1))
+    def __init__(self, params: {cls}Params, dims: Dims):
+        super().__init__(params, dims)
+        self.down = nn.Linear(self.dim, params.bottleneck)
+        self.up = nn.Linear(params.bottleneck, self.dim)
+        self.scale = nn.Parameter(torch.full((self.num_domains, 1), 0.1))
 
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
         """h [B, dim] -> [B, dim]; ctx.domain [B] picks each row's scale."""
@@ -281,10 +209,10 @@ class {cls}(Tower):
     Params = {cls}Params
     torchscript = True
 
-    def __init__(self, params: {cls}Params, in_dim: int, num_tasks: int, num_domains: int, per_domain: bool):
-        super().__init__(params, in_dim, num_tasks, num_domains, per_domain)
-        heads = num_tasks * (num_domains if per_domain else 1)
-        self.w1 = nn.Parameter(torch.randn(heads, in_dim, params.hidden) / in_dim**0.5)
+    def __init__(self, params: {cls}Params, dims: Dims):
+        super().__init__(params, dims)
+        heads = self.num_tasks * (self.num_domains if self.per_domain else 1)
+        self.w1 = nn.Parameter(torch.randn(heads, self.in_dim, params.hidden) / self.in_dim**0.5)
         self.b1 = nn.Parameter(torch.zeros(heads, params.hidden))
         self.w2 = nn.Parameter(torch.randn(heads, params.hidden) / params.hidden**0.5)
         self.b2 = nn.Parameter(torch.zeros(heads))
@@ -315,9 +243,9 @@ class {cls}(Balancer):
     name = "{plugin}"
     Params = {cls}Params
 
-    def __init__(self, params: {cls}Params, num_tasks: int, task_names: list[str]):
-        super().__init__(params, num_tasks, task_names)
-        self.log_w = nn.Parameter(torch.full((num_tasks,), float(params.init)))
+    def __init__(self, params: {cls}Params, dims: Dims):
+        super().__init__(params, dims)
+        self.log_w = nn.Parameter(torch.full((self.num_tasks,), float(params.init)))
 
     def combine(self, task_losses: torch.Tensor) -> torch.Tensor:
         """task_losses [T] -> the scalar to minimise (backward() adds the components' aux loss)."""
@@ -467,41 +395,3 @@ SUMMARY = {
 }
 
 
-def space_yaml(n: Names) -> str:
-    """A small search space that pits the new component against a built-in in its slot."""
-    summary = SUMMARY[n.kind].format(plugin=n.plugin)
-    return SPACE_HEAD.format(plugin=n.plugin, summary=summary) + SPACE_BODY[n.kind].format(plugin=n.plugin)
-
-
-def render(n: Names) -> dict[str, str]:
-    """Relative path -> file text of the package."""
-    fmt = dict(plugin=n.plugin, dist=n.dist, package=n.package, cls=n.cls, kind=n.kind, hook=HOOKS[n.kind],
-               base={"expert": "Expert", "gate": "Gate", "fusion": "Fusion", "adapter": "Adapter", "tower": "Tower", "balancer": "Balancer"}[n.kind],
-               title=n.plugin.replace("_", " ").capitalize())
-    fmt["usage"] = USAGE[n.kind].format(**fmt)
-    return {
-        "pyproject.toml": PYPROJECT.format(**fmt),
-        "README.md": README.format(**fmt),
-        f"{n.package}/__init__.py": INIT.format(**fmt),
-        f"{n.package}/{n.kind}.py": HEADER.format(**fmt) + BODIES[n.kind].format(**fmt),
-        f"{n.package}/{n.plugin}.yaml": space_yaml(n),
-        f"tests/test_{n.plugin}.py": TEST.format(**fmt),
-    }
-
-
-def create_plugin(name: str, kind: str = "expert", directory: str | Path = ".", force: bool = False) -> Scaffold:
-    """Write the package `mdmt-nas-NAME/` under `directory`; refuses to overwrite unless `force`."""
-    n = Names.from_name(name, kind)
-    root = Path(directory) / n.dist
-    files = render(n)
-    if root.exists() and not force:
-        clash = [p for p in files if (root / p).exists()]
-        if clash:
-            raise UserError(f"{root} already has {', '.join(clash)}; pass --force to overwrite or choose another --dir")
-    out = Scaffold(root, n)
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        out.files.append(path)
-    return out
