@@ -103,7 +103,7 @@ class Architecture(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _wiring(self) -> "Architecture":
+    def _wiring(self) -> Architecture:
         groups = self.groups()
         if self.gate_scope is None:
             self.gate_scope = ["shared"] if "shared" in groups else []
@@ -145,7 +145,7 @@ class Architecture(BaseModel):
         return self.model_dump_json(indent=indent, exclude_defaults=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "Architecture":
+    def from_json(cls, text: str) -> Architecture:
         return cls.model_validate_json(text)
 
     def save(self, path: str | Path) -> Path:
@@ -154,7 +154,7 @@ class Architecture(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Architecture":
+    def load(cls, path: str | Path) -> Architecture:
         data = load_yaml_or_json(path)
         if isinstance(data, dict) and "arch" in data and "embedding_dim" not in data:
             data = data["arch"]

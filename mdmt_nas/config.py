@@ -79,7 +79,7 @@ class SearchConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="searcher-specific parameters, validated by the searcher's Params")
 
     @model_validator(mode="after")
-    def _objectives(self) -> "SearchConfig":
+    def _objectives(self) -> SearchConfig:
         if not self.objectives or self.objectives[0] != "auc" or len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives must start with 'auc' and not repeat, e.g. [auc, params]; got {self.objectives}")
         return self

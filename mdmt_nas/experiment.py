@@ -6,17 +6,15 @@ The CLI's `train` and the benchmark/search code call this; it owns no state.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import ConfigError, ConfigError as _CE
+from mdmt_nas.errors import ConfigError
 from mdmt_nas.tracking import Tracker, log_training
 from mdmt_nas.train import TrainResult, train_architecture
 

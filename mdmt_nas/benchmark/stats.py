@@ -43,7 +43,7 @@ class RunRecord:
     search: dict[str, Any] | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         for k in ("valid_mean_auc", "test_mean_auc", "test_mean_logloss", "train_seconds", "wall_seconds", "load_1min"):
             if known.get(k) is None:
@@ -58,7 +58,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Stat":
+    def of(cls, values: Sequence[float]) -> Stat:
         vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
         if not vals:
             return cls(float("nan"), float("nan"), 0)

@@ -19,7 +19,6 @@ Works for any number of domains and tasks (the reference is wired to 3 x 2).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 

@@ -1,7 +1,18 @@
 """Component interfaces, one per kind, the `Dims` they are built for and the kinds table."""
 
 from mdmt_nas.components.base import AuxCollector, Component, Context, Dims, NoParams
-from mdmt_nas.components.kinds import Adapter, Balancer, BalanceContext, Expert, ExpertBank, Fusion, Gate, Tower, build, build_bank
+from mdmt_nas.components.kinds import (
+    Adapter,
+    BalanceContext,
+    Balancer,
+    Expert,
+    ExpertBank,
+    Fusion,
+    Gate,
+    Tower,
+    build,
+    build_bank,
+)
 from mdmt_nas.components.table import HOOK_KINDS, KINDS, NEURAL_KINDS, Kind, base_of, shape_rule
 
 __all__ = [

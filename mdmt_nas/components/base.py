@@ -76,12 +76,12 @@ class Dims:
     task_names: tuple[str, ...] = ()
     registry: Any = field(default=None, compare=False, repr=False)
 
-    def with_(self, **changes: Any) -> "Dims":
+    def with_(self, **changes: Any) -> Dims:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_args(cls, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> "Dims":
+    def from_args(cls, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Dims:
         """Dims from the sizes of the constructor signature before `Dims` (e.g. in_dim, num_fields, ...)."""
         if len(args) > len(names):
             raise TypeError(f"expected at most {len(names)} sizes ({', '.join(names)}), got {len(args)}")
@@ -101,7 +101,7 @@ class Dims:
         return tuple(list(v) if isinstance(v, tuple) else v for v in (getattr(self, n) for n in names))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def takes_dims(fn: Callable[..., Any]) -> bool:
     """Whether a constructor, `bank` or `output_dim` has the `dims` signature (else: the positional sizes of old)."""
     try:
@@ -140,7 +140,7 @@ class Context:
     _routing: Any = field(default=None, repr=False)
 
     @property
-    def routing(self) -> "DomainRouting":
+    def routing(self) -> DomainRouting:
         """Per-domain row indices of these rows, computed once per context."""
         if self._routing is None:
             self._routing = DomainRouting(self.domain, self.num_domains)
@@ -150,7 +150,7 @@ class Context:
     def batch_size(self) -> int:
         return int(self.domain.shape[0])
 
-    def select(self, idx: torch.Tensor) -> "Context":
+    def select(self, idx: torch.Tensor) -> Context:
         """The context of a row subset (routing gathers rows; aux stays shared)."""
         return Context(
             domain=self.domain[idx],

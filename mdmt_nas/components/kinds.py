@@ -58,7 +58,7 @@ class Expert(Component):
         raise NotImplementedError
 
     @classmethod
-    def bank(cls, n: int, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any) -> "ExpertBank":
+    def bank(cls, n: int, params: BaseModel, dims: Dims, *legacy: Any, **legacy_kw: Any) -> ExpertBank:
         dims = as_dims(cls.legacy_args, dims, legacy, legacy_kw)
         return LoopBank([build(cls, params, dims) for _ in range(n)])
 
@@ -76,14 +76,14 @@ def build(cls: type[Component], params: BaseModel, dims: Dims) -> Component:
     return cls(params, *dims.args(cls.legacy_args))  # type: ignore[attr-defined]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_legacy(cls: type) -> None:
     names = ", ".join(cls.legacy_args)  # type: ignore[attr-defined]
     warnings.warn(f"{cls.__module__}.{cls.__qualname__} takes (params, {names}); write __init__(self, params, dims) "
                   "and read the sizes from dims (mdmt_nas.components.Dims)", DeprecationWarning, stacklevel=3)
 
 
-def build_bank(cls: type[Expert], n: int, params: BaseModel, dims: Dims) -> "ExpertBank":
+def build_bank(cls: type[Expert], n: int, params: BaseModel, dims: Dims) -> ExpertBank:
     """`cls.bank(n, params, dims)`, called the way the class's `bank` is written."""
     return cls.bank(n, params, dims) if takes_dims(cls.bank) else cls.bank(n, params, *dims.args(cls.legacy_args))
 

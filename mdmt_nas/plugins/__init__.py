@@ -2,7 +2,15 @@
 
 from mdmt_nas.components.table import HOOK_KINDS
 from mdmt_nas.plugins import host
-from mdmt_nas.plugins.blame import ComponentFailure, ComponentRef, attribute_error, component_map, describe_component_error, find_culprit, guard_shapes
+from mdmt_nas.plugins.blame import (
+    ComponentFailure,
+    ComponentRef,
+    attribute_error,
+    component_map,
+    describe_component_error,
+    find_culprit,
+    guard_shapes,
+)
 from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
 from mdmt_nas.plugins.host import BUILTIN_PLUGINS, PluginFailure, PluginHost, PluginInfo, get_host, get_registry, reset
 from mdmt_nas.plugins.registry import Entry, Registry

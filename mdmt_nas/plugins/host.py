@@ -114,7 +114,7 @@ class PluginHost:
             self.pm.enable_tracing()
 
     # -- loading -------------------------------------------------------------------
-    def load(self, use_entry_points: bool = True, extra: list[tuple[str, Any]] | None = None) -> "PluginHost":
+    def load(self, use_entry_points: bool = True, extra: list[tuple[str, Any]] | None = None) -> PluginHost:
         disabled = _env_list("MDMT_NAS_DISABLE_PLUGINS") or set()
         allowed = _env_list("MDMT_NAS_LOAD_PLUGINS")
         for modname in BUILTIN_PLUGINS:

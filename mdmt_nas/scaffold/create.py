@@ -21,7 +21,19 @@ from pathlib import Path
 
 from mdmt_nas.components import NEURAL_KINDS, base_of
 from mdmt_nas.errors import UserError
-from mdmt_nas.scaffold.templates import BODIES, HEADER, HOOKS, INIT, PYPROJECT, README, SPACE_BODY, SPACE_HEAD, SUMMARY, TEST, USAGE
+from mdmt_nas.scaffold.templates import (
+    BODIES,
+    HEADER,
+    HOOKS,
+    INIT,
+    PYPROJECT,
+    README,
+    SPACE_BODY,
+    SPACE_HEAD,
+    SUMMARY,
+    TEST,
+    USAGE,
+)
 
 KINDS = NEURAL_KINDS  # the kinds a plugin can be scaffolded for (the neural kinds of the kinds table)
 
@@ -37,7 +49,7 @@ class Names:
     kind: str
 
     @classmethod
-    def from_name(cls, raw: str, kind: str) -> "Names":
+    def from_name(cls, raw: str, kind: str) -> Names:
         name = raw.strip().lower()
         for prefix in ("mdmt-nas-", "mdmt_nas_"):
             if name.startswith(prefix):

@@ -62,7 +62,7 @@ class Candidate:
         return _candidate_record(self, label)
 
     @staticmethod
-    def from_record(text: str) -> "Candidate":
+    def from_record(text: str) -> Candidate:
         return _candidate_from_record(text)
 
 
@@ -98,17 +98,17 @@ def _candidate_from_record(text: str) -> Candidate:
 
 @dataclass
 class SearchContext:
-    space: "Space"
-    splits: "Splits"
-    config: "ExperimentConfig"
+    space: Space
+    splits: Splits
+    config: ExperimentConfig
     budget: int | None
     timeout: float | None
     seed: int
     output_dir: Path
-    tracker: "Tracker"
+    tracker: Tracker
     parent_run_id: str | None
     #: evaluate(arch, label, epoch_callback=None, assignment=None, number=None, train_config=None, kind='candidate') -> Candidate
-    evaluate: "Evaluator"
+    evaluate: Evaluator
     storage: str | None = None
     study_name: str | None = None
     resume: bool = False
@@ -136,7 +136,7 @@ class Searcher:
     def run(self, ctx: SearchContext) -> SearchResult:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def budget_for(self, space: "Space", budget: int | None) -> int:
+    def budget_for(self, space: Space, budget: int | None) -> int:
         """The budget of a search of `space` given `--budget` (None: not given)."""
         return budget or self.default_budget
 

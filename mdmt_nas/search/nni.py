@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from mdmt_nas.errors import UserError
-from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher, SearcherParams
+from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearcherParams, SearchResult, SearchStopped
 from mdmt_nas.search.optuna import choice_values
 
 NNI_DIR = "nni"

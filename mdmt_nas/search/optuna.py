@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from mdmt_nas.errors import TrialPruned, UserError, check_interrupt
-from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher, SearcherParams
+from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearcherParams, SearchResult, SearchStopped
 
 PARENT_ATTR = "mdmt_nas.mlflow_parent_run_id"
 CANDIDATE_ATTR = "mdmt_nas.candidate"

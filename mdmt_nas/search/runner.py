@@ -42,7 +42,7 @@ from mdmt_nas.experiment import load_splits
 from mdmt_nas.files import config_error
 from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
-from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher
+from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult, SearchStopped
 from mdmt_nas.search.evaluate import BEST_DIR, Evaluator, candidate_train_config
 from mdmt_nas.search.report import SearchDisplay
 from mdmt_nas.spaces import load_space

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.plugins.registry import Registry
 
 
-def check_components(space: Space, registry: "Registry | None" = None) -> None:
+def check_components(space: Space, registry: Registry | None = None) -> None:
     """Every component named anywhere in the space is registered and its fixed params validate.
 
     Errors name the space file, the path inside it and the closest registered names.
@@ -30,7 +30,7 @@ def check_components(space: Space, registry: "Registry | None" = None) -> None:
 class _ComponentCheck:
     """A walk over a space's template and every option of its choices, checking each component it meets."""
 
-    def __init__(self, space: Space, registry: "Registry"):
+    def __init__(self, space: Space, registry: Registry):
         self.registry = registry
         self.src = space.source or f"space {space.name!r}"
         self.by_name = {c.name: c for c in space.choices}

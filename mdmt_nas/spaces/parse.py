@@ -11,7 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mdmt_nas.errors import ConfigError, closest
 from mdmt_nas.files import config_error, load_yaml_or_json
 from mdmt_nas.spaces.check import check_components
-from mdmt_nas.spaces.space import CHOICE_KEY, LABEL_RE, OMIT, ChoicePoint, Space, auto_labels, is_placeholder, option_sources
+from mdmt_nas.spaces.space import (
+    CHOICE_KEY,
+    LABEL_RE,
+    OMIT,
+    ChoicePoint,
+    Space,
+    auto_labels,
+    is_placeholder,
+    option_sources,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.plugins.registry import Registry
@@ -231,7 +240,7 @@ def _ctx_text(ctx: tuple[str, Any] | None) -> str:
 _CACHE: dict[tuple[str, str], Space] = {}
 
 
-def load_space_file(path: str | Path, registry: "Registry | None" = None) -> Space:
+def load_space_file(path: str | Path, registry: Registry | None = None) -> Space:
     """Load and validate a space YAML/JSON file (components checked against the registry)."""
     path = Path(path)
     try:

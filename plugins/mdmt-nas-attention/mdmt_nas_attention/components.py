@@ -51,7 +51,7 @@ class AnnealedParams(BaseModel):
     anneal_steps: int = Field(default=1000, ge=1, description="training forwards over which the temperature moves (geometrically)")
 
     @model_validator(mode="after")
-    def _order(self) -> "AnnealedParams":
+    def _order(self) -> AnnealedParams:
         if self.t_end > self.t_start:
             raise ValueError(f"t_end ({self.t_end}) must not exceed t_start ({self.t_start}): annealing lowers the temperature")
         return self

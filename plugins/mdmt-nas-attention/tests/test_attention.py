@@ -2,14 +2,14 @@
 
 from importlib.metadata import entry_points
 
+import mdmt_nas_attention
 import pytest
 import torch
+from mdmt_nas_attention import AnnealedSoftmaxGate, PartAttentionFusion
 from pydantic import ValidationError
 
-import mdmt_nas_attention
 from mdmt_nas.components import Dims
 from mdmt_nas.testing import contract_test, make_context
-from mdmt_nas_attention import AnnealedSoftmaxGate, PartAttentionFusion
 
 test_part_attention_contract = contract_test(PartAttentionFusion)
 test_part_attention_plain_contract = contract_test(PartAttentionFusion, params={"per_domain": False, "scale_by_parts": False})

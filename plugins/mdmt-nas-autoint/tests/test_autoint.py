@@ -2,12 +2,12 @@
 
 from importlib.metadata import entry_points
 
-import torch
-
 import mdmt_nas_autoint
+import torch
+from mdmt_nas_autoint import AutoIntExpert, FiBiNetExpert
+
 from mdmt_nas.components import Dims
 from mdmt_nas.testing import contract_test, make_context
-from mdmt_nas_autoint import AutoIntExpert, FiBiNetExpert
 
 test_autoint_contract = contract_test(AutoIntExpert)
 test_autoint_three_layers_contract = contract_test(AutoIntExpert, params={"layers": 3, "heads": 1, "use_input": False})

@@ -2,14 +2,14 @@
 
 from importlib.metadata import entry_points
 
-import torch
-
 import mdmt_nas_ppnet
+import torch
+from mdmt_nas_ppnet import SPACE, DomainLoRAAdapter, PPNetExpert
+
 from mdmt_nas.components import Dims
 from mdmt_nas.model import build_model
 from mdmt_nas.spaces import load_space_file
 from mdmt_nas.testing import _batch, _schema, contract_test, make_context
-from mdmt_nas_ppnet import SPACE, DomainLoRAAdapter, PPNetExpert
 
 test_ppnet_contract = contract_test(PPNetExpert)
 test_ppnet_no_detach_contract = contract_test(PPNetExpert, params={"hidden": [16], "detach_gate_input": False})
