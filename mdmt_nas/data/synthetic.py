@@ -13,6 +13,22 @@ the structure the search is looking for. Here a label depends on
   pairwise products of two fields' latent vectors -- so interaction experts
   (cross, field-interaction) have something a plain MLP finds harder.
 
+The `structure` preset (`preset: structure`) turns on three knobs that a
+domain-aware shared MLP cannot emulate cheaply, on imbalanced domains:
+
+- `domain_sign_flip`: part of every signal is one function whose sign
+  alternates between domains (per-domain heads or experts represent it
+  directly; a shared network must learn a product of the domain and x);
+- `interaction_tasks`: the pairwise field interactions drive only these
+  tasks (an interaction expert on that task's path pays off);
+- `correlation_flip_domain`: in that domain the tasks' common component
+  enters the odd tasks with the opposite sign (per-(domain, task) heads).
+
+Every row also carries its Bayes-optimal probability per task (the label is
+Bernoulli(sigmoid(signal + noise)), so P(y | features) = E_noise[sigmoid(.)],
+computed by Gauss-Hermite quadrature); `Splits.oracle` holds them for the
+valid and test rows, so a report can show the ceiling no model can beat.
+
 The world (embedding tables, MLPs, interaction weights) depends only on the
 seed and the shape knobs, not on `n_rows`: a small and a large sample of the
 same seed come from the same distribution. Everything is vectorised numpy;
@@ -25,11 +41,12 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mdmt_nas.data.base import Dataset
 from mdmt_nas.data.encode import ColumnMapping, encode_table
-from mdmt_nas.data.split import SplitConfig
+from mdmt_nas.data.split import PARTS, SplitConfig, split_indices
 from mdmt_nas.data.tensors import Splits
 
 
@@ -37,10 +54,33 @@ from mdmt_nas.data.tensors import Splits
 MAX_VOCAB = 1_000_000
 
 
+#: Knob values of each preset; knobs given explicitly win over the preset's.
+PRESETS: dict[str, dict[str, object]] = {
+    "default": {},
+    "structure": {
+        "n_rows": 150_000,
+        "num_domains": 4,
+        "domain_imbalance": 1.0,
+        "shared_signal": 0.5,
+        "domain_sign_flip": 0.5,
+        "correlation_strength": 0.5,
+        "correlation_flip_domain": 1,
+        "interaction_tasks": [1],
+        "interaction_share": 0.7,
+        "num_interactions": 2,
+        "noise": 0.3,
+        "signal_scale": 3.0,
+        "positive_rates": [0.3, 0.2],
+    },
+}
+
+
 class SyntheticParams(BaseModel):
     """Knobs of the generator; the defaults give 3 unequal domains x 2 positively correlated tasks."""
 
     model_config = ConfigDict(extra="forbid")
+    #: a named set of knob values (`PRESETS`): `default`, or `structure` (structure matters; see the module docstring).
+    preset: Literal["default", "structure"] = "default"
     n_rows: int = Field(200_000, ge=30)
     num_domains: int = Field(3, ge=1, le=64)
     num_tasks: int = Field(2, ge=1, le=16)
@@ -70,8 +110,25 @@ class SyntheticParams(BaseModel):
     interaction_share: float = Field(0.3, ge=0, le=1)
     #: how strongly feature distributions (category popularity, dense means) differ across domains.
     domain_feature_shift: float = Field(0.5, ge=0)
+    #: share of each domain-specific signal's variance that is one function whose sign alternates
+    #: between domains (+ in domain 0, - in domain 1, ...); the rest are independent per-domain functions.
+    domain_sign_flip: float = Field(0.0, ge=0, le=1)
+    #: tasks whose specific signal carries the pairwise interactions (share `interaction_share`);
+    #: None = every signal carries them.
+    interaction_tasks: list[int] | None = None
+    #: a domain in which the common component enters the odd tasks with the opposite sign.
+    correlation_flip_domain: int | None = Field(default=None, ge=0)
     seed: int = 0
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("preset") not in (None, "default"):
+            preset = PRESETS.get(str(data["preset"]))
+            if preset is not None:
+                return {**preset, **data}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "SyntheticParams":
@@ -92,6 +149,11 @@ class SyntheticParams(BaseModel):
                                  "it keeps a latent vector per category); for larger vocabularies use a csv/parquet dataset")
         if self.num_interactions and self.num_sparse < 2:
             raise ValueError("num_interactions needs at least 2 sparse fields (set num_interactions: 0)")
+        bad = [t for t in self.interaction_tasks or [] if not 0 <= t < self.num_tasks]
+        if bad:
+            raise ValueError(f"interaction_tasks {bad} are not task indices (num_tasks is {self.num_tasks})")
+        if self.correlation_flip_domain is not None and self.correlation_flip_domain >= self.num_domains:
+            raise ValueError(f"correlation_flip_domain={self.correlation_flip_domain} is not a domain (num_domains is {self.num_domains})")
         return self
 
     def rates(self) -> list[float]:
@@ -162,6 +224,11 @@ class _World:
             for rd in (np.random.default_rng(np.random.SeedSequence([p.seed, 3, d])) for d in range(D))
         ]  # [D][C]
         self.domain_bias = rng.normal(0, p.domain_bias_std, (D, p.num_tasks)) if p.domain_bias_std else np.zeros((D, p.num_tasks))
+        # One function per component whose sign alternates between domains (drawn from its own
+        # seed, so turning the knob on leaves the rest of the world unchanged).
+        rf = np.random.default_rng(np.random.SeedSequence([p.seed, 4]))
+        self.flip = [self._fn(rf, k) for _ in range(C)]
+        self.flip_sign = np.where(np.arange(D) % 2 == 0, 1.0, -1.0)
 
     def _fn(self, rng: np.random.Generator, k: int) -> tuple[_RandomMLP, np.ndarray]:
         """One label function: a random MLP of the latent vector + weights of the pairwise interactions."""
@@ -187,11 +254,12 @@ def _signal(fn: tuple[_RandomMLP, np.ndarray], emb: list[np.ndarray], h: np.ndar
     return s
 
 
-def generate_frame(p: SyntheticParams) -> pd.DataFrame:
-    """The raw synthetic table: sparse ids f0.., raw dense x0.., domain, task_0.., ts."""
+def generate_frame(p: SyntheticParams, oracle: bool = False) -> pd.DataFrame:
+    """The raw synthetic table: sparse ids f0.., raw dense x0.., domain, task_0.., ts
+    (and, with `oracle`, bayes_0..: each row's Bayes-optimal probability per task)."""
     w = _World(p)
     rng = np.random.default_rng(np.random.SeedSequence([p.seed, 2]))
-    n, D, T, k = p.n_rows, p.num_domains, p.num_tasks, p.latent_dim
+    n, D, T = p.n_rows, p.num_domains, p.num_tasks
     dom = rng.choice(D, size=n, p=w.domain_p)
     rows_of = [np.flatnonzero(dom == d) for d in range(D)]
 
@@ -201,23 +269,16 @@ def generate_frame(p: SyntheticParams) -> pd.DataFrame:
             ids[r, j] = rng.choice(V, size=len(r), p=w.field_p[j][d])
     dense = rng.normal(0, 1, (n, p.num_dense)) + w.dense_shift[dom]
 
-    lam = p.interaction_share if len(w.pairs) else 0.0
-    comps = np.zeros((1 + T, n))
-    a, b = np.sqrt(p.shared_signal), np.sqrt(1 - p.shared_signal)
-    emb, h = _latent(w.tables, w.dense_proj, ids, dense)
-    for c in range(1 + T):
-        shared = _signal(w.shared[c], emb, h, w.pairs, lam)
-        comps[c] = a * shared
-        if b:
-            private = _decorrelate(np.stack([_signal(w.private[d][c], emb, h, w.pairs, lam) for d in range(D)]), shared)
-            comps[c] += b * private[dom, np.arange(n)]
-    z = _task_signals(comps, p)
-
-    logits = p.signal_scale * z + w.domain_bias[dom].T + p.noise * rng.normal(0, 1, (T, n))
+    z = _task_signals(_components(w, p, ids, dense, dom), p, dom)
+    mean = p.signal_scale * z + w.domain_bias[dom].T
+    logits = mean + p.noise * rng.normal(0, 1, (T, n))
     labels = np.zeros((T, n), dtype=np.int8)
+    bayes = np.zeros((T, n), dtype=np.float32)
     for t, rate in enumerate(p.rates()):
-        prob = _sigmoid(logits[t] + _calibrate(logits[t], rate))
-        labels[t] = rng.random(n) < prob
+        b = _calibrate(logits[t], rate)
+        labels[t] = rng.random(n) < _sigmoid(logits[t] + b)
+        if oracle:
+            bayes[t] = _expected_sigmoid(mean[t] + b, p.noise)
 
     raw_dense = dense * w.dense_scale + w.dense_offset
     cols: dict[str, np.ndarray] = {f"f{j}": ids[:, j] for j in range(p.num_sparse)}
@@ -225,7 +286,53 @@ def generate_frame(p: SyntheticParams) -> pd.DataFrame:
     cols["domain"] = dom
     cols.update({f"task_{t}": labels[t] for t in range(T)})
     cols["ts"] = np.arange(n, dtype=np.int64)
+    if oracle:
+        cols.update({f"bayes_{t}": bayes[t] for t in range(T)})
     return pd.DataFrame(cols)
+
+
+def _components(w: _World, p: SyntheticParams, ids: np.ndarray, dense: np.ndarray, dom: np.ndarray) -> np.ndarray:
+    """[1 + T, n] unit-scale component signals (0 = common, 1 + t = task t's own)."""
+    n, D, T = ids.shape[0], p.num_domains, p.num_tasks
+    emb, h = _latent(w.tables, w.dense_proj, ids, dense)
+    a, b = np.sqrt(p.shared_signal), np.sqrt(1 - p.shared_signal)
+    fb, fp = np.sqrt(p.domain_sign_flip), np.sqrt(1 - p.domain_sign_flip)
+    comps = np.zeros((1 + T, n))
+    for c in range(1 + T):
+        lam = _interaction_share(p, c) if len(w.pairs) else 0.0
+        shared = _signal(w.shared[c], emb, h, w.pairs, lam)
+        comps[c] = a * shared
+        if not b:
+            continue
+        private = np.zeros(n)
+        if fp:
+            per_domain = np.stack([_signal(w.private[d][c], emb, h, w.pairs, lam) for d in range(D)])
+            private += fp * _decorrelate(per_domain, shared)[dom, np.arange(n)]
+        if fb:
+            flip = _signal(w.flip[c], emb, h, w.pairs, lam)
+            flip = _zscore(flip - shared * (flip @ shared) / (shared @ shared))
+            private += fb * w.flip_sign[dom] * flip
+        comps[c] += b * private
+    return comps
+
+
+def _interaction_share(p: SyntheticParams, component: int) -> float:
+    """Share of a component's variance from the pairwise interactions (`interaction_tasks` narrows it)."""
+    if p.interaction_tasks is None:
+        return p.interaction_share
+    return p.interaction_share if component - 1 in p.interaction_tasks else 0.0
+
+
+def _expected_sigmoid(mean: np.ndarray, sd: float, nodes: int = 32) -> np.ndarray:
+    """E[sigmoid(mean + sd * N(0, 1))] by Gauss-Hermite quadrature (exact to ~1e-7 for sd <= 3)."""
+    if sd == 0:
+        return _sigmoid(mean).astype(np.float32)
+    x, wts = np.polynomial.hermite_e.hermegauss(nodes)
+    wts = wts / wts.sum()
+    out = np.zeros_like(mean, dtype=np.float64)
+    for xi, wi in zip(x, wts):
+        out += wi * _sigmoid(mean + sd * xi)
+    return out.astype(np.float32)
 
 
 def _whiten(f: np.ndarray) -> np.ndarray:
@@ -246,19 +353,21 @@ def _decorrelate(private: np.ndarray, shared: np.ndarray) -> np.ndarray:
     return _whiten(private - np.outer(private @ shared / (shared @ shared), shared))
 
 
-def _task_signals(comps: np.ndarray, p: SyntheticParams) -> np.ndarray:
-    """Unit-variance task signals whose correlation follows `task_correlation`."""
+def _task_signals(comps: np.ndarray, p: SyntheticParams, dom: np.ndarray) -> np.ndarray:
+    """Unit-variance task signals whose correlation follows `task_correlation`
+    (reversed for the odd tasks in `correlation_flip_domain`)."""
     comps = _whiten(comps)  # the common and task components must not overlap by chance either
     common, specific = comps[0], comps[1:]
+    flipped = common if p.correlation_flip_domain is None else np.where(dom == p.correlation_flip_domain, -common, common)
     rho = p.correlation_strength
     out = np.empty_like(specific)
     for t in range(p.num_tasks):
         if p.task_correlation == "none":
             shared = 0.0
         elif p.task_correlation == "positive":
-            shared = common
+            shared = common if t % 2 == 0 else flipped
         elif p.task_correlation == "negative":
-            shared = common if t % 2 == 0 else -common
+            shared = common if t % 2 == 0 else -flipped
         else:  # nonlinear: dependent but (nearly) uncorrelated with task 0 for odd t
             shared = common if t == 0 else _zscore(common**2 if t % 2 else np.abs(common))
         mix = np.sqrt(rho) * shared + np.sqrt(1 - rho if p.task_correlation != "none" else 1.0) * specific[t]
@@ -313,6 +422,11 @@ class SyntheticDataset(Dataset):
 
     def load(self) -> Splits:
         p: SyntheticParams = self.params  # type: ignore[assignment]
-        frame = generate_frame(p)
+        frame = generate_frame(p, oracle=True)
         self.info = {"rows": len(frame)}
-        return encode_table(frame, mapping_for(p), p.split, where="synthetic")
+        bayes = [f"bayes_{t}" for t in range(p.num_tasks)]
+        splits = encode_table(frame.drop(columns=bayes), mapping_for(p), p.split, where="synthetic")
+        idx = split_indices(len(frame), p.split, frame, "ts", "synthetic")
+        probs = frame[bayes].to_numpy(dtype=np.float32)
+        splits.oracle = {name: torch.from_numpy(probs[i]) for name, i in zip(PARTS, idx)}
+        return splits

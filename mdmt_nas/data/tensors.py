@@ -89,6 +89,9 @@ class Splits:
     train: MDMTTensors | RowSource
     valid: MDMTTensors | RowSource
     test: MDMTTensors | RowSource
+    #: Bayes-optimal probabilities float32 [N, T] per split name, when the data's generator knows
+    #: them (the synthetic dataset): the ceiling of what any model can score on that split.
+    oracle: dict[str, torch.Tensor] | None = None
 
     def validate(self) -> None:
         from mdmt_nas.errors import DataError
