@@ -106,6 +106,10 @@ class SyntheticParams(BaseModel):
     latent_dim: int = Field(16, ge=1, le=128)
     #: number of sparse-field pairs whose latent product enters the label signal.
     num_interactions: int = Field(4, ge=0)
+    #: the interacting field pairs (indices into the sparse fields); None = `num_interactions` random pairs.
+    interaction_pairs: list[tuple[int, int]] | None = None
+    #: Zipf exponent of category popularity inside a field (0 = uniform).
+    popularity_exponent: float = Field(1.05, ge=0)
     #: share of each signal's variance that comes from the pairwise interactions (0..1).
     interaction_share: float = Field(0.3, ge=0, le=1)
     #: how strongly feature distributions (category popularity, dense means) differ across domains.
@@ -149,6 +153,9 @@ class SyntheticParams(BaseModel):
                                  "it keeps a latent vector per category); for larger vocabularies use a csv/parquet dataset")
         if self.num_interactions and self.num_sparse < 2:
             raise ValueError("num_interactions needs at least 2 sparse fields (set num_interactions: 0)")
+        for a, b in self.interaction_pairs or []:
+            if not (0 <= a < self.num_sparse and 0 <= b < self.num_sparse) or a == b:
+                raise ValueError(f"interaction_pairs: ({a}, {b}) is not a pair of two different sparse fields (num_sparse is {self.num_sparse})")
         bad = [t for t in self.interaction_tasks or [] if not 0 <= t < self.num_tasks]
         if bad:
             raise ValueError(f"interaction_tasks {bad} are not task indices (num_tasks is {self.num_tasks})")
@@ -202,7 +209,7 @@ class _World:
         # Category popularity: Zipf-like base, tilted per domain.
         self.field_p: list[np.ndarray] = []  # [D, V] per field
         for V in self.vocabs:
-            base = np.arange(1, V + 1, dtype=float) ** -1.05
+            base = np.arange(1, V + 1, dtype=float) ** -p.popularity_exponent
             tilt = np.exp(p.domain_feature_shift * rng.normal(0, 1, (D, V)))
             probs = base[None, :] * tilt
             self.field_p.append(probs / probs.sum(axis=1, keepdims=True))
@@ -214,6 +221,8 @@ class _World:
         n_pairs = min(p.num_interactions, p.num_sparse * (p.num_sparse - 1) // 2)
         all_pairs = np.array([(a, b) for a in range(p.num_sparse) for b in range(a + 1, p.num_sparse)], dtype=int)
         self.pairs = all_pairs[rng.choice(len(all_pairs), n_pairs, replace=False)] if n_pairs else all_pairs[:0]
+        if p.interaction_pairs is not None:  # after the draw above, so the rest of the world is unchanged
+            self.pairs = np.array(p.interaction_pairs, dtype=int).reshape(-1, 2)
         # Components: 0 = common, 1 + t = specific to task t. Each has one shared function and,
         # per domain, its own function (drawn from a per-domain seed, so adding a domain leaves
         # the others unchanged) of the same latent vectors.
@@ -297,30 +306,29 @@ def _components(w: _World, p: SyntheticParams, ids: np.ndarray, dense: np.ndarra
     emb, h = _latent(w.tables, w.dense_proj, ids, dense)
     a, b = np.sqrt(p.shared_signal), np.sqrt(1 - p.shared_signal)
     fb, fp = np.sqrt(p.domain_sign_flip), np.sqrt(1 - p.domain_sign_flip)
+    # interaction_tasks: one interaction shared by every domain, added to those tasks' own component only
+    narrowed = p.interaction_tasks is not None
     comps = np.zeros((1 + T, n))
     for c in range(1 + T):
-        lam = _interaction_share(p, c) if len(w.pairs) else 0.0
+        lam = 0.0 if narrowed or not len(w.pairs) else p.interaction_share
         shared = _signal(w.shared[c], emb, h, w.pairs, lam)
         comps[c] = a * shared
-        if not b:
-            continue
-        private = np.zeros(n)
-        if fp:
-            per_domain = np.stack([_signal(w.private[d][c], emb, h, w.pairs, lam) for d in range(D)])
-            private += fp * _decorrelate(per_domain, shared)[dom, np.arange(n)]
-        if fb:
-            flip = _signal(w.flip[c], emb, h, w.pairs, lam)
-            flip = _zscore(flip - shared * (flip @ shared) / (shared @ shared))
-            private += fb * w.flip_sign[dom] * flip
-        comps[c] += b * private
+        if b:
+            private = np.zeros(n)
+            if fp:
+                per_domain = np.stack([_signal(w.private[d][c], emb, h, w.pairs, lam) for d in range(D)])
+                private += fp * _decorrelate(per_domain, shared)[dom, np.arange(n)]
+            if fb:
+                flip = _signal(w.flip[c], emb, h, w.pairs, lam)
+                flip = _zscore(flip - shared * (flip @ shared) / (shared @ shared))
+                private += fb * w.flip_sign[dom] * flip
+            comps[c] += b * private
+        if narrowed and c - 1 in p.interaction_tasks and len(w.pairs):
+            mlp, u = w.shared[c]
+            inter = _zscore(sum(((emb[i] * emb[j]) @ u[k]) for k, (i, j) in enumerate(w.pairs)))
+            lam = p.interaction_share
+            comps[c] = np.sqrt(1 - lam) * _zscore(comps[c]) + np.sqrt(lam) * inter
     return comps
-
-
-def _interaction_share(p: SyntheticParams, component: int) -> float:
-    """Share of a component's variance from the pairwise interactions (`interaction_tasks` narrows it)."""
-    if p.interaction_tasks is None:
-        return p.interaction_share
-    return p.interaction_share if component - 1 in p.interaction_tasks else 0.0
 
 
 def _expected_sigmoid(mean: np.ndarray, sd: float, nodes: int = 32) -> np.ndarray:
