@@ -34,6 +34,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=2048, ge=1)
     eval_batch_size: int = Field(default=16384, ge=1)
     epochs: int = Field(default=10, ge=1)
+    epoch_rows: int | None = Field(
+        default=None, ge=1,
+        description="training rows per epoch (evaluation, early stopping and pruning happen per epoch): the shuffled passes "
+        "over the train split are cut into epochs of this many rows; null = one epoch is one pass",
+    )
     patience: int = Field(default=2, ge=0, description="epochs without valid-AUC improvement before stopping; 0 = never stop early")
     min_delta: float = Field(default=1e-4, ge=0)
     seed: int = 0
@@ -61,14 +66,35 @@ class TrackingConfig(BaseModel):
     experiment: str = "mdmt-nas"
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of '90s', '30m', '1.5h' (ValueError with the accepted forms otherwise)."""
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) if t[-1:] in _UNITS else None
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        raise ValueError(f"budget {text!r} is neither a number of trials/epochs nor a duration such as 90s, 30m or 2h")
+    return value * _UNITS[t[-1]]
+
+
 class SearchConfig(BaseModel):
     """The `search:` section: which searcher explores which space, and how long (CLI flags override it)."""
 
     model_config = ConfigDict(extra="forbid")
     space: str | None = Field(default=None, description="search space name (`mdmt-nas spaces list`) or a space YAML file")
     searcher: str = Field(default="darts", description="registered searcher: darts, optuna-tpe, optuna-nsga2, optuna-random, optuna-grid, nni-random, nni-evolution")
-    budget: int | None = Field(default=None, ge=1, description="trials (multi-trial) or epochs (one-shot); default: the searcher's own")
+    budget: int | None = Field(default=None, ge=1, description="trials (multi-trial) or epochs (one-shot); default: the searcher's own. "
+                               "A duration (90s, 30m, 2h) is a wall-time budget: candidates until that time (search.timeout)")
     timeout: float | None = Field(default=None, gt=0, description="seconds; no new candidate starts after this")
+    #: set when `budget` was given as a duration: multi-trial searchers run until `timeout`, not a trial count
+    until_timeout: bool = False
+    warm_start: bool = Field(default=True, description="evaluate the space's known architectures (M3oE, MMoE, ...) first and mark them on the leaderboard")
+    final_top_k: int = Field(default=3, ge=1, description="after a multi-trial search: the best k architectures (by valid AUC) are trained with final_seeds seeds each")
+    final_seeds: int = Field(default=1, ge=1, description="seeds per final architecture (the search's own training counts as the first); the winner has the best mean valid AUC")
     seed: int = 0
     epochs: int | None = Field(default=None, ge=1, description="training epochs of each candidate (default: train.epochs)")
     objectives: list[Literal["auc", "params", "latency"]] = Field(default_factory=lambda: ["auc"], description="auc first; params/latency are minimised (multi-objective searchers)")
@@ -77,6 +103,15 @@ class SearchConfig(BaseModel):
     storage: str | None = Field(default=None, description="Optuna RDB storage URL shared between processes (default sqlite in the output directory)")
     study_name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="searcher-specific parameters, validated by the searcher's Params")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _duration_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("budget"), str) and not data["budget"].strip().isdigit():
+            seconds = parse_duration(data["budget"])
+            data = {**data, "budget": None, "until_timeout": True,
+                    "timeout": min(seconds, float(data["timeout"])) if data.get("timeout") else seconds}
+        return data
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchConfig:

@@ -230,6 +230,23 @@ class Trainer:
         while True:
             yield from src.batches(self.cfg.batch_size, shuffle=True, generator=gen)
 
+    def _epoch_batches(self, gen: torch.Generator) -> Iterator[MDMTTensors]:
+        """One epoch's batches: a shuffled pass, or `epoch_rows` rows of an endless sequence of shuffled passes."""
+        cfg = self.cfg
+        if cfg.epoch_rows is None:
+            yield from self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen)
+            return
+        if getattr(self, "_stream", None) is None:
+            def passes() -> Iterator[MDMTTensors]:
+                while True:
+                    yield from self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen)
+            self._stream = passes()
+        rows = 0
+        while rows < cfg.epoch_rows:
+            batch = next(self._stream)
+            rows += len(batch)
+            yield batch
+
     # ---------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -237,7 +254,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         gen = torch.Generator().manual_seed(cfg.seed)
         n_train = len(self.splits.train)
-        steps = max(1, math.ceil(n_train / cfg.batch_size))
+        steps = max(1, math.ceil((cfg.epoch_rows or n_train) / cfg.batch_size))
         best_auc, best_state, best_epoch = -math.inf, None, -1
         history: list[dict[str, float]] = []
         bad_epochs, stopped_early = 0, False
@@ -253,7 +270,7 @@ class Trainer:
                 self._aux_acc: dict[str, tuple[float, int]] = {}
                 t0 = time.perf_counter()
                 loss_sum, n_batches = 0.0, 0
-                for batch in self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen):
+                for batch in self._epoch_batches(gen):
                     if arch_iter is not None and cfg.arch_step_every == "batch":
                         self.arch_update(next(arch_iter))
                     loss = self.train_step(batch)

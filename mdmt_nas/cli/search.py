@@ -11,7 +11,7 @@ from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
 from mdmt_nas.errors import UserError
 
 
-def _search_overrides(space: str | None, searcher: str | None, budget: int | None, timeout: float | None, seed: int | None,
+def _search_overrides(space: str | None, searcher: str | None, budget: str | None, timeout: float | None, seed: int | None,
                       storage: str | None, study_name: str | None, objectives: str | None, pruner: str | None, epochs: int | None) -> list[str]:
     out = []
     for key, value in (("space", space), ("searcher", searcher), ("budget", budget), ("timeout", timeout), ("seed", seed),
@@ -31,7 +31,7 @@ def search(
     dataset: str = typer.Option(None, "--dataset", help="Dataset name (default: the config's, else 'synthetic')."),
     config: Path = typer.Option(None, "--config", "-c", help="Experiment config YAML (dataset, train, tracking, search sections)."),
     sets: list[str] = typer.Option(None, "--set", help="Override a config value: --set search.epochs=2, --set search.params.n_startup_trials=3 (repeatable)."),
-    budget: int = typer.Option(None, "--budget", help="Trials (multi-trial searchers) or epochs (DARTS); default: the searcher's own."),
+    budget: str = typer.Option(None, "--budget", help="Trials (multi-trial searchers) or epochs (DARTS), or a wall time (30m, 2h); default: the searcher's own."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds; no new candidate starts after this."),
     seed: int = typer.Option(None, "--seed", help="Seed of the searcher and of every training (search.seed and train.seed)."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs of each candidate (default: train.epochs)."),
@@ -41,7 +41,10 @@ def search(
     study_name: str = typer.Option(None, "--study-name", help="Optuna study name (default <space>-<searcher>-<dataset>-seed<seed>); same name + storage = same study."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search in an existing --output directory (Optuna study, NNI checkpoint)."),
     objectives: str = typer.Option(None, "--objectives", help="auc (default), or auc,params / auc,latency / auc,params,latency for optuna-nsga2."),
-    pruner: str = typer.Option(None, "--pruner", help="Optuna pruner: median (default), hyperband or none."),
+    pruner: str = typer.Option(None, "--pruner", help="Multi-fidelity pruner of Optuna/NNI searchers: hyperband (default), asha, median or none."),
+    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="Evaluate the space's known architectures (M3oE, MMoE, ...) first."),
+    final_seeds: int = typer.Option(None, "--final-seeds", help="Seeds per final architecture; the winner has the best mean valid AUC (default 1)."),
+    final_top_k: int = typer.Option(None, "--final-top-k", help="Architectures in the final stage (default 3)."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
 ) -> None:
     """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
@@ -50,6 +53,9 @@ def search(
 
     report_plugin_failures()
     overrides = list(sets or []) + _search_overrides(space, searcher, budget, timeout, seed, storage, study_name, objectives, pruner, epochs)
+    if not warm_start:
+        overrides.append("search.warm_start=false")
+    overrides += [f"search.{k}={v}" for k, v in (("final_seeds", final_seeds), ("final_top_k", final_top_k)) if v is not None]
     cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track)
     scfg = cfg.search
     if scfg.space is None:
@@ -75,8 +81,20 @@ def search(
         console.print(report.pareto_table(res.pareto, cfg.search.objectives))
     if s.get("stopped"):
         console.print(f"[yellow]stopped early: {s['stopped']}[/yellow]", highlight=False)
+    if info.get("note"):
+        console.print(f"[yellow]note: {info['note']}[/yellow]", highlight=False)
+    entries = [e for e in (s.get("final_stage") or [])]
+    if entries and any(len(e["runs"]) > 1 for e in entries):
+        console.print(report.final_records_table(entries))
+    if s.get("warm_start") or s.get("verdict"):
+        console.print(report.verdict_line(s.get("verdict") or {}), highlight=False)
     best = outcome.best
-    if best is not None:
+    if best is not None and len(best.seed_results) > 1:
+        n = len(best.seed_results)
+        v = sum(r[1] for r in best.seed_results) / n
+        t = sum(r[2] for r in best.seed_results) / n
+        console.print(f"best {best.arch.id}: mean over {n} seeds valid AUC {v:.4f}, test AUC {t:.4f}, {best.num_params:,} params", highlight=False)
+    elif best is not None:
         console.print(f"best {best.arch.id}: valid AUC {best.valid_mean_auc:.4f}, test AUC {best.test_mean_auc:.4f}, "
                       f"{best.num_params:,} params", highlight=False)
     console.print(res.best.summary(), highlight=False)

@@ -48,10 +48,16 @@ class Candidate:
     run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     assignment: dict[str, Any] = field(default_factory=dict)
+    #: the name of the published architecture this candidate is (a warm-start point), else ""
+    known: str = ""
+    #: share of the full training budget it got (1 = fully trained; lower for a pruned or screened candidate)
+    fidelity: float = 1.0
+    #: final stage: (seed, valid mean AUC, test mean AUC) of each training of this architecture
+    seed_results: list[tuple[int, float, float]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return {
-            "number": self.number, "arch_id": self.arch.id, "state": self.state,
+            "number": self.number, "arch_id": self.arch.id, "known": self.known, "state": self.state,
             "valid_mean_auc": self.valid_mean_auc, "test_mean_auc": self.test_mean_auc,
             "num_params": self.num_params, "latency_ms_per_1k": self.latency_ms_per_1k,
             "train_seconds": self.train_seconds, "reason": self.reason, "run_id": self.run_id or "",
@@ -78,7 +84,7 @@ class SearchResult:
 
 def _candidate_record(c: Candidate, label: str) -> str:
     data = c.row()
-    data.update(arch=c.arch.canonical(), arch_name=c.arch.name, assignment=c.assignment, label=label,
+    data.update(arch=c.arch.canonical(), arch_name=c.arch.name, assignment=c.assignment, label=label, fidelity=c.fidelity,
                 metrics={k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
     return json.dumps(data, default=str)
 
@@ -93,7 +99,8 @@ def _candidate_from_record(text: str) -> Candidate:
 
     return Candidate(number=int(d["number"]), arch=arch, state=d["state"], valid_mean_auc=f("valid_mean_auc"), test_mean_auc=f("test_mean_auc"),
                      num_params=int(d.get("num_params") or 0), latency_ms_per_1k=f("latency_ms_per_1k"), train_seconds=f("train_seconds"),
-                     reason=d.get("reason", ""), run_id=d.get("run_id") or None, metrics=d.get("metrics", {}), assignment=d.get("assignment", {}))
+                     reason=d.get("reason", ""), run_id=d.get("run_id") or None, metrics=d.get("metrics", {}), assignment=d.get("assignment", {}),
+                     known=d.get("known", "") or "", fidelity=float(d.get("fidelity", 1.0)))
 
 
 @dataclass
@@ -113,6 +120,8 @@ class SearchContext:
     study_name: str | None = None
     resume: bool = False
     objectives: tuple[str, ...] = ("valid_auc",)
+    #: warm-start points: (name, assignment, architecture) of the space's known architectures (empty: opted out)
+    known: list[tuple[str, dict[str, Any], Architecture]] = field(default_factory=list)
 
 
 class SearcherParams(BaseModel):
@@ -143,3 +152,7 @@ class Searcher:
     def existing_parent_run(self, ctx: SearchContext) -> str | None:
         """The MLflow parent run of the earlier run of this search (resume, shared study), to log under again."""
         return None
+
+    def candidate_config(self, ctx: SearchContext) -> Any:
+        """The training config this searcher trains its full candidates with (the final stage trains more seeds with it)."""
+        return ctx.evaluate.train_config

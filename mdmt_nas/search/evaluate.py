@@ -72,6 +72,10 @@ class Evaluator:
         self.failures = 0
         self._next = 0
         self.last_state: tuple[str, dict[str, torch.Tensor]] | None = None  # (arch id, weights) of the latest finished candidate
+        #: arch id -> (valid AUC, weights) of the best training of each of the best few architectures (in memory),
+        #: so the final stage's winner has its weights without another training
+        self.top_states: dict[str, tuple[float, dict[str, torch.Tensor]]] = {}
+        self.keep_top = max(4, config.search.final_top_k + 2)
         self.best_valid = self._best_on_disk()
 
     # -------------------------------------------------------------- best weights on disk
@@ -84,9 +88,25 @@ class Evaluator:
         except (OSError, ValueError, KeyError, TypeError):
             return -math.inf
 
+    def state_of(self, arch_id: str) -> dict[str, torch.Tensor] | None:
+        """The weights of the best training of `arch_id` kept in memory (None if it was not among the best few)."""
+        kept = self.top_states.get(arch_id)
+        return kept[1] if kept else None
+
+    def _keep_top(self, cand: Candidate, state: dict[str, torch.Tensor]) -> None:
+        prev = self.top_states.get(cand.arch.id)
+        if prev is None or cand.valid_mean_auc > prev[0]:
+            self.top_states[cand.arch.id] = (cand.valid_mean_auc, state)
+        if len(self.top_states) > self.keep_top:
+            worst = min(self.top_states, key=lambda a: self.top_states[a][0])
+            del self.top_states[worst]
+
     def _keep_if_best(self, cand: Candidate, model: torch.nn.Module) -> None:
+        if cand.fidelity < 1.0:  # a screening run: its valid AUC is not comparable to full trainings
+            return
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.last_state = (cand.arch.id, state)
+        self._keep_top(cand, state)
         if not cand.valid_mean_auc > self.best_valid or self.output_dir is None:
             return
         self.best_valid = cand.valid_mean_auc
@@ -99,15 +119,16 @@ class Evaluator:
 
     # -------------------------------------------------------------- the call
     def __call__(self, arch: Architecture, label: str, epoch_callback: EpochCallback | None = None, assignment: dict[str, Any] | None = None,
-                 number: int | None = None, train_config: TrainConfig | None = None, kind: str = "candidate") -> Candidate:
+                 number: int | None = None, train_config: TrainConfig | None = None, kind: str = "candidate", known: str = "",
+                 fidelity: float = 1.0) -> Candidate:
         check_interrupt()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise SearchStopped(f"time limit of search.timeout={self.config.search.timeout:g}s reached")
         if number is None:
             number = self._next
         self._next = max(self._next, number + 1)
-        cfg = train_config or self.train_config
-        cand = Candidate(number=number, arch=arch, state="failed", assignment=dict(assignment or {}))
+        cfg = self._cfg = train_config or self.train_config
+        cand = Candidate(number=number, arch=arch, state="failed", assignment=dict(assignment or {}), known=known, fidelity=fidelity)
         run_id = cand.run_id = self._open_run(cand, label, kind)
         if self.display:
             self.display.candidate_start(label, arch, cfg.epochs)
@@ -137,7 +158,7 @@ class Evaluator:
         """The candidate's child run (tagged running, with this worker), its params logged."""
         arch = cand.arch
         tags = {"mdmt_nas.kind": kind, "arch_id": arch.id, "searcher": self.searcher, "space": self.space,
-                "number": str(cand.number), "state": "running"}
+                "number": str(cand.number), "state": "running", **({"mdmt_nas.known": cand.known} if cand.known else {})}
         run_id = self.tracker.start_child(label, self.parent_run_id, tags)
         params = {"arch_id": arch.id, "label": label, "number": cand.number}
         params.update(flatten(arch.canonical(), "arch"))
@@ -154,6 +175,7 @@ class Evaluator:
         if isinstance(exc, TrialPruned):
             cand.state = "pruned"
             cand.reason = f"pruned after epoch {len(history)}"
+            cand.fidelity = len(history) / max(1, self._cfg.epochs)
             self._finish(cand, cand.run_id, "KILLED", label)
             raise exc
         cand.reason = self._reason(exc, model)

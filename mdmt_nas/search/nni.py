@@ -29,12 +29,13 @@ import math
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from mdmt_nas.errors import UserError
-from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearcherParams, SearchResult, SearchStopped
+from mdmt_nas.errors import TrialPruned, UserError
+from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher, SearcherParams
+from mdmt_nas.search.fidelity import StandalonePruner, rung_config
 from mdmt_nas.search.optuna import choice_values
 
 NNI_DIR = "nni"
@@ -56,6 +57,8 @@ def _import_nni(searcher: str) -> Any:
 
 class NNIParams(SearcherParams):
     dedup: bool = Field(default=True, description="never propose the same sample twice (NNI's deduplication)")
+    pruner: Literal["hyperband", "asha", "median", "none"] = Field(default="hyperband", description="multi-fidelity: Optuna's pruning rules on the candidates' rung results (search/fidelity.py)")
+    reports_per_epoch: int = Field(default=2, ge=1, description="rungs per pass over the training rows")
     max_proposals: int | None = Field(default=None, ge=1, description="stop after this many proposals, duplicates included (default: 20x the budget)")
 
 
@@ -74,10 +77,12 @@ def _space_model_class() -> type:
     class SpaceModel(ExecutableModelSpace):
         """A Space as an NNI model space; a frozen instance's `executable_model()` is (assignment, Architecture)."""
 
-        def __init__(self, space: Any, evaluator: Any, mutables: Any = None) -> None:
+        def __init__(self, space: Any, evaluator: Any, mutables: Any = None, first: list[dict[str, Any]] | None = None) -> None:
             super().__init__()
             self.space = space
             self.evaluator = evaluator
+            #: assignments proposed before any random sample: the warm-start points (NNI's initial population)
+            self.first = list(first or [])
             self.mutables = mutables if mutables is not None else MutableDict(
                 {c.name: Categorical(choice_values(c), label=c.name) for c in space.choices})
             self.sample = None
@@ -97,6 +102,10 @@ def _space_model_class() -> type:
             from numpy.random import RandomState
 
             memo = {} if memo is None else memo
+            if self.first:
+                full, _ = self.canonical({c.name: choice_values(c)[0] for c in self.space.choices} | self.first.pop(0))
+                memo.update(full)
+                return self.freeze(memo)
             random_state = random_state if random_state is not None else RandomState()
             active: dict[str, Any] = {}
             for c in self.space.choices:
@@ -164,6 +173,10 @@ class _NNISearcher(Searcher):
     def make_strategy(self, ctx: SearchContext) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def candidate_config(self, ctx: SearchContext) -> Any:
+        """The training config of a candidate, cut into rungs (search/fidelity.py)."""
+        return rung_config(ctx.evaluate.train_config, len(ctx.splits.train), self.params.reports_per_epoch)
+
     # -------------------------------------------------------------- files
     @staticmethod
     def _dir(ctx: SearchContext) -> Path:
@@ -203,6 +216,10 @@ class _NNISearcher(Searcher):
         trained_before = trained[0]
         candidates: list[Candidate] = [Candidate.from_record(r) for r in records]
 
+        known = {a.id: name for name, _, a in ctx.known}
+        cfg = self.candidate_config(ctx)
+        pruner = StandalonePruner(self.params.pruner, cfg.epochs, ctx.seed)
+
         def evaluate_model(model: Any) -> None:
             assignment, arch = model
             if arch.id in seen:  # a repeated architecture: same (deterministic) result, no new training
@@ -210,14 +227,33 @@ class _NNISearcher(Searcher):
                     nni.report_final_result(seen[arch.id])
                 return
             number = len(candidates)
-            label = f"{self.name}-{number}"
+            name = known.get(arch.id, "")
+            label = f"{self.name}-{number}" + (f"-{name}" if name else "")
+            trial = pruner.start()
+            last = [float("nan")]
 
             def per_epoch(epoch: int, record: dict[str, float]) -> None:
                 v = record.get("valid_mean_auc", float("nan"))
                 if math.isfinite(v):
+                    last[0] = float(v)
                     nni.report_intermediate_result(float(v))
+                    # known architectures always train fully; after the last epoch the training is done
+                    if not name and epoch + 1 < cfg.epochs and pruner.should_prune(trial, float(v), epoch):
+                        raise TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
 
-            cand = ctx.evaluate(arch, label, epoch_callback=per_epoch, assignment=assignment, number=number)
+            try:
+                cand = ctx.evaluate(arch.model_copy(update={"name": name}) if name else arch, label, epoch_callback=per_epoch,
+                                    assignment=assignment, number=number, train_config=cfg, known=name)
+            except TrialPruned:
+                cand = ctx.evaluate.candidates[-1]
+                pruner.finish(trial, None)
+                candidates.append(cand)
+                records.append(cand.to_record(label))
+                seen[arch.id] = last[0]
+                trained[0] += 1
+                nni.report_final_result(last[0])  # the evolution ranks it by how far it got
+                return
+            pruner.finish(trial, cand.valid_mean_auc if cand.state == "finished" else None)
             candidates.append(cand)
             records.append(cand.to_record(label))
             ok = cand.state == "finished" and math.isfinite(cand.valid_mean_auc)
@@ -227,7 +263,8 @@ class _NNISearcher(Searcher):
                 nni.report_final_result(float(cand.valid_mean_auc))
 
         SpaceModel = _space_model_class()
-        space_model = SpaceModel(ctx.space, FunctionalEvaluator(evaluate_model))
+        first = [a for _, a, arch in ctx.known if arch.id not in seen]
+        space_model = SpaceModel(ctx.space, FunctionalEvaluator(evaluate_model), first=first)
         engine = _engine_class()(lambda: budget - trained[0], self.params.max_proposals or 20 * budget, ctx.timeout)
         strategy = self.make_strategy(ctx)
 

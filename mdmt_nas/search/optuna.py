@@ -29,14 +29,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from mdmt_nas.errors import TrialPruned, UserError, check_interrupt
-from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearcherParams, SearchResult, SearchStopped
+from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped, Searcher, SearcherParams
+from mdmt_nas.search.fidelity import make_pruner, rung_config
 
 PARENT_ATTR = "mdmt_nas.mlflow_parent_run_id"
 CANDIDATE_ATTR = "mdmt_nas.candidate"
+KNOWN_ATTR = "mdmt_nas.known"
 
 
 class OptunaParams(SearcherParams):
-    pruner: Literal["median", "hyperband", "none"] = Field(default="median", description="early stopping of poor candidates from per-epoch valid AUC (single objective only)")
+    pruner: Literal["hyperband", "asha", "median", "none"] = Field(default="hyperband", description="multi-fidelity: stop poor candidates from their valid AUC at each rung (single objective only); hyperband, asha (successive halving), median, none")
+    reports_per_epoch: int = Field(default=2, ge=1, description="rungs per pass over the training rows: the first rung is 1/N of the rows (search/fidelity.py)")
     n_startup_trials: int | None = Field(default=None, ge=0, description="random trials before TPE models the space / the median pruner prunes (default: budget/3, 3..10)")
     n_warmup_steps: int = Field(default=0, ge=0, description="median pruner: epochs before a trial can be pruned")
     population_size: int | None = Field(default=None, ge=2, description="NSGA-II population (default: budget/2, 4..20)")
@@ -191,15 +194,13 @@ class OptunaSearcher(Searcher):
     def make_sampler(self, ctx: SearchContext) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def make_pruner(self, ctx: SearchContext) -> Any:
-        import optuna
+    def candidate_config(self, ctx: SearchContext) -> Any:
+        """The training config of a candidate, cut into rungs (search/fidelity.py)."""
+        return rung_config(ctx.evaluate.train_config, len(ctx.splits.train), self.params.reports_per_epoch)
 
-        if len(self.directions(ctx)) > 1 or self.params.pruner == "none":
-            return optuna.pruners.NopPruner()
-        if self.params.pruner == "hyperband":
-            epochs = ctx.config.search.epochs or ctx.config.train.epochs
-            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2), reduction_factor=3)
-        return optuna.pruners.MedianPruner(n_startup_trials=self._startup(ctx), n_warmup_steps=self.params.n_warmup_steps)
+    def make_pruner(self, ctx: SearchContext) -> Any:
+        kind = "none" if len(self.directions(ctx)) > 1 else self.params.pruner
+        return make_pruner(kind, self.candidate_config(ctx).epochs, self._startup(ctx), self.params.n_warmup_steps)
 
     def _startup(self, ctx: SearchContext) -> int:
         if self.params.n_startup_trials is not None:
@@ -238,7 +239,8 @@ class OptunaSearcher(Searcher):
         import optuna
 
         multi = len(self.directions(ctx)) > 1
-        epochs = ctx.config.search.epochs or ctx.config.train.epochs
+        cfg = self.candidate_config(ctx)
+        epochs = cfg.epochs
         budget = ctx.budget or self.default_budget
         cap = [max(100, 10 * budget)]  # proposals in this run, repeats of failed architectures included
 
@@ -248,9 +250,12 @@ class OptunaSearcher(Searcher):
             if cap[0] < 0:
                 raise SearchStopped(f"{max(100, 10 * budget)} proposals without reaching the budget (the space may have too few working architectures)")
             assignment = suggest_assignment(trial, ctx.space)
+            known = trial.user_attrs.get(KNOWN_ATTR, "")
             arch = ctx.space.to_arch(assignment)
+            if known:
+                arch = arch.model_copy(update={"name": known})
             trial.set_user_attr("arch_id", arch.id)
-            label = f"trial-{trial.number}"
+            label = f"trial-{trial.number}" + (f"-{known}" if known else "")
             dup = self._duplicate(study, arch.id, trial.number)
             if dup is not None:
                 trial.set_user_attr("duplicate_of", dup.number)
@@ -265,11 +270,13 @@ class OptunaSearcher(Searcher):
                 v = record.get("valid_mean_auc", float("nan"))
                 if isinstance(v, float) and math.isfinite(v):
                     trial.report(v, epoch)
-                if epoch + 1 < epochs and trial.should_prune():  # after the last epoch the training is done: keep it
+                # after the last epoch the training is done: keep it; known architectures always train fully
+                if epoch + 1 < epochs and not known and trial.should_prune():
                     raise TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
 
             try:
-                cand = ctx.evaluate(arch, label, epoch_callback=report, assignment=assignment, number=trial.number)
+                cand = ctx.evaluate(arch, label, epoch_callback=report, assignment=assignment, number=trial.number,
+                                    train_config=cfg, known=known)
             except TrialPruned as exc:  # recorded by the evaluator as pruned; Optuna's own exception marks the trial
                 self._record_last(ctx, trial, label)
                 raise optuna.TrialPruned(str(exc)) from exc
@@ -313,10 +320,24 @@ class OptunaSearcher(Searcher):
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
     def prepare(self, ctx: SearchContext, study: Any) -> None:
-        """Hook before optimisation (the grid searcher enqueues its points here)."""
+        """Hook before optimisation: the warm-start points go first (the grid searcher enqueues its points after them)."""
+        self.enqueue_known(ctx, study)
+
+    @staticmethod
+    def enqueue_known(ctx: SearchContext, study: Any) -> None:
+        """Enqueue the space's known architectures once per study (a resumed or shared study does not repeat them)."""
+        if not ctx.known or study.user_attrs.get("mdmt_nas.known_enqueued"):
+            return
+        for name, assignment, _arch in ctx.known:
+            study.enqueue_trial(assignment, user_attrs={KNOWN_ATTR: name}, skip_if_exists=True)
+        study.set_user_attr("mdmt_nas.known_enqueued", len(ctx.known))
 
     def n_trials(self, ctx: SearchContext, study: Any, remaining: int) -> int | None:
         return None
+
+    def startup_note(self, ctx: SearchContext, study: Any) -> str:
+        """A note for the summary when the sampler never left its start-up (random) phase."""
+        return ""
 
     def run(self, ctx: SearchContext) -> SearchResult:
         import optuna
@@ -355,7 +376,12 @@ class OptunaSearcher(Searcher):
         best = report.best_candidate(cands)
         front = report.pareto_front(cands, ctx.objectives) if len(ctx.objectives) > 1 else None
         extra = {"study_name": study.study_name, "storage": self.storage_url(ctx), "trials": len(study.trials),
-                 "duplicates": sum("duplicate_of" in t.user_attrs for t in study.trials)}
+                 "duplicates": sum("duplicate_of" in t.user_attrs for t in study.trials),
+                 "pruner": self.params.pruner if len(self.directions(ctx)) == 1 else "none",
+                 "reports_per_epoch": self.params.reports_per_epoch}
+        note = self.startup_note(ctx, study)
+        if note:
+            extra["note"] = note
         if stopped:
             extra["stopped"] = stopped
         return SearchResult(best=best.arch if best else None, candidates=cands, pareto=front, extra=extra)  # type: ignore[arg-type]
@@ -365,6 +391,16 @@ class OptunaTPE(OptunaSearcher):
     """Tree-structured Parzen estimator (Optuna's default) over the space, with pruning."""
 
     name = "optuna-tpe"
+
+    def startup_note(self, ctx: SearchContext, study: Any) -> str:
+        from optuna.trial import TrialState
+
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        startup = self._startup(ctx)
+        if done <= startup:
+            return (f"the search ended inside TPE's start-up phase ({done} of {startup} start-up trials, warm-start points "
+                    "included): every point was sampled at random; raise --budget or lower search.params.n_startup_trials")
+        return ""
 
     def make_sampler(self, ctx: SearchContext) -> Any:
         import optuna
@@ -411,6 +447,7 @@ class OptunaGrid(OptunaSearcher):
         return optuna.samplers.RandomSampler(seed=ctx.seed)  # only used if the queue is empty, which n_trials prevents
 
     def prepare(self, ctx: SearchContext, study: Any) -> None:
+        self.enqueue_known(ctx, study)
         if study.user_attrs.get("mdmt_nas.grid_enqueued"):
             return
         size = ctx.space.size()

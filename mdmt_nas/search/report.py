@@ -81,8 +81,9 @@ def pareto_front(candidates: Sequence[Candidate], objectives: Sequence[str]) -> 
 
 # ------------------------------------------------------------------------------ leaderboard
 LEADERBOARD_COLUMNS = (
-    "rank", "number", "arch_id", "state", "valid_mean_auc", "test_mean_auc", "num_params",
-    "latency_ms_per_1k", "train_seconds", "pareto", "reason", "run_id", "assignment",
+    "rank", "number", "arch_id", "known", "state", "valid_mean_auc", "test_mean_auc", "num_params",
+    "latency_ms_per_1k", "train_seconds", "fidelity", "final_seeds", "final_valid_mean_auc", "final_test_mean_auc",
+    "pareto", "reason", "run_id", "assignment",
 )
 
 
@@ -93,7 +94,11 @@ def leaderboard_rows(candidates: Sequence[Candidate], pareto: Sequence[Candidate
     rows = []
     for rank, c in enumerate(ranked(candidates), 1):
         row = c.row()
-        row.update(rank=rank if c.state == "finished" else "", pareto=id(c) in on_front, assignment=json.dumps(c.assignment, sort_keys=True, default=str))
+        row.update(rank=rank if c.state == "finished" else "", pareto=id(c) in on_front, assignment=json.dumps(c.assignment, sort_keys=True, default=str),
+                   fidelity=round(c.fidelity, 4))
+        if c.seed_results:
+            row.update(final_seeds=len(c.seed_results), final_valid_mean_auc=sum(v for _, v, _ in c.seed_results) / len(c.seed_results),
+                       final_test_mean_auc=sum(t for _, _, t in c.seed_results) / len(c.seed_results))
         for k in cell_keys:
             row[k] = c.metrics.get(k, "")
         rows.append(row)
@@ -131,6 +136,8 @@ def leaderboard_table(candidates: Sequence[Candidate], title: str, top: int = 10
     rows = ranked(candidates)
     for rank, c in enumerate(rows[:top], 1):
         note = "pareto" if id(c) in on_front else ""
+        if c.known:
+            note = (note + " " if note else "") + f"known: {c.known}"
         if c.reason:
             note = (note + " " if note else "") + (c.reason if len(c.reason) <= 60 else c.reason[:57] + "...")
         style = {"pruned": "yellow", "failed": "red"}.get(c.state)
@@ -139,6 +146,32 @@ def leaderboard_table(candidates: Sequence[Candidate], title: str, top: int = 10
     if len(rows) > top:
         table.caption = f"{len(rows) - top} more in leaderboard.csv"
     return table
+
+
+def final_records_table(records: Sequence[dict[str, Any]], title: str = "final stage: best architectures, mean ± std over seeds"):
+    """The final stage's architectures (search/final.py FinalEntry.record()), best mean valid AUC first."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, just in (("#", "right"), ("arch", "left"), ("", "left"), ("seeds", "right"), ("valid AUC", "right"), ("test AUC", "right")):
+        table.add_column(col, justify=just, no_wrap=True)
+    for rank, r in enumerate(records, 1):
+        table.add_row(str(rank), r["arch_id"], r["known"] or "searched", str(len(r["runs"])),
+                      f"{r['valid_mean_auc']:.4f} ± {r['valid_std']:.4f}", f"{r['test_mean_auc']:.4f} ± {r['test_std']:.4f}",
+                      style="bold" if rank == 1 else None)
+    return table
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    """One line: did the search beat the best known architecture on valid AUC?"""
+    if not v or v.get("best_known") is None:
+        return "no known architecture of this space was evaluated (warm start off, or none finished)"
+    name, ref = v["best_known"], v["best_known_valid_mean_auc"]
+    if v.get("winner_is_known"):
+        return f"the search did NOT beat the best known architecture: the winner is {name} itself (valid AUC {ref:.4f})"
+    if v.get("beat_known"):
+        return f"the search beat the best known architecture {name} on valid AUC: +{v['valid_margin']:.4f} (vs {ref:.4f})"
+    return f"the search did NOT beat the best known architecture {name} on valid AUC ({v['valid_margin']:+.4f} vs {ref:.4f})"
 
 
 def pareto_table(front: Sequence[Candidate], objectives: Sequence[str]):

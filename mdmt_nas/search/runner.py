@@ -44,6 +44,7 @@ from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult, SearchStopped
 from mdmt_nas.search.evaluate import BEST_DIR, Evaluator, candidate_train_config
+from mdmt_nas.search.final import run_final_stage, verdict
 from mdmt_nas.search.report import SearchDisplay
 from mdmt_nas.spaces import load_space
 from mdmt_nas.tracking import Tracker, flatten
@@ -132,6 +133,15 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
             _write_reports(ctx, candidates, [], summary, tracker, parent)
             tracker.set_tags(parent, {"state": "failed"})
             raise SearchFailed(_failure_message(cls.name, ctx.space.name, candidates, stopped, ctx.output_dir))
+        entries = []
+        if len(ctx.objectives) == 1:  # out of time: the ranking with the seeds trained so far
+            seeds = 1 if stopped.startswith("time limit") else config.search.final_seeds
+            entries, extra_runs = run_final_stage(ctx, candidates, config.search.final_top_k, seeds, searcher.candidate_config(ctx))
+            candidates += extra_runs
+        if entries:
+            result.best = entries[0].candidate.arch
+            result.extra["final"] = [e.record() for e in entries]
+            result.extra["verdict"] = verdict(entries, candidates)
         best_arch = result.best or report.best_candidate(candidates).arch  # type: ignore[union-attr]
         best = _ensure_best_weights(ctx, evaluator, best_arch, candidates)
         front = report.pareto_front(candidates, ctx.objectives) if len(ctx.objectives) > 1 else []
@@ -172,6 +182,8 @@ def _prepare(config: ExperimentConfig, output_dir: Path, space: Any, splits: Spl
         else:
             splits = load_splits(config)
     budget = searcher.budget_for(space_obj, scfg.budget)
+    if scfg.until_timeout and cls.budget_unit == "trials":
+        budget = 1_000_000  # a wall-time budget: candidates until search.timeout
     output_dir.mkdir(parents=True, exist_ok=True)
     tracker = tracker or Tracker(config.tracking)
     display = SearchDisplay(console, budget, cls.budget_unit)
@@ -179,7 +191,8 @@ def _prepare(config: ExperimentConfig, output_dir: Path, space: Any, splits: Spl
     evaluator = Evaluator(splits, config, tracker, output_dir, cls.name, space_obj.name, max_failures, None, display)
     ctx = SearchContext(space=space_obj, splits=splits, config=config, budget=budget, timeout=scfg.timeout, seed=scfg.seed,
                         output_dir=output_dir, tracker=tracker, parent_run_id=None, evaluate=evaluator,
-                        storage=scfg.storage, study_name=scfg.study_name, resume=resume, objectives=objectives)
+                        storage=scfg.storage, study_name=scfg.study_name, resume=resume, objectives=objectives,
+                        known=[(k.name, k.assignment, a) for k, a in space_obj.known_points()] if scfg.warm_start else [])
     previous = searcher.existing_parent_run(ctx)
     if previous is None and resume:  # killed before the searcher recorded its parent (first checkpoint, study attribute)
         previous = _recorded_parent(output_dir)
@@ -213,7 +226,10 @@ def _ensure_best_weights(ctx: SearchContext, ev: Evaluator, best_arch: Architect
         state = None
     if state is None and ev.last_state is not None and ev.last_state[0] == best_arch.id:
         state = ev.last_state[1]
-    best = next((c for c in report.ranked(candidates) if c.arch.id == best_arch.id and c.state == "finished"), None)
+    if ev.state_of(best_arch.id) is not None:
+        state = ev.state_of(best_arch.id)  # the winner's best training (the kept best candidate may be another architecture)
+    finals = [c for c in candidates if c.arch.id == best_arch.id and c.seed_results]
+    best = finals[0] if finals else next((c for c in report.ranked(candidates) if c.arch.id == best_arch.id and c.state == "finished"), None)
     if state is None and ctx.config.search.retrain:
         number = max((c.number for c in candidates), default=-1) + 1
         cand = ev(best_arch, "retrain-best", number=number, train_config=ctx.config.train.model_copy(update={"progress": False}), kind="retrain")
@@ -244,7 +260,10 @@ def _summary(ctx: SearchContext, cls: type[Searcher], candidates: list[Candidate
         "pareto": [c.row() for c in front or []],
         "mlflow": {"tracking_uri": tracker.tracking_uri if tracker.enabled else None, "experiment": ctx.config.tracking.experiment,
                    "parent_run_id": parent},
-        "searcher_info": {k: v for k, v in extra.items() if k != "stopped"},
+        "searcher_info": {k: v for k, v in extra.items() if k not in ("stopped", "final", "verdict")},
+        "warm_start": [name for name, _, _ in ctx.known],
+        "final_stage": extra.get("final", []),
+        "verdict": extra.get("verdict", {}),
         "wall_seconds": round(time.monotonic() - t_start, 3),
         "files": files,
     }

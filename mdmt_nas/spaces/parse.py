@@ -16,6 +16,7 @@ from mdmt_nas.spaces.space import (
     LABEL_RE,
     OMIT,
     ChoicePoint,
+    KnownPoint,
     Space,
     auto_labels,
     is_placeholder,
@@ -48,6 +49,7 @@ class _SpaceFile(BaseModel):
     description: str = ""
     template: dict[str, Any]
     choices: dict[str, _ChoiceFile]
+    known: list[KnownPoint] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------- parsing
@@ -151,7 +153,19 @@ def parse_space(data: Any, source: str = "", default_name: str | None = None) ->
     choices = {n: _make_choice(n, c, f"{src}: choices.{n}") for n, c in raw.choices.items()}
     placed = _placements(raw, choices, src)
     _set_parents(raw, choices, placed, src)
-    return Space(name=name, description=raw.description.strip(), choices=_parents_first(choices, src), template=raw.template, source=source)
+    space = Space(name=name, description=raw.description.strip(), choices=_parents_first(choices, src), template=raw.template, source=source)
+    space.known = _known_points(raw, space, src)
+    return space
+
+
+def _known_points(raw: _SpaceFile, space: Space, src: str) -> list[KnownPoint]:
+    """The `known:` entries with their full assignments (names unique, choices and values checked)."""
+    names = [k.name for k in raw.known]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{src}: known: {dup[0]!r} is listed twice; known points need distinct names")
+    return [k.model_copy(update={"assignment": space.assignment_from(k.assign, f"{src}: known.{i} ({k.name}).assign")})
+            for i, k in enumerate(raw.known)]
 
 
 def _placements(raw: _SpaceFile, choices: dict[str, ChoicePoint], src: str) -> dict[str, tuple[tuple[str, Any] | None, str]]:
@@ -258,6 +272,11 @@ def load_space_file(path: str | Path, registry: Registry | None = None) -> Space
         space.to_arch(space.default_assignment())
     except ConfigError as exc:
         raise ConfigError(f"{path}: the default point of the space is not a valid architecture:\n{exc}") from None
+    for k in space.known:
+        try:
+            space.to_arch(k.assignment)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: known point {k.name!r} is not a valid architecture:\n{exc}") from None
     if key is not None and registry is None:
         _CACHE[key] = space
     return space

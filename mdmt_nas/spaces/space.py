@@ -224,6 +224,20 @@ class ChoicePoint(BaseModel):
 
 
 # --------------------------------------------------------------------------------- space
+class KnownPoint(BaseModel):
+    """A published architecture that is one point of a space: searches evaluate it first (warm start)
+    and mark it on the leaderboard, so "searched vs best known" is measured in the same run."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="its display name, e.g. MMoE")
+    #: the shipped example config (examples/<example>.yaml) whose `arch` this point equals (tested)
+    example: str | None = None
+    #: choice values that differ from the space's defaults (the others keep their default)
+    assign: dict[str, Any] = Field(default_factory=dict)
+    #: the full, normalised assignment (filled in when the space loads)
+    assignment: dict[str, Any] = Field(default_factory=dict)
+
+
 class Space(BaseModel):
     """A validated search space: an Architecture template plus choice points in dependency order."""
 
@@ -233,6 +247,8 @@ class Space(BaseModel):
     choices: list[ChoicePoint]
     template: dict[str, Any] = Field(default_factory=dict)
     source: str = ""
+    #: published architectures that are points of this space (warm-start candidates)
+    known: list[KnownPoint] = Field(default_factory=list)
     _by_name: dict[str, ChoicePoint] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, _ctx: Any) -> None:
@@ -294,6 +310,27 @@ class Space(BaseModel):
 
     def default_assignment(self) -> dict[str, Any]:
         return self.assign(lambda c: c.default_value())
+
+    def assignment_from(self, overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """The assignment with `overrides` and every other active choice at its default (unknown names -> ConfigError)."""
+        where = where or f"space {self.name!r}"
+        for k in overrides:
+            if k not in self._by_name:
+                near = closest(k, self._by_name)
+                hint = f"did you mean {near[0]!r}?" if near else f"choices: {', '.join(self._by_name)}"
+                raise ConfigError(f"{where}: unknown choice {k!r} ({hint})")
+        out = self.assign(lambda c: overrides.get(c.name, c.default_value()))
+        ignored = [k for k in overrides if k not in out]
+        if ignored:
+            raise ConfigError(f"{where}: choice(s) {', '.join(map(repr, ignored))} are inactive under the other values; drop them")
+        try:
+            return self.normalize(out)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def known_points(self) -> list[tuple[KnownPoint, Architecture]]:
+        """(known point, its architecture named after it) for every warm-start point of the space."""
+        return [(k, self.to_arch(k.assignment).model_copy(update={"name": k.name})) for k in self.known]
 
     def to_arch(self, assignment: dict[str, Any]) -> Architecture:
         """The Architecture of an assignment (inactive choices ignored; missing active ones are an error)."""

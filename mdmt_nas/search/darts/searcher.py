@@ -38,9 +38,10 @@ from mdmt_nas.errors import ConfigError, check_interrupt
 from mdmt_nas.model import build_balancer
 from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
-from mdmt_nas.search.darts.alphas import AlphaController, alpha_heatmap, alpha_metrics, alpha_probs
+from mdmt_nas.search.darts.alphas import AlphaController, alpha_heatmap, alpha_metrics, alpha_probs  # noqa: F401
 from mdmt_nas.search.darts.mixed_ops import build_supernet
-from mdmt_nas.search.darts.relax import Relaxation, derive, relax
+from mdmt_nas.search.darts.relax import Relaxation, choice_margins, derive, relax, top_k_derived
+from mdmt_nas.search.fidelity import rung_config
 from mdmt_nas.steps import losses, objective, weight_step
 from mdmt_nas.tracking import flatten
 from mdmt_nas.train import evaluate as eval_model
@@ -67,6 +68,14 @@ class DartsParams(BaseModel):
     tau_max: float = Field(default=10.0, gt=0, description="Gumbel temperature at the first alpha epoch (annealed linearly)")
     tau_min: float = Field(default=0.1, gt=0, description="Gumbel temperature at the last epoch")
     grad_clip: float | None = Field(default=5.0, gt=0)
+    beta_decay: float = Field(default=0.0, ge=0, description="beta-DARTS regulariser weight (Ye et al., CVPR 2022): lambda * mean logsumexp(alpha), "
+                              "ramped up linearly over the alpha epochs; keeps the choice probabilities from collapsing early (against the zero/skip bias)")
+    entropy_weight: float = Field(default=0.0, description="weight of the mean entropy of the choice probabilities in the alpha loss, ramped up linearly: "
+                                  "> 0 sharpens the alphas towards one value per choice (closes the discretisation gap)")
+    min_margin: float = Field(default=0.05, ge=0, le=1, description="a choice whose top-2 probability margin is below this is 'within noise' (search.json, warning)")
+    top_k: int = Field(default=3, ge=1, description="derive the k most probable architectures, screen each (and the space's known architectures) briefly, "
+                       "retrain the best on valid AUC; 1 = retrain the argmax only")
+    screen_fraction: float = Field(default=0.25, gt=0, le=1, description="share of the full training budget (rows x epochs) of each screened architecture")
     retrain_epochs: int | None = Field(default=None, ge=1, description="epochs of the derived architecture's retraining; null = train.epochs")
     retrain: bool = Field(default=True, description="retrain the derived architecture from scratch; false: only derive it (library use: `mdmt-nas search` needs a trained candidate)")
 
@@ -165,7 +174,7 @@ class DartsSearcher(Searcher):
         with ctx.tracker.ending_on_error(net.run_id):
             for epoch in range(net.start_epoch, epochs):
                 record = self._epoch(ctx, net, epoch, epochs)
-                net.history.append({k: float(v) for k, v in record.items()})
+                net.history.append({**{k: float(v) for k, v in record.items()}, "alphas": alpha_probs(net.ctl)})
                 ctx.tracker.log_metrics(net.run_id, {**{k: v for k, v in record.items() if k != "epoch"},
                                                      **alpha_metrics(net.relaxation, net.ctl)}, step=epoch)
                 self._log_heatmap(ctx, net, epoch)
@@ -190,8 +199,8 @@ class DartsSearcher(Searcher):
         model_weights = [w for w in model.parameters() if id(w) not in alpha_ids and w.requires_grad]
         weights = model_weights + [w for w in balancer.parameters() if w.requires_grad]
         w_opt = torch.optim.Adam(weights, lr=p.w_lr, weight_decay=p.w_weight_decay, fused=True)
-        architect = Architect(alphas, model_weights, lambda b: objective(*losses(model, b, tcfg.loss_reduction)[1:]), lr=p.alpha_lr,
-                              weight_decay=p.alpha_weight_decay, order=p.order, xi=p.w_lr, new_step=ctl.new_step)
+        architect = Architect(alphas, model_weights, lambda b: objective(*losses(model, b, tcfg.loss_reduction)[1:]) + self._alpha_penalty(ctl),
+                              lr=p.alpha_lr, weight_decay=p.alpha_weight_decay, order=p.order, xi=p.w_lr, new_step=ctl.new_step)
         return _Supernet(relaxation, model, ctl, balancer, weights, model.shared_parameters(), alphas, w_opt, architect)
 
     def _resume_or_open(self, ctx: SearchContext, net: _Supernet, epochs: int) -> None:
@@ -232,6 +241,7 @@ class DartsSearcher(Searcher):
         alpha_epochs = max(1, epochs - p.warmup_epochs)
         k = max(0, epoch - p.warmup_epochs)
         net.ctl.tau = p.tau_max - (p.tau_max - p.tau_min) * (k / max(1, alpha_epochs - 1))
+        self._ramp = (k + 1) / alpha_epochs if search_alpha else 0.0
         gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
         valid_iter = _cycle(splits.valid, p.batch_size, ctx.seed * 1_000_003 + 500_009 + epoch * 7919)
         t_ep = time.perf_counter()
@@ -255,6 +265,22 @@ class DartsSearcher(Searcher):
             record["alpha_valid_loss"] = sums["valid_loss"] / n_alpha
         return record
 
+    _ramp: float = 0.0  # 0 -> 1 over the alpha epochs: the weight of the alpha regularisers
+
+    def _alpha_penalty(self, ctl: AlphaController) -> torch.Tensor | float:
+        """beta-DARTS' beta decay and/or an entropy term on the choice alphas (0 when both are off)."""
+        p = self.params
+        if not (p.beta_decay or p.entropy_weight) or not ctl.alphas or not self._ramp:
+            return 0.0
+        alphas = list(ctl.alphas.values())
+        pen = 0.0
+        if p.beta_decay:
+            pen = pen + p.beta_decay * torch.stack([torch.logsumexp(a, -1) for a in alphas]).mean()
+        if p.entropy_weight:
+            ent = torch.stack([-(torch.softmax(a, -1) * torch.log_softmax(a, -1)).sum() for a in alphas]).mean()
+            pen = pen + p.entropy_weight * ent
+        return self._ramp * pen
+
     def _weight_step(self, net: _Supernet, batch: Any, reduction: str) -> float:
         """The weight step of the trainer (steps.weight_step), alphas frozen, with this searcher's clip and message."""
         net.ctl.new_step()
@@ -270,37 +296,78 @@ class DartsSearcher(Searcher):
         return float(total)
 
     def _derive(self, ctx: SearchContext, net: _Supernet, stopped: str, search_seconds: float, search_cpu: float) -> SearchResult:
-        """The argmax architecture (logged, saved), then its retraining from scratch as a child run."""
-        tracker, run_id, relaxation = ctx.tracker, net.run_id, net.relaxation
+        """The derived architecture(s) (logged, saved, margins checked), screened, and the best retrained from scratch."""
+        tracker, run_id, relaxation, p = ctx.tracker, net.run_id, net.relaxation, self.params
         assignment, arch, adjusted = derive(ctx.space, relaxation, net.ctl)
         arch = arch.model_copy(update={"name": f"{ctx.space.name}-darts"})
-        tracker.log_dict(run_id, {"assignment": assignment, "alphas": alpha_probs(net.ctl)}, "derived.json")
+        margins = choice_margins(ctx.space, net.ctl, assignment)
+        undecided = sorted(c for c, m in margins.items() if m["margin"] < p.min_margin)
+        tracker.log_dict(run_id, {"assignment": assignment, "alphas": alpha_probs(net.ctl), "margins": margins}, "derived.json")
         tracker.log_text(run_id, arch.to_json(), "derived_arch.json")
         tracker.set_tags(run_id, {"derived_arch_id": arch.id, "state": "finished"})
-        tracker.log_metrics(run_id, {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu})
+        tracker.log_metrics(run_id, {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu,
+                                     "undecided_choices": len(undecided), "min_margin": min((m["margin"] for m in margins.values()), default=1.0)})
         if adjusted:
             tracker.set_tags(run_id, {"adjusted": adjusted})
         tracker.end_run(run_id, "FINISHED")
         (Path(ctx.output_dir) / "darts").mkdir(parents=True, exist_ok=True)
         arch.save(Path(ctx.output_dir) / "darts" / "derived_arch.json")
-        extra: dict[str, Any] = {"assignment": assignment, "alphas": alpha_probs(net.ctl), "supernet_run_id": run_id,
+        extra: dict[str, Any] = {"assignment": assignment, "alphas": alpha_probs(net.ctl), "margins": margins, "supernet_run_id": run_id,
                                  "supernet_arch_id": relaxation.arch.id, "fixed": relaxation.fixed, "epochs_run": len(net.history),
+                                 "alpha_history": [h.get("alphas", {}) for h in net.history],
                                  "search_seconds": round(search_seconds, 3), "search_cpu_seconds": round(search_cpu, 3)}
+        if undecided:
+            extra["note"] = (f"{len(undecided)} of {len(margins)} choices are within noise (top-2 margin < {p.min_margin:g}): "
+                             f"{', '.join(undecided)}; their picks are close calls" + (", which the top-k screening checks" if p.top_k > 1 else
+                                                                                       "; raise search.params.top_k or the supernet budget"))
         if adjusted:
             extra["adjusted"] = adjusted
         if stopped:
             extra["stopped"] = stopped
         candidates: list[Candidate] = []
-        if self.params.retrain:
+        if p.retrain:
             t1, cpu1 = time.perf_counter(), time.process_time()
-            candidates.append(self.retrain(ctx, arch, assignment))
+            winner = (assignment, arch, "")
+            if p.top_k > 1 or ctx.known:
+                screened, winner = self._screen(ctx, net, assignment, arch)
+                candidates += screened
+                extra["screened"] = [{"arch_id": c.arch.id, "known": c.known, "state": c.state, "valid_mean_auc": c.valid_mean_auc} for c in screened]
+            candidates.insert(0, self.retrain(ctx, winner[1], winner[0], winner[2]))
             extra.update(retrain_seconds=round(time.perf_counter() - t1, 3), retrain_cpu_seconds=round(time.process_time() - cpu1, 3))
-        return SearchResult(best=arch, candidates=candidates, extra=extra)
+        return SearchResult(best=candidates[0].arch if candidates else arch, candidates=candidates, extra=extra)
 
-    def retrain(self, ctx: SearchContext, arch: Architecture, assignment: dict[str, Any]) -> Candidate:
-        """Train the derived architecture from scratch as a child run (the swap point for other evaluators)."""
-        cfg = ctx.config.train.model_copy(update={"progress": False, **({"epochs": self.params.retrain_epochs} if self.params.retrain_epochs else {})})
-        return ctx.evaluate(arch, "darts-derived", assignment=assignment, train_config=cfg, kind="retrain")
+    def _screen(self, ctx: SearchContext, net: _Supernet, assignment: dict[str, Any],
+                arch: Architecture) -> tuple[list[Candidate], tuple[dict[str, Any], Architecture, str]]:
+        """Brief trainings of the top-k derived and the known architectures; the best on valid AUC wins."""
+        p = self.params
+        pool: list[tuple[dict[str, Any], Architecture, str]] = [(assignment, arch, "")]
+        for a, ar, _lp in top_k_derived(ctx.space, net.relaxation, net.ctl, p.top_k):
+            if all(ar.id != x[1].id for x in pool) and len(pool) < p.top_k:
+                pool.append((a, ar.model_copy(update={"name": f"{ctx.space.name}-darts"}), ""))
+        pool += [(a, ar, name) for name, a, ar in ctx.known if all(ar.id != x[1].id for x in pool)]
+        full = self._retrain_config(ctx)
+        per = 4
+        cfg = rung_config(full, len(ctx.splits.train), per)
+        cfg = cfg.model_copy(update={"epochs": max(1, round(p.screen_fraction * full.epochs * per)), "patience": 0})
+        screened = []
+        for i, (a, ar, name) in enumerate(pool):
+            c = ctx.evaluate(ar, f"darts-screen-{i}" + (f"-{name}" if name else ""), assignment=a, train_config=cfg, kind="screen",
+                             known=name, fidelity=p.screen_fraction)
+            screened.append(c)
+        ok = [(c, x) for c, x in zip(screened, pool) if c.state == "finished" and math.isfinite(c.valid_mean_auc)]
+        winner = max(ok, key=lambda t: t[0].valid_mean_auc)[1] if ok else pool[0]
+        return screened, winner
+
+    def _retrain_config(self, ctx: SearchContext) -> Any:
+        return ctx.config.train.model_copy(update={"progress": False, **({"epochs": self.params.retrain_epochs} if self.params.retrain_epochs else {})})
+
+    def candidate_config(self, ctx: SearchContext) -> Any:
+        return self._retrain_config(ctx)
+
+    def retrain(self, ctx: SearchContext, arch: Architecture, assignment: dict[str, Any], known: str = "") -> Candidate:
+        """Train the chosen architecture from scratch as a child run (the swap point for other evaluators)."""
+        return ctx.evaluate(arch, "darts-derived" if not known else f"darts-derived-{known}", assignment=assignment,
+                            train_config=self._retrain_config(ctx), kind="retrain", known=known)
 
     def _save_checkpoint(self, ctx: SearchContext, net: _Supernet, epoch: int) -> None:
         _atomic_save({
