@@ -67,8 +67,10 @@ def search(
 
     Tracker(cfg.tracking).check()  # a bad --tracking-uri fails now, before any output is written
     out = ensure_writable_dir(out, resume=resume)
-    console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] "
-                  f"(budget {scfg.budget or getattr(cls, 'default_budget', '?')} {cls.budget_unit}, seed {scfg.seed}) -> {out}", highlight=False)
+    from mdmt_nas.search.runner import load_search_space, make_searcher
+
+    budget = "until " + f"{scfg.timeout:g}s" if scfg.until_timeout else f"{make_searcher(cls, scfg.params).budget_for(load_search_space(scfg.space), scfg.budget)} {cls.budget_unit}"
+    console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] (budget {budget}, seed {scfg.seed}) -> {out}", highlight=False)
     outcome = run_search(cfg, out, resume=resume, console=console)
     res = outcome.result
     s = outcome.summary
