@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mdmt_nas.benchmark.settings import REFERENCE, BenchmarkSettings
-from mdmt_nas.benchmark.stats import RESULTS_VERSION, BenchmarkState, ModelSummary, RunRecord, Stat, findings, summarize
+from mdmt_nas.benchmark.stats import RESULTS_VERSION, BenchmarkState, ModelSummary, RunRecord, Stat, findings, search_findings, summarize
 
 
 def _fmt_seconds(s: float) -> str:
@@ -53,7 +53,7 @@ def write_outputs(state: BenchmarkState, final: bool) -> list[Path]:
         "machine": state.machine, "mlflow": {"tracking_uri": state.tracking_uri, "experiment": state.settings.tracking.experiment,
                                              "parent_run_id": state.parent_run_id, "unreachable_parent_run_ids": state.unreachable_parents},
         "runs": [asdict(r) for r in state.records], "summary": [s.to_dict() for s in summaries], "candidates": state.candidates,
-        "findings": text,
+        "findings": text + search_findings(summaries, state.records, state.dataset_info.get("bayes")),
     }
     paths = [_write(out / "results.json", json.dumps(_jsonable(results), indent=2) + "\n")]
     paths.append(_write_runs_csv(out / "runs.csv", state.records))
@@ -286,10 +286,13 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
             f"{sp.label} = {sp.source}" for sp in s.specs() if sp.kind == "fixed") + "), the dataset replaced"
         + (f"; epochs set to {s.epochs} for every model" if s.epochs else "; each example's own epochs and early stopping")
         + (f"; train overrides {', '.join(tr)}" if tr else "") + ".",
-        f"Searched: the `{s.space_label}` space. DARTS: supernet for {s.darts_epochs or _darts_default_epochs()} epochs, the derived "
-        f"architecture retrained from scratch. Optuna TPE: {s.tpe_trials} trials, each candidate trained {s.candidate_epochs} "
-        f"epoch(s) (params {json.dumps(s.tpe_params)}), the best by valid AUC retrained from scratch. Candidates and retraining use "
-        f"{search_train}, so a searched winner is trained exactly like fixed M3oE. One search per seed (search seed = training seed).",
+        f"Searched: the `{s.space_label}` space" + (" (its known architectures evaluated first as warm-start candidates)" if s.warm_start else "")
+        + f". DARTS: supernet for {s.darts_epochs or _darts_default_epochs()} epochs, the top derived architectures and the known ones "
+        f"screened briefly, the best retrained from scratch. Multi-trial searches: budget {s.tpe_trials} (trials or wall time), each "
+        + (f"candidate trained {s.candidate_epochs} epoch(s), the winner retrained" if s.candidate_epochs else
+           "candidate trained fully unless the multi-fidelity pruner stops it early, so the winner's figure is a full training")
+        + f" (params {json.dumps(s.tpe_params)}; final stage {s.final_seeds} seed(s)). Candidates and retraining use "
+        f"{search_train}. One search per seed (search seed = training seed).",
         f"MLflow: experiment `{s.tracking.experiment}`" + (f" at `{state.tracking_uri}`, parent run `{state.parent_run_id}` (one child "
         "run per training; each search is a child with its candidates nested under it)" if state.parent_run_id else " (tracking off)") + "."
         + (f" Runs of earlier parts were logged under parent run(s) {', '.join(f'`{p}`' for p in state.unreachable_parents)}, which "
@@ -298,6 +301,9 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
     doc.append(("ul", items))
     doc.append(("h2", "Findings"))
     doc.append(("p", " ".join(text)))
+    extra = search_findings(summaries, state.records, info.get("bayes"))
+    if extra:
+        doc.append(("p", " ".join(extra)))
     doc.append(("p", "Rule: a difference in mean test AUC counts only when it exceeds the sum of the two models' standard deviations "
                      "over seeds; otherwise it is reported as a tie within seed noise."))
 
@@ -309,6 +315,10 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
         rows.append([sm.label, "searched" if sm.kind == "search" else "fixed", f"{sm.test_auc.n}{fails}", sm.test_auc.fmt(), sm.test_logloss.fmt(),
                      sm.valid_auc.fmt(), f"{sm.num_params.mean:,.0f}" if sm.num_params.n else "n/a",
                      f"{sm.wall_seconds.mean:.0f}" if sm.wall_seconds.n else "n/a", f"{sm.train_seconds.mean:.0f}" if sm.train_seconds.n else "n/a"])
+    if info.get("bayes"):
+        b = info["bayes"]
+        rows.append(["Bayes ceiling", "oracle", "-", f"{b['test_mean_auc']:.4f}", f"{b.get('test_mean_logloss', float('nan')):.4f}",
+                     f"{b['valid_mean_auc']:.4f}", "-", "-", "-"])
     doc.append(("table", ["model", "kind", "seeds", "test mean AUC", "test mean logloss", "valid mean AUC", "params", "wall s / seed",
                           "train s / seed"], rows,
                 f"Test split: {split}. Wall time per seed: the whole training incl. evaluation and logging; for a searched model the "

@@ -127,12 +127,30 @@ def _dataset_info(settings: BenchmarkSettings, splits: Any) -> dict[str, Any]:
     params = make_dataset(settings.dataset.name, settings.dataset.params).params
     split = getattr(params, "split", None)
     schema = splits.schema
-    return {
+    info = {
         "name": settings.dataset.name, "params": settings.dataset.params,
         "split": split.model_dump(mode="json") if split is not None else None,
         "rows": {"train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test)},
         "domains": list(schema.domain_names), "tasks": list(schema.tasks),
     }
+    if getattr(splits, "oracle", None):
+        info["bayes"] = bayes_ceiling(splits)
+    return info
+
+
+def bayes_ceiling(splits: Any) -> dict[str, Any]:
+    """Mean test/valid AUC (and the test cells) of the Bayes-optimal probabilities the data's generator knows."""
+    from mdmt_nas.metrics import compute_metrics
+
+    out: dict[str, Any] = {}
+    for part in ("valid", "test"):
+        data = getattr(splits, part)
+        m = compute_metrics(splits.oracle[part], data.labels, data.domain, splits.schema)
+        out[f"{part}_mean_auc"] = m.mean_auc
+        if part == "test":
+            out["cells"] = _cells(m)
+            out["test_mean_logloss"] = m.mean_logloss
+    return out
 
 
 def run_benchmark(settings: BenchmarkSettings, output_dir: str | Path, *, resume: bool = False, log: Log | None = None,
@@ -282,11 +300,12 @@ def _run_search(spec: ModelSpec, base: ExperimentConfig, space: Any, settings: B
     from mdmt_nas.search.runner import run_search
 
     train = _train_config(base.train, settings, seed)
+    common = {"space": settings.space, "searcher": spec.source, "seed": seed, "warm_start": settings.warm_start, "final_seeds": settings.final_seeds}
     if spec.source == "darts":
-        scfg = SearchConfig(space=settings.space, searcher="darts", budget=settings.darts_epochs, seed=seed, params=dict(settings.darts_params))
+        scfg = SearchConfig.model_validate({**common, "budget": settings.darts_epochs, "params": dict(settings.darts_params)})
     else:
-        scfg = SearchConfig(space=settings.space, searcher=spec.source, budget=settings.tpe_trials, seed=seed, epochs=settings.candidate_epochs,
-                            params=dict(settings.tpe_params))
+        scfg = SearchConfig.model_validate({**common, "budget": settings.tpe_trials, "epochs": settings.candidate_epochs,
+                                            "params": dict(settings.tpe_params)})
     cfg = ExperimentConfig(dataset=settings.dataset, arch=None, train=train, tracking=settings.tracking, search=scfg)
     sdir = out / "searches" / f"{spec.key}-seed{seed}"
     if sdir.exists():  # a search interrupted before: start it over
@@ -310,14 +329,20 @@ def _run_search(spec: ModelSpec, base: ExperimentConfig, space: Any, settings: B
                    "candidates": summary.get("candidates"), "finished": summary.get("finished"), "pruned": summary.get("pruned"),
                    "failed": summary.get("failed"), "best_valid_auc_in_search": outcome.best.valid_mean_auc if outcome.best else None,
                    "assignment": outcome.best.assignment if outcome.best else None, "arch_summary": best_arch.summary()}
-    if spec.source == "darts":
-        # DARTS retrained its derived architecture from scratch with `train` (its darts-derived run): that is the benchmark run
-        cand = outcome.best
-        if cand is None or cand.state != "finished":
-            raise UserError(f"DARTS did not finish retraining its derived architecture {best_arch.id}")
+    cand = outcome.best
+    fully_trained = cand is not None and cand.state == "finished" and cand.fidelity >= 1.0 and (
+        spec.source == "darts" or settings.candidate_epochs is None or settings.candidate_epochs >= train.epochs)
+    search_info["verdict"] = summary.get("verdict") or {}
+    search_info["warm_start"] = summary.get("warm_start") or []
+    search_info["winner_known"] = cand.known if cand is not None else ""
+    search_info["winner_train_seconds"] = cand.train_seconds if cand is not None else None
+    if fully_trained:
+        # the winner was trained with `train` at this seed inside the search (DARTS: its darts-derived run): that is the benchmark run
         rec = _record_from_candidate(spec, seed, cand, splits.schema, time.monotonic() - t0)
+    elif spec.source == "darts":
+        raise UserError(f"DARTS did not finish retraining its derived architecture {best_arch.id}")
     else:
-        # the TPE winner was trained for candidate_epochs only: retrain it like the fixed models, under the search run
+        # the winner was trained for candidate_epochs only: retrain it like the fixed models, under the search run
         tcfg = ExperimentConfig(dataset=settings.dataset, arch=best_arch, train=train, tracking=settings.tracking)
         t1 = time.monotonic()
         res = run_training(tcfg, splits, None, tracker=tracker, parent_run_id=srun or parent, run_name=f"{spec.label} best, retrained seed{seed}")

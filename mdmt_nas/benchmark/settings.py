@@ -43,15 +43,25 @@ MODEL_KEYS = tuple(m.key for m in ALL_MODELS)
 REFERENCE = "m3oe"
 
 
+#: display names of searchers (others are shown by their registered name)
+SEARCHER_LABELS = {"darts": "DARTS", "optuna-tpe": "Optuna TPE", "optuna-random": "Optuna random", "optuna-nsga2": "Optuna NSGA-II",
+                   "nni-random": "NNI random", "nni-evolution": "NNI evolution"}
+
+
 def model_spec(key: str) -> ModelSpec:
+    """A fixed baseline or a searcher by key; any registered searcher name works (e.g. nni-evolution)."""
     for m in ALL_MODELS:
-        if m.key == key:
+        if m.key == key or (m.kind == "search" and m.source == key):
             return m
+    from mdmt_nas.plugins import get_registry
+
+    if key in get_registry().names("searcher"):
+        return ModelSpec(key, SEARCHER_LABELS.get(key, key), "search", key)
     from mdmt_nas.errors import closest
 
-    near = closest(key, list(MODEL_KEYS))
-    raise ConfigError(f"--models: unknown model {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
-                      + f"; known: {', '.join(MODEL_KEYS)}")
+    near = closest(key, list(MODEL_KEYS) + list(get_registry().names("searcher")))
+    raise ConfigError(f"--models/--searchers: unknown model {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                      + f"; fixed baselines: {', '.join(m.key for m in BASELINES)}; searchers: {', '.join(get_registry().names('searcher'))}")
 
 
 def example_path(name: str) -> Path:
@@ -79,9 +89,12 @@ class BenchmarkSettings(BaseModel):
     train_overrides: dict[str, Any] = Field(default_factory=dict, description="train.* fields applied to every training (e.g. threads, batch_size)")
     space: str = "m3oe"
     search_train: str = Field(default=REFERENCE, description="example whose train section trains the candidates and the searched winners")
-    tpe_trials: int = Field(default=8, ge=1)
-    candidate_epochs: int = Field(default=2, ge=1, description="training epochs of each TPE candidate")
-    tpe_params: dict[str, Any] = Field(default_factory=lambda: {"n_warmup_steps": 1})
+    tpe_trials: int | str = Field(default=20, description="budget of each multi-trial search: trials, or a wall time (30m)")
+    candidate_epochs: int | None = Field(default=None, ge=1, description="training epochs of each candidate (default: full training; "
+                                         "multi-fidelity pruning stops the poor ones early); fewer epochs means the winner is retrained")
+    tpe_params: dict[str, Any] = Field(default_factory=dict, description="searcher params of the multi-trial searches")
+    final_seeds: int = Field(default=1, ge=1, description="search.final_seeds of every search")
+    warm_start: bool = Field(default=True, description="search.warm_start of every search (the space's known architectures first)")
     darts_epochs: int | None = Field(default=None, ge=1, description="DARTS supernet epochs (default: the searcher's own)")
     darts_params: dict[str, Any] = Field(default_factory=dict)
     quick: bool = False
@@ -103,6 +116,7 @@ def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
     upd["train_overrides"] = {"batch_size": 512, "patience": 0, **settings.train_overrides}
     upd["darts_params"] = {"warmup_epochs": 0, "rows_per_epoch": 2000, "eval_rows": 1000, "batch_size": 256, **settings.darts_params}
     upd["tpe_params"] = {"pruner": "none", **settings.tpe_params}
+    upd["candidate_epochs"] = settings.candidate_epochs or 1
     return settings.model_copy(update=upd)
 
 

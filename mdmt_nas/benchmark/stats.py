@@ -8,6 +8,7 @@ standard deviations over seeds; otherwise it is reported as a tie within noise.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -207,6 +208,39 @@ def findings(summaries: Sequence[ModelSummary], reference: str = REFERENCE) -> l
                        + (" (a tie within noise)." if not losses and n == 1 else " (ties within noise)." if not losses else "."))
         else:
             out.append(f"Against fixed {ref.label}, {', '.join(wins)} {'is' if len(wins) == 1 else 'are'} better, the other{'s' if n - len(wins) > 1 else ''} not.")
+    return out
+
+
+def search_findings(summaries: Sequence[ModelSummary], records: Sequence[RunRecord], bayes: dict[str, Any] | None) -> list[str]:
+    """The Bayes ceiling, the share of the gap from the best fixed model to it that each search closed,
+    each search's cost in trainings, and whether it beat the space's known architectures inside the search."""
+    done = [s for s in summaries if s.test_auc.n > 0]
+    fixed = [s for s in done if s.kind == "fixed"]
+    best = max(fixed, key=lambda s: s.test_auc.mean) if fixed else None
+    out = []
+    ceiling = (bayes or {}).get("test_mean_auc")
+    if ceiling is not None:
+        out.append(f"The Bayes ceiling (the generator's true probabilities scored on the same test rows) is {ceiling:.4f}"
+                   + (f"; the best fixed baseline ({best.label}) is {ceiling - best.test_auc.mean:.4f} below it." if best else "."))
+    fixed_wall = sum(s.wall_seconds.mean for s in fixed if s.wall_seconds.n)
+    for s in (s for s in done if s.kind == "search"):
+        runs = [r for r in records if r.model == s.model and r.status == "finished" and r.search]
+        parts = []
+        if ceiling is not None and best is not None and ceiling > best.test_auc.mean:
+            parts.append(f"closes {(s.test_auc.mean - best.test_auc.mean) / (ceiling - best.test_auc.mean):+.0%} of the gap from "
+                         f"{best.label} to the ceiling")
+        walls = [r.search.get("search_seconds", float("nan")) for r in runs]
+        trains = [r.train_seconds for r in runs if r.train_seconds and math.isfinite(r.train_seconds)]
+        if walls and trains:
+            parts.append(f"costs {statistics.fmean(walls) / statistics.fmean(trains):.1f}x one training of its winner "
+                         f"({statistics.fmean(walls):.0f} s per search)")
+        if walls and fixed_wall:
+            parts.append(f"{statistics.fmean(walls) / fixed_wall:.2f}x the wall time of training every fixed baseline once ({fixed_wall:.0f} s)")
+        beat = [r.search.get("verdict", {}).get("beat_known") for r in runs]
+        if any(b is not None for b in beat):
+            parts.append(f"beat the best known architecture of the space on valid AUC inside {sum(bool(b) for b in beat)} of {len(runs)} searches")
+        if parts:
+            out.append(f"{s.label} " + "; ".join(parts) + ".")
     return out
 
 

@@ -12,11 +12,16 @@ from mdmt_nas.cli.app import app, report_plugin_failures
 from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
 
 
-def _command(dataset: str | None, config: Path | None, sets: list[str], seeds: int | None, epochs: int | None, budget: int | None,
+def _command(dataset: str | None, config: Path | None, sets: list[str], seeds: int | None, epochs: int | None, budget: str | None,
              candidate_epochs: int | None, darts_epochs: int | None, space: str | None, models: str | None, output: Path, quick: bool, tracking_uri: str | None,
-             no_track: bool, threads: int | None) -> str:
+             no_track: bool, threads: int | None, extra: list[tuple[str, object]] = ()) -> str:
     """The command line that regenerates this report (options as given, in a fixed order)."""
     parts = ["mdmt-nas", "benchmark"]
+    for flag, value in extra:
+        if value is True:
+            parts.append(flag)
+        elif value is not None and value is not False:
+            parts += [flag, str(value)]
     for flag, value in (("--dataset", dataset), ("--config", config), ("--seeds", seeds), ("--epochs", epochs), ("--search-budget", budget),
                         ("--candidate-epochs", candidate_epochs), ("--darts-epochs", darts_epochs), ("--space", space), ("--models", models),
                         ("--threads", threads), ("--output", output), ("--tracking-uri", tracking_uri)):
@@ -41,8 +46,14 @@ def benchmark(
     seeds: int = typer.Option(None, "--seeds", help="Training seeds 0..N-1 for every model (default 3; 1 with --quick)."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs of every model and of the searched winners' retraining "
                                "(default: each example's own; 1 with --quick)."),
-    search_budget: int = typer.Option(None, "--search-budget", help="Optuna TPE trials per search (default 8; 2 with --quick)."),
-    candidate_epochs: int = typer.Option(None, "--candidate-epochs", help="Training epochs of each TPE candidate (default 2; 1 with --quick)."),
+    search_budget: str = typer.Option(None, "--search-budget", help="Budget of each multi-trial search: trials or a wall time such as 20m "
+                                      "(default 20; 2 with --quick)."),
+    candidate_epochs: int = typer.Option(None, "--candidate-epochs", help="Training epochs of each multi-trial candidate (default: full "
+                                         "training with multi-fidelity pruning; 1 with --quick, then the winner is retrained)."),
+    searchers: str = typer.Option(None, "--searchers", help="Comma-separated searchers to run (any registered: darts, optuna-tpe, "
+                                  "nni-evolution, ...); replaces the searches named in --models (default: darts, optuna-tpe)."),
+    final_seeds: int = typer.Option(None, "--final-seeds", help="search.final_seeds of every search (default 1)."),
+    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="Evaluate the space's known architectures first in every search."),
     darts_epochs: int = typer.Option(None, "--darts-epochs", help="DARTS supernet epochs (default: the searcher's own; 1 with --quick)."),
     space: str = typer.Option(None, "--space", "-s", help="Search space of DARTS and TPE: a name (`mdmt-nas spaces list`) or a YAML file (default m3oe)."),
     models: str = typer.Option(None, "--models", help="Comma-separated subset: shared_bottom, mmoe, ple, star, m3oe, hamur, cesaa, dephn, "
@@ -71,12 +82,19 @@ def benchmark(
 
         raise UserError(f"--seeds must be at least 1, got {n_seeds}")
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else list(MODEL_KEYS)
+    if searchers is not None:
+        from mdmt_nas.benchmark.settings import model_spec
+
+        chosen = [m for m in chosen if model_spec(m).kind == "fixed"] + [s.strip() for s in searchers.split(",") if s.strip()]
     cmd = _command(dataset, config, sets, seeds, epochs, search_budget, candidate_epochs, darts_epochs, space, models, output, quick,
-                   tracking_uri, no_track, threads)
+                   tracking_uri, no_track, threads,
+                   [("--searchers", searchers), ("--final-seeds", final_seeds), ("--no-warm-start", not warm_start)])
     settings = BenchmarkSettings(
         dataset=cfg.dataset, tracking=tracking, seeds=list(range(n_seeds)), models=chosen,
         epochs=epochs if epochs is not None else (1 if quick else None), train_overrides=overrides,
-        tpe_trials=search_budget or (2 if quick else 8), candidate_epochs=candidate_epochs or (1 if quick else 2),
+        tpe_trials=(int(search_budget) if search_budget and search_budget.isdigit() else search_budget) or (2 if quick else 20),
+        candidate_epochs=candidate_epochs or (1 if quick else None), warm_start=warm_start,
+        **({"final_seeds": final_seeds} if final_seeds else {}),
         darts_epochs=darts_epochs or (1 if quick else None), command=cmd, **({"space": space} if space else {}),
     )
     if quick:

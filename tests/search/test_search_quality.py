@@ -26,7 +26,7 @@ choices:
     options:
       - {label: mlp-8, value: {name: mlp, params: {hidden: [8]}}}
       - {label: mlp-16, value: {name: mlp, params: {hidden: [16, 8]}}}
-      - {label: zero, value: {name: mlp, params: {hidden: [8]}}}
+      - {label: mlp-4, value: {name: mlp, params: {hidden: [4]}}}
   num_experts: {type: int, low: 1, high: 3, default: 1}
 known:
   - name: Ref-A

@@ -344,6 +344,8 @@ class DartsSearcher(Searcher):
         for a, ar, _lp in top_k_derived(ctx.space, net.relaxation, net.ctl, p.top_k):
             if all(ar.id != x[1].id for x in pool) and len(pool) < p.top_k:
                 pool.append((a, ar.model_copy(update={"name": f"{ctx.space.name}-darts"}), ""))
+        known_ids = {ar.id: (name, ar) for name, _, ar in ctx.known}
+        pool = [(a, known_ids[ar.id][1], known_ids[ar.id][0]) if ar.id in known_ids else (a, ar, n) for a, ar, n in pool]  # a derived known one
         pool += [(a, ar, name) for name, a, ar in ctx.known if all(ar.id != x[1].id for x in pool)]
         full = self._retrain_config(ctx)
         per = 4
