@@ -103,3 +103,24 @@ def test_missing_time_column_is_named():
 def test_config_validation(kw, msg):
     with pytest.raises(ValidationError, match=msg):
         SplitConfig(**kw)
+
+
+def test_grouped_split_keeps_groups_out_of_training():
+    """grouped: ordered by the id column (numeric ids as numbers, file order inside a group), cut in that order."""
+    import pandas as pd
+
+    from mdmt_nas.data.split import SplitConfig, split_indices
+
+    users = np.array([10, 2, 2, 33, 10, 1, 2, 33, 9, 1] * 30)
+    frame = pd.DataFrame({"user": users.astype(str), "row": np.arange(len(users))})
+    tr, va, te = split_indices(len(frame), SplitConfig(kind="grouped", column="user"), frame)
+    order = np.concatenate([tr, va, te])
+    keys = users[order]
+    assert (np.diff(keys) >= 0).all()  # ascending ids, numerically (2 < 9 < 10 < 33)
+    for u in np.unique(users):
+        pos = order[keys == u]
+        assert (np.diff(pos) > 0).all()  # file order inside a group
+    seen = set(users[tr])
+    assert len(set(users[te]) - seen) >= 1 and not (set(users[te]) & set(users[tr]) - {users[tr][-1]})
+    with pytest.raises(ValueError, match="grouped.*needs `column`"):
+        SplitConfig(kind="grouped")
