@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -83,12 +83,17 @@ class RowSource(Protocol):
 
 @dataclass
 class Splits:
-    """Train/valid/test splits of one dataset. Searchers optimise on valid; test is only reported."""
+    """Train/valid/test splits of one dataset. Searchers optimise on valid; test is only reported.
+
+    `encoder` is the fitted raw-to-tensor encoding (`mdmt_nas.data.encode.Encoder`) when the dataset
+    was encoded from a raw table; it lets a served model take raw rows. None for pre-encoded data.
+    """
 
     schema: Schema
     train: MDMTTensors | RowSource
     valid: MDMTTensors | RowSource
     test: MDMTTensors | RowSource
+    encoder: Any = None
 
     def validate(self) -> None:
         from mdmt_nas.errors import DataError
