@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mdmt_nas.cli.app import app, report_plugin_failures
-from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
+from mdmt_nas.cli.common import build_config, console, ensure_writable_dir, print_model
 from mdmt_nas.errors import UserError
 
 
@@ -43,6 +43,7 @@ def search(
     objectives: str = typer.Option(None, "--objectives", help="auc (default), or auc,params / auc,latency / auc,params,latency for optuna-nsga2."),
     pruner: str = typer.Option(None, "--pruner", help="Optuna pruner: median (default), hyperband or none."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    register_model: str = typer.Option(None, "--register-model", help="Register the best model in the MLflow Model Registry under this name."),
 ) -> None:
     """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
     from mdmt_nas.search import report
@@ -50,7 +51,7 @@ def search(
 
     report_plugin_failures()
     overrides = list(sets or []) + _search_overrides(space, searcher, budget, timeout, seed, storage, study_name, objectives, pruner, epochs)
-    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track)
+    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track, register_model)
     scfg = cfg.search
     if scfg.space is None:
         raise UserError("no search space: pass --space NAME (`mdmt-nas spaces list` shows them) or a space YAML file")
@@ -83,5 +84,5 @@ def search(
     tracking = f" | MLflow parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
     console.print(f"best architecture: {outcome.best_arch_path}{tracking}", highlight=False, soft_wrap=True)
     if (out / "weights.pt").exists():
-        console.print(f"export it: mdmt-nas export --arch {outcome.best_arch_path} --weights {out / 'weights.pt'} --out {out / 'model.pt'}",
-                      highlight=False, soft_wrap=True)
+        console.print(f"export it: mdmt-nas export {out}   (writes {out / 'export'}/model.pt2, model.onnx)", highlight=False, soft_wrap=True)
+    print_model(outcome.model)
