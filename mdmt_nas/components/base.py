@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mdmt_nas.routing import DomainRouting
+from mdmt_nas.routing import DomainRouting, is_static
 
 
 class NoParams(BaseModel):
@@ -39,8 +39,6 @@ class AuxCollector:
         self.losses[name] = self.losses[name] + value if name in self.losses else value
 
     def add_metric(self, name: str, value: float | torch.Tensor) -> None:
-        from mdmt_nas.routing import is_static
-
         if is_static():  # a metric is a Python float read off the data: nothing to record in an exported graph
             return
         self.metrics[name] = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
