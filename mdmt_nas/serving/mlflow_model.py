@@ -128,11 +128,12 @@ def publish(tracker: Any, run_id: str | None, model: nn.Module, arch: Architectu
     try:
         with _quiet_mlflow():
             pub.logged = log_serving_model(tracker, run_id, model, arch, encoding, register)
-    except UserError as exc:
+    except Exception as exc:  # noqa: BLE001 - the training is done and saved; a model that cannot be logged must not lose it
+        reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
         if register:
-            raise UserError(f"cannot register the model as {register!r}: {exc}") from None
-        pub.error = str(exc)
-        tracker.set_tags(run_id, {"mdmt_nas.model_error": pub.error[:5000]})
+            raise UserError(f"cannot register the model as {register!r}: {reason}") from None
+        pub.error = reason
+        tracker.set_tags(run_id, {"mdmt_nas.model_error": reason[:5000]})
     return pub
 
 

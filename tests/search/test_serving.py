@@ -228,3 +228,48 @@ def test_raw_encoder_unknown_values_types_and_errors():
     ex = input_example(enc.serving_spec())
     assert list(ex.columns) == raw.columns and sorted(ex["site"]) == sorted(enc.domain_names)
     raw.encode(ex)  # the input example logged with the model encodes without an error
+
+
+def test_pre_encoded_data_gets_a_model_over_the_encoded_columns():
+    """A dataset without a raw encoding (Splits built directly): the model takes ids, normalised values, domain names."""
+    from mdmt_nas.serving.mlflow_model import identity_encoding
+    from mdmt_nas.serving.pyfunc_model import RawEncoder, input_example
+    from mdmt_nas.testing import make_batch, make_schema
+
+    schema = make_schema()
+    enc = identity_encoding(schema)
+    raw = RawEncoder(enc)
+    sparse, dense, domain, _ = make_batch(6)
+    df = pd.DataFrame({"domain": [schema.domain_names[d] for d in domain.tolist()],
+                       **{f.name: sparse[:, j].numpy() for j, f in enumerate(schema.sparse)},
+                       **{c: dense[:, j].numpy() for j, c in enumerate(schema.dense)}})
+    s, d, dom = raw.encode(df)
+    assert np.array_equal(s, sparse.numpy()) and np.array_equal(dom, domain.numpy()) and np.allclose(d, dense.numpy())
+    raw.encode(input_example(enc))
+
+
+def test_a_model_that_cannot_be_logged_does_not_lose_the_training(tmp_path, mlflow_uri, splits, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    import mdmt_nas.serving.mlflow_model as mm
+    from mdmt_nas.config import ExperimentConfig
+    from mdmt_nas.errors import UserError
+    from mdmt_nas.experiment import run_training
+
+    def broken(*a, **k):
+        raise RuntimeError("artifact store is read-only")
+
+    monkeypatch.setattr(mm, "log_serving_model", broken)
+    base = make_config(mlflow_uri).model_dump()
+    base["tracking"]["log_model"] = True
+    cfg = ExperimentConfig.model_validate({**base, "arch": ARCH, "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}})
+    outcome = run_training(cfg, splits, tmp_path / "out")
+    assert (tmp_path / "out" / "weights.pt").exists() and (tmp_path / "out" / "encoding.json").exists()
+    assert outcome.model.logged is None and "RuntimeError: artifact store is read-only" in outcome.model.error
+    run = MlflowClient(mlflow_uri).get_run(outcome.run_id)
+    assert run.info.status == "FINISHED" and "read-only" in run.data.tags["mdmt_nas.model_error"]
+    base["tracking"]["register_model"] = "wanted"
+    cfg = ExperimentConfig.model_validate({**base, "arch": ARCH, "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}})
+    with pytest.raises(UserError, match="cannot register the model as 'wanted': RuntimeError"):
+        run_training(cfg, splits, tmp_path / "out2")
+    assert (tmp_path / "out2" / "weights.pt").exists()  # saved before the model was logged
