@@ -195,11 +195,16 @@ def _show_one(host, entry) -> None:
     console.print(f"[bold]{entry.kind} {escape(entry.name)}[/bold]  plugin {escape(entry.plugin)}, distribution "
                   f"{escape(entry.dist)} {escape(entry.version)}" + (" (built-in)" if builtin else ""), highlight=False)
     if entry.kind == "space":
-        desc = getattr(obj, "description", "") or ""
         where = getattr(obj, "source", "") or (str(obj) if not hasattr(obj, "choices") else "")
         console.print(escape(f"file {where}" if where else "a search space object"), highlight=False)
-        if desc:
-            console.print(escape(desc), highlight=False)
+        try:
+            from mdmt_nas.spaces import load_space_file
+
+            space = obj if hasattr(obj, "choices") else load_space_file(Path(str(obj)), registry=host.registry)
+            console.print(escape(f"{space.description or '(no description)'} ({space.size()} architectures, "
+                                 f"{len(space.choices)} choices)"), highlight=False)
+        except Exception as exc:  # noqa: BLE001 - a broken space file: say so, `plugins check` has the details
+            console.print(f"[red]the space does not load: {escape(str(exc).splitlines()[0])}[/red]", highlight=False)
         console.print(f"its choices: mdmt-nas spaces show {escape(entry.name)}", highlight=False)
         return
     console.print(f"class {escape(_qualname(obj))}", highlight=False)
@@ -234,6 +239,8 @@ def show(
     if as_json:
         if len(found) > 1:
             raise UserError(f"{name!r} is registered as {' and as '.join(e.kind for e in found)}; pass --kind to pick one")
+        if found[0].kind == "space":
+            raise UserError(f"space {name!r} has no parameters, only choices: `mdmt-nas spaces show {name}`")
         print(json.dumps(component_schema(found[0]), indent=2, default=str))
         return
     for i, entry in enumerate(found):

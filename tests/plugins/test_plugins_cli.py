@@ -74,6 +74,10 @@ def test_show_prints_kind_docstring_distribution_and_parameter_table(site, monke
     plugins.reset()  # reload with the new distribution
     code, out, _ = run_cli(["plugins", "show", "good_expert"], capsys)
     assert code == 0 and "plugin good, distribution mdmt-nas-good 1.2.3" in out and "(built-in)" not in out
+    code, out, _ = run_cli(["plugins", "show", "mmoe"], capsys)
+    assert code == 0 and "space mmoe" in out and "architectures" in out and "mdmt-nas spaces show mmoe" in out
+    code, _, err = run_cli(["plugins", "show", "mmoe", "--json"], capsys)
+    assert code == 2 and "has no parameters" in err
     code, _, err = run_cli(["plugins", "show", "mlpp"], capsys)
     assert code == 2 and "no component named 'mlpp'" in err and "'mlp'" in err
     code, _, err = run_cli(["plugins", "show", "mlp", "--kind", "gate"], capsys)
