@@ -16,7 +16,6 @@ import json
 import math
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +176,7 @@ class Evaluator:
             return cand
         cand.state = "finished"
         # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
-        log_training(self.tracker, run_id, replace(result, history=[]), self.config.model_copy(update={"train": cfg}))
+        log_training(self.tracker, run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
         self._keep_if_best(cand, result.model)
         self._finish(cand, run_id, "FINISHED", label)
         return cand
@@ -209,12 +208,21 @@ class Evaluator:
         if cand.reason:
             tags["reason"] = cand.reason[:5000]
         self.tracker.set_tags(run_id, tags)
+        self.tracker.rename(run_id, run_title(label, cand))
         if cand.state != "finished":
             self.tracker.log_metrics(run_id, {"num_params": cand.num_params, "train_seconds": cand.train_seconds})
         self.tracker.end_run(run_id, status)
         self.candidates.append(cand)
         if self.display:
             self.display.candidate_end(cand)
+
+
+def run_title(label: str, cand: Candidate) -> str:
+    """A child run's name that reads by itself in the runs list: 'trial-7 · valid 0.8123 · 4x mlp + cross'."""
+    from mdmt_nas.tracking import arch_brief
+
+    score = f"valid {cand.valid_mean_auc:.4f}" if cand.state == "finished" and _finite(cand.valid_mean_auc) else cand.state
+    return f"{label} · {score} · {arch_brief(cand.arch)}"
 
 
 def local_evaluate(splits: Splits, train_config: TrainConfig) -> Evaluator:

@@ -142,6 +142,8 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         summary = _summary(ctx, cls, candidates, best, front, parent, tracker, t_start, stopped, "finished", result.extra)
         _write_reports(ctx, candidates, front, summary, tracker, parent)
         _log_best(tracker, parent, best)
+        tracker.set_tags(parent, {"mlflow.note.content": report.leaderboard_markdown(  # the parent run's description in the UI
+            candidates, best, f"{ctx.space.name} / {cls.name}: {summary['finished']} finished of {len(candidates)}")})
         from mdmt_nas.serving.mlflow_model import publish_dir
 
         published = publish_dir(tracker, parent, ctx.output_dir, ctx.splits, config.tracking)  # encoding.json + the MLflow model
