@@ -75,10 +75,31 @@ def dashboard(
                   "(Ctrl-C stops it)", highlight=False, soft_wrap=True)
     if host not in LOCAL_HOSTS:
         console.print(f"[yellow]listening on {host}: anyone who can reach this machine can read the study[/yellow]", highlight=False)
+    serve(optuna_dashboard.wsgi(storage), host, port)
+    console.print("dashboard stopped", highlight=False)
+
+
+def serve(app, host: str, port: int) -> None:
+    """Serve a WSGI app until Ctrl-C or SIGTERM. Requests run in a server thread, so the KeyboardInterrupt of a signal
+    always lands in the main thread's wait, never inside a request (where wsgiref would swallow it)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # no access log on the terminal
+            pass
+
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port)  # bottle returns on Ctrl-C
-    except KeyboardInterrupt:
-        pass
+        httpd = make_server(host, port, app, handler_class=Quiet)
     except OSError as exc:
         raise UserError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); is the port in use? try --port") from None
-    console.print("dashboard stopped", highlight=False)
+    thread = threading.Thread(target=httpd.serve_forever, name="dashboard", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:  # SIGTERM too: the CLI's handler raises Terminated, a KeyboardInterrupt
+        pass
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -78,6 +78,7 @@ def search(
         console.print(f"[yellow]stopped early: {s['stopped']}[/yellow]", highlight=False)
     best = outcome.best
     if best is not None:
+        console.print(winner_table(best))
         console.print(f"best {best.arch.id}: valid AUC {best.valid_mean_auc:.4f}, test AUC {best.test_mean_auc:.4f}, "
                       f"{best.num_params:,} params", highlight=False)
     console.print(res.best.summary(), highlight=False)
@@ -86,3 +87,20 @@ def search(
     if (out / "weights.pt").exists():
         console.print(f"export it: mdmt-nas export {out}   (writes {out / 'export'}/model.pt2, model.onnx)", highlight=False, soft_wrap=True)
     print_model(outcome.model)
+
+
+def winner_table(best):
+    """The winner's AUC per (domain, task), valid and test, with the means."""
+    from rich.table import Table
+
+    from mdmt_nas.cli.common import fmt
+    from mdmt_nas.search import report
+
+    table = Table(title=f"winner {best.arch.id} (trial {best.number}): per-(domain, task) AUC")
+    for col in ("domain", "task", "valid AUC", "test AUC"):
+        table.add_column(col, justify="left" if col in ("domain", "task") else "right")
+    for d, t, v, te in report.winner_cells(best):
+        table.add_row(d, t, fmt(v), fmt(te))
+    table.add_section()
+    table.add_row("mean", "", fmt(best.valid_mean_auc), fmt(best.test_mean_auc), style="bold")
+    return table

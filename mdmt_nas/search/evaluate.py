@@ -27,6 +27,7 @@ from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import TrialFailed, TrialPruned, UserError, check_interrupt
 from mdmt_nas.plugins import describe_component_error
 from mdmt_nas.search.base import Candidate, SearchStopped
+from mdmt_nas.search import report
 from mdmt_nas.search.report import SearchDisplay
 from mdmt_nas.tracking import Tracker, flatten, log_training
 from mdmt_nas.train import EpochCallback, TrainResult, train_architecture
@@ -177,6 +178,7 @@ class Evaluator:
         cand.state = "finished"
         # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
         log_training(self.tracker, run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
+        self.tracker.set_tags(run_id, {"mlflow.note.content": report.candidate_markdown(cand)})  # its AUC table in the UI
         self._keep_if_best(cand, result.model)
         self._finish(cand, run_id, "FINISHED", label)
         return cand

@@ -152,6 +152,14 @@ def winner_cells(c: Candidate) -> list[tuple[str, str, float, float]]:
     return [(d, t, v, te) for (d, t), (v, te) in cells.items()]
 
 
+def candidate_markdown(c: Candidate) -> str:
+    """One finished candidate's per-(domain, task) AUC as Markdown (its MLflow run's description)."""
+    lines = [f"**`{c.arch.id}`** (trial {c.number}): valid mean AUC {_fmt(c.valid_mean_auc)}, test {_fmt(c.test_mean_auc)}, "
+             f"{_fmt(c.num_params)} params", "", "| domain | task | valid AUC | test AUC |", "|---|---|---:|---:|"]
+    lines += [f"| {d} | {t} | {_fmt(v)} | {_fmt(te)} |" for d, t, v, te in winner_cells(c)]
+    return "\n".join(lines) + "\n"
+
+
 def leaderboard_markdown(candidates: Sequence[Candidate], best: Candidate | None, title: str, top: int = 15) -> str:
     """The leaderboard and the winner's per-(domain, task) AUC as Markdown (the MLflow parent run's description)."""
     lines = [f"**{title}**", "", "| rank | trial | arch | state | valid AUC | test AUC | params | ms/1k rows |", "|---:|---:|---|---|---:|---:|---:|---:|"]
