@@ -148,7 +148,7 @@ def _jsonable(obj):
 
 
 def _find(host, name: str, kind: str | None):
-    from mdmt_nas.registry import KINDS
+    from mdmt_nas.plugins.registry import KINDS
 
     if kind is not None and kind not in KINDS:
         near = closest(kind, KINDS)
