@@ -78,6 +78,7 @@ def search(
         console.print(f"[yellow]stopped early: {s['stopped']}[/yellow]", highlight=False)
     best = outcome.best
     if best is not None:
+        console.print(f"winner {best.arch.id} (trial {best.number}): per-(domain, task) AUC", highlight=False)
         console.print(winner_table(best))
         console.print(f"best {best.arch.id}: valid AUC {best.valid_mean_auc:.4f}, test AUC {best.test_mean_auc:.4f}, "
                       f"{best.num_params:,} params", highlight=False)
@@ -96,7 +97,7 @@ def winner_table(best):
     from mdmt_nas.cli.common import fmt
     from mdmt_nas.search import report
 
-    table = Table(title=f"winner {best.arch.id} (trial {best.number}): per-(domain, task) AUC")
+    table = Table()
     for col in ("domain", "task", "valid AUC", "test AUC"):
         table.add_column(col, justify="left" if col in ("domain", "task") else "right")
     for d, t, v, te in report.winner_cells(best):
