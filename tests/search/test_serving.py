@@ -130,7 +130,8 @@ def test_registered_model_is_served_over_http_with_the_in_process_scores(tmp_pat
 
     port = _free_port()
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    bin_dir = str(Path(sys.executable).parent)  # mlflow models serve runs `uvicorn` from PATH: this environment's
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([exe, "models", "serve", "-m", "models:/raw-mmoe/1", "--env-manager", "local", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
