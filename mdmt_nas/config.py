@@ -64,6 +64,10 @@ class TrackingConfig(BaseModel):
     enabled: bool = True
     uri: str | None = Field(default=None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or MLflow's own default (sqlite mlflow.db)")
     experiment: str = "mdmt-nas"
+    log_model: bool = Field(default=True, description="log the trained model (train) or the best one (search) as an MLflow "
+                            "pyfunc model that scores raw feature rows")
+    register_model: str | None = Field(default=None, description="register the logged model in the MLflow Model Registry "
+                                       "under this name (a new version each time)")
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}

@@ -39,6 +39,7 @@ class TrainOutcome:
     result: TrainResult
     run_id: str | None
     output_dir: Path | None
+    model: Any = None  # mdmt_nas.serving.mlflow_model.Publication: the MLflow model logged for this run
 
 
 def run_training(config: ExperimentConfig, splits: Splits | None = None, output_dir: Path | None = None,
@@ -59,7 +60,10 @@ def run_training(config: ExperimentConfig, splits: Splits | None = None, output_
         log_training(tracker, run_id, result, config)
     if output_dir is not None:
         save_outputs(output_dir, result, config)
-    return TrainOutcome(result, run_id, output_dir)
+    from mdmt_nas.serving.mlflow_model import publish
+
+    published = publish(tracker, run_id, result.model, arch, splits, config.tracking, output_dir)
+    return TrainOutcome(result, run_id, output_dir, published)
 
 
 def save_outputs(out: Path, result: TrainResult, config: ExperimentConfig) -> None:

@@ -7,16 +7,39 @@ General path (unsorted rows, or while `torch.jit.trace` records a model):
 rows are gathered per domain with `index_select` and put back by the inverse
 permutation, so nothing depends on Python-side row counts. Either way the loop
 is over domains, never over rows, and a domain with no rows costs nothing.
+Static path (inside `static_routing()`, or while `torch.export` traces, which
+is how `mdmt-nas export` writes .pt2 and ONNX programs): no shape may depend on
+the data, so every domain branch runs on all rows and each row keeps its own
+domain's result (`torch.where`). The graph is then valid for any batch size and
+any mix of domains, at D times the cost of the domain-specific parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from itertools import accumulate
 
 import torch
 
 Index = torch.Tensor | slice
+
+_STATIC = [0]  # depth of open static_routing() blocks
+
+
+@contextlib.contextmanager
+def static_routing() -> Iterator[None]:
+    """Route rows without data-dependent shapes while the block runs (see the module docstring)."""
+    _STATIC[0] += 1
+    try:
+        yield
+    finally:
+        _STATIC[0] -= 1
+
+
+def is_static() -> bool:
+    """True inside `static_routing()` and while `torch.export` traces a model."""
+    return _STATIC[0] > 0 or torch.compiler.is_exporting()
 
 
 def is_sorted(domain: torch.Tensor) -> bool:
@@ -30,7 +53,10 @@ class DomainRouting:
         self.num_domains = num_domains
         self.slices: list[slice] | None = None
         self._groups: list[torch.Tensor] | None = None
-        if not torch.jit.is_tracing() and is_sorted(domain):
+        self._masks: list[torch.Tensor] | None = None
+        if is_static():
+            self._masks = [domain == d for d in range(num_domains)]
+        elif not torch.jit.is_tracing() and is_sorted(domain):
             counts = torch.bincount(domain, minlength=num_domains)[:num_domains].tolist()
             bounds = [0, *accumulate(counts)]
             self.slices = [slice(bounds[d], bounds[d + 1]) for d in range(num_domains)]
@@ -42,7 +68,8 @@ class DomainRouting:
     def groups(self) -> list[torch.Tensor]:
         """Row indices of each domain (as tensors, whichever path is used)."""
         if self._groups is None:
-            assert self.slices is not None
+            if self.slices is None:
+                raise RuntimeError("DomainRouting.groups has data-dependent sizes; it is not available under static routing (torch.export)")
             self._groups = [torch.arange(s.start, s.stop) for s in self.slices]
         return self._groups
 
@@ -50,8 +77,16 @@ class DomainRouting:
         """Compute `fn(d, x[rows of d], rows of d)` for every domain, results in row order.
 
         `rows of d` is a slice (sorted batch) or an index tensor; either indexes
-        tensors and `Context.select`.
+        tensors and `Context.select`. Under static routing `fn` gets every row
+        (`rows of d` is `slice(None)`) and only the rows of `d` keep its result.
         """
+        if self._masks is not None:
+            out = None
+            for d, mask in enumerate(self._masks):
+                y = fn(d, x, slice(None))
+                out = y if out is None else torch.where(mask.reshape(-1, *([1] * (y.dim() - 1))), y, out)
+            assert out is not None
+            return out
         if self.slices is not None:
             return torch.cat([fn(d, x[s], s) for d, s in enumerate(self.slices)])
         parts = [fn(d, x.index_select(0, idx), idx) for d, idx in enumerate(self._groups or [])]

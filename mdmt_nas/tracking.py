@@ -276,6 +276,10 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
+    def rename(self, run_id: str | None, name: str) -> None:
+        if run_id:
+            self.client.update_run(run_id, name=name[:250])
+
     def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
         if run_id:
             for k, v in tags.items():
@@ -333,8 +337,34 @@ def auc_heatmap(metrics: Any, title: str):
     return fig
 
 
-def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None) -> None:
-    """Params (flattened architecture + training config), final metrics and artifacts of one training."""
+#: the few metrics a reader of the runs table wants first, under short names (the long names stay too)
+KEY_METRICS = ("valid_auc", "test_auc", "params", "latency_ms_1k")
+
+
+def machine_load() -> float:
+    """The 1-minute load average (NaN where the OS has none): latency measured on a busy machine is not comparable."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def arch_brief(arch: Any) -> str:
+    """The experts of an architecture in a few words, e.g. '4x mlp + cross' (the bottom alone if it has no groups)."""
+    from collections import Counter
+
+    counts = Counter(e.name for g in arch.groups().values() for e in g.experts)
+    if not counts:
+        return f"bottom {arch.bottom.name}" if arch.bottom is not None else "no experts"
+    return " + ".join(f"{n}x {name}" if n > 1 else name for name, n in counts.items())
+
+
+def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None,
+                 label: str | None = None) -> None:
+    """Params (flattened architecture + training config), final metrics and artifacts of one training.
+
+    The per-epoch metrics are not logged here: the caller logs each epoch as it ends (with its step), once.
+    """
     if not run_id:
         return
     arch = result.arch
@@ -344,8 +374,6 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     params.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
     params.update(extra_params or {})
     tracker.log_params(run_id, params)
-    for rec in result.history:
-        tracker.log_metrics(run_id, {k: v for k, v in rec.items() if k != "epoch"}, step=int(rec["epoch"]))
     final = {}
     final.update(result.valid.flat("valid"))
     if result.test is not None:
@@ -353,6 +381,10 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     final.update({"num_params": result.num_params, "latency_ms_per_1k": result.latency_ms_per_1k,
                   "train_seconds": result.train_seconds, "rows_per_second": result.rows_per_second,
                   "best_epoch": result.best_epoch})
+    final.update(dict(zip(KEY_METRICS, (result.valid.mean_auc, result.test.mean_auc if result.test is not None else float("nan"),
+                                        result.num_params, result.latency_ms_per_1k))))
+    load = getattr(result, "latency_load", None)
+    final["latency_load_1m"] = load if load is not None else machine_load()  # the load while latency was measured
     tracker.log_metrics(run_id, final, step=result.epochs_run)
     tracker.log_text(run_id, arch.to_json(), "arch.json")
     tracker.log_text(run_id, json.dumps(config.model_dump(mode="json"), indent=2), "config.json")
@@ -360,7 +392,8 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     import matplotlib.pyplot as plt
 
     metric_split = result.test if result.test is not None else result.valid
-    fig = auc_heatmap(metric_split, f"{'test' if result.test is not None else 'valid'} AUC - {arch.name or arch.id}")
+    who = " · ".join(x for x in (label, arch.name, arch.id) if x)
+    fig = auc_heatmap(metric_split, f"{'test' if result.test is not None else 'valid'} AUC · {who}")
     tracker.log_figure(run_id, fig, "auc_heatmap.png")
     plt.close(fig)
 

@@ -131,12 +131,20 @@ def _rss_mb() -> float:
         return _peak_rss_mb()
 
 
-class _Progress:
-    """A rich progress display of epochs and batches (no-op when disabled)."""
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self, enabled: bool, epochs: int, steps: int, label: str):
-        self.enabled = enabled
-        if not enabled:
+
+class _Progress:
+    """A rich progress display of epochs and batches on a terminal; elsewhere (a pipe, a file, CI) one plain line
+    per epoch on stdout; nothing when disabled."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int, label: str, terminal: bool = True):
+        self.lines = enabled and not terminal
+        self.enabled = enabled and terminal
+        self.epochs, self.label, self.t0 = epochs, label, time.perf_counter()
+        if not self.enabled:
             return
         from rich.progress import (
             BarColumn,
@@ -159,10 +167,16 @@ class _Progress:
         if self.enabled:
             self.p.update(self.bt, advance=1, info=f"loss {loss:.4f}")
 
-    def epoch(self, info: str) -> None:
+    def epoch(self, info: str, epoch: int = 0, record: dict[str, float] | None = None, rows_per_second: float = 0.0) -> None:
         if self.enabled:
             self.p.update(self.ep, advance=1, info=info)
             self.p.reset(self.bt)
+        if self.lines:
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / (epoch + 1) * (self.epochs - epoch - 1)
+            rec = record or {}
+            print(f"{self.label} epoch {epoch + 1}/{self.epochs}: train loss {rec.get('train_loss', float('nan')):.4f}, {info}, "
+                  f"{rows_per_second:,.0f} rows/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}", flush=True)
 
     def close(self) -> None:
         if self.enabled:
@@ -262,7 +276,7 @@ class Trainer:
         t_start = time.perf_counter()
         train_time = 0.0
         rows_seen = 0
-        progress = _Progress(cfg.progress and sys.stderr.isatty(), cfg.epochs, steps, self.label)
+        progress = _Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty())
         last_valid: Metrics | None = None
         try:
             for epoch in range(cfg.epochs):
@@ -290,7 +304,7 @@ class Trainer:
                     if p_name.rsplit(".", 1)[-1].startswith("arch_") and p.numel() == 1:
                         record[f"arch/{p_name}"] = float(torch.sigmoid(p.detach()))
                 history.append(record)
-                progress.epoch(f"valid AUC {valid.mean_auc:.4f}")
+                progress.epoch(f"valid AUC {valid.mean_auc:.4f}", epoch, record, rows_seen / max(train_time, 1e-9))
                 improved = valid.mean_auc > best_auc + cfg.min_delta or best_state is None
                 if improved:
                     best_auc, best_epoch = valid.mean_auc, epoch

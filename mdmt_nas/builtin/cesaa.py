@@ -78,7 +78,7 @@ def mi_loss(probs: torch.Tensor, domain: torch.Tensor, num_domains: int, eps: fl
 
 def joint(probs: torch.Tensor, domain: torch.Tensor, num_domains: int) -> torch.Tensor:
     """M[d, e] = (1/B) * sum of probs[i, e] over rows i of domain d: [D, N], sums to 1."""
-    B = max(int(probs.shape[0]), 1)
+    B = max(probs.shape[0], 1)  # no int(): a symbolic batch size stays symbolic under torch.export
     return probs.new_zeros(num_domains, probs.shape[1]).index_add(0, domain, probs) / B
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ console = make_console()
 
 
 def build_config(config: Path | None, arch: Path | None, dataset: str | None, sets: list[str] | None,
-                 tracking_uri: str | None = None, seed: int | None = None, no_track: bool = False) -> ExperimentConfig:
+                 tracking_uri: str | None = None, seed: int | None = None, no_track: bool = False,
+                 register_model: str | None = None) -> ExperimentConfig:
     overrides = list(sets or [])
     if dataset:
         overrides.insert(0, f"dataset.name={dataset}")
@@ -25,7 +27,11 @@ def build_config(config: Path | None, arch: Path | None, dataset: str | None, se
     if seed is not None:
         overrides.append(f"train.seed={seed}")
     if no_track:
+        if register_model:
+            raise UserError("--register-model needs MLflow tracking; drop --no-track")
         overrides.append("tracking.enabled=false")
+    if register_model:
+        overrides += ["tracking.log_model=true", f"tracking.register_model={json.dumps(register_model)}"]
     return load_config(config, overrides, arch_path=arch)
 
 
@@ -67,3 +73,15 @@ def ensure_writable_dir(path: Path, resume: bool = False, what: str = "output di
     except OSError as exc:
         raise UserError(f"{what} {path} is not writable ({exc.strerror}); choose another --output") from None
     return path
+
+
+def print_model(publication) -> None:
+    """The MLflow model a train or search run logged (or why none was), one line."""
+    if publication is None:
+        return
+    if publication.logged is not None:
+        lm = publication.logged
+        reg = f"; registered as models:/{lm.registered_name}/{lm.version}" if lm.registered_name else ""
+        console.print(f"MLflow model: {lm.model_uri} (raw feature rows in, one probability per task out{reg})", highlight=False, soft_wrap=True)
+    elif publication.error:
+        console.print(f"[yellow]no MLflow model logged: {publication.error}[/yellow]", highlight=False, soft_wrap=True)

@@ -1,6 +1,7 @@
 """`mdmt-nas plugins`: list plugins and their components, check a plugin, scaffold a new one.
 
     mdmt-nas plugins [--json] [--strict]     every plugin (built-ins too) and every load failure
+    mdmt-nas plugins show NAME [--json]      one component: kind, docstring, plugin, parameters (or their JSON schema)
     mdmt-nas plugins check NAME              run the contract kit on each component of a plugin
     mdmt-nas plugins new NAME --kind expert  write a ready-to-install plugin package
 """
@@ -79,6 +80,173 @@ def find_plugin(host, name: str):
         if p.name == name or p.dist.lower().replace("_", "-") == norm:
             return p
     return None
+
+
+# ------------------------------------------------------------------------------ show
+#: class attributes worth showing, per kind (what the model builder reads besides Params)
+KIND_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "expert": ("torchscript",),
+    "gate": ("sparse", "per_head_input", "torchscript"),
+    "fusion": ("level", "uses_other_members", "torchscript"),
+    "adapter": ("site", "torchscript"),
+    "tower": ("torchscript",),
+    "balancer": (),
+    "searcher": ("budget_unit", "default_budget", "multi_objective"),
+    "dataset": (),
+}
+
+
+def _type_name(annotation) -> str:
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return type(args[0]).__name__ if args else "literal"
+    if origin in (typing.Union, __import__("types").UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else getattr(origin, "__name__", str(origin))
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def _bounds(field) -> str:
+    import typing
+
+    import annotated_types as at
+
+    parts = []
+    ann = field.annotation
+    literal = [a for a in (ann, *typing.get_args(ann)) if typing.get_origin(a) is typing.Literal]
+    if literal:
+        parts.append("one of " + ", ".join(map(str, typing.get_args(literal[0]))))
+    for m in field.metadata:
+        for cls, sym, attr in ((at.Ge, ">=", "ge"), (at.Gt, ">", "gt"), (at.Le, "<=", "le"), (at.Lt, "<", "lt"),
+                               (at.MinLen, "length >=", "min_length"), (at.MaxLen, "length <=", "max_length")):
+            if isinstance(m, cls):
+                parts.append(f"{sym} {getattr(m, attr)}")
+    return ", ".join(parts)
+
+
+def param_rows(params_cls) -> list[dict[str, str]]:
+    """name, type, default, bounds, description of each field of a pydantic Params model."""
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, f in getattr(params_cls, "model_fields", {}).items():
+        default = f.get_default(call_default_factory=True)
+        rows.append({"name": name, "type": _type_name(f.annotation),
+                     "default": "(required)" if default is PydanticUndefined else json.dumps(default, default=_jsonable),
+                     "bounds": _bounds(f), "description": f.description or ""})
+    return rows
+
+
+def _jsonable(obj):
+    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else str(obj)
+
+
+def _find(host, name: str, kind: str | None):
+    from mdmt_nas.plugins.registry import KINDS
+
+    if kind is not None and kind not in KINDS:
+        near = closest(kind, KINDS)
+        raise UserError(f"--kind {kind!r}: unknown kind" + (f" (did you mean {near[0]!r}?)" if near else f"; kinds: {', '.join(KINDS)}"))
+    found = [e for e in host.registry.entries(kind) if e.name == name]
+    if not found:
+        known = sorted({e.name for e in host.registry.entries(kind)})
+        near = closest(name, known)
+        hint = f"did you mean {', '.join(map(repr, near))}?" if near else "`mdmt-nas plugins` lists every component"
+        raise UserError(f"no {kind or 'component'} named {name!r} is registered ({hint})")
+    return found
+
+
+def component_schema(entry) -> dict:
+    """The JSON schema of a component's params, titled and described by the component (draft 2020-12)."""
+    import inspect
+
+    params = getattr(entry.obj, "Params", None)
+    schema = params.model_json_schema() if params is not None else {"type": "object", "properties": {}}
+    for row in param_rows(params):  # pydantic leaves out defaults made by a default_factory
+        prop = schema.get("properties", {}).get(row["name"])
+        if prop is not None and "default" not in prop and row["default"] != "(required)":
+            prop["default"] = json.loads(row["default"])
+    doc = (inspect.getdoc(entry.obj) or "").split("\n\n")[0].replace("\n", " ").strip() if isinstance(entry.obj, type) else ""
+    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": f"{entry.kind} {entry.name} params"}
+    if doc:
+        out["description"] = doc
+    out["x-mdmt-nas"] = {"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "distribution": entry.dist,
+                         "version": entry.version, "class": _qualname(entry.obj)}
+    return out
+
+
+def _qualname(obj) -> str:
+    if isinstance(obj, type):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    return str(getattr(obj, "source", "") or obj)
+
+
+def _show_one(host, entry) -> None:
+    import inspect
+
+    obj = entry.obj
+    builtin = any(p.builtin and p.name == entry.plugin for p in host.plugins)
+    console.print(f"[bold]{entry.kind} {escape(entry.name)}[/bold]  plugin {escape(entry.plugin)}, distribution "
+                  f"{escape(entry.dist)} {escape(entry.version)}" + (" (built-in)" if builtin else ""), highlight=False)
+    if entry.kind == "space":
+        where = getattr(obj, "source", "") or (str(obj) if not hasattr(obj, "choices") else "")
+        console.print(escape(f"file {where}" if where else "a search space object"), highlight=False)
+        try:
+            from mdmt_nas.spaces import load_space_file
+
+            space = obj if hasattr(obj, "choices") else load_space_file(Path(str(obj)), registry=host.registry)
+            console.print(escape(f"{space.description or '(no description)'} ({space.size()} architectures, "
+                                 f"{len(space.choices)} choices)"), highlight=False)
+        except Exception as exc:  # noqa: BLE001 - a broken space file: say so, `plugins check` has the details
+            console.print(f"[red]the space does not load: {escape(str(exc).splitlines()[0])}[/red]", highlight=False)
+        console.print(f"its choices: mdmt-nas spaces show {escape(entry.name)}", highlight=False)
+        return
+    console.print(f"class {escape(_qualname(obj))}", highlight=False)
+    console.print(escape(inspect.getdoc(obj) or "(no docstring)"), highlight=False)
+    attrs = [(a, getattr(obj, a)) for a in KIND_ATTRIBUTES.get(entry.kind, ()) if hasattr(obj, a)]
+    if attrs:
+        console.print("attributes: " + ", ".join(f"{a} = {v!r}" for a, v in attrs), highlight=False)
+    rows = param_rows(getattr(obj, "Params", None))
+    if not rows:
+        console.print("parameters: none", highlight=False)
+        return
+    table = Table(title=f"parameters of {entry.kind} {escape(entry.name)}", title_justify="left")
+    for col in ("name", "type", "default", "bounds", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*(escape(r[c]) for c in ("name", "type", "default", "bounds", "description")))
+    console.print(table)
+    example = {"name": entry.name, "params": {r["name"]: json.loads(r["default"]) for r in rows[:2] if r["default"] != "(required)"}}
+    if entry.kind in ("expert", "gate", "fusion", "adapter", "tower", "balancer"):
+        console.print(escape(f"in an arch file: {json.dumps(example)} (unset params take their defaults)"), highlight=False, soft_wrap=True)
+
+
+@plugins_app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Component name, as `mdmt-nas plugins` lists it (e.g. mlp, softmax, noisy_topk)."),
+    kind: str = typer.Option(None, "--kind", "-k", help="Only this kind (when a name is registered for several kinds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON schema (draft 2020-12) of the component's params."),
+) -> None:
+    """Show one component: kind, docstring, plugin, distribution and version, and its parameter table."""
+    host = _host()
+    found = _find(host, name, kind)
+    if as_json:
+        if len(found) > 1:
+            raise UserError(f"{name!r} is registered as {' and as '.join(e.kind for e in found)}; pass --kind to pick one")
+        if found[0].kind == "space":
+            raise UserError(f"space {name!r} has no parameters, only choices: `mdmt-nas spaces show {name}`")
+        print(json.dumps(component_schema(found[0]), indent=2, default=str))
+        return
+    for i, entry in enumerate(found):
+        if i:
+            console.print()
+        _show_one(host, entry)
 
 
 @plugins_app.command("check")
@@ -160,9 +328,9 @@ def _check_space(host, name: str) -> dict:
         else:
             space = load_space_file(_Path(str(obj)), registry=host.registry)
         from mdmt_nas.model import build_model
-        from mdmt_nas.testing import _schema
+        from mdmt_nas.testing import make_schema
 
-        build_model(space.to_arch(space.default_assignment()), _schema(), host.registry)
+        build_model(space.to_arch(space.default_assignment()), make_schema(), host.registry)
     except Exception as exc:  # a broken space file is the plugin's fault
         return {**head, "ok": False, "checks": [{"check": "loads", "status": "fail", "message": f"{type(exc).__name__}: {exc}"}]}
     return {**head, "ok": True, "checks": [{"check": "loads", "status": "pass", "message": f"{space.size()} architectures"}]}

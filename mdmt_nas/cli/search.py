@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mdmt_nas.cli.app import app, report_plugin_failures
-from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
+from mdmt_nas.cli.common import build_config, console, ensure_writable_dir, print_model
 from mdmt_nas.errors import UserError
 
 
@@ -46,6 +46,7 @@ def search(
     final_seeds: int = typer.Option(None, "--final-seeds", help="Seeds per final architecture; the winner has the best mean valid AUC (default 1)."),
     final_top_k: int = typer.Option(None, "--final-top-k", help="Architectures in the final stage (default 3)."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    register_model: str = typer.Option(None, "--register-model", help="Register the best model in the MLflow Model Registry under this name."),
 ) -> None:
     """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
     from mdmt_nas.search import report
@@ -56,7 +57,7 @@ def search(
     if not warm_start:
         overrides.append("search.warm_start=false")
     overrides += [f"search.{k}={v}" for k, v in (("final_seeds", final_seeds), ("final_top_k", final_top_k)) if v is not None]
-    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track)
+    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track, register_model)
     scfg = cfg.search
     if scfg.space is None:
         raise UserError("no search space: pass --space NAME (`mdmt-nas spaces list` shows them) or a space YAML file")
@@ -91,17 +92,34 @@ def search(
     if s.get("warm_start") or s.get("verdict"):
         console.print(report.verdict_line(s.get("verdict") or {}), highlight=False)
     best = outcome.best
+    if best is not None:
+        console.print(f"winner {best.arch.id} (trial {best.number}): per-(domain, task) AUC", highlight=False)
+        console.print(winner_table(best))
     if best is not None and len(best.seed_results) > 1:
         n = len(best.seed_results)
         v = sum(r[1] for r in best.seed_results) / n
         t = sum(r[2] for r in best.seed_results) / n
         console.print(f"best {best.arch.id}: mean over {n} seeds valid AUC {v:.4f}, test AUC {t:.4f}, {best.num_params:,} params", highlight=False)
-    elif best is not None:
-        console.print(f"best {best.arch.id}: valid AUC {best.valid_mean_auc:.4f}, test AUC {best.test_mean_auc:.4f}, "
-                      f"{best.num_params:,} params", highlight=False)
     console.print(res.best.summary(), highlight=False)
     tracking = f" | MLflow parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
     console.print(f"best architecture: {outcome.best_arch_path}{tracking}", highlight=False, soft_wrap=True)
     if (out / "weights.pt").exists():
-        console.print(f"export it: mdmt-nas export --arch {outcome.best_arch_path} --weights {out / 'weights.pt'} --out {out / 'model.pt'}",
-                      highlight=False, soft_wrap=True)
+        console.print(f"export it: mdmt-nas export {out}   (writes {out / 'export'}/model.pt2, model.onnx)", highlight=False, soft_wrap=True)
+    print_model(outcome.model)
+
+
+def winner_table(best):
+    """The winner's AUC per (domain, task), valid and test, with the means."""
+    from rich.table import Table
+
+    from mdmt_nas.cli.common import fmt
+    from mdmt_nas.search import report
+
+    table = Table()
+    for col in ("domain", "task", "valid AUC", "test AUC"):
+        table.add_column(col, justify="left" if col in ("domain", "task") else "right")
+    for d, t, v, te in report.winner_cells(best):
+        table.add_row(d, t, fmt(v), fmt(te))
+    table.add_section()
+    table.add_row("mean", "", fmt(best.valid_mean_auc), fmt(best.test_mean_auc), style="bold")
+    return table

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mdmt_nas.cli.app import app, report_plugin_failures
-from mdmt_nas.cli.common import build_config, console, default_output, ensure_writable_dir, fmt, metrics_table
+from mdmt_nas.cli.common import build_config, console, default_output, ensure_writable_dir, fmt, metrics_table, print_model
 
 
 @app.command()
@@ -20,12 +20,13 @@ def train(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    register_model: str = typer.Option(None, "--register-model", help="Register the trained model in the MLflow Model Registry under this name."),
 ) -> None:
     """Train one architecture and print its per-(domain, task) AUC table."""
     from mdmt_nas.experiment import load_splits, run_training
 
     report_plugin_failures()
-    cfg = build_config(config, arch, dataset, sets, tracking_uri, seed, no_track)
+    cfg = build_config(config, arch, dataset, sets, tracking_uri, seed, no_track, register_model)
     if cfg.arch is None:
         from mdmt_nas.errors import UserError
 
@@ -45,3 +46,4 @@ def train(
     console.print(f"params {r.num_params:,} | train {r.train_seconds:.1f}s ({r.rows_per_second:,.0f} rows/s) | "
                   f"latency {fmt(r.latency_ms_per_1k, 2)} ms/1k rows | mean test AUC {fmt(r.test.mean_auc)}")
     console.print(f"outputs: {out}" + (f" | MLflow run {outcome.run_id}" if outcome.run_id else ""))
+    print_model(outcome.model)

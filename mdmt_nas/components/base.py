@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mdmt_nas.routing import DomainRouting
+from mdmt_nas.routing import DomainRouting, is_static
 
 
 class NoParams(BaseModel):
@@ -39,6 +39,8 @@ class AuxCollector:
         self.losses[name] = self.losses[name] + value if name in self.losses else value
 
     def add_metric(self, name: str, value: float | torch.Tensor) -> None:
+        if is_static():  # a metric is a Python float read off the data: nothing to record in an exported graph
+            return
         self.metrics[name] = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
     def total_loss(self) -> torch.Tensor | None:
@@ -168,13 +170,17 @@ class Component(nn.Module):
     """Base of every neural component: a kind, a name and a pydantic `Params` model.
 
     `torchscript` says whether a model containing it can be exported with
-    `torch.jit.trace` (no data-dependent Python control flow in forward).
+    `torch.jit.trace` (no data-dependent Python control flow in forward);
+    `exportable` whether it can be exported with `torch.export` (`mdmt-nas
+    export`, the MLflow model of a run): no int()/float()/.item()/.tolist() of
+    a tensor and no Python `if` on tensor values in eval-mode forward.
     """
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     torchscript: ClassVar[bool] = True
+    exportable: ClassVar[bool] = True
 
     @classmethod
     def make_params(cls, raw: dict[str, Any] | BaseModel | None) -> BaseModel:

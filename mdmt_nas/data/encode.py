@@ -210,11 +210,15 @@ class EncoderStats:
     domains: pd.Series | None = None
     moments: _Moments = field(default_factory=_Moments)
     rows: int = 0
+    #: raw column -> value type ("long", "double", "boolean", "string"), from the first chunk
+    dtypes: dict[str, str] = field(default_factory=dict)
 
     def update(self, df: pd.DataFrame) -> None:
         """Add the rows of a train chunk (checks dense values and domains as it goes)."""
         m = self.mapping
         check_columns(df.columns, m.columns(), self.where)
+        if not self.dtypes:
+            self.dtypes = {c: raw_type(df[c]) for c in (m.domain, *m.sparse, *m.dense)}
         self.rows += len(df)
         for c in m.sparse:
             self.counts.setdefault(c, _Counts()).add(df[c])
@@ -241,7 +245,7 @@ class EncoderStats:
             std = np.where(std > 1e-12, std, 1.0)
         else:
             mean = std = np.zeros(0)
-        return Encoder(m, vocabs, mean, std, names, arrow)
+        return Encoder(m, vocabs, mean, std, names, arrow, dict(self.dtypes))
 
 
 def _vocab(counts: pd.Series, min_count: int, max_vocab: int | None) -> pd.Index:
@@ -254,6 +258,17 @@ def _vocab(counts: pd.Series, min_count: int, max_vocab: int | None) -> pd.Index
     if max_vocab is not None:
         order = order[:max_vocab]
     return counts.index[order]
+
+
+def raw_type(values: pd.Series) -> str:
+    """The value type of a raw column, named as MLflow signatures name them."""
+    if pd.api.types.is_bool_dtype(values):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(values):
+        return "long"
+    if pd.api.types.is_float_dtype(values):
+        return "double"
+    return "string"
 
 
 def _natural_sort(keys: Iterable[str]) -> list[str]:
@@ -353,6 +368,8 @@ class Encoder:
     domain_names: list[str]
     #: the vocabularies as Arrow arrays (filled lazily from `vocabs` when not given).
     arrow_vocabs: dict[str, pa.Array] = field(default_factory=dict, repr=False)
+    #: raw column -> value type ("long", "double", "boolean", "string")
+    dtypes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._domain_id = {n: i for i, n in enumerate(self.domain_names)}
@@ -390,6 +407,26 @@ class Encoder:
             domain_names=list(self.domain_names),
             tasks=list(m.labels),
         )
+
+    def serving_spec(self) -> dict:
+        """The encoding as plain JSON data, for serving raw rows (`mdmt_nas.serving.pyfunc_model.RawEncoder`).
+
+        Sparse id = position in `vocab` + 1 (0 = unknown); dense value = (raw - mean) / std; domain id =
+        position of the domain's name in `domains` (raw value -> text -> `names` mapping, if any -> name).
+        """
+        m = self.mapping
+
+        def values(vocab: pd.Index) -> list:
+            return [v if isinstance(v, (bool, int, float, str)) else str(v) for v in vocab.tolist()]
+
+        return {
+            "domain": {"column": m.domain, "type": self.dtypes.get(m.domain, "string"),
+                       "names": dict(m.domain_names) if m.domain_names is not None else None},
+            "sparse": [{"column": c, "type": self.dtypes.get(c, "string"), "vocab": values(self.vocabs[c])} for c in m.sparse],
+            "dense": [{"column": c, "mean": float(mu), "std": float(sd)} for c, mu, sd in zip(m.dense, self.mean, self.std)],
+            "domains": list(self.domain_names),
+            "tasks": list(m.labels),
+        }
 
     def transform(self, df: pd.DataFrame, where: str = "data") -> MDMTTensors:
         """Encode rows: ids (0 = unseen), normalised dense, domain ids, 0/1 labels."""
@@ -456,6 +493,6 @@ def encode_table(
     idx = split_indices(len(df), split, df, mapping.timestamp, where)
     parts = {name: df.iloc[i] for name, i in zip(PARTS, idx)}
     enc = fit_encoder(parts["train"], mapping, where=f"{where} (train split)")
-    out = Splits(enc.schema, *(enc.transform(parts[p], where=f"{where} ({p} split)") for p in PARTS))
+    out = Splits(enc.schema, *(enc.transform(parts[p], where=f"{where} ({p} split)") for p in PARTS), encoder=enc)
     out.validate()
     return out

@@ -204,6 +204,6 @@ def open_streaming(path: Path, mapping: ColumnMapping, split: SplitConfig | None
             f"a model cannot serve a domain it never trained on. Use another split or drop those rows"
         )
     parts = [ParquetRowSource(plan, k, counts[:, k], enc) for k in range(3)]
-    out = Splits(enc.schema, *parts)
+    out = Splits(enc.schema, *parts, encoder=enc)
     out.validate()
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -83,7 +83,11 @@ class RowSource(Protocol):
 
 @dataclass
 class Splits:
-    """Train/valid/test splits of one dataset. Searchers optimise on valid; test is only reported."""
+    """Train/valid/test splits of one dataset. Searchers optimise on valid; test is only reported.
+
+    `encoder` is the fitted raw-to-tensor encoding (`mdmt_nas.data.encode.Encoder`) when the dataset
+    was encoded from a raw table; it lets a served model take raw rows. None for pre-encoded data.
+    """
 
     schema: Schema
     train: MDMTTensors | RowSource
@@ -92,6 +96,7 @@ class Splits:
     #: Bayes-optimal probabilities float32 [N, T] per split name, when the data's generator knows
     #: them (the synthetic dataset): the ceiling of what any model can score on that split.
     oracle: dict[str, torch.Tensor] | None = None
+    encoder: Any = None
 
     def validate(self) -> None:
         from mdmt_nas.errors import DataError

@@ -20,7 +20,7 @@ from mdmt_nas.data.schema import Schema
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.model.groups import GroupRunner, Level
 from mdmt_nas.plugins.registry import Registry
-from mdmt_nas.routing import sort_by_domain
+from mdmt_nas.routing import is_static, sort_by_domain
 
 
 def resolve(registry: Registry, kind: str, spec: ComponentSpec, where: str) -> tuple[type, BaseModel]:
@@ -267,6 +267,8 @@ class MDMTModel(nn.Module):
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """Logits [B, T] in the input row order (rows are sorted by domain inside, then restored)."""
+        if is_static():  # static routing masks by domain: no sort needed, and no data-dependent slices
+            return self.forward_context(self.make_context(sparse, dense, domain))
         perm, inverse = sort_by_domain(domain)
         ctx = self.make_context(sparse.index_select(0, perm), dense.index_select(0, perm), domain.index_select(0, perm))
         return self.forward_context(ctx).index_select(0, inverse)

@@ -15,6 +15,7 @@ from mdmt_nas.arch import ComponentSpec, ExpertGroup
 from mdmt_nas.components import Context, Dims, ExpertBank, Gate, build, build_bank
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.plugins.registry import Registry
+from mdmt_nas.routing import is_static
 
 
 class GroupRunner(nn.Module):
@@ -99,7 +100,11 @@ class GroupRunner(nn.Module):
 
         selected: bool [B, per_member]. Returns [B, per_member, H] with zeros where
         not selected. Compute grows with the number of selected experts per row.
+        Under static routing (torch.export) every expert runs on every row and the
+        unselected outputs are zeroed: the same result with data-independent shapes.
         """
+        if is_static():
+            return self.run_member(x, ctx, 0) * selected.unsqueeze(-1).to(x.dtype)
         rows, cols, vals = [], [], []
         offset = 0
         for b, (bank, c) in enumerate(zip(self.banks, self.counts)):

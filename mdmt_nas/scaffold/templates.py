@@ -14,7 +14,8 @@ requires-python = ">=3.11"
 dependencies = ["mdmt-nas>=0.1"]
 
 [project.optional-dependencies]
-test = ["pytest>=8"]
+# the contract kit runs under pytest; mdmt-nas[plugin-dev] brings pytest and hypothesis
+test = ["mdmt-nas[plugin-dev]>=0.1"]
 
 # mdmt-nas finds plugins through this entry-point group; the name on the left is the
 # plugin name (`mdmt-nas plugins`, `plugins check`, MDMT_NAS_DISABLE_PLUGINS).
@@ -276,8 +277,9 @@ A {kind} for [mdmt-nas](https://github.com/) registered as `{plugin}`, plus the
 search space `{plugin}` that uses it.
 
 ```bash
-pip install -e .                      # registers the entry point `{plugin}` in group `mdmt_nas`
+pip install -e '.[test]'              # registers the entry point `{plugin}`; [test] = mdmt-nas[plugin-dev]: pytest, hypothesis
 mdmt-nas plugins                      # lists it with its components
+mdmt-nas plugins show {plugin}        # its docstring and parameter table (--json: the params' JSON schema)
 mdmt-nas plugins check {plugin}       # runs the contract kit on it
 pytest tests                          # the same checks as tests
 mdmt-nas search --space {plugin}      # a search over the space in {package}/{plugin}.yaml
@@ -286,7 +288,10 @@ mdmt-nas search --space {plugin}      # a search over the space in {package}/{pl
 Use it in an architecture file by name: `{usage}`.
 
 Edit `{package}/{kind}.py`; `{cls}.Params` lists its parameters (all with defaults).
-Set `torchscript = False` on the class if its forward cannot be traced.
+Set `torchscript = False` on the class if its forward cannot be traced with
+`torch.jit.trace`, and `exportable = False` if it cannot be exported with
+`torch.export` (what `mdmt-nas export` and the MLflow model of a run use).
+What each kind receives, sets and must return: docs/writing-plugins.md in mdmt-nas.
 '''
 
 #: how an architecture uses the component, per kind

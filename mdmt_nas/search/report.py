@@ -174,6 +174,42 @@ def verdict_line(v: dict[str, Any]) -> str:
     return f"the search did NOT beat the best known architecture {name} on valid AUC ({v['valid_margin']:+.4f} vs {ref:.4f})"
 
 
+def winner_cells(c: Candidate) -> list[tuple[str, str, float, float]]:
+    """(domain, task, valid AUC, test AUC) of a finished candidate, from its flat metrics (`valid_auc/<domain>/<task>`)."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for split, col in (("valid", 0), ("test", 1)):
+        for key, v in c.metrics.items():
+            if key.startswith(f"{split}_auc/") and key.count("/") == 2:
+                _, d, t = key.split("/")
+                cells.setdefault((d, t), [float("nan"), float("nan")])[col] = v
+    return [(d, t, v, te) for (d, t), (v, te) in cells.items()]
+
+
+def candidate_markdown(c: Candidate) -> str:
+    """One finished candidate's per-(domain, task) AUC as Markdown (its MLflow run's description)."""
+    lines = [f"**`{c.arch.id}`** (trial {c.number}): valid mean AUC {_fmt(c.valid_mean_auc)}, test {_fmt(c.test_mean_auc)}, "
+             f"{_fmt(c.num_params)} params", "", "| domain | task | valid AUC | test AUC |", "|---|---|---:|---:|"]
+    lines += [f"| {d} | {t} | {_fmt(v)} | {_fmt(te)} |" for d, t, v, te in winner_cells(c)]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_markdown(candidates: Sequence[Candidate], best: Candidate | None, title: str, top: int = 15) -> str:
+    """The leaderboard and the winner's per-(domain, task) AUC as Markdown (the MLflow parent run's description)."""
+    lines = [f"**{title}**", "", "| rank | trial | arch | state | valid AUC | test AUC | params | ms/1k rows |", "|---:|---:|---|---|---:|---:|---:|---:|"]
+    rows = ranked(candidates)
+    for rank, c in enumerate(rows[:top], 1):
+        lines.append(f"| {rank if c.state == 'finished' else '-'} | {c.number} | `{c.arch.id}` | {c.state} | {_fmt(c.valid_mean_auc)} | "
+                     f"{_fmt(c.test_mean_auc)} | {_fmt(c.num_params)} | {_fmt(c.latency_ms_per_1k, 2)} |")
+    if len(rows) > top:
+        lines.append(f"\n{len(rows) - top} more in leaderboard.csv")
+    if best is not None:
+        lines += ["", f"**Winner `{best.arch.id}`** (trial {best.number}): per-(domain, task) AUC", "",
+                  "| domain | task | valid AUC | test AUC |", "|---|---|---:|---:|"]
+        lines += [f"| {d} | {t} | {_fmt(v)} | {_fmt(te)} |" for d, t, v, te in winner_cells(best)]
+        lines.append(f"| **mean** | | **{_fmt(best.valid_mean_auc)}** | **{_fmt(best.test_mean_auc)}** |")
+    return "\n".join(lines) + "\n"
+
+
 def pareto_table(front: Sequence[Candidate], objectives: Sequence[str]):
     from rich.table import Table
 

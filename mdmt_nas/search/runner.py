@@ -99,6 +99,7 @@ class SearchOutcome:
     best: Candidate | None
     parent_run_id: str | None
     summary: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # mdmt_nas.serving.mlflow_model.Publication: the best model logged to the parent run
 
     @property
     def best_arch_path(self) -> Path:
@@ -151,6 +152,11 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         summary = _summary(ctx, cls, candidates, best, front, parent, tracker, t_start, stopped, "finished", result.extra)
         _write_reports(ctx, candidates, front, summary, tracker, parent)
         _log_best(tracker, parent, best)
+        tracker.set_tags(parent, {"mlflow.note.content": report.leaderboard_markdown(  # the parent run's description in the UI
+            candidates, best, f"{ctx.space.name} / {cls.name}: {summary['finished']} finished of {len(candidates)}")})
+        from mdmt_nas.serving.mlflow_model import publish_dir
+
+        published = publish_dir(tracker, parent, ctx.output_dir, ctx.splits, config.tracking)  # encoding.json + the MLflow model
     except (KeyboardInterrupt, SystemExit):
         display.stop()
         _write_partial(ctx, evaluator)
@@ -162,7 +168,7 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         raise
     display.stop()
     tracker.end_run(parent, "FINISHED")
-    return SearchOutcome(result, ctx.output_dir, best, parent, summary)
+    return SearchOutcome(result, ctx.output_dir, best, parent, summary, published)
 
 
 def _prepare(config: ExperimentConfig, output_dir: Path, space: Any, splits: Splits | None, tracker: Tracker | None, resume: bool,

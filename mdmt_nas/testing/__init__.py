@@ -10,7 +10,7 @@ from mdmt_nas.testing.contract import (
     component_label,
     contract_test,
 )
-from mdmt_nas.testing.world import ND, NF, NS, D, E, H, T, _batch, _schema, make_context
+from mdmt_nas.testing.world import ND, NF, NS, D, E, H, T, _batch, _registry_with, _schema, make_batch, make_context, make_schema
 
 __all__ = [
     "D",
@@ -32,5 +32,7 @@ __all__ = [
     "checks_for",
     "component_label",
     "contract_test",
+    "make_batch",
     "make_context",
+    "make_schema",
 ]

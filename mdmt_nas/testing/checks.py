@@ -20,7 +20,6 @@ from mdmt_nas.testing.world import (
     T,
     _assert_finite,
     _assert_grads,
-    _batch,
     _describe_exc,
     _Harness,
     _harness,
@@ -29,12 +28,15 @@ from mdmt_nas.testing.world import (
     _params_of,
     _randn,
     _registry_with,
-    _schema,
     _seeded,
+    _take,
+    make_batch,
     make_context,
+    make_schema,
 )
 
-NEURAL_CHECKS = ("interface", "params", "construct", "shapes", "dtype", "gradients", "determinism", "empty_domain", "bank", "in_model", "mixed_op", "torchscript")
+NEURAL_CHECKS = ("interface", "params", "construct", "shapes", "dtype", "gradients", "determinism", "empty_domain", "rows", "bank", "in_model",
+                 "mixed_op", "torchscript", "export")
 BALANCER_CHECKS = ("interface", "params", "construct", "shapes", "gradients", "determinism", "empty_domain", "in_model")
 #: checks whose failure makes the others meaningless
 GATING = ("interface", "construct")
@@ -202,6 +204,49 @@ class _Checker:
                             assert p.grad is None or torch.isfinite(p.grad).all(), f"{what}: non-finite gradient in {n}"
                         m.zero_grad()
 
+    def check_rows(self) -> None:
+        keep, none = torch.tensor([1, 4, 6]), torch.zeros(0, dtype=torch.long)
+        for v in self.h.variants():
+            m = self.built(v).eval()
+            ctx = make_context(7, seed=self.seed, training=False)
+            inp = self.h.inputs(m, v, ctx, self.seed + 1, False)
+            with torch.no_grad():
+                full = self.h.rows_view(self.h.run(m, inp, ctx))
+                part = self.h.rows_view(self.h.run(m, _take(inp, keep), ctx.select(keep)))
+            assert tuple(part.shape) == tuple(full[keep].shape) and torch.allclose(full[keep], part, atol=1e-5, rtol=1e-4), (
+                f"{_label(v)}: in eval mode the output of rows 1, 4, 6 changes when they run without the other rows of the batch (routing runs components on the rows of one domain or of one expert; keep rows independent at inference)")
+            for training in (True, False):
+                m.train(training)
+                c0 = ctx.select(none)
+                c0.training = training
+                try:
+                    out = self.h.run(m, _take(inp, none), c0)
+                except Exception as exc:
+                    raise AssertionError(f"{_label(v)}, {'train' if training else 'eval'} mode: a batch of 0 rows {_describe_exc(exc)} "
+                                         "(a component gets 0 rows when a domain is absent from a batch or no row selected an expert)") from None
+                want = self.h.expected(m, v, _take(inp, none), 0)
+                assert tuple(out.shape) == tuple(want), f"{_label(v)}: 0 rows in, output shape {list(out.shape)}, expected {list(want)}"
+
+    def check_export(self) -> None:
+        if not getattr(self.cls, "exportable", True):
+            raise _Skip("cls.exportable is False")
+        from mdmt_nas.serving.export import Scorer, trace_program
+
+        label, model = self._models()[0]
+        scorer = Scorer(model.eval()).eval()
+        try:
+            module = trace_program(scorer, make_batch(8, seed=self.seed)[:3], model.arch).module()
+        except Exception as exc:  # noqa: BLE001 - a UserError naming the component, or what torch.export raised
+            raise AssertionError(f"{label}: {exc} (set `exportable = False` on the class if it cannot be exported)") from None
+        for what, inputs in (("another batch (5 rows, domain 1 empty)", make_batch(5, torch.tensor([0, 2, 2, 0, 2]), self.seed + 3)[:3]),
+                             ("one row of domain 2", make_batch(1, torch.tensor([2]), self.seed + 4)[:3])):
+            with torch.no_grad():
+                want, got = scorer(*inputs), module(*inputs)
+            assert got.shape == want.shape and torch.allclose(want, got, atol=1e-5, rtol=1e-4), (
+                f"{label}: the exported program does not reproduce the outputs on {what} (max diff "
+                f"{(want - got).abs().max().item() if got.shape == want.shape else 'shape ' + str(list(got.shape))}); "
+                "Python control flow on tensor values, or int()/float()/.item() of a tensor?")
+
     def check_bank(self) -> None:
         if self.kind != "expert":
             raise _Skip("experts only")
@@ -240,7 +285,7 @@ class _Checker:
         for label, spec in self.h.archs():
             arch = Architecture.model_validate({"embedding_dim": E, **spec})
             try:
-                model = _seeded(self.seed, lambda: build_model(arch, _schema(), self.registry))
+                model = _seeded(self.seed, lambda: build_model(arch, make_schema(), self.registry))
             except Exception as exc:
                 raise AssertionError(f"build_model ({label}) {_describe_exc(exc)}") from None
             out.append((label, model))
@@ -258,7 +303,7 @@ class _Checker:
         for k, (label, model) in enumerate(self._models()):
             first = k == 0
             for what, dom in (("all domains", None), ("domain 1 empty", torch.tensor([0, 2, 2, 0, 0]))):
-                sparse, dense, domain, labels = _batch(7 if dom is None else len(dom), dom, self.seed)
+                sparse, dense, domain, labels = make_batch(7 if dom is None else len(dom), dom, self.seed)
                 model.train()
                 ctx = model.make_context(sparse, dense, domain, labels)
                 logits = model.forward_context(ctx)
@@ -304,12 +349,12 @@ class _Checker:
             space = parse_space(data, "contract kit", default_name="contract-kit")
             try:
                 relaxation = relax(space)
-                model = _seeded(self.seed, lambda: build_model(relaxation.arch, _schema(), self.registry))
+                model = _seeded(self.seed, lambda: build_model(relaxation.arch, make_schema(), self.registry))
             except Exception as exc:
                 raise AssertionError(f"DARTS supernet ({label}) {_describe_exc(exc)}") from None
             ctl = AlphaController(relaxation.relaxed).attach(model)
             ctl.new_step()
-            sparse, dense, dom, labels = _batch(7, seed=self.seed)
+            sparse, dense, dom, labels = make_batch(7, seed=self.seed)
             model.train()
             ctx = model.make_context(sparse, dense, dom, labels)
             logits = model.forward_context(ctx)
@@ -328,14 +373,14 @@ class _Checker:
             raise _Skip("cls.torchscript is False")
         for label, model in self._models()[:2]:
             model.eval()
-            ex = _batch(8, seed=self.seed)[:3]
+            ex = make_batch(8, seed=self.seed)[:3]
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 try:
                     traced = torch.jit.trace(model, ex, check_trace=False)
                 except Exception as exc:
                     raise AssertionError(f"{label}: torch.jit.trace {_describe_exc(exc)} (set `torchscript = False` on the class if it cannot be traced)") from None
-                for what, inputs in (("the traced batch", ex), ("another batch (5 rows, domain 1 empty)", _batch(5, torch.tensor([0, 2, 2, 0, 2]), self.seed + 3)[:3])):
+                for what, inputs in (("the traced batch", ex), ("another batch (5 rows, domain 1 empty)", make_batch(5, torch.tensor([0, 2, 2, 0, 2]), self.seed + 3)[:3])):
                     want, got = model(*inputs), traced(*inputs)
                     assert got.shape == want.shape and torch.allclose(want, got, atol=1e-5, rtol=1e-4), (
                         f"{label}: the traced model does not reproduce the outputs on {what} (max diff "
@@ -348,7 +393,7 @@ class _Checker:
         return _seeded(self.seed, lambda: build(self.cls, self.params, Dims(num_tasks=T, task_names=tuple(f"task{i}" for i in range(T)))))
 
     def _step(self, bal: Balancer, model: nn.Module, domain: torch.Tensor | None, step: int = 0) -> tuple[torch.Tensor, BalanceContext]:
-        sparse, dense, dom, labels = _batch(7 if domain is None else len(domain), domain, self.seed + step)
+        sparse, dense, dom, labels = make_batch(7 if domain is None else len(domain), domain, self.seed + step)
         model.train()
         ctx = model.make_context(sparse, dense, dom, labels)
         logits = model.forward_context(ctx)
@@ -363,7 +408,7 @@ class _Checker:
         from mdmt_nas.model import build_model
 
         arch = Architecture.model_validate({"embedding_dim": E, "shared": {"expert": MLP8, "num": 2}, "task": {"expert": MLP8, "num": 1}, "gate_scope": ["shared", "task"], "balancer": self.spec})
-        return _seeded(self.seed, lambda: build_model(arch, _schema(), self.registry))
+        return _seeded(self.seed, lambda: build_model(arch, make_schema(), self.registry))
 
     def bcheck_construct(self) -> None:
         bal = self._balancer()
@@ -406,7 +451,7 @@ class _Checker:
         from mdmt_nas.model import build_balancer
 
         arch = Architecture.model_validate({"embedding_dim": E, "shared": {"expert": MLP8, "num": 2}, "balancer": self.spec})
-        bal = build_balancer(arch, _schema(), self.registry)
+        bal = build_balancer(arch, make_schema(), self.registry)
         model = self._bal_model()
         opt = torch.optim.SGD(list(model.parameters()) + [p for p in bal.parameters() if p.requires_grad], lr=0.01)
         for step in range(3):  # a few optimiser steps, as the trainer runs them

@@ -13,11 +13,15 @@ every component of an installed plugin. Checks, per kind:
   gradients     every requires_grad parameter and the input receive gradients
   determinism   same seed -> same init and same output; eval forward repeatable
   empty_domain  a batch in which a domain has no rows (and one with one domain)
+  rows          a batch of 0 rows works (train and eval); in eval mode a row's output does not
+                depend on the other rows of its batch (routing runs components on row subsets)
   bank          (experts) `cls.bank` evaluates n experts, ranges, per-expert inputs and forward_each
   in_model      `build_model` with small architectures using it; forward, backward
   mixed_op      in a softmax-weighted mix, and in the DARTS supernet (mdmt_nas.search.darts.relax)
                 against another candidate: the mixing weights receive gradients
   torchscript   (if `cls.torchscript`) `torch.jit.trace` of models using it reproduces outputs
+  export        (if `cls.exportable`) `torch.export` of a model using it (static routing, dynamic
+                batch size; what `mdmt-nas export` and the logged MLflow model use) reproduces outputs
 
 A failed check raises `AssertionError` naming the component and the check
 (`raise_on_fail=False` returns the `Report` instead).

@@ -71,6 +71,10 @@ class _Harness:
         """Inputs at least one of which must receive a gradient (empty: not required)."""
         return [inp]
 
+    def rows_view(self, out: torch.Tensor) -> torch.Tensor:
+        """The part of `run`'s output that belongs to the component's own rows (for the row-independence check)."""
+        return out
+
     def alternative(self, m: nn.Module, v: dict[str, Any], inp: Any, ctx: Context) -> torch.Tensor:
         """A fixed second candidate of the same output shape, for the mixed-op check."""
         raise NotImplementedError
@@ -152,6 +156,9 @@ class _GateHarness(_Harness):
 
     def expected(self, m, v, inp, batch):
         return (batch, T * self.N + 2 * T * H)
+
+    def rows_view(self, out):
+        return out[:, : T * self.N]  # the weights; `run` mixes them with candidates drawn per batch size
 
     def grad_inputs(self, inp, ctx):
         return []  # a gate may ignore its input (e.g. uniform)
@@ -346,20 +353,34 @@ def _describe_exc(exc: BaseException) -> str:
     return f"raised {type(exc).__name__}: {exc}{where}"
 
 
-def _schema():
+def make_schema():
+    """The kit's data schema: D=3 domains, T=2 tasks, 3 sparse fields (vocabulary 10) and 2 dense fields."""
     from mdmt_nas.data.schema import Schema, SparseField
 
     return Schema(sparse=[SparseField(name=f"s{i}", vocab_size=10) for i in range(NS)], dense=[f"d{i}" for i in range(ND)],
                   domain_names=[f"dom{i}" for i in range(D)], tasks=[f"task{i}" for i in range(T)])
 
 
-def _batch(n: int, domain: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_batch(n: int, domain: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Model inputs for `make_schema()`: (sparse int64 [n, 3], dense [n, 2], domain int64 [n], labels [n, 2]).
+
+    Domains cycle 0, 1, 2, ... unless `domain` is given; `model(*make_batch(n)[:3])` runs a built model."""
     g = torch.Generator().manual_seed(seed)
     sparse = torch.randint(1, 10, (n, NS), generator=g)
     dense = torch.randn(n, ND, generator=g)
     dom = torch.arange(n) % D if domain is None else domain
     labels = (torch.rand(n, T, generator=g) < 0.4).float()
     return sparse, dense, dom.long(), labels
+
+
+_schema, _batch = make_schema, make_batch  # the names used before the helpers were public
+
+
+def _take(inp: Any, idx: torch.Tensor) -> Any:
+    """Rows `idx` of a harness input (a tensor, or a dict of tensors for level-2 fusions)."""
+    if isinstance(inp, dict):
+        return {k: v[idx] for k, v in inp.items()}
+    return inp[idx]
 
 
 def _registry_with(cls: type, kind: str, name: str, registry: Any = None) -> Any:

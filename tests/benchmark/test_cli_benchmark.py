@@ -143,7 +143,8 @@ def test_mlflow_one_parent_with_the_children(ran):
     search = children["search-tiny-bench-optuna-tpe"]
     assert search.data.tags["benchmark.model"] == "tpe" and children["MMoE seed0"].data.tags["benchmark.seed"] == "0"
     nested = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == search.info.run_id)
-    assert nested == ["Optuna TPE best, retrained seed0", "trial-0", "trial-1"]
+    assert [n.split(" · ")[0] for n in nested] == ["Optuna TPE best, retrained seed0", "trial-0", "trial-1"]
+    assert all(" · valid 0." in n or " · pruned · " in n for n in nested[1:]), nested  # trials named to read by themselves
     assert "test_mean_auc" in children["MMoE seed0"].data.metrics
     assert "report.md" in {a.path for a in __import__("mlflow").tracking.MlflowClient(ran["uri"]).list_artifacts(parent)}
 

@@ -54,6 +54,63 @@ def test_check_unknown_plugin_suggests(site, capsys):
     assert code == 2 and "no plugin named 'basik'" in err and "'basic'" in err
 
 
+def test_show_prints_kind_docstring_distribution_and_parameter_table(site, monkeypatch, capsys):
+    code, out, err = run_cli(["plugins", "show", "mlp"], capsys)
+    assert code == 0, err
+    from mdmt_nas.builtin.basic import MLPExpert
+
+    assert "expert mlp" in out and "plugin basic, distribution mdmt-nas" in out and "(built-in)" in out
+    assert MLPExpert.__doc__.strip().splitlines()[0] in out and "mdmt_nas.builtin.basic.MLPExpert" in out
+    for row in (["hidden", "list[int]", "[256, 64]", "length >= 1", "layer sizes; the last is the output size"],
+                ["activation", "str", '"relu"', "one of relu, gelu, silu, tanh"], ["dropout", "float", "0.0", ">= 0, < 1"]):
+        line = next((ln for ln in out.splitlines() if f" {row[0]} " in ln), "")
+        assert all(cell in line for cell in row), (row, line)
+    code, out, _ = run_cli(["plugins", "show", "noisy_topk"], capsys)
+    assert code == 0 and "gate noisy_topk" in out and "sparse = True" in out and "plugin cesaa" in out
+    make_dist(site, "mdmt-nas-good", {"good": "good_plugin"}, {"good_plugin.py": PLUGINS["good"][1]}, version="1.2.3")
+    monkeypatch.setenv("MDMT_NAS_LOAD_PLUGINS", "good")
+    from mdmt_nas import plugins
+
+    plugins.reset()  # reload with the new distribution
+    code, out, _ = run_cli(["plugins", "show", "good_expert"], capsys)
+    assert code == 0 and "plugin good, distribution mdmt-nas-good 1.2.3" in out and "(built-in)" not in out
+    code, out, _ = run_cli(["plugins", "show", "mmoe"], capsys)
+    assert code == 0 and "space mmoe" in out and "architectures" in out and "mdmt-nas spaces show mmoe" in out
+    code, _, err = run_cli(["plugins", "show", "mmoe", "--json"], capsys)
+    assert code == 2 and "has no parameters" in err
+    code, _, err = run_cli(["plugins", "show", "mlpp"], capsys)
+    assert code == 2 and "no component named 'mlpp'" in err and "'mlp'" in err
+    code, _, err = run_cli(["plugins", "show", "mlp", "--kind", "gate"], capsys)
+    assert code == 2 and "no gate named 'mlp'" in err
+    code, _, err = run_cli(["plugins", "show", "mlp", "--kind", "expertt"], capsys)
+    assert code == 2 and "unknown kind" in err and "'expert'" in err
+
+
+@pytest.mark.parametrize("name", ["mlp", "noisy_topk", "identity", "synthetic", "optuna-tpe"])
+def test_show_json_is_a_valid_json_schema_of_the_params(site, capsys, name):
+    import jsonschema
+
+    code, out, err = run_cli(["plugins", "show", name, "--json"], capsys)
+    assert code == 0, err
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid({}) and not validator.is_valid({"no_such_param": 1})  # defaults are valid; unknown keys are not
+    assert schema["x-mdmt-nas"]["name"] == name and schema["x-mdmt-nas"]["distribution"] == "mdmt-nas"
+    from mdmt_nas.plugins import get_registry
+
+    entry = next(e for e in get_registry().entries() if e.name == name)
+    params = entry.obj.Params
+    for field, prop in schema["properties"].items():  # every default in the schema is the component's own
+        if "default" in prop:
+            assert prop["default"] == params.model_fields[field].get_default(call_default_factory=True) or hasattr(
+                params.model_fields[field].get_default(call_default_factory=True), "model_dump")
+    if name == "mlp":
+        assert schema["properties"]["hidden"]["default"] == [256, 64] and schema["properties"]["dropout"]["exclusiveMaximum"] == 1
+        assert not validator.is_valid({"hidden": "wide"}) and not validator.is_valid({"activation": "swish"})
+        assert validator.is_valid({"hidden": [16], "activation": "gelu", "dropout": 0.5})
+
+
 def test_new_writes_a_package_that_loads_and_passes(site, monkeypatch, capsys, tmp_path):
     code, out, err = run_cli(["plugins", "new", "my-expert", "--kind", "expert", "--dir", str(tmp_path)], capsys)
     assert code == 0, err

@@ -8,7 +8,7 @@ import torch
 from mdmt_nas.arch import Architecture
 from mdmt_nas.model import build_model
 from mdmt_nas.plugins import ComponentFailure, attribute_error, describe_component_error, find_culprit, get_host, guard_shapes
-from mdmt_nas.testing import _schema
+from mdmt_nas.testing import make_schema
 from plugin_helpers import make_dist, run_cli
 
 GOOD = '''
@@ -144,14 +144,14 @@ def _arch(expert):
 
 
 def _batch():
-    from mdmt_nas.testing import _batch as b
+    from mdmt_nas.testing import make_batch as b
 
     return b(6)[:3]
 
 
 def test_component_crash_during_a_run_names_the_plugin(site, monkeypatch, capsys):
     install(site, monkeypatch, "crashy")
-    model = build_model(_arch("crashy_expert"), _schema())
+    model = build_model(_arch("crashy_expert"), make_schema())
     with pytest.raises(RuntimeError) as info:
         model(*_batch())
     ref = find_culprit(info.value, model)
@@ -170,7 +170,7 @@ def test_component_crash_during_a_run_names_the_plugin(site, monkeypatch, capsys
 
 
 def test_error_outside_components_is_left_alone(site):
-    model = build_model(_arch("mlp"), _schema())
+    model = build_model(_arch("mlp"), make_schema())
     exc = ValueError("data loader ran dry")
     assert find_culprit(exc, model) is None
     assert describe_component_error(exc, model) == "ValueError: data loader ran dry"
@@ -179,7 +179,7 @@ def test_error_outside_components_is_left_alone(site):
 
 def test_wrong_shape_is_blamed_on_the_component_that_produced_it(site, monkeypatch, capsys):
     install(site, monkeypatch, "shapeshifter")
-    model = build_model(_arch("shifty_expert"), _schema())
+    model = build_model(_arch("shifty_expert"), make_schema())
     with pytest.raises(ComponentFailure) as info, guard_shapes(model):
         model(*_batch())
     msg = str(info.value)
@@ -190,7 +190,7 @@ def test_wrong_shape_is_blamed_on_the_component_that_produced_it(site, monkeypat
 
     assert str(pickle.loads(pickle.dumps(info.value))) == msg  # survives a worker process boundary
     # hooks are gone after the block; a healthy model runs under the guard
-    healthy = build_model(_arch("mlp"), _schema())
+    healthy = build_model(_arch("mlp"), make_schema())
     with guard_shapes(healthy):
         assert healthy(*_batch()).shape == (6, 2)
     code, out, err = run_cli(["plugins", "check", "shapeshifter"], capsys)

@@ -133,6 +133,55 @@ class Untraceable(GoodExpert):
         return self.lin(x) + float(x.shape[0])
 
 
+class BatchDependent(GoodExpert):
+    """Centres by the batch mean even in eval mode: a row's score depends on the other rows."""
+
+    name = "batch_dependent"
+    torchscript = False
+
+    def forward(self, x, ctx):
+        h = self.lin(x)
+        return h - h.mean(0, keepdim=True)
+
+
+class NoEmptyRows(GoodExpert):
+    """Takes a max over the rows: fails on a batch of 0 rows (a domain absent from a batch)."""
+
+    name = "no_empty_rows"
+    torchscript = False
+
+    def forward(self, x, ctx):
+        h = self.lin(x)
+        return h + 0 * h.abs().amax()  # amax of an empty tensor raises
+
+
+class ReadsAPythonNumber(GoodExpert):
+    """Reads a tensor value into Python (`.item()`): traced as a constant, so the exported graph is wrong."""
+
+    name = "reads_a_python_number"
+    torchscript = False
+
+    def forward(self, x, ctx):
+        h = self.lin(x)
+        return h * (2.0 if float(x.sum().item()) > 0 else 1.0)
+
+
+class NotExportable(ReadsAPythonNumber):
+    """Says so: the export check is skipped."""
+
+    name = "not_exportable"
+    exportable = False
+
+
+class UnnormalisedGate(SoftmaxGate):
+    """Weights that do not sum to 1 (twice the softmax): allowed, the mixture is a weighted sum."""
+
+    name = "unnormalised_gate"
+
+    def forward(self, h, ctx):
+        return 2.0 * super().forward(h, ctx)
+
+
 class NotAnExpert(Gate):
     """A gate passed off as an expert."""
 
@@ -186,6 +235,9 @@ def test_good_component_passes_and_report_api():
         (EvalNoise, "determinism", ["eval"]),
         (NeedsEveryDomain, "empty_domain", ["NaN"]),
         (Untraceable, "torchscript", ["traced model does not reproduce"]),
+        (BatchDependent, "rows", ["rows 1, 4, 6 changes when they run without the other rows"]),
+        (NoEmptyRows, "rows", ["a batch of 0 rows raised", "no row selected an expert"]),
+        (ReadsAPythonNumber, "export", ["torch.export failed", ".item()", "exportable = False"]),
         (WrongGate, "shapes", ["weights of shape", "[1, 2, 5]"]),
         (DetachedBalancer, "gradients", ["w"]),
     ],
@@ -202,6 +254,27 @@ def test_broken_component_fails_the_right_check(cls, check, words):
         check_component(cls, checks=[check])
     text = str(info.value)
     assert repr(cls.name) in text and f"check '{check}'" in text and cls.__qualname__ in text
+
+
+def test_exportable_false_skips_the_export_check_and_gate_weights_need_not_sum_to_one():
+    report = check_component(NotExportable, raise_on_fail=False)
+    assert report.result("export").status == "skip" and report.result("export").message == "cls.exportable is False"
+    assert check_component(UnnormalisedGate, raise_on_fail=False).ok
+
+
+def test_export_refuses_a_model_with_an_unexportable_component(tmp_path):
+    from mdmt_nas.arch import Architecture
+    from mdmt_nas.errors import UserError
+    from mdmt_nas.model import build_model
+    from mdmt_nas.serving.export import export_loaded
+    from mdmt_nas.testing import _registry_with, make_schema
+
+    reg = _registry_with(NotExportable, "expert", "not_exportable")
+    arch = Architecture.model_validate({"embedding_dim": 4, "shared": {"expert": "not_exportable", "num": 2}})
+    model = build_model(arch, make_schema(), reg)
+    with pytest.raises(UserError, match="NotExportable declare exportable = False"):
+        export_loaded(model, arch, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_interface_failure_skips_the_rest():

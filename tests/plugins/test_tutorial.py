@@ -104,6 +104,10 @@ def test_every_tutorial_command_runs(tmp_path):
         elif cmd == "mdmt-nas plugins":
             assert "my_expert" in proc.stdout and "mdmt-nas-my-expert" in proc.stdout
             assert "failure" in proc.stdout and "Error" not in proc.stderr
+        elif cmd.startswith("mdmt-nas plugins show"):
+            assert "expert my_expert" in proc.stdout and "distribution mdmt-nas-my-expert 0.1.0" in proc.stdout
+            assert "residual two-layer perceptron" in proc.stdout  # the class docstring
+            assert "out_dim" in proc.stdout and "output size; experts mixed by one gate need equal sizes" in proc.stdout
         elif cmd.startswith("mdmt-nas plugins check"):
             assert "expert 'my_expert'" in proc.stdout and "space 'my_expert'" in proc.stdout
             assert "FAIL" not in proc.stdout and "all checks passed" in proc.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +33,11 @@ def test_search_prints_leaderboard_and_best_arch_path(tmp_path, mlflow_uri, caps
     assert code == 0, err
     assert "tiny / optuna-tpe:" in text and "valid AUC" in text
     assert f"best architecture: {out / 'best_arch.json'}" in text
-    assert "mdmt-nas export --arch" in text
+    summary = json.loads((out / "search.json").read_text())
+    assert f"winner {summary['best']['arch_id']}" in text and "per-(domain, task) AUC" in text
+    cells = [ln for ln in text.splitlines() if re.search(r"domain_\d .*task_\d .*0\.\d{4} .*0\.\d{4}", ln)]
+    assert len(cells) == 6, text  # 3 domains x 2 tasks of the synthetic data
+    assert f"export it: mdmt-nas export {out}" in text
     summary = json.loads((out / "search.json").read_text())
     assert summary["seed"] == 3 and summary["searcher"] == "optuna-tpe" and summary["budget"] == 3
     parents, children = runs_of(mlflow_uri, "cli-search")

@@ -189,7 +189,7 @@ def test_median_pruner_prunes_poor_candidates(tmp_path, mlflow_uri, splits, test
 
     space = load_tiny(tmp_path, {"mlp-16": MLP_OPTIONS["mlp-16"], "zero": {"name": "zero_expert"}})
     cfg = make_config(mlflow_uri, train={"epochs": 4, "lr": 0.01}, searcher="optuna-grid", budget=9,
-                      params={"pruner": "median", "n_startup_trials": 2})
+                      params={"pruner": "median", "n_startup_trials": 2, "reports_per_epoch": 1})
     out = tmp_path / "out"
     outcome = run_search(cfg, out, space=space, splits=splits)
     pruned = [c for c in outcome.result.candidates if c.state == "pruned"]

@@ -9,7 +9,7 @@ from mdmt_nas_ppnet import SPACE, DomainLoRAAdapter, PPNetExpert
 from mdmt_nas.components import Dims
 from mdmt_nas.model import build_model
 from mdmt_nas.spaces import load_space_file
-from mdmt_nas.testing import _batch, _schema, contract_test, make_context
+from mdmt_nas.testing import contract_test, make_batch, make_context, make_schema
 
 test_ppnet_contract = contract_test(PPNetExpert)
 test_ppnet_no_detach_contract = contract_test(PPNetExpert, params={"hidden": [16], "detach_gate_input": False})
@@ -39,8 +39,8 @@ def test_every_point_of_the_space_builds_and_runs(mdmt_plugin_host):
     assert space.size() == 72  # 2 bottoms x 2 experts x 3 counts x 3 adapters x 2 heads
     names = set()
     for assignment, arch in space.enumerate():
-        model = build_model(arch, _schema(), host.registry)
-        assert model(*_batch(5)[:3]).shape == (5, 2)
+        model = build_model(arch, make_schema(), host.registry)
+        assert model(*make_batch(5)[:3]).shape == (5, 2)
         names |= {e.name for g in arch.groups().values() for e in g.experts}
         if arch.adapter is not None:
             names.add(arch.adapter.name)

@@ -1,0 +1,1 @@
+"""Serving a trained model: export (.pt2, ONNX), the raw-row MLflow pyfunc, model logging and registry."""
