@@ -39,7 +39,7 @@ def test_nni_strategy_runs_three_trials(tmp_path, mlflow_uri, splits, searcher):
     before = _children_processes()
     handlers = list(logging.getLogger("nni").handlers)
     out = tmp_path / "out"
-    cfg = make_config(mlflow_uri, searcher=searcher, budget=3)
+    cfg = make_config(mlflow_uri, searcher=searcher, budget=3, params={"pruner": "none"})
     outcome = run_search(cfg, out, space=load_tiny(tmp_path), splits=splits)
 
     cands = outcome.result.candidates
