@@ -146,3 +146,31 @@ def test_arch_parameters_are_separated_from_weights():
     names = {n for n, p in model.named_parameters() if any(p is q for q in model.arch_parameters())}
     assert names == {"group_fusion.domain.arch_b", "group_fusion.task.arch_b", "fusion.arch_a_domain", "fusion.arch_a_task"}
     assert len(model.weight_parameters()) + 4 == len(list(model.parameters()))
+
+
+def test_raw_dense_values_are_appended_to_the_flat_input():
+    arch = small(load_config("examples/mmoe.yaml").arch).model_copy(update={"dense_input": "raw"})
+    model = build_model(arch, SCHEMA)
+    sparse, dense, domain = batch(8, 2)
+    ctx = model.make_context(sparse, dense, domain)
+    E = arch.embedding_dim
+    assert ctx.fields.shape == (8, 4, E)  # 3 sparse fields + the domain; no dense field
+    assert ctx.embedding.shape == (8, 4 * E + 1)
+    torch.testing.assert_close(ctx.embedding[:, -1:], dense)
+    assert model.dense_proj is None and "dense_proj" not in dict(model.named_parameters())
+    out = model(sparse, dense, domain)
+    assert not torch.allclose(out, model(sparse, dense + 1.0, domain))  # the values reach the experts
+
+
+def test_dense_input_default_keeps_architecture_ids():
+    arch = load_config("examples/mmoe.yaml").arch
+    assert arch.model_copy(update={"dense_input": "project"}).id == arch.id
+    assert Architecture.model_validate({**arch.model_dump(), "dense_input": "raw"}).id != arch.id
+
+
+def test_field_wise_components_work_with_raw_dense():
+    for name in ("hamur_mlp", "dephn"):
+        arch = load_config(f"examples/{name}.yaml").arch
+        arch = Architecture.model_validate({**arch.model_dump(), "dense_input": "raw"})
+        out = build_model(arch, SCHEMA)(*batch(16, 4))
+        assert out.shape == (16, 2) and torch.isfinite(out).all()
