@@ -231,6 +231,32 @@ class Trainer:
             yield from src.batches(self.cfg.batch_size, shuffle=True, generator=gen)
 
     # ---------------------------------------------------------------- loop
+    def arch_batches(self) -> Iterator[MDMTTensors] | None:
+        """The structure step's batches (None without a structure step)."""
+        return self._arch_batches() if self.arch_step else None
+
+    def train_epoch(self, gen: torch.Generator, arch_iter: Iterator[MDMTTensors] | None = None,
+                    t_start: float | None = None, progress: "_Progress | None" = None) -> tuple[float, int, int]:
+        """One shuffled pass over the training split, with the structure steps: (loss sum, batches, rows)."""
+        cfg = self.cfg
+        self.model.train()
+        self._aux_acc: dict[str, tuple[float, int]] = {}
+        t_start = time.perf_counter() if t_start is None else t_start
+        loss_sum, n_batches, rows = 0.0, 0, 0
+        for batch in self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen):
+            if arch_iter is not None and cfg.arch_step_every == "batch":
+                self.arch_update(next(arch_iter))
+            loss = self.train_step(batch)
+            loss_sum += loss
+            n_batches += 1
+            rows += len(batch)
+            if progress is not None:
+                progress.batch(loss)
+            self._check_limits(t_start)
+        if arch_iter is not None and cfg.arch_step_every == "epoch":
+            self.arch_update(next(arch_iter))
+        return loss_sum, n_batches, rows
+
     def fit(self) -> TrainResult:
         cfg = self.cfg
         if cfg.threads:
@@ -241,7 +267,7 @@ class Trainer:
         best_auc, best_state, best_epoch = -math.inf, None, -1
         history: list[dict[str, float]] = []
         bad_epochs, stopped_early = 0, False
-        arch_iter = self._arch_batches() if self.arch_step else None
+        arch_iter = self.arch_batches()
         t_start = time.perf_counter()
         train_time = 0.0
         rows_seen = 0
@@ -249,21 +275,9 @@ class Trainer:
         last_valid: Metrics | None = None
         try:
             for epoch in range(cfg.epochs):
-                self.model.train()
-                self._aux_acc: dict[str, tuple[float, int]] = {}
                 t0 = time.perf_counter()
-                loss_sum, n_batches = 0.0, 0
-                for batch in self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen):
-                    if arch_iter is not None and cfg.arch_step_every == "batch":
-                        self.arch_update(next(arch_iter))
-                    loss = self.train_step(batch)
-                    loss_sum += loss
-                    n_batches += 1
-                    rows_seen += len(batch)
-                    progress.batch(loss)
-                    self._check_limits(t_start)
-                if arch_iter is not None and cfg.arch_step_every == "epoch":
-                    self.arch_update(next(arch_iter))
+                loss_sum, n_batches, rows = self.train_epoch(gen, arch_iter, t_start, progress)
+                rows_seen += rows
                 train_time += time.perf_counter() - t0
                 valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
                 last_valid = valid
