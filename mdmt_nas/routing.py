@@ -52,8 +52,9 @@ class DomainRouting:
         `rows of d` is a slice (sorted batch) or an index tensor; either indexes
         tensors and `Context.select`.
         """
-        if self.slices is not None:
-            return torch.cat([fn(d, x[s], s) for d, s in enumerate(self.slices)])
+        if self.slices is not None:  # split views: their backward is one cat, not a zero-filled copy per domain
+            parts = x.split([s.stop - s.start for s in self.slices])
+            return torch.cat([fn(d, xs, s) for d, (xs, s) in enumerate(zip(parts, self.slices))])
         parts = [fn(d, x.index_select(0, idx), idx) for d, idx in enumerate(self._groups or [])]
         return torch.cat(parts).index_select(0, self.inverse)
 

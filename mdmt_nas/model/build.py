@@ -160,8 +160,9 @@ class MDMTModel(nn.Module):
     def embed(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """Per-field embeddings [B, F, E]: sparse lookups, dense values times a learned vector (unless raw), domain."""
         parts = []
-        if sparse.shape[1]:
-            parts.append(self.embedding(sparse + self.offsets))
+        if sparse.shape[1]:  # index_select, not F.embedding: its backward (index_add) is ~2.5x faster on CPU
+            ids = (sparse + self.offsets).reshape(-1)
+            parts.append(self.embedding.weight.index_select(0, ids).view(sparse.shape[0], sparse.shape[1], -1))
         if dense.shape[1] and not self.raw_dense:
             parts.append(dense.unsqueeze(-1) * self.dense_proj)
         if self.domain_embedding is not None:
@@ -226,12 +227,12 @@ class MDMTModel(nn.Module):
                 if o.dim() == 3:  # own members only: [B, n, H]
                     fused = fusion(o.mean(dim=1, keepdim=True), ctx).squeeze(1)
                 else:  # all members: [B, D, n, H] -> keep the row's own domain
-                    view = fusion(o.mean(dim=2), ctx)
+                    view = fusion(o.squeeze(2) if o.shape[2] == 1 else o.mean(dim=2), ctx)
                     idx = ctx.domain.view(-1, 1, 1).expand(-1, 1, view.shape[-1])
                     fused = torch.gather(view, 1, idx).squeeze(1)
                 parts["domain"] = fused.unsqueeze(1).expand(-1, T, -1)
             else:
-                parts["task"] = fusion(o.mean(dim=2), ctx)
+                parts["task"] = fusion(o.squeeze(2) if o.shape[2] == 1 else o.mean(dim=2), ctx)
         return parts
 
     def forward_context(self, ctx: Context) -> torch.Tensor:

@@ -174,3 +174,40 @@ def test_field_wise_components_work_with_raw_dense():
         arch = Architecture.model_validate({**arch.model_dump(), "dense_input": "raw"})
         out = build_model(arch, SCHEMA)(*batch(16, 4))
         assert out.shape == (16, 2) and torch.isfinite(out).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 60), d_in=st.integers(1, 12), star=st.integers(1, 24), out=st.integers(1, 10), seed=st.integers(0, 99))
+def test_m3oe_star_composed_maps_equal_the_two_layers(n, d_in, star, out, seed):
+    """M3oEStar composes its linear star layer with star_mlp's Linear when that is cheaper: the same
+    outputs and gradients (up to rounding) as running the two layers."""
+    from mdmt_nas.builtin.m3oe import M3oEStar, M3oEStarParams
+    from mdmt_nas.components import Context, Dims
+
+    torch.manual_seed(seed)
+    star_ = M3oEStar(M3oEStarParams(star_dim=star, out_dim=out), Dims(in_dim=d_in, num_fields=1, field_dim=d_in, num_domains=3))
+    x = torch.randn(n, d_in)
+    domain = torch.sort(torch.randint(0, 3, (n,)))[0]
+    results = []
+    for compose in (True, False):
+        star_.compose = lambda rows, c=compose: c  # force each path
+        star_.zero_grad()
+        xx = x.clone().requires_grad_()
+        ctx = Context(domain=domain, fields=xx.view(n, 1, d_in), embedding=xx, num_domains=3, num_tasks=1)
+        y = star_(xx, ctx)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach(), xx.grad, [p.grad.clone() for p in star_.parameters()]))
+    (y1, gx1, gp1), (y2, gx2, gp2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gx1, gx2, rtol=1e-4, atol=1e-4)
+    for a, b in zip(gp1, gp2):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_m3oe_star_composes_only_when_cheaper():
+    from mdmt_nas.builtin.m3oe import M3oEStar, M3oEStarParams
+    from mdmt_nas.components import Dims
+
+    star_ = M3oEStar(M3oEStarParams(star_dim=512, out_dim=256), Dims(in_dim=113, num_fields=7, field_dim=16, num_domains=3))
+    assert star_.compose(4096) and not star_.compose(1)  # the reference M3oE's sizes: break-even near 278 rows for 3 domains
+    assert star_.compose(279) and not star_.compose(277)
