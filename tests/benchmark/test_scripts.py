@@ -77,3 +77,19 @@ def test_reference_m3oe_runs_the_reference_and_ours(tmp_path):
     assert all(math.isfinite(float(v)) and float(v) > 0 for v in m.groups())
     assert float(m.group(2)) > 1.0  # routing and the composed star layer do less work per row
     assert (tmp_path / "w" / "ml-1m.csv").is_file()
+
+
+def test_sparse_embedding_compares_dense_and_sparse_tables():
+    out = run("sparse_embedding.py", "--vocab", "5000", "--steps", "2", "--batch", "128", "--threads", "1")
+    rows = re.findall(r"^\s+5,000 (Adam \(dense\)|SparseAdam \(sparse\))\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
+    assert [r[0] for r in rows] == ["Adam (dense)", "SparseAdam (sparse)"], out
+    (_, _, table_d, grad_d, _), (_, _, table_s, grad_s, _) = rows
+    assert table_d == table_s and float(grad_s) < float(grad_d)  # a sparse gradient holds only the batch's rows
+
+
+def test_candidate_overhead_names_each_piece():
+    out = run("candidate_overhead.py", "--rows", "2500", "--candidates", "2", "--threads", "1")
+    for piece in ("train epochs", "MLflow logging", "AUC heatmap (matplotlib)", "AUC + logloss (compute_metrics)", "model build"):
+        assert re.search(rf"^{re.escape(piece)}\s+[\d.]+\s+[\d.]+%$", out, re.M), (piece, out)
+    m = re.search(r"fixed overhead .*: ([\d.]+) s = ([\d.]+)% of the candidate", out)
+    assert m and 0 < float(m.group(2)) < 100, out
