@@ -25,7 +25,9 @@ ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tan
 # ----------------------------------------------------------------------------- experts
 class MLPParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hidden: list[int] = Field(default_factory=lambda: [256, 64], min_length=1, description="layer sizes; the last is the output size")
+    hidden: list[int] = Field(default_factory=lambda: [256, 64], min_length=1,
+                              description="output size of each layer (Linear + norm + activation), in order; the last is the expert's "
+                                          "output: [256, 64] = in -> 256 -> 64 (two layers), [64] = in -> 64 (one layer)")
     layernorm: bool = True
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     dropout: float = Field(default=0.0, ge=0, lt=1)
