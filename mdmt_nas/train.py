@@ -266,7 +266,7 @@ class Trainer:
         return self._arch_batches() if self.arch_step else None
 
     def train_epoch(self, gen: torch.Generator, arch_iter: Iterator[MDMTTensors] | None = None,
-                    t_start: float | None = None, progress: "_Progress | None" = None) -> tuple[float, int, int]:
+                    t_start: float | None = None, progress: _Progress | None = None) -> tuple[float, int, int]:
         """One shuffled pass over the training split, with the structure steps: (loss sum, batches, rows)."""
         cfg = self.cfg
         self.model.train()

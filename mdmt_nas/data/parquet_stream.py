@@ -30,9 +30,9 @@ from mdmt_nas.data.encode import (
     ColumnMapping,
     Encoder,
     EncoderStats,
-    labels_matrix,
     check_columns,
     domain_counts,
+    labels_matrix,
 )
 from mdmt_nas.data.split import PARTS, SplitConfig, hash_uniform, split_codes
 from mdmt_nas.data.tensors import MDMTTensors, Splits

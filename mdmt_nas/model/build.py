@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 import torch
-from pydantic import BaseModel
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
 
 from mdmt_nas.arch import Architecture, ComponentSpec

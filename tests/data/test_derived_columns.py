@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from mdmt_nas.data import load_dataset
 from mdmt_nas.data.convert import csv_to_parquet
-from mdmt_nas.data.encode import ColumnMapping, FirstOf, LabelRule, encode_table
+from mdmt_nas.data.encode import encode_table
+from mdmt_nas.data.mapping import ColumnMapping, FirstOf, LabelRule
 from mdmt_nas.data.split import SplitConfig
 from mdmt_nas.errors import ConfigError, DataError
 

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdmt_nas.components import Dims
 from mdmt_nas.arch import Architecture
 from mdmt_nas.builtin.basic import MLPExpert, MLPParams, StackedMLP
+from mdmt_nas.components import Dims
 from mdmt_nas.config import load_config
 from mdmt_nas.data.schema import Schema, SparseField
 from mdmt_nas.model import build_model
