@@ -65,6 +65,11 @@ class TrackingConfig(BaseModel):
     enabled: bool = True
     uri: str | None = Field(default=None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or MLflow's own default (sqlite mlflow.db)")
     experiment: str = "mdmt-nas"
+    plots: Literal["best", "all"] = Field(
+        default="best",
+        description="AUC heatmap of a search candidate: only when it leads the leaderboard so far, and for retrained/final "
+        "models (best; ~0.5 s saved per other candidate), or for every candidate (all)",
+    )
 
 
 class SearchConfig(BaseModel):

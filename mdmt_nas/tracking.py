@@ -277,9 +277,21 @@ class Tracker:
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
     def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
-        if run_id:
-            for k, v in tags.items():
-                self.client.set_tag(run_id, k, str(v))
+        if run_id and tags:  # one request for all of them
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_texts(self, run_id: str | None, texts: Mapping[str, str]) -> None:
+        """Several text artifacts in one upload (name -> content)."""
+        if not run_id or not texts:
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in texts.items():
+                (Path(tmp) / name).write_text(text)
+            self.client.log_artifacts(run_id, tmp)
 
     def log_text(self, run_id: str | None, text: str, name: str) -> None:
         if run_id:
@@ -333,8 +345,10 @@ def auc_heatmap(metrics: Any, title: str):
     return fig
 
 
-def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None) -> None:
-    """Params (flattened architecture + training config), final metrics and artifacts of one training."""
+def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None,
+                 plot: bool = True) -> None:
+    """Params (flattened architecture + training config), final metrics and artifacts of one training;
+    the AUC heatmap unless `plot` is false (a search's candidates that do not lead, see tracking.plots)."""
     if not run_id:
         return
     arch = result.arch
@@ -354,9 +368,10 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
                   "train_seconds": result.train_seconds, "rows_per_second": result.rows_per_second,
                   "best_epoch": result.best_epoch})
     tracker.log_metrics(run_id, final, step=result.epochs_run)
-    tracker.log_text(run_id, arch.to_json(), "arch.json")
-    tracker.log_text(run_id, json.dumps(config.model_dump(mode="json"), indent=2), "config.json")
-    tracker.log_text(run_id, metrics_csv({"valid": result.valid, "test": result.test}), "metrics.csv")
+    tracker.log_texts(run_id, {"arch.json": arch.to_json(), "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
+                               "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test})})
+    if not plot:
+        return
     import matplotlib.pyplot as plt
 
     metric_split = result.test if result.test is not None else result.valid

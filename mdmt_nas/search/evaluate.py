@@ -87,9 +87,11 @@ class Evaluator:
     def _keep_if_best(self, cand: Candidate, model: torch.nn.Module) -> None:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.last_state = (cand.arch.id, state)
-        if not cand.valid_mean_auc > self.best_valid or self.output_dir is None:
+        if not cand.valid_mean_auc > self.best_valid:
             return
         self.best_valid = cand.valid_mean_auc
+        if self.output_dir is None:
+            return
         d = self.output_dir / BEST_DIR
         d.mkdir(parents=True, exist_ok=True)
         torch.save(state, d / "weights.pt")
@@ -131,7 +133,7 @@ class Evaluator:
             raise
         except BaseException as exc:  # noqa: BLE001 - a candidate's failure must not end the search
             return self._failed(cand, exc, built[0] if built else None, history, time.perf_counter() - t0, label)
-        return self._finished(cand, result, cfg, label)
+        return self._finished(cand, result, cfg, label, kind)
 
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
         """The candidate's child run (tagged running, with this worker), its params logged."""
@@ -161,7 +163,7 @@ class Evaluator:
         self._fail(cand, cand.run_id, label)
         return cand
 
-    def _finished(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str) -> Candidate:
+    def _finished(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str, kind: str = "candidate") -> Candidate:
         """A trained candidate: its metrics, logged; failed if its valid AUC is undefined; kept if it is the best so far."""
         run_id = cand.run_id
         cand.train_seconds = result.train_seconds
@@ -177,7 +179,9 @@ class Evaluator:
             return cand
         cand.state = "finished"
         # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
-        log_training(self.tracker, run_id, replace(result, history=[]), self.config.model_copy(update={"train": cfg}))
+        # the heatmap (~0.5 s) only for a candidate that leads so far, a retrained model, or with tracking.plots: all
+        plot = self.config.tracking.plots == "all" or kind != "candidate" or cand.valid_mean_auc > self.best_valid
+        log_training(self.tracker, run_id, replace(result, history=[]), self.config.model_copy(update={"train": cfg}), plot=plot)
         self._keep_if_best(cand, result.model)
         self._finish(cand, run_id, "FINISHED", label)
         return cand
