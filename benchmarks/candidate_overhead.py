@@ -66,7 +66,7 @@ def instrument() -> None:
     timed(train.copy, "deepcopy", "best-state copies")
     timed(tracking, "auc_heatmap", "AUC heatmap (matplotlib)")
     timed(tracking.Tracker, "log_figure", "AUC heatmap (matplotlib)")
-    for name in ("start_child", "log_params", "log_metrics", "set_tags", "log_text", "end_run"):
+    for name in ("start_child", "log_params", "log_metrics", "log_batch", "set_tags", "log_text", "log_texts", "end_run"):
         timed(tracking.Tracker, name, "MLflow logging")
     del model_mod
 

@@ -276,6 +276,28 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
+    def log_batch(self, run_id: str | None, params: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None,
+                  tags: Mapping[str, Any] | None = None) -> None:
+        """Params, metrics and tags in one request when they fit MLflow's limits (100 params, 100 tags, 1000 entries),
+        else in chunks."""
+        if not run_id:
+            return
+        tags = tags or {}
+        if len(params) > 100 or len(tags) > 100 or len(params) + len(metrics) + len(tags) > 1000:
+            self.log_params(run_id, params)
+            self.log_metrics(run_id, metrics, step)
+            self.set_tags(run_id, tags)
+            return
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(run_id, params=[Param(k[:250], str(v)[:MAX_PARAM_LEN]) for k, v in params.items()],
+                              metrics=[Metric(k[:250], float(v), ts, step or 0) for k, v in metrics.items()
+                                       if v is not None and not (isinstance(v, float) and math.isnan(v))],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
         if run_id and tags:  # one request for all of them
             from mlflow.entities import RunTag
@@ -346,9 +368,9 @@ def auc_heatmap(metrics: Any, title: str):
 
 
 def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None,
-                 plot: bool = True) -> None:
-    """Params (flattened architecture + training config), final metrics and artifacts of one training;
-    the AUC heatmap unless `plot` is false (a search's candidates that do not lead, see tracking.plots)."""
+                 plot: bool = True, tags: Mapping[str, Any] | None = None) -> None:
+    """Params (flattened architecture + training config), final metrics (and `tags`, same request) and artifacts of one
+    training; the AUC heatmap unless `plot` is false (a search's candidates that do not lead, see tracking.plots)."""
     if not run_id:
         return
     arch = result.arch
@@ -357,7 +379,6 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     params.update(flatten(config.train.model_dump(mode="json"), "train"))
     params.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
     params.update(extra_params or {})
-    tracker.log_params(run_id, params)
     for rec in result.history:
         tracker.log_metrics(run_id, {k: v for k, v in rec.items() if k != "epoch"}, step=int(rec["epoch"]))
     final = {}
@@ -367,7 +388,7 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     final.update({"num_params": result.num_params, "latency_ms_per_1k": result.latency_ms_per_1k,
                   "train_seconds": result.train_seconds, "rows_per_second": result.rows_per_second,
                   "best_epoch": result.best_epoch})
-    tracker.log_metrics(run_id, final, step=result.epochs_run)
+    tracker.log_batch(run_id, params, final, step=result.epochs_run, tags=tags)
     tracker.log_texts(run_id, {"arch.json": arch.to_json(), "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
                                "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test})})
     if not plot:

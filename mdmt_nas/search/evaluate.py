@@ -181,9 +181,10 @@ class Evaluator:
         # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
         # the heatmap (~0.5 s) only for a candidate that leads so far, a retrained model, or with tracking.plots: all
         plot = self.config.tracking.plots == "all" or kind != "candidate" or cand.valid_mean_auc > self.best_valid
-        log_training(self.tracker, run_id, replace(result, history=[]), self.config.model_copy(update={"train": cfg}), plot=plot)
+        log_training(self.tracker, run_id, replace(result, history=[]), self.config.model_copy(update={"train": cfg}), plot=plot,
+                     tags={"state": cand.state})
         self._keep_if_best(cand, result.model)
-        self._finish(cand, run_id, "FINISHED", label)
+        self._finish(cand, run_id, "FINISHED", label, tagged=True)
         return cand
 
     def _reason(self, exc: BaseException, model: Any) -> str:
@@ -208,11 +209,12 @@ class Evaluator:
         if self.max_failures is not None and self.failures >= self.max_failures:
             raise SearchStopped(f"{self.failures} candidates failed (search.max_failures={self.max_failures})")
 
-    def _finish(self, cand: Candidate, run_id: str | None, status: str, label: str) -> None:
+    def _finish(self, cand: Candidate, run_id: str | None, status: str, label: str, tagged: bool = False) -> None:
         tags = {"state": cand.state}
         if cand.reason:
             tags["reason"] = cand.reason[:5000]
-        self.tracker.set_tags(run_id, tags)
+        if not tagged:  # a finished candidate's tags went with its final metrics
+            self.tracker.set_tags(run_id, tags)
         if cand.state != "finished":
             self.tracker.log_metrics(run_id, {"num_params": cand.num_params, "train_seconds": cand.train_seconds})
         self.tracker.end_run(run_id, status)
