@@ -104,8 +104,8 @@ class BalanceFusion(Fusion):
         b = torch.sigmoid(self.arch_b)
         if M == 1:
             return outputs
-        others = outputs.sum(dim=1, keepdim=True) - outputs
-        return b * outputs + (1 - b) / (M - 1) * others
+        c = (1 - b) / (M - 1)  # b E_i + c (S - E_i) = c S + (b - c) E_i: two passes over the members, not four
+        return torch.addcmul(c * outputs.sum(dim=1, keepdim=True), b - c, outputs)
 
 
 class WeightedParams(BaseModel):

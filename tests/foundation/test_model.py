@@ -211,3 +211,22 @@ def test_m3oe_star_composes_only_when_cheaper():
     star_ = M3oEStar(M3oEStarParams(star_dim=512, out_dim=256), Dims(in_dim=113, num_fields=7, field_dim=16, num_domains=3))
     assert star_.compose(4096) and not star_.compose(1)  # the reference M3oE's sizes: break-even near 278 rows for 3 domains
     assert star_.compose(279) and not star_.compose(277)
+
+
+@settings(max_examples=25, deadline=None)
+@given(M=st.integers(1, 5), n=st.integers(1, 9), init=st.floats(-3, 3), seed=st.integers(0, 99))
+def test_m3oe_balance_and_weighted_fusions_follow_the_reference_formulas(M, n, init, seed):
+    """balance: member i = b E_i + (1 - b) / (M - 1) sum_{j != i} E_j; weighted: shared + a_d domain + a_t task."""
+    from mdmt_nas.builtin.m3oe import BalanceFusion, BalanceParams, WeightedFusion, WeightedParams
+    from mdmt_nas.components import Dims
+
+    torch.manual_seed(seed)
+    x = torch.randn(n, M, 6)
+    f = BalanceFusion(BalanceParams(init=init), Dims(in_dim=6, members=M))
+    b = torch.sigmoid(torch.tensor(init))
+    want = x if M == 1 else torch.stack([b * x[:, i] + (1 - b) / (M - 1) * (x.sum(1) - x[:, i]) for i in range(M)], 1)
+    torch.testing.assert_close(f(x, None), want, rtol=1e-5, atol=1e-5)
+    parts = {"shared": torch.randn(n, 2, 6), "domain": torch.randn(n, 1, 6).expand(-1, 2, -1), "task": torch.randn(n, 2, 6)}
+    w = WeightedFusion(WeightedParams(init_domain=init, init_task=-init), Dims(in_dim=6, members=list(parts)))
+    want = parts["shared"] + b * parts["domain"] + torch.sigmoid(torch.tensor(-init)) * parts["task"]
+    torch.testing.assert_close(w(parts, None), want, rtol=1e-5, atol=1e-5)
