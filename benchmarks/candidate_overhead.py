@@ -33,8 +33,11 @@ PIECES = collections.defaultdict(float)
 
 
 def timed(owner, name: str, piece: str) -> None:
-    """Wrap owner.name so its wall time adds to PIECES[piece] (outermost call only)."""
-    fn = getattr(owner, name)
+    """Wrap owner.name so its wall time adds to PIECES[piece] (outermost call only); absent names are skipped
+    (so the script also measures older code, e.g. with PYTHONPATH pointing at another checkout)."""
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
     depth = [0]
 
     @functools.wraps(fn)
@@ -57,7 +60,7 @@ def instrument() -> None:
     import mdmt_nas.tracking as tracking
     import mdmt_nas.train as train
 
-    timed(train.Trainer, "train_epoch", "train epochs")
+    timed(train.Trainer, "train_epoch" if hasattr(train.Trainer, "train_epoch") else "train_step", "train epochs")
     timed(train, "predict", "evaluation forward passes")
     timed(metrics, "compute_metrics", "AUC + logloss (compute_metrics)")
     train.compute_metrics = metrics.compute_metrics
