@@ -2,7 +2,9 @@
 
 Both models have the same architecture and parameter shapes (examples/m3oe.yaml:
 STAR bottom 512 -> 256 with skip, 4 shared + 1 per domain + 1 per task experts
-256 -> 64, a softmax gate and a tower per (domain, task)). The "reference-style"
+256 -> 64 (one Linear + LayerNorm + ReLU), a softmax gate and a tower per (domain,
+task), dense values fed raw; `--config` takes another M3oE config, e.g. one with
+`hidden: [256, 64]` experts, as this benchmark used before 2026-12). The "reference-style"
 model computes the way the public M3oE code does: every domain branch (STAR
 slot, gates, towers) on every row followed by a mask, experts one by one in
 Python loops, rows batched by a per-row Dataset + collate. mdmt-nas routes rows
@@ -13,7 +15,7 @@ Prints a table: rows/s of each, the ratio, model FLOPs per row (forward +
 backward, counted by torch's FlopCounterMode) and the share of this machine's
 fp32 matmul peak (a 1024x1024 matmul, measured in the same run).
 
-    python benchmarks/throughput.py [--rows 200000] [--batch 4096] [--steps 30]
+    python benchmarks/throughput.py [--rows 200000] [--batch 4096] [--steps 30] [--config examples/m3oe.yaml]
 """
 
 from __future__ import annotations
@@ -38,29 +40,36 @@ def _block(a: int, b: int) -> nn.Sequential:
 class ReferenceStyleM3oE(nn.Module):
     """M3oE computed as the reference code does: all branches on all rows, then masked."""
 
-    def __init__(self, vocab: list[int], num_dense: int, D: int, T: int, E: int = 16, star: int = 512, rep: int = 256, hid: int = 256, out: int = 64, n_shared: int = 4):
+    def __init__(self, vocab: list[int], num_dense: int, D: int, T: int, E: int = 16, star: int = 512, rep: int = 256,
+                 hidden: tuple[int, ...] = (64,), n_shared: int = 4, raw_dense: bool = True):
         super().__init__()
         self.D, self.T = D, T
         self.embeddings = nn.ModuleList(nn.Embedding(v, E) for v in vocab)  # one table per field, as the reference
-        self.dense_proj = nn.Parameter(torch.randn(num_dense, E) * 0.1)
+        self.dense_proj = None if raw_dense else nn.Parameter(torch.randn(num_dense, E) * 0.1)
         self.domain_emb = nn.Embedding(D, E)
-        inp = (len(vocab) + num_dense + 1) * E
+        inp = (len(vocab) + 1) * E + (num_dense if raw_dense else num_dense * E)
+        out = hidden[-1]
+
+        def expert() -> nn.Sequential:
+            dims = [rep, *hidden]
+            return nn.Sequential(*(_block(a, b) for a, b in zip(dims[:-1], dims[1:])))
+
         self.shared_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(inp, star)))
         self.shared_bias = nn.Parameter(torch.zeros(star))
         self.slot_weight = nn.ParameterList(nn.Parameter(nn.init.xavier_uniform_(torch.empty(inp, star))) for _ in range(D))
         self.slot_bias = nn.ParameterList(nn.Parameter(torch.zeros(star)) for _ in range(D))
         self.star_mlp = _block(star, rep)
         self.skip = _block(inp, rep)
-        self.experts = nn.ModuleList(nn.Sequential(_block(rep, hid), _block(hid, out)) for _ in range(n_shared))
-        self.domain_experts = nn.ModuleList(nn.Sequential(_block(rep, hid), _block(hid, out)) for _ in range(D))
-        self.task_experts = nn.ModuleList(nn.Sequential(_block(rep, hid), _block(hid, out)) for _ in range(T))
+        self.experts = nn.ModuleList(expert() for _ in range(n_shared))
+        self.domain_experts = nn.ModuleList(expert() for _ in range(D))
+        self.task_experts = nn.ModuleList(expert() for _ in range(T))
         self.gates = nn.ModuleList(nn.Linear(rep, n_shared) for _ in range(D * T))
         self.towers = nn.ModuleList(nn.Sequential(_block(out, out), nn.Linear(out, 1)) for _ in range(D * T))
         self.a_d, self.a_t, self.b_d, self.b_t = (nn.Parameter(torch.tensor(1.0)) for _ in range(4))
 
     def forward(self, sparse, dense, domain):
         fields = [emb(sparse[:, i]) for i, emb in enumerate(self.embeddings)]
-        fields.append(dense.unsqueeze(-1) * self.dense_proj)
+        fields.append(dense if self.dense_proj is None else dense.unsqueeze(-1) * self.dense_proj)
         x = torch.cat([f.flatten(1) if f.dim() == 3 else f for f in fields] + [self.domain_emb(domain)], dim=1)
         masks = [(domain == d) for d in range(self.D)]
         h = torch.zeros(x.shape[0], self.shared_weight.shape[1])
@@ -139,14 +148,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", default="examples/m3oe.yaml", help="an M3oE config (its expert sizes and dense_input shape both models)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     splits = load_dataset("synthetic", {"n_rows": args.rows})
     schema, train = splits.schema, splits.train
-    arch = load_config("examples/m3oe.yaml").arch
+    arch = load_config(args.config).arch
     ours = build_model(arch, schema)
-    ref = ReferenceStyleM3oE([f.vocab_size for f in schema.sparse], schema.num_dense, schema.num_domains, schema.num_tasks)
+    assert arch.shared is not None
+    ref = ReferenceStyleM3oE([f.vocab_size for f in schema.sparse], schema.num_dense, schema.num_domains, schema.num_tasks,
+                             hidden=tuple(arch.shared.experts[0].params["hidden"]), raw_dense=arch.dense_input == "raw")
     n_ours = sum(p.numel() for p in ours.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
 
@@ -198,7 +210,7 @@ def main() -> None:
     e2e_ours = rows / (time.perf_counter() - t)
     peak2 = matmul_peak_gflops()
 
-    print(f"\nM3oE reference architecture, synthetic default ({schema.num_domains} domains x {schema.num_tasks} tasks), batch {args.batch}, {args.threads} threads")
+    print(f"\n{args.config}: M3oE reference architecture, synthetic default ({schema.num_domains} domains x {schema.num_tasks} tasks), batch {args.batch}, {args.threads} threads")
     print(f"fp32 matmul peak (1024x1024): {peak:.1f} GFLOP/s (before) / {peak2:.1f} GFLOP/s (after)\n")
     hdr = f"{'model':<28}{'params':>10}{'FLOPs/row':>12}{'rows/s':>10}{'GFLOP/s':>9}{'% peak':>8}{'e2e rows/s':>12}"
     print(hdr)

@@ -79,6 +79,12 @@ class Architecture(BaseModel):
     name: str = Field(default="", description="label only; not part of the id")
     embedding_dim: int = Field(default=16, ge=1, le=1024)
     domain_feature: bool = Field(default=True, description="add a learned domain embedding as an input field (the M3oE reference feeds the domain indicator as a feature)")
+    dense_input: Literal["project", "raw"] = Field(
+        default="project",
+        description="project: each dense value times a learned embedding_dim vector (one input field per dense column); "
+        "raw: the dense values appended to the flat input as they are (one input unit each, as the M3oE reference does; "
+        "they are then not part of the per-field embeddings that field-wise components read)",
+    )
     input_adapter: ComponentSpec | None = None
     bottom: ComponentSpec | None = None
     shared: ExpertGroup | None = None
@@ -132,6 +138,8 @@ class Architecture(BaseModel):
     def canonical(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data.pop("name", None)
+        if data.get("dense_input") == "project":  # added later: the default keeps earlier ids
+            data.pop("dense_input")
         return data
 
     @property

@@ -53,6 +53,12 @@ class TrainConfig(BaseModel):
     arch_lr: float = Field(default=1e-3, gt=0)
     arch_step_every: Literal["batch", "epoch"] = Field(default="batch", description="structure step after every batch, or once per epoch (the M3oE reference)")
     grad_clip: float | None = Field(default=None, gt=0)
+    sparse_embedding: bool = Field(
+        default=False,
+        description="sparse gradients for the sparse-feature embedding table, updated by SparseAdam (SGD with optimizer sgd): "
+        "a step touches only the rows of the batch's ids, not the whole table (for large vocabularies); the table then gets "
+        "no weight decay, lazy Adam moments, and the plain summed gradient under gradient-level balancers",
+    )
     max_seconds: float | None = Field(default=None, gt=0, description="time limit for one training; exceeded -> failed trial")
     max_memory_mb: float | None = Field(default=None, gt=0, description="peak RSS limit for one training; exceeded -> failed trial")
     threads: int | None = Field(default=None, ge=1)
@@ -68,6 +74,11 @@ class TrackingConfig(BaseModel):
                             "pyfunc model that scores raw feature rows")
     register_model: str | None = Field(default=None, description="register the logged model in the MLflow Model Registry "
                                        "under this name (a new version each time)")
+    plots: Literal["best", "all"] = Field(
+        default="best",
+        description="AUC heatmap of a search candidate: only when it leads the leaderboard so far, and for retrained/final "
+        "models (best; ~0.5 s saved per other candidate), or for every candidate (all)",
+    )
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}

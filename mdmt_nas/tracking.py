@@ -280,10 +280,44 @@ class Tracker:
         if run_id:
             self.client.update_run(run_id, name=name[:250])
 
+    def log_batch(self, run_id: str | None, params: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None,
+                  tags: Mapping[str, Any] | None = None) -> None:
+        """Params, metrics and tags in one request when they fit MLflow's limits (100 params, 100 tags, 1000 entries),
+        else in chunks."""
+        if not run_id:
+            return
+        tags = tags or {}
+        if len(params) > 100 or len(tags) > 100 or len(params) + len(metrics) + len(tags) > 1000:
+            self.log_params(run_id, params)
+            self.log_metrics(run_id, metrics, step)
+            self.set_tags(run_id, tags)
+            return
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(run_id, params=[Param(k[:250], str(v)[:MAX_PARAM_LEN]) for k, v in params.items()],
+                              metrics=[Metric(k[:250], float(v), ts, step or 0) for k, v in metrics.items()
+                                       if v is not None and not (isinstance(v, float) and math.isnan(v))],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
-        if run_id:
-            for k, v in tags.items():
-                self.client.set_tag(run_id, k, str(v))
+        if run_id and tags:  # one request for all of them
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_texts(self, run_id: str | None, texts: Mapping[str, str]) -> None:
+        """Several text artifacts in one upload (name -> content)."""
+        if not run_id or not texts:
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in texts.items():
+                (Path(tmp) / name).write_text(text)
+            self.client.log_artifacts(run_id, tmp)
 
     def log_text(self, run_id: str | None, text: str, name: str) -> None:
         if run_id:
@@ -360,8 +394,9 @@ def arch_brief(arch: Any) -> str:
 
 
 def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None,
-                 label: str | None = None) -> None:
-    """Params (flattened architecture + training config), final metrics and artifacts of one training.
+                 label: str | None = None, plot: bool = True, tags: Mapping[str, Any] | None = None) -> None:
+    """Params (flattened architecture + training config), final metrics (and `tags`, same request) and artifacts of one
+    training; the AUC heatmap unless `plot` is false (a search's candidates that do not lead, see tracking.plots).
 
     The per-epoch metrics are not logged here: the caller logs each epoch as it ends (with its step), once.
     """
@@ -373,7 +408,6 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     params.update(flatten(config.train.model_dump(mode="json"), "train"))
     params.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
     params.update(extra_params or {})
-    tracker.log_params(run_id, params)
     final = {}
     final.update(result.valid.flat("valid"))
     if result.test is not None:
@@ -385,10 +419,11 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
                                         result.num_params, result.latency_ms_per_1k))))
     load = getattr(result, "latency_load", None)
     final["latency_load_1m"] = load if load is not None else machine_load()  # the load while latency was measured
-    tracker.log_metrics(run_id, final, step=result.epochs_run)
-    tracker.log_text(run_id, arch.to_json(), "arch.json")
-    tracker.log_text(run_id, json.dumps(config.model_dump(mode="json"), indent=2), "config.json")
-    tracker.log_text(run_id, metrics_csv({"valid": result.valid, "test": result.test}), "metrics.csv")
+    tracker.log_batch(run_id, params, final, step=result.epochs_run, tags=tags)
+    tracker.log_texts(run_id, {"arch.json": arch.to_json(), "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
+                               "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test})})
+    if not plot:
+        return
     import matplotlib.pyplot as plt
 
     metric_split = result.test if result.test is not None else result.valid

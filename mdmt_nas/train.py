@@ -27,7 +27,7 @@ from mdmt_nas.components import Balancer
 from mdmt_nas.config import TrainConfig
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.data.tensors import MDMTTensors, RowSource, Splits
-from mdmt_nas.errors import TrialFailed, check_interrupt
+from mdmt_nas.errors import ConfigError, TrialFailed, check_interrupt
 from mdmt_nas.metrics import Metrics, compute_metrics
 from mdmt_nas.model import MDMTModel, build_balancer, build_model
 from mdmt_nas.plugins import guard_shapes
@@ -101,13 +101,15 @@ def evaluate(model: MDMTModel, data: RowSource, schema: Schema, batch_size: int 
     return compute_metrics(p, y, d, schema)
 
 
-def measure_latency(model: MDMTModel, data: RowSource, rows: int = 1000, repeats: int = 5) -> float:
-    """Inference latency in milliseconds per 1k rows (median of a few repeats)."""
+def measure_latency(model: MDMTModel, data: RowSource, rows: int = 1000, repeats: int = 3, warm_up: bool = True) -> float:
+    """Inference latency in milliseconds per 1k rows (median of a few repeats; warm_up=False for a model
+    that has just run inference, e.g. after its test evaluation)."""
     batch = next(iter(data.batches(rows)))
     model.eval()
     times = []
     with torch.no_grad():
-        model(batch.sparse, batch.dense, batch.domain)  # warm-up
+        if warm_up:
+            model(batch.sparse, batch.dense, batch.domain)
         for _ in range(repeats):
             t0 = time.perf_counter()
             model(batch.sparse, batch.dense, batch.domain)
@@ -183,6 +185,25 @@ class _Progress:
             self.p.stop()
 
 
+class _Optimizers:
+    """Several optimisers stepped as one (the weights' optimiser and the sparse table's)."""
+
+    def __init__(self, opts: list[torch.optim.Optimizer]):
+        self.opts = opts
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.opts:
+            o.step()
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.opts for g in o.param_groups]
+
+
 class Trainer:
     """Fits one model: main optimiser on weights, optional structure step, early stopping on mean valid AUC."""
 
@@ -204,11 +225,22 @@ class Trainer:
         weights = weights + [p for p in balancer.parameters() if p.requires_grad]
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg.optimizer]
         extra = {"fused": True} if cfg.optimizer in ("adam", "adamw") else {}  # one kernel per step for all tensors: ~9% faster steps on CPU
-        self.opt = opt_cls([p for p in weights if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+        table = model.embedding.weight
+        sparse = cfg.sparse_embedding and table.requires_grad
+        if sparse and cfg.grad_clip:
+            raise ConfigError("train.sparse_embedding cannot be combined with train.grad_clip (gradient clipping needs dense gradients); drop one")
+        dense = [p for p in weights if p.requires_grad and not (sparse and p is table)]
+        self.opt: torch.optim.Optimizer | _Optimizers = opt_cls(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+        if sparse:
+            model.sparse_grad = True
+            table_opt = torch.optim.SGD([table], lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.SparseAdam([table], lr=cfg.lr)
+            self.opt = _Optimizers([self.opt, table_opt])
         #: M3oE's structure step on the `arch_*` parameters (a second Adam, on a separate batch)
         self.structure = StructureStep(arch_params, lambda b: objective(*self._losses(b)[1:]), cfg.arch_lr) if self.arch_step else None
-        self.shared = model.shared_parameters()
+        # gradient-level balancers combine flattened dense gradients: a sparse table takes the plain summed gradient
+        self.shared = [p for p in model.shared_parameters() if not (sparse and p is table)]
         self.step_count = 0
+        self._aux_acc: dict[str, tuple[float, int]] = {}
 
     # ---------------------------------------------------------------- one step
     def _losses(self, batch: MDMTTensors) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -262,6 +294,32 @@ class Trainer:
             yield batch
 
     # ---------------------------------------------------------------- loop
+    def arch_batches(self) -> Iterator[MDMTTensors] | None:
+        """The structure step's batches (None without a structure step)."""
+        return self._arch_batches() if self.arch_step else None
+
+    def train_epoch(self, gen: torch.Generator, arch_iter: Iterator[MDMTTensors] | None = None,
+                    t_start: float | None = None, progress: _Progress | None = None) -> tuple[float, int, int]:
+        """One shuffled pass over the training split, with the structure steps: (loss sum, batches, rows)."""
+        cfg = self.cfg
+        self.model.train()
+        self._aux_acc = {}
+        t_start = time.perf_counter() if t_start is None else t_start
+        loss_sum, n_batches, rows = 0.0, 0, 0
+        for batch in self._epoch_batches(gen):
+            if arch_iter is not None and cfg.arch_step_every == "batch":
+                self.arch_update(next(arch_iter))
+            loss = self.train_step(batch)
+            loss_sum += loss
+            n_batches += 1
+            rows += len(batch)
+            if progress is not None:
+                progress.batch(loss)
+            self._check_limits(t_start)
+        if arch_iter is not None and cfg.arch_step_every == "epoch":
+            self.arch_update(next(arch_iter))
+        return loss_sum, n_batches, rows
+
     def fit(self) -> TrainResult:
         cfg = self.cfg
         if cfg.threads:
@@ -272,7 +330,7 @@ class Trainer:
         best_auc, best_state, best_epoch = -math.inf, None, -1
         history: list[dict[str, float]] = []
         bad_epochs, stopped_early = 0, False
-        arch_iter = self._arch_batches() if self.arch_step else None
+        arch_iter = self.arch_batches()
         t_start = time.perf_counter()
         train_time = 0.0
         rows_seen = 0
@@ -280,21 +338,9 @@ class Trainer:
         last_valid: Metrics | None = None
         try:
             for epoch in range(cfg.epochs):
-                self.model.train()
-                self._aux_acc: dict[str, tuple[float, int]] = {}
                 t0 = time.perf_counter()
-                loss_sum, n_batches = 0.0, 0
-                for batch in self._epoch_batches(gen):
-                    if arch_iter is not None and cfg.arch_step_every == "batch":
-                        self.arch_update(next(arch_iter))
-                    loss = self.train_step(batch)
-                    loss_sum += loss
-                    n_batches += 1
-                    rows_seen += len(batch)
-                    progress.batch(loss)
-                    self._check_limits(t_start)
-                if arch_iter is not None and cfg.arch_step_every == "epoch":
-                    self.arch_update(next(arch_iter))
+                loss_sum, n_batches, rows = self.train_epoch(gen, arch_iter, t_start, progress)
+                rows_seen += rows
                 train_time += time.perf_counter() - t0
                 valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
                 last_valid = valid
@@ -329,7 +375,7 @@ class Trainer:
             model=self.model, arch=self.model.arch, valid=valid, test=test, history=history, best_epoch=best_epoch,
             epochs_run=len(history), stopped_early=stopped_early, num_params=self.model.num_parameters(),
             train_seconds=train_time, rows_per_second=rows_seen / max(train_time, 1e-9),
-            latency_ms_per_1k=measure_latency(self.model, self.splits.valid), aux_metrics=aux_final,
+            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, warm_up=False), aux_metrics=aux_final,
         )
 
     def _check_limits(self, t_start: float) -> None:

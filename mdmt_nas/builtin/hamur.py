@@ -10,7 +10,7 @@ Component (registered through `register_adapters`, like any third-party plugin):
   backbone's hidden vector h [B, dim]:
       out = h + norm(up(sigmoid(down(h))))
   whose weights are generated per row by a domain-shared hyper-network. The
-  hyper-network (an MLP on the row's flat input embedding `ctx.embedding`,
+  hyper-network (an MLP on the row's flat field embeddings `ctx.fields`,
   optionally concatenated with a learned domain embedding) outputs a k x k
   matrix H per row, and
       W_down = U0 H V0  [dim, bottleneck],   W_up = U1 H V1  [bottleneck, dim]
@@ -85,7 +85,7 @@ class HyperAdapter(Adapter):
 
     def hyper(self, ctx: Context) -> torch.Tensor:
         """The per-row matrix H [B, k, k] (scaled by 1/sqrt(k))."""
-        x = ctx.embedding
+        x = ctx.fields.flatten(1)  # = ctx.embedding unless dense values are fed raw
         if self.domain_emb is not None:
             x = torch.cat([x, self.domain_emb(ctx.domain)], dim=-1)
         return self.hyper_net(x).view(-1, self.k, self.k) / math.sqrt(self.k)

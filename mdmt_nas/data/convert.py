@@ -38,11 +38,14 @@ class ConvertReport:
 
 def column_types(mapping: ColumnMapping, keep: list[str] | tuple[str, ...] = ()) -> dict[str, pa.DataType]:
     """Arrow types of the mapped columns (strings for everything categorical)."""
-    types: dict[str, pa.DataType] = {c: pa.string() for c in [mapping.domain, *mapping.sparse, *keep]}
-    types.update({c: pa.float32() for c in mapping.dense})
-    types.update({c: pa.float32() for c in mapping.labels})
+    def raw(c: str) -> str:  # a derived column is stored as its (text) source column
+        return mapping.derived[c].first_of if c in mapping.derived else c
+
+    types: dict[str, pa.DataType] = {raw(c): pa.string() for c in [mapping.domain, *mapping.sparse, *keep]}
+    types.update({c: pa.float32() for c in mapping.dense if c not in mapping.derived})
+    types.update({r.column: pa.float32() for r in mapping.label_rules().values()})
     if mapping.timestamp:
-        types[mapping.timestamp] = pa.float64()
+        types[raw(mapping.timestamp)] = pa.float64()
     return types
 
 

@@ -6,7 +6,8 @@ it: an unseen category maps to id 0, a valid/test domain unseen in train is
 an error. Statistics are accumulated by `EncoderStats.update`, which works
 on the whole train table at once or on streamed chunks of it, so in-memory
 and streaming datasets share one code path. Everything is vectorised
-(pandas/numpy), never a Python loop over rows.
+(pandas/numpy), never a Python loop over rows. The column mapping itself
+(roles, label rules, derived columns) is `mapping.py`.
 """
 
 from __future__ import annotations
@@ -19,97 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mdmt_nas.data.mapping import ColumnMapping, FirstOf, LabelRule, check_columns, domain_keys  # noqa: F401 (re-exported)
 from mdmt_nas.data.schema import Schema, SparseField
 from mdmt_nas.data.split import PARTS, SplitConfig, split_indices
 from mdmt_nas.data.tensors import MDMTTensors, Splits
 from mdmt_nas.errors import DataError
-
-#: Separators we recognise when a file was read with the wrong one (longest first).
-_SEPARATORS = ("::", "\t", ";", ",", "|")
-_SEP_NAMES = {"\t": "\\t' (tab", "::": "::", ";": ";", ",": ",", "|": "|"}
-
-
-class ColumnMapping(BaseModel):
-    """Which raw columns play which role. Task names are the label column names."""
-
-    model_config = ConfigDict(extra="forbid")
-    domain: str
-    labels: list[str] = Field(min_length=1)
-    sparse: list[str] = Field(default_factory=list)
-    dense: list[str] = Field(default_factory=list)
-    #: raw domain value (as a string) -> domain name; several values may share a name.
-    #: The order of first appearance of each name fixes the domain ids.
-    domain_names: dict[str, str] | None = None
-    timestamp: str | None = None
-    #: categories seen fewer times than this in train map to 0 (unknown).
-    min_count: int = Field(default=1, ge=1)
-    #: keep only the most frequent categories per sparse column.
-    max_vocab: int | None = Field(default=None, ge=1)
-
-    @field_validator("domain_names", mode="before")
-    @classmethod
-    def _str_keys(cls, v: object) -> object:
-        if isinstance(v, dict):
-            return {_key_str(k): str(n) for k, n in v.items()}
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> "ColumnMapping":
-        if not self.sparse and not self.dense:
-            raise ValueError("the mapping needs at least one sparse or dense column")
-        features = self.sparse + self.dense
-        dup = sorted({c for c in features + self.labels if (features + self.labels).count(c) > 1})
-        if dup:
-            raise ValueError(f"columns used in two roles (or twice): {dup}")
-        return self
-
-    def columns(self) -> list[str]:
-        """Every raw column the mapping reads (each once, in a stable order)."""
-        cols = [self.domain, *self.labels, *self.sparse, *self.dense]
-        if self.timestamp:
-            cols.append(self.timestamp)
-        return list(dict.fromkeys(cols))
-
-
-def _key_str(v: object) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def domain_keys(values: pd.Series) -> pd.Series:
-    """Domain values as strings, so 1, 1.0 and "1" name the same domain."""
-    if pd.api.types.is_bool_dtype(values):
-        return values.astype(str)
-    if pd.api.types.is_float_dtype(values):
-        finite = values.dropna()
-        if len(finite) and np.all(np.mod(finite.to_numpy(), 1) == 0):
-            return values.astype("Int64").astype("string").astype(object).where(values.notna(), None)
-    return values.astype("string").str.strip().astype(object).where(values.notna(), None)
-
-
-def check_columns(columns: Iterable[str], needed: Iterable[str], where: str, separator: str | None = None) -> None:
-    """DataError naming a missing column and listing the available ones; detects a wrong separator."""
-    cols = [str(c) for c in columns]
-    missing = [c for c in needed if c not in cols]
-    if not missing:
-        return
-    if len(cols) == 1:
-        found = next((s for s in _SEPARATORS if s in cols[0] and s != separator), None)
-        if found is not None:
-            used = f" with separator '{_SEP_NAMES.get(separator, separator)}'" if separator else ""
-            raise DataError(
-                f"{where}: the file has a single column {cols[0][:80]!r}; it seems to be separated by "
-                f"'{_SEP_NAMES[found]}' but was read{used}. Set the separator (e.g. `separator: {found!r}`)"
-            )
-    raise DataError(
-        f"{where}: column {missing[0]!r} not found"
-        + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
-        + f"; available columns: {', '.join(cols)}"
-    )
-
 
 # ----------------------------------------------------------------------------- fitting
 
@@ -216,7 +132,8 @@ class EncoderStats:
     def update(self, df: pd.DataFrame) -> None:
         """Add the rows of a train chunk (checks dense values and domains as it goes)."""
         m = self.mapping
-        check_columns(df.columns, m.columns(), self.where)
+        df = m.prepare(df, self.where)
+        check_columns(df.columns, m.frame_columns(), self.where)
         if not self.dtypes:
             self.dtypes = {c: raw_type(df[c]) for c in (m.domain, *m.sparse, *m.dense)}
         self.rows += len(df)
@@ -227,7 +144,7 @@ class EncoderStats:
         if m.dense:
             self.moments.update(dense_matrix(df, m.dense, self.where))
 
-    def finish(self) -> "Encoder":
+    def finish(self) -> Encoder:
         m = self.mapping
         if self.rows == 0:
             raise DataError(f"{self.where}: the train split is empty; nothing to fit the encoding on")
@@ -405,7 +322,7 @@ class Encoder:
             dense=list(m.dense),
             domain=m.domain,
             domain_names=list(self.domain_names),
-            tasks=list(m.labels),
+            tasks=m.tasks(),
         )
 
     def serving_spec(self) -> dict:
@@ -431,7 +348,8 @@ class Encoder:
     def transform(self, df: pd.DataFrame, where: str = "data") -> MDMTTensors:
         """Encode rows: ids (0 = unseen), normalised dense, domain ids, 0/1 labels."""
         m = self.mapping
-        check_columns(df.columns, m.columns(), where)
+        df = m.prepare(df, where)
+        check_columns(df.columns, m.frame_columns(), where)
         n = len(df)
         codes, names = named_domains(df[m.domain], m, where)
         lookup = np.array([self._domain_id.get(nm, -1) for nm in names], dtype=np.int64)  # per distinct value
@@ -450,7 +368,7 @@ class Encoder:
             dense = ((dense_matrix(df, m.dense, where) - self.mean) / self.std).astype(np.float32)
         else:
             dense = np.zeros((n, 0), dtype=np.float32)
-        labels = labels_matrix(df, m.labels, where)
+        labels = labels_matrix(df, m.tasks(), where)
         return MDMTTensors(
             sparse=torch.from_numpy(sparse),
             dense=torch.from_numpy(dense),
@@ -485,9 +403,10 @@ def encode_table(
         needed = needed + [split.column]
     if split.kind == "time":
         needed = needed + [split.column or mapping.timestamp or ""]
-    check_columns(df.columns, [c for c in needed if c], where, separator)
+    check_columns(df.columns, [c for c in needed if c and c not in mapping.derived], where, separator)
+    df = mapping.prepare(df, where)
     # Check labels and dense values on the whole table first, so messages count every bad row.
-    labels_matrix(df, mapping.labels, where)
+    labels_matrix(df, mapping.tasks(), where)
     if mapping.dense:
         dense_matrix(df, mapping.dense, where)
     idx = split_indices(len(df), split, df, mapping.timestamp, where)

@@ -30,9 +30,9 @@ from mdmt_nas.data.encode import (
     ColumnMapping,
     Encoder,
     EncoderStats,
-    labels_matrix,
     check_columns,
     domain_counts,
+    labels_matrix,
 )
 from mdmt_nas.data.split import PARTS, SplitConfig, hash_uniform, split_codes
 from mdmt_nas.data.tensors import MDMTTensors, Splits
@@ -88,7 +88,9 @@ class _Plan:
         self.total_rows = offset
 
     def read(self, g: RowGroup) -> pd.DataFrame:
-        return pq.ParquetFile(self.files[g.file]).read_row_group(g.index, columns=self.columns).to_pandas()
+        """The mapped columns of a row group, derived and rule-defined label columns added."""
+        df = pq.ParquetFile(self.files[g.file]).read_row_group(g.index, columns=self.columns).to_pandas()
+        return self.mapping.prepare(df, f"{self.files[g.file]} row group {g.index}")
 
     def codes(self, df: pd.DataFrame, g: RowGroup) -> np.ndarray:
         """0/1/2 (train/valid/test) for each row of a row group."""
@@ -183,7 +185,7 @@ def open_streaming(path: Path, mapping: ColumnMapping, split: SplitConfig | None
     for i, g in enumerate(plan.groups):
         df = plan.read(g)
         where = f"{plan.files[g.file]} row group {g.index}"
-        labels_matrix(df, mapping.labels, where)  # fail at load, not in the middle of an epoch
+        labels_matrix(df, mapping.tasks(), where)  # fail at load, not in the middle of an epoch
         code = plan.codes(df, g)
         counts[i] = np.bincount(code, minlength=3)
         train = df[code == 0]

@@ -107,9 +107,11 @@ class Evaluator:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.last_state = (cand.arch.id, state)
         self._keep_top(cand, state)
-        if not cand.valid_mean_auc > self.best_valid or self.output_dir is None:
+        if not cand.valid_mean_auc > self.best_valid:
             return
         self.best_valid = cand.valid_mean_auc
+        if self.output_dir is None:
+            return
         d = self.output_dir / BEST_DIR
         d.mkdir(parents=True, exist_ok=True)
         torch.save(state, d / "weights.pt")
@@ -152,7 +154,7 @@ class Evaluator:
             raise
         except BaseException as exc:  # noqa: BLE001 - a candidate's failure must not end the search
             return self._failed(cand, exc, built[0] if built else None, history, time.perf_counter() - t0, label)
-        return self._finished(cand, result, cfg, label)
+        return self._finished(cand, result, cfg, label, kind)
 
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
         """The candidate's child run (tagged running, with this worker), its params logged."""
@@ -183,7 +185,7 @@ class Evaluator:
         self._fail(cand, cand.run_id, label)
         return cand
 
-    def _finished(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str) -> Candidate:
+    def _finished(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str, kind: str = "candidate") -> Candidate:
         """A trained candidate: its metrics, logged; failed if its valid AUC is undefined; kept if it is the best so far."""
         run_id = cand.run_id
         cand.train_seconds = result.train_seconds
@@ -199,10 +201,12 @@ class Evaluator:
             return cand
         cand.state = "finished"
         # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
-        log_training(self.tracker, run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
-        self.tracker.set_tags(run_id, {"mlflow.note.content": report.candidate_markdown(cand)})  # its AUC table in the UI
+        # the heatmap (~0.5 s) only for a candidate that leads so far, a retrained model, or with tracking.plots: all
+        plot = self.config.tracking.plots == "all" or kind != "candidate" or cand.valid_mean_auc > self.best_valid
+        log_training(self.tracker, run_id, result, self.config.model_copy(update={"train": cfg}), label=label, plot=plot,
+                     tags={"state": cand.state, "mlflow.note.content": report.candidate_markdown(cand)})  # its AUC table in the UI
         self._keep_if_best(cand, result.model)
-        self._finish(cand, run_id, "FINISHED", label)
+        self._finish(cand, run_id, "FINISHED", label, tagged=True)
         return cand
 
     def _reason(self, exc: BaseException, model: Any) -> str:
@@ -227,11 +231,12 @@ class Evaluator:
         if self.max_failures is not None and self.failures >= self.max_failures:
             raise SearchStopped(f"{self.failures} candidates failed (search.max_failures={self.max_failures})")
 
-    def _finish(self, cand: Candidate, run_id: str | None, status: str, label: str) -> None:
+    def _finish(self, cand: Candidate, run_id: str | None, status: str, label: str, tagged: bool = False) -> None:
         tags = {"state": cand.state}
         if cand.reason:
             tags["reason"] = cand.reason[:5000]
-        self.tracker.set_tags(run_id, tags)
+        if not tagged:  # a finished candidate's tags went with its final metrics
+            self.tracker.set_tags(run_id, tags)
         self.tracker.rename(run_id, run_title(label, cand))
         if cand.state != "finished":
             self.tracker.log_metrics(run_id, {"num_params": cand.num_params, "train_seconds": cand.train_seconds})

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdmt_nas.components import Dims
 from mdmt_nas.arch import Architecture
 from mdmt_nas.builtin.basic import MLPExpert, MLPParams, StackedMLP
+from mdmt_nas.components import Dims
 from mdmt_nas.config import load_config
 from mdmt_nas.data.schema import Schema, SparseField
 from mdmt_nas.model import build_model
@@ -146,3 +146,87 @@ def test_arch_parameters_are_separated_from_weights():
     names = {n for n, p in model.named_parameters() if any(p is q for q in model.arch_parameters())}
     assert names == {"group_fusion.domain.arch_b", "group_fusion.task.arch_b", "fusion.arch_a_domain", "fusion.arch_a_task"}
     assert len(model.weight_parameters()) + 4 == len(list(model.parameters()))
+
+
+def test_raw_dense_values_are_appended_to_the_flat_input():
+    arch = small(load_config("examples/mmoe.yaml").arch).model_copy(update={"dense_input": "raw"})
+    model = build_model(arch, SCHEMA)
+    sparse, dense, domain = batch(8, 2)
+    ctx = model.make_context(sparse, dense, domain)
+    E = arch.embedding_dim
+    assert ctx.fields.shape == (8, 4, E)  # 3 sparse fields + the domain; no dense field
+    assert ctx.embedding.shape == (8, 4 * E + 1)
+    torch.testing.assert_close(ctx.embedding[:, -1:], dense)
+    assert model.dense_proj is None and "dense_proj" not in dict(model.named_parameters())
+    out = model(sparse, dense, domain)
+    assert not torch.allclose(out, model(sparse, dense + 1.0, domain))  # the values reach the experts
+
+
+def test_dense_input_default_keeps_architecture_ids():
+    arch = load_config("examples/mmoe.yaml").arch
+    assert arch.model_copy(update={"dense_input": "project"}).id == arch.id
+    assert Architecture.model_validate({**arch.model_dump(), "dense_input": "raw"}).id != arch.id
+
+
+def test_field_wise_components_work_with_raw_dense():
+    for name in ("hamur_mlp", "dephn"):
+        arch = load_config(f"examples/{name}.yaml").arch
+        arch = Architecture.model_validate({**arch.model_dump(), "dense_input": "raw"})
+        out = build_model(arch, SCHEMA)(*batch(16, 4))
+        assert out.shape == (16, 2) and torch.isfinite(out).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 60), d_in=st.integers(1, 12), star=st.integers(1, 24), out=st.integers(1, 10), seed=st.integers(0, 99))
+def test_m3oe_star_composed_maps_equal_the_two_layers(n, d_in, star, out, seed):
+    """M3oEStar composes its linear star layer with star_mlp's Linear when that is cheaper: the same
+    outputs and gradients (up to rounding) as running the two layers."""
+    from mdmt_nas.builtin.m3oe import M3oEStar, M3oEStarParams
+    from mdmt_nas.components import Context, Dims
+
+    torch.manual_seed(seed)
+    star_ = M3oEStar(M3oEStarParams(star_dim=star, out_dim=out), Dims(in_dim=d_in, num_fields=1, field_dim=d_in, num_domains=3))
+    x = torch.randn(n, d_in)
+    domain = torch.sort(torch.randint(0, 3, (n,)))[0]
+    results = []
+    for compose in (True, False):
+        star_.compose = lambda rows, c=compose: c  # force each path
+        star_.zero_grad()
+        xx = x.clone().requires_grad_()
+        ctx = Context(domain=domain, fields=xx.view(n, 1, d_in), embedding=xx, num_domains=3, num_tasks=1)
+        y = star_(xx, ctx)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach(), xx.grad, [p.grad.clone() for p in star_.parameters()]))
+    (y1, gx1, gp1), (y2, gx2, gp2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gx1, gx2, rtol=1e-4, atol=1e-4)
+    for a, b in zip(gp1, gp2):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_m3oe_star_composes_only_when_cheaper():
+    from mdmt_nas.builtin.m3oe import M3oEStar, M3oEStarParams
+    from mdmt_nas.components import Dims
+
+    star_ = M3oEStar(M3oEStarParams(star_dim=512, out_dim=256), Dims(in_dim=113, num_fields=7, field_dim=16, num_domains=3))
+    assert star_.compose(4096) and not star_.compose(1)  # the reference M3oE's sizes: break-even near 278 rows for 3 domains
+    assert star_.compose(279) and not star_.compose(277)
+
+
+@settings(max_examples=25, deadline=None)
+@given(M=st.integers(1, 5), n=st.integers(1, 9), init=st.floats(-3, 3), seed=st.integers(0, 99))
+def test_m3oe_balance_and_weighted_fusions_follow_the_reference_formulas(M, n, init, seed):
+    """balance: member i = b E_i + (1 - b) / (M - 1) sum_{j != i} E_j; weighted: shared + a_d domain + a_t task."""
+    from mdmt_nas.builtin.m3oe import BalanceFusion, BalanceParams, WeightedFusion, WeightedParams
+    from mdmt_nas.components import Dims
+
+    torch.manual_seed(seed)
+    x = torch.randn(n, M, 6)
+    f = BalanceFusion(BalanceParams(init=init), Dims(in_dim=6, members=M))
+    b = torch.sigmoid(torch.tensor(init))
+    want = x if M == 1 else torch.stack([b * x[:, i] + (1 - b) / (M - 1) * (x.sum(1) - x[:, i]) for i in range(M)], 1)
+    torch.testing.assert_close(f(x, None), want, rtol=1e-5, atol=1e-5)
+    parts = {"shared": torch.randn(n, 2, 6), "domain": torch.randn(n, 1, 6).expand(-1, 2, -1), "task": torch.randn(n, 2, 6)}
+    w = WeightedFusion(WeightedParams(init_domain=init, init_task=-init), Dims(in_dim=6, members=list(parts)))
+    want = parts["shared"] + b * parts["domain"] + torch.sigmoid(torch.tensor(-init)) * parts["task"]
+    torch.testing.assert_close(w(parts, None), want, rtol=1e-5, atol=1e-5)

@@ -338,3 +338,38 @@ def test_real_spaces_load_and_convert(tmp_path):
             assert space.normalize(a) == a
             space.to_arch(a)
             study.tell(trial, 0.5)
+
+
+@pytest.mark.parametrize("plots", ["best", "all"])
+def test_heatmaps_only_for_leading_candidates_unless_all(tmp_path, mlflow_uri, splits, plots):
+    """tracking.plots: best draws the AUC heatmap for a candidate that leads so far and for retrains only;
+    every candidate still gets its arch.json, config.json and metrics.csv (one upload)."""
+    from mlflow.tracking import MlflowClient
+
+    from mdmt_nas.search.evaluate import Evaluator as CandidateEvaluator
+    from mdmt_nas.tracking import Tracker
+
+    space = load_tiny(tmp_path)
+    cfg = make_config(mlflow_uri)
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"plots": plots})})
+    tracker = Tracker(cfg.tracking)
+    ev = CandidateEvaluator(splits, cfg, tracker, None, "test", "tiny", max_failures=5, deadline=None)
+    ev.parent_run_id = tracker.start_run("parent")
+    a = space.default_assignment()
+    archs = [space.to_arch({**a, "expert": e, "num_experts": n}) for e in ("mlp-8", "mlp-16") for n in (1, 2)]
+    archs.append(archs[0])  # the same training again: the same AUC, so it does not lead
+    cands = [ev(arch, f"c{i}", assignment=a, number=i) for i, arch in enumerate(archs)]
+    cands.append(ev(archs[0], "retrain", number=len(archs), kind="retrain"))
+    client = MlflowClient(mlflow_uri)
+    best = -math.inf
+    for i, c in enumerate(cands):
+        assert c.state == "finished"
+        files = {f.path for f in client.list_artifacts(c.run_id)}
+        assert {"arch.json", "config.json", "metrics.csv"} <= files
+        leads = c.valid_mean_auc > best
+        best = max(best, c.valid_mean_auc) if i < len(archs) else best
+        want = plots == "all" or leads or i == len(archs)
+        assert ("auc_heatmap.png" in files) == want, (i, c.valid_mean_auc, files)
+    assert cands[len(archs) - 1].valid_mean_auc == cands[0].valid_mean_auc
+    tags = client.get_run(cands[0].run_id).data.tags
+    assert tags["state"] == "finished"  # tags are written in one batch

@@ -152,9 +152,9 @@ def test_reference_m3oe_is_a_point_of_the_m3oe_space():
     ref = Architecture.load(ROOT / "examples" / "m3oe.yaml")
     space = load_space("m3oe")
     assignment = {
-        "input_adapter": "none", "bottom": "m3oe_star", "shared_module": True, "shared_expert": "mlp-256", "shared_num": 4,
-        "gate": "softmax", "fusion": "weighted", "domain_module": True, "domain_expert": "mlp-256", "domain_num": 1,
-        "domain_fusion": "balance", "task_module": True, "task_expert": "mlp-256", "task_num": 1, "task_fusion": "balance",
+        "input_adapter": "none", "bottom": "m3oe_star", "shared_module": True, "shared_expert": "mlp", "shared_num": 4,
+        "gate": "softmax", "fusion": "weighted", "domain_module": True, "domain_expert": "mlp", "domain_num": 1,
+        "domain_fusion": "balance", "task_module": True, "task_expert": "mlp", "task_num": 1, "task_fusion": "balance",
         "adapter": "none", "tower": "mlp-64", "balancer": "equal",
         "domain_feature": True, "heads": "domain_task", "gate_detach_input": True,
     }

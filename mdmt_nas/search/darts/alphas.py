@@ -33,10 +33,13 @@ class AlphaController:
     Nothing with an autograd graph is cached, so any number of forwards may share a step.
     """
 
-    def __init__(self, sizes: dict[str, int], mode: str = "softmax", tau: float = 1.0):
+    def __init__(self, sizes: dict[str, int], mode: str = "softmax", tau: float = 1.0, sampled: Any = ()):
         self.sizes = dict(sizes)
         self.alphas = {c: nn.Parameter(torch.zeros(n)) for c, n in sizes.items()}
         self.mode, self.tau = mode, tau
+        #: choices sampled (hard Gumbel-softmax, straight-through) even in softmax mode: the presence flags, whose
+        #: softmax relaxation is a scale on the module's output that the valid loss shrinks towards "off"
+        self.sampled = set(sampled)
         self.training = True
         self._noise: dict[str, torch.Tensor] = {}  # this step's Gumbel noise (no graph: recomputed per use)
 
@@ -62,11 +65,14 @@ class AlphaController:
     def probs(self, names: Any = None) -> dict[str, torch.Tensor]:
         """Probabilities of the choices (a fresh autograd graph per call)."""
         names = self.alphas if names is None else names
-        if not (self.mode == "gumbel" and self.training):
+        if not self.training or (self.mode != "gumbel" and not self.sampled):
             return {c: torch.softmax(self.alphas[c], dim=-1) for c in names}
         out = {}
         for c in names:
             a = self.alphas[c]
+            if self.mode != "gumbel" and c not in self.sampled:
+                out[c] = torch.softmax(a, dim=-1)
+                continue
             if c not in self._noise:
                 self._noise[c] = -torch.empty_like(a).exponential_().log()
             soft = torch.softmax((a + self._noise[c]) / self.tau, dim=-1)

@@ -354,10 +354,12 @@ class MixedTower(Tower, _Mixed):
         return self.mix([W[k] for k in range(len(self.ops))], lambda k: self.ops[k](h, ctx))
 
 
-def build_supernet(relaxation: Relaxation, schema: Any, mode: str = "softmax", tau: float = 1.0, registry: Any = None) -> tuple[nn.Module, AlphaController]:
-    """Build the supernet model and tie its alphas (one shared parameter per relaxed choice)."""
+def build_supernet(relaxation: Relaxation, schema: Any, mode: str = "softmax", tau: float = 1.0, registry: Any = None,
+                   sampled: Any = ()) -> tuple[nn.Module, AlphaController]:
+    """Build the supernet model and tie its alphas (one shared parameter per relaxed choice; `sampled` choices are
+    hard-sampled per step, see AlphaController)."""
     from mdmt_nas.model import build_model
 
     model = build_model(relaxation.arch, schema, registry)
-    ctl = AlphaController(relaxation.relaxed, mode=mode, tau=tau).attach(model)
+    ctl = AlphaController(relaxation.relaxed, mode=mode, tau=tau, sampled=sampled).attach(model)
     return model, ctl

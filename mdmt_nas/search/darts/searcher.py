@@ -72,6 +72,10 @@ class DartsParams(BaseModel):
                               "ramped up linearly over the alpha epochs; keeps the choice probabilities from collapsing early (against the zero/skip bias)")
     entropy_weight: float = Field(default=0.0, description="weight of the mean entropy of the choice probabilities in the alpha loss, ramped up linearly: "
                                   "> 0 sharpens the alphas towards one value per choice (closes the discretisation gap)")
+    presence: Literal["sampled", "soft"] = Field(default="sampled", description="presence flags (module on/off): sampled = a hard Gumbel-softmax "
+                                                  "sample per step (GDAS, Dong & Yang 2019) with straight-through gradients, so the alpha "
+                                                  "gradient compares the module present vs absent; soft = P(on) scales the module's output, "
+                                                  "which the valid loss shrinks towards off (the zero-op bias)")
     min_margin: float = Field(default=0.05, ge=0, le=1, description="a choice whose top-2 probability margin is below this is 'within noise' (search.json, warning)")
     top_k: int = Field(default=3, ge=1, description="derive the k most probable architectures, screen each (and the space's known architectures) briefly, "
                        "retrain the best on valid AUC; 1 = retrain the argmax only")
@@ -192,7 +196,8 @@ class DartsSearcher(Searcher):
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         set_seed(ctx.seed)
-        model, ctl = build_supernet(relaxation, schema, mode="gumbel" if p.gumbel else "softmax", tau=p.tau_max)
+        flags = [c.name for c in ctx.space.choices if c.type == "bool" and c.name in relaxation.relaxed] if p.presence == "sampled" else []
+        model, ctl = build_supernet(relaxation, schema, mode="gumbel" if p.gumbel else "softmax", tau=p.tau_max, sampled=flags)
         balancer = build_balancer(relaxation.arch, schema)
         alphas = [a for a in model.arch_parameters() if a.requires_grad]  # the tied choice alphas plus `arch_*` scalars of components
         alpha_ids = {id(a) for a in alphas}
