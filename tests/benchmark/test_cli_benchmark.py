@@ -113,19 +113,27 @@ def test_report_files_and_sections(ran):
 
 def test_findings_match_the_numbers(ran):
     from mdmt_nas.benchmark import RunRecord, findings, summarize
+    from mdmt_nas.benchmark.stats import search_findings
 
     data = json.loads((ran["out"] / "results.json").read_text())
     assert data["complete"] is True and [r["model"] for r in data["runs"]] == ["shared_bottom", "mmoe", "tpe"]
     assert all(r["status"] == "finished" and 0 < r["test_mean_auc"] < 1 and len(r["cells"]) == 6 for r in data["runs"])
     recs = [RunRecord.from_dict(r) for r in data["runs"]]
-    expected = findings(summarize(recs))
-    assert data["findings"] == expected
-    assert " ".join(expected) in (ran["out"] / "report.md").read_text()
+    summaries = summarize(recs)
+    expected = findings(summaries)
+    extra = search_findings(summaries, recs, data["dataset"].get("bayes"))
+    assert data["findings"] == expected + extra
+    report = (ran["out"] / "report.md").read_text()
+    assert " ".join(expected) in report and " ".join(extra) in report
+    # synthetic data knows its Bayes ceiling: the report states it and the gap the search closed
+    assert data["dataset"]["bayes"]["test_mean_auc"] > max(r.test_mean_auc for r in recs)
+    assert extra[0].startswith("The Bayes ceiling") and "of the gap from" in extra[1]
+    assert "| Bayes ceiling | oracle |" in report
     best_fixed = max((r for r in recs if r.kind == "fixed"), key=lambda r: r.test_mean_auc)
     tpe = next(r for r in recs if r.model == "tpe")
     verdict = "beats" if tpe.test_mean_auc > best_fixed.test_mean_auc else "does not beat"
     assert f"Verdict: the searched architecture {verdict} the best fixed baseline ({best_fixed.label})" in " ".join(expected)
-    # the TPE search: 2 candidates, the winner retrained
+    # the TPE search: 2 candidates, each trained with the full (quick) budget
     tpe_run = data["runs"][2]
     assert tpe_run["search"]["candidates"] == 2 and (ran["out"] / tpe_run["search"]["dir"] / "best_arch.json").is_file()
     assert len([c for c in data["candidates"] if c["model"] == "tpe"]) == 2
@@ -143,8 +151,9 @@ def test_mlflow_one_parent_with_the_children(ran):
     search = children["search-tiny-bench-optuna-tpe"]
     assert search.data.tags["benchmark.model"] == "tpe" and children["MMoE seed0"].data.tags["benchmark.seed"] == "0"
     nested = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == search.info.run_id)
-    assert [n.split(" · ")[0] for n in nested] == ["Optuna TPE best, retrained seed0", "trial-0", "trial-1"]
-    assert all(" · valid 0." in n or " · pruned · " in n for n in nested[1:]), nested  # trials named to read by themselves
+    # the candidates were trained with the full (quick) budget, so the winner's own run is the benchmark run: no retraining
+    assert [n.split(" · ")[0] for n in nested] == ["trial-0", "trial-1"]
+    assert all(" · valid 0." in n or " · pruned · " in n for n in nested), nested  # trials named to read by themselves
     assert "test_mean_auc" in children["MMoE seed0"].data.metrics
     assert "report.md" in {a.path for a in __import__("mlflow").tracking.MlflowClient(ran["uri"]).list_artifacts(parent)}
 
