@@ -29,7 +29,7 @@ def test_unknown_dataset_suggests():
     "params,message",
     [
         ({"n_rows": 5}, r"dataset.params.n_rows: Input should be greater than or equal to 30 \(got 5\)"),
-        ({"split": {"kind": "weekly"}}, r"dataset.params.split.kind: Input should be 'random', 'sequential', 'time', 'column' or 'hash'"),
+        ({"split": {"kind": "weekly"}}, r"dataset.params.split.kind: Input should be 'random', 'sequential', 'time', 'column', 'hash' or 'grouped'"),
         ({"num_rows": 10}, r"dataset.params.num_rows: unknown parameter \(did you mean 'n_rows'\?\)"),
         ({"positive_rates": [0.3]}, r"dataset.params: positive_rates has 1 values; num_tasks is 2"),
     ],
