@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mdmt_nas import files
 from mdmt_nas.arch import Architecture
+from mdmt_nas.files import atomic_file
 from mdmt_nas.search.base import Candidate
 
 #: objective name -> (Candidate attribute, sense); "max" is better when larger
@@ -109,7 +111,7 @@ def write_leaderboard_csv(path: str | Path, candidates: Sequence[Candidate], par
     path = Path(path)
     rows = leaderboard_rows(candidates, pareto)
     cells = sorted({k for r in rows for k in r if "/" in k})
-    with path.open("w", newline="") as fh:
+    with atomic_file(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=[*LEADERBOARD_COLUMNS, *cells], extrasaction="ignore")
         w.writeheader()
         for r in rows:
@@ -296,10 +298,10 @@ def plot_pareto(candidates: Sequence[Candidate], front: Sequence[Candidate], obj
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     plt = _plt()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return files.save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def failure_summary(candidates: Sequence[Candidate], limit: int = 5) -> list[str]:

@@ -131,7 +131,7 @@ CASES = [
     Case("config-unknown-component-param", TRAIN, ["arch.gate.params", "unknown parameter", "temperature"],
          _cfg("arch:\n  shared: {expert: mlp}\n  gate: {name: softmax, params: {temperatur: 2}}\n")),
     Case("config-invalid-yaml", TRAIN, ["c.yaml:", "invalid YAML"], _cfg("train: [1, 2\n")),
-    Case("config-python-tag", TRAIN, ["c.yaml:1", "could not determine a constructor", "python/object"],
+    Case("config-python-tag", TRAIN, ["c.yaml:1", "the Python tag !!python/object/apply:os.system is not allowed", "plain YAML"],
          _cfg("train: !!python/object/apply:os.system ['echo pwned > {tmp}/pwned']\n")),
     Case("config-top-level-list", TRAIN, ["expected a mapping at the top level"], _cfg("- train\n- arch\n")),
     Case("config-missing-file", ["train", "--config", "{tmp}/nope.yaml", *NO_TRACK], ["nope.yaml", "file not found"]),
