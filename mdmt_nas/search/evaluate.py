@@ -25,6 +25,7 @@ from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig, TrackingConfig, TrainConfig
 from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import TrialFailed, TrialPruned, UserError, check_interrupt
+from mdmt_nas.files import save_torch, write_json, write_text
 from mdmt_nas.plugins import describe_component_error
 from mdmt_nas.search.base import Candidate, SearchStopped
 from mdmt_nas.search import report
@@ -111,11 +112,10 @@ class Evaluator:
             return
         self.best_valid = cand.valid_mean_auc
         d = self.output_dir / BEST_DIR
-        d.mkdir(parents=True, exist_ok=True)
-        torch.save(state, d / "weights.pt")
+        save_torch(state, d / "weights.pt")
         cand.arch.save(d / "arch.json")
-        (d / "schema.json").write_text(self.splits.schema.model_dump_json(indent=2) + "\n")
-        (d / "candidate.json").write_text(json.dumps(cand.row(), indent=2, default=str) + "\n")
+        write_text(d / "schema.json", self.splits.schema.model_dump_json(indent=2) + "\n")
+        write_json(d / "candidate.json", cand.row())
 
     # -------------------------------------------------------------- the call
     def __call__(self, arch: Architecture, label: str, epoch_callback: EpochCallback | None = None, assignment: dict[str, Any] | None = None,
@@ -152,7 +152,11 @@ class Evaluator:
             raise
         except BaseException as exc:  # noqa: BLE001 - a candidate's failure must not end the search
             return self._failed(cand, exc, built[0] if built else None, history, time.perf_counter() - t0, label)
-        return self._finished(cand, result, cfg, label)
+        try:
+            return self._finished(cand, result, cfg, label)
+        except BaseException as exc:  # e.g. the disk filled while its weights were kept: the run ends FAILED with the reason
+            self.tracker.end_failed(run_id, exc)
+            raise
 
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
         """The candidate's child run (tagged running, with this worker), its params logged."""

@@ -25,7 +25,6 @@ the reasons.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from mdmt_nas.config import ExperimentConfig
 from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deferred_signals
 from mdmt_nas.experiment import load_splits
-from mdmt_nas.files import config_error
+from mdmt_nas.files import config_error, save_torch, write_json, write_text
 from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult, SearchStopped
@@ -162,9 +161,9 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         _write_partial(ctx, evaluator)
         tracker.end_run(parent, "KILLED")
         raise
-    except BaseException:
+    except BaseException as exc:
         display.stop()
-        tracker.end_run(parent, "FAILED")
+        tracker.end_failed(parent, exc)  # the reason (e.g. a full disk) tagged on the parent run
         raise
     display.stop()
     tracker.end_run(parent, "FINISHED")
@@ -205,7 +204,7 @@ def _prepare(config: ExperimentConfig, output_dir: Path, space: Any, splits: Spl
     parent, reopened = tracker.open_parent(previous, f"search-{space_obj.name}-{cls.name}",
                                            {"mdmt_nas.kind": "search", "searcher": cls.name, "space": space_obj.name})
     if parent:
-        (output_dir / PARENT_FILE).write_text(parent + "\n")
+        write_text(output_dir / PARENT_FILE, parent + "\n")
     ctx.parent_run_id = evaluator.parent_run_id = parent
     parent_params: dict[str, Any] = {
         "searcher": cls.name, "space": space_obj.name, "dataset": config.dataset.name, "budget": budget,
@@ -245,8 +244,8 @@ def _ensure_best_weights(ctx: SearchContext, ev: Evaluator, best_arch: Architect
     best_arch.save(out / "best_arch.json")
     if state is not None:
         best_arch.save(out / "arch.json")
-        torch.save(state, out / "weights.pt")
-        (out / "schema.json").write_text(ctx.splits.schema.model_dump_json(indent=2) + "\n")
+        save_torch(state, out / "weights.pt")
+        write_text(out / "schema.json", ctx.splits.schema.model_dump_json(indent=2) + "\n")
     return best
 
 
@@ -285,7 +284,7 @@ def _write_reports(ctx: SearchContext, candidates: list[Candidate], front: list[
         report.save_figure(report.plot_pareto(candidates, front, ctx.objectives), out / "pareto.png")
     summary["files"] = sorted({*summary["files"], "leaderboard.csv", "search.json", *(["auc_vs_trial.png"] if candidates else []),
                                *(["pareto.png"] if front else [])})
-    (out / "search.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(out / "search.json", summary)
     if parent:
         for name in ("best_arch.json", "leaderboard.csv", "search.json", "auc_vs_trial.png", "pareto.png"):
             if (out / name).exists():
