@@ -84,8 +84,11 @@ def report_plugin_failures() -> None:
     """Print plugin load failures (they never stop healthy plugins from working)."""
     from mdmt_nas.plugins import get_host
 
-    for failure in get_host().failures:
+    host = get_host()
+    for failure in host.failures:
         err_console.print(f"[red]{escape(str(failure))}[/red]", highlight=False, soft_wrap=True)
+    for warning in host.warnings:
+        err_console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 #: seconds between the first SIGINT/SIGTERM and a forced exit, for a process stuck where no check runs (a long C call,

@@ -118,6 +118,9 @@ def _report(outcome, cfg, out: Path) -> None:
     if s.get("warm_start") or s.get("verdict"):
         console.print(report.verdict_line(s.get("verdict") or {}), highlight=False)
     best = outcome.best
+    if best is not None and best.state != "finished":
+        console.print(f"[yellow]no candidate finished its epochs within the time limit: the winner is the best so far, "
+                      f"{escape(best.reason)}[/yellow]", highlight=False, soft_wrap=True)
     if best is not None:
         console.print(f"winner {best.arch.id} (trial {best.number}): per-(domain, task) AUC", highlight=False)
         console.print(winner_table(best))

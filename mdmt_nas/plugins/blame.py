@@ -59,7 +59,7 @@ class ComponentFailure(PluginError):
 
 
 def _class_refs(registry: Registry) -> dict[type, ComponentRef]:
-    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.entries() if isinstance(e.obj, type)}
+    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.all_entries() if isinstance(e.obj, type)}
 
 
 def component_map(model: Any, registry: Registry | None = None) -> dict[int, ComponentRef]:

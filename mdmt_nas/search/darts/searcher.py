@@ -171,6 +171,8 @@ class DartsSearcher(Searcher):
         with ctx.tracker.ending_on_error(net.run_id):
             for epoch in range(net.start_epoch, epochs):
                 record = self._epoch(ctx, net, epoch, epochs)
+                if getattr(ctx.evaluate, "display", None) is not None:  # a line per epoch in CI logs / through a pipe
+                    ctx.evaluate.display.supernet_epoch(epoch, epochs, record, time.perf_counter() - t0, net.start_epoch)
                 net.history.append({**{k: float(v) for k, v in record.items()}, "alphas": alpha_probs(net.ctl)})
                 ctx.tracker.log_metrics(net.run_id, {**{k: v for k, v in record.items() if k != "epoch"},
                                                      **alpha_metrics(net.relaxation, net.ctl)}, step=epoch)
