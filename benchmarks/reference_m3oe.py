@@ -189,13 +189,12 @@ class Ours:
         self.model = build_model(arch, self.splits.schema)
         self.params = self.model.num_parameters()
         self.trainer = Trainer(self.model, build_balancer(arch, self.splits.schema), self.splits, self.cfg)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.arch_iter = self.trainer.arch_batches()
+        self.trainer.start_streams()
 
     def epoch(self) -> float:
         """One training epoch as Trainer.fit runs it (batches, steps, the once-per-epoch structure step); rows/s."""
         t = time.perf_counter()
-        _, _, rows = self.trainer.train_epoch(self.gen, self.arch_iter)
+        _, _, rows = self.trainer.train_epoch()
         return rows / (time.perf_counter() - t)
 
     def flops_per_row(self) -> float:

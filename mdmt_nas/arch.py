@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mdmt_nas.files import config_error, load_yaml_or_json
+from mdmt_nas.files import config_error, load_yaml_or_json, write_text
 
 GroupName = Literal["shared", "domain", "task"]
 
@@ -157,9 +157,7 @@ class Architecture(BaseModel):
         return cls.model_validate_json(text)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json() + "\n")
-        return path
+        return write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Architecture:

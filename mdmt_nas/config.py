@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from mdmt_nas.arch import Architecture
-from mdmt_nas.errors import ConfigError
-from mdmt_nas.files import config_error, load_yaml_or_json, shipped_example
+from mdmt_nas.errors import ConfigError, closest
+from mdmt_nas.files import config_error, load_yaml_or_json, python_tag, shipped_example, yaml_error
 
 __all__ = ["DatasetConfig", "ExperimentConfig", "SearchConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "load_config",
            "load_yaml_or_json"]
@@ -79,6 +80,10 @@ class TrackingConfig(BaseModel):
         description="AUC heatmap of a search candidate: only when it leads the leaderboard so far, and for retrained/final "
         "models (best; ~0.5 s saved per other candidate), or for every candidate (all)",
     )
+    timeout: float = Field(default=10.0, gt=0, description="seconds an MLflow tracking server has to answer: the reachability "
+                           "check at start and each request (http(s) URIs)")
+    retries: int = Field(default=3, ge=0, le=10, description="retries of a failed request to an MLflow tracking server "
+                         "(back-off 1, 2, 4 ... s), so a server that went away ends the run in seconds, not minutes")
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -144,6 +149,16 @@ class ExperimentConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig, description="searcher settings (see `mdmt-nas search --help`)")
+    _origin: Any = PrivateAttr(default=None)
+
+    @property
+    def origin(self) -> ConfigOrigin:
+        """Where the parts of this config came from (load_config sets it; defaults otherwise)."""
+        return self._origin if self._origin is not None else ConfigOrigin()
+
+    @origin.setter
+    def origin(self, value: ConfigOrigin) -> None:
+        self._origin = value
 
     @model_validator(mode="before")
     @classmethod
@@ -153,57 +168,137 @@ class ExperimentConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------- loading
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
-    """Apply `key.sub=value` overrides; values are parsed as YAML scalars/lists (safe)."""
-    for item in overrides or []:
+#: an override: "KEY=VALUE", or ("KEY=VALUE", label) where label names it in errors (a CLI flag such as "--epochs 0")
+Override = str | tuple[str, str]
+
+
+@dataclass
+class ConfigOrigin:
+    """Where each part of a loaded config came from, so a later error blames the right input (the file, --arch, --set)."""
+
+    file: str | None = None  # the config file used
+    arch_file: str | None = None  # --arch FILE, or the file an `arch:` path in the config names
+    #: key path of each override -> (its label, the depth from which the override created the path)
+    overrides: dict[tuple[str, ...], tuple[str, int]] = field(default_factory=dict)
+
+    def blame(self, loc: tuple[Any, ...]) -> str | None:
+        """The override behind an error at `loc` (inside what it set, or a mapping it created), else None."""
+        keys = tuple(str(p) for p in loc if not isinstance(p, int))
+        best: tuple[int, str] | None = None
+        for key, (label, created) in self.overrides.items():
+            inside = keys[: len(key)] == key
+            made = key[: len(keys)] == keys and len(keys) >= created
+            if (inside or made) and (best is None or len(key) > best[0]):
+                best = (len(key), label)
+        return best[1] if best else None
+
+    def source_of(self, loc: tuple[Any, ...]) -> str:
+        """What to name for an error at `loc`: the override, the architecture file (for arch.*), or the config file."""
+        by_set = self.blame(loc)
+        if by_set:
+            return by_set
+        if self.arch_file and loc and loc[0] == "arch":
+            return self.arch_file
+        return self.file or "config"
+
+
+def _parse_value(raw: str, label: str) -> Any:
+    if raw == "":
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        if python_tag(getattr(exc, "problem", None) or str(exc)):
+            raise yaml_error(exc, label, lines=False) from None
+        return raw  # not YAML (e.g. an unbalanced bracket): the text itself
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[Override] | None, source: str = "--set",
+                    origin: ConfigOrigin | None = None) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides; values are parsed as YAML scalars/lists (safe). `origin` records each one."""
+    for entry in overrides or []:
+        item, label = entry if isinstance(entry, tuple) else (entry, f"{source} {entry}")
         if "=" not in item:
-            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.01")
+            raise ConfigError(f"{label}: expected KEY=VALUE, e.g. --set train.lr=0.01")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        value = _parse_value(raw, label)
         node = data
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"{source} {item!r}: empty key segment")
-        for p in parts[:-1]:
+            raise ConfigError(f"{label}: empty key segment")
+        created = len(parts)
+        for depth, p in enumerate(parts[:-1]):
             nxt = node.get(p)
             if nxt is None:
+                created = min(created, depth + 1)
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"{source} {item!r}: {p!r} is not a mapping, cannot set a sub-key")
+                raise ConfigError(f"{label}: {p!r} is not a mapping, cannot set a sub-key")
             node = nxt
+        if parts[-1] not in node:
+            created = min(created, len(parts))
         node[parts[-1]] = value
+        if origin is not None:
+            origin.overrides[tuple(parts)] = (label, created)
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, arch_path: str | Path | None = None) -> ExperimentConfig:
-    """Load an experiment config (or defaults), apply overrides, resolve an `arch:` file path."""
+def config_file(path: str | Path) -> Path:
+    """The file a `--config` value names: an existing path, or -- a bare name only (`m3oe`) -- a shipped example.
+
+    A path that does not exist is an error even when a shipped example has its name: a mistyped path or the wrong
+    working directory must not train the example on its synthetic data.
+    """
+    p = Path(path)
+    if p.exists():
+        return p
+    if p.suffix == "" and len(p.parts) == 1:
+        example = shipped_example(p)
+        if example is not None:
+            return example
+        from mdmt_nas.files import shipped_dir
+
+        names = sorted(f.stem for f in shipped_dir("mdmt_nas._examples").glob("*.yaml"))
+        near = closest(p.name, names)
+        hint = f"did you mean {near[0]!r}?" if near else f"shipped examples: {', '.join(names)}"
+        raise ConfigError(f"--config {path}: no such file here and no shipped example of that name ({hint})")
+    example = shipped_example(p)
+    hint = f"; to use the shipped example of that name, pass --config {p.stem}" if example is not None else ""
+    raise ConfigError(f"{path}: file not found (looked in {Path.cwd()}){hint}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[Override] | None = None, arch_path: str | Path | None = None) -> ExperimentConfig:
+    """Load an experiment config (or defaults), apply overrides, resolve an `arch:` file path.
+
+    Errors name the input at fault: the config file, --arch, or the `--set` item (or CLI flag) that set the value.
+    The returned config's `origin` (ConfigOrigin) says which file was used, for later checks and messages."""
     data: dict[str, Any] = {}
-    if path is not None and not Path(path).exists():  # the name of a shipped example (`m3oe`, `examples/m3oe.yaml`)
-        path = shipped_example(path) or Path(path)
-    source = str(path) if path else "config"
+    origin = ConfigOrigin()
     if path is not None:
+        path = config_file(path)
+        origin.file = str(path)
         loaded = load_yaml_or_json(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
-    apply_overrides(data, overrides)
+    apply_overrides(data, overrides, origin=origin)
     arch_ref = data.get("arch")
     if isinstance(arch_ref, str):
         base = Path(path).parent if path else Path.cwd()
         candidate = (base / arch_ref) if not Path(arch_ref).is_absolute() else Path(arch_ref)
         data["arch"] = load_yaml_or_json(candidate)
+        origin.arch_file = str(candidate)
     if arch_path is not None:
         arch = load_yaml_or_json(arch_path)
         if isinstance(arch, dict) and "arch" in arch and "embedding_dim" not in arch:
             arch = arch["arch"]
         data["arch"] = arch
-        source = f"{source} + {arch_path}" if path else str(arch_path)
+        origin.arch_file = str(arch_path)
     try:
-        return ExperimentConfig.model_validate(data)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise config_error(exc, source, model=ExperimentConfig) from None
+        raise config_error(exc, origin.file or "config", model=ExperimentConfig, blame=origin.source_of) from None
+    cfg.origin = origin
+    return cfg

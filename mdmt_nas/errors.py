@@ -29,6 +29,25 @@ class DataError(UserError):
     """A dataset file or table is malformed."""
 
 
+class StorageError(UserError):
+    """A file could not be written (full disk, read-only file system, no permission): what failed where, and the fix.
+
+    The half-written file is gone (files.atomic_path); runs end FAILED with this message as their reason.
+    """
+
+    def __init__(self, message: str, path: object = None, errno_: int | None = None):
+        super().__init__(message)
+        self.path, self.errno = path, errno_
+
+
+class TrackingError(UserError):
+    """The MLflow tracking store cannot be used (read-only, unreachable, not a database): one line naming it and the fix."""
+
+
+class OutputInUse(UserError):
+    """The output directory is locked by another live mdmt-nas process."""
+
+
 class UnknownComponentError(UserError):
     """A component name is not registered for its kind."""
 
@@ -51,8 +70,8 @@ class PluginError(MdmtNasError):
     """A plugin failed to import, register, or behave; the message names it."""
 
 
-class DuplicateComponentError(PluginError):
-    """Two plugins registered the same name for one kind."""
+class DuplicateComponentError(PluginError, UserError):
+    """Two plugins registered the same name for one kind: the name is unusable until the user picks one (exit 2)."""
 
 
 class TrialFailed(MdmtNasError):
@@ -65,6 +84,15 @@ class TrialFailed(MdmtNasError):
 
 class TrialPruned(MdmtNasError):
     """A candidate stopped early by its searcher's pruner (not a failure); raised from an epoch callback."""
+
+
+class SearchStopped(MdmtNasError):
+    """The search as a whole must stop (too many failed candidates, time is up); searchers let it through."""
+
+
+class DeadlineReached(SearchStopped):
+    """The search's time limit (search.timeout) passed: raised by `check_interrupt()` at the next batch, the running
+    training stops there (its best epoch so far is kept), no new candidate starts."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -90,12 +118,56 @@ def deferred_signals() -> Iterator[None]:
         DEFER_SIGNALS.pop()
 
 
+#: (monotonic deadline, seconds) of the running search (`search_deadline`); empty when none
+DEADLINE: list[tuple[float, float]] = []
+
+
+@contextlib.contextmanager
+def search_deadline(seconds: float | None) -> Iterator[None]:
+    """Within the block `check_interrupt()` raises DeadlineReached once `seconds` have passed (no limit when None)."""
+    if seconds is None:
+        yield
+        return
+    import time
+
+    DEADLINE.append((time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        DEADLINE.pop()
+
+
+@contextlib.contextmanager
+def suspended_deadline() -> Iterator[None]:
+    """No DeadlineReached within the block (a stopped training measuring its best epoch); signals still raise."""
+    saved = list(DEADLINE)
+    DEADLINE.clear()
+    try:
+        yield
+    finally:
+        DEADLINE[:] = saved
+
+
+def deadline_passed() -> bool:
+    import time
+
+    return bool(DEADLINE) and time.monotonic() > DEADLINE[-1][0]
+
+
+def deadline_message() -> str:
+    return f"time limit of search.timeout={DEADLINE[-1][1]:g}s reached" if DEADLINE else "time limit reached"
+
+
 def check_interrupt() -> None:
-    """Raise the interruption of a received signal whose exception was swallowed."""
+    """Raise the interruption of a received signal whose exception was swallowed, or DeadlineReached past the search's deadline.
+
+    Called at every training and evaluation batch, and between candidates."""
     if PENDING_SIGNALS:
         import signal
 
         raise Terminated() if PENDING_SIGNALS[-1] == signal.SIGTERM else KeyboardInterrupt()
+    if DEADLINE and deadline_passed():
+        raise DeadlineReached(deadline_message())
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mdmt_nas.config import TrackingConfig
-from mdmt_nas.errors import UserError
+from mdmt_nas.errors import SearchStopped, UserError
 
 MAX_PARAM_LEN = 6000
 #: tag of a child run: host:pid:start-time of the process training it
@@ -92,6 +92,49 @@ def resolve_uri(uri: str | None) -> str | None:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
+def _quiet_mlflow() -> None:
+    """MLflow logs a database error with its whole traceback (~90 lines) before raising it; we print one line instead
+    (`--debug` shows the traceback)."""
+    import logging
+
+    if os.environ.get("MDMT_NAS_DEBUG") != "1":
+        for name in ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store", "alembic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _http_limits(cfg: TrackingConfig) -> None:
+    """Bounded retries and timeouts for an MLflow server (MLflow's defaults retry for minutes); the user's own env wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(cfg.timeout))))
+
+
+class _GuardedClient:
+    """The MLflow client, with environment failures of the store (read-only, full disk, not a database, server gone)
+    raised as one-line UserErrors (stores.store_error); every other exception passes unchanged."""
+
+    def __init__(self, client: Any, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                from mdmt_nas.stores import store_error
+
+                mapped = store_error(exc, self._uri)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+        return call
+
+
 class Tracker:
     """A thin, explicit wrapper over the MLflow client (no global active-run state)."""
 
@@ -109,12 +152,17 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             uri = resolve_uri(self.cfg.uri)
+            _quiet_mlflow()
+            _http_limits(self.cfg)
             try:
                 if uri:
                     mlflow.set_tracking_uri(uri)
-                self._client = init_database(lambda: MlflowClient(tracking_uri=uri), uri or mlflow.get_tracking_uri())
+                client = init_database(lambda: MlflowClient(tracking_uri=uri), uri or mlflow.get_tracking_uri())
             except Exception as exc:  # unknown scheme, malformed URI
-                raise self._bad_uri(uri, exc) from None
+                from mdmt_nas.stores import store_error
+
+                raise (store_error(exc, uri or mlflow.get_tracking_uri()) or self._bad_uri(uri, exc)) from None
+            self._client = _GuardedClient(client, uri or mlflow.get_tracking_uri())
         return self._client
 
     def _bad_uri(self, uri: str | None, exc: BaseException) -> UserError:
@@ -123,8 +171,12 @@ class Tracker:
                          "pass --tracking-uri sqlite:///mlflow.db (or http://HOST:PORT of an MLflow server), or --no-track")
 
     def check(self) -> None:
-        """Open the tracking store and its experiment now: a bad URI fails before any work (UserError)."""
+        """Check the tracking store (scheme, SQLite file, server reachable within tracking.timeout; stores.py), then open it
+        and its experiment: a bad URI fails before any work (UserError, one line)."""
         if self.enabled:
+            from mdmt_nas.stores import check_tracking_uri
+
+            check_tracking_uri(resolve_uri(self.cfg.uri), self.cfg.timeout)
             _ = self.experiment_id
 
     @property
@@ -147,6 +199,10 @@ class Tracker:
             except UserError:
                 raise
             except Exception as exc:  # unreachable server, not a database, unwritable location
+                from mdmt_nas.stores import store_error
+
+                if store_error(exc, self.tracking_uri) is not None:
+                    raise store_error(exc, self.tracking_uri) from None
                 from mlflow.exceptions import MlflowException
 
                 if isinstance(exc, MlflowException) and "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")):
@@ -168,6 +224,23 @@ class Tracker:
     def end_run(self, run_id: str | None, status: str = "FINISHED") -> None:
         if run_id:
             self.client.set_terminated(run_id, status=status)
+
+    def end_failed(self, run_id: str | None, exc: BaseException, status: str = "FAILED") -> None:
+        """End a run whose block raised: tags state and reason (the one-line message), status FAILED (KILLED for an interruption).
+
+        Best effort: when the store itself is what failed (read-only, full disk) nothing more can be recorded, and the
+        original error is the one to report."""
+        if not run_id:
+            return
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        state = "killed" if interrupted else "failed"
+        reason = "interrupted" if interrupted else (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+        try:
+            self.client.set_tag(run_id, "state", state)
+            self.client.set_tag(run_id, "reason", reason[:5000])
+            self.client.set_terminated(run_id, status="KILLED" if interrupted else status)
+        except Exception:  # noqa: BLE001 - never mask the error that ended the run
+            pass
 
     def start_child(self, name: str, parent_run_id: str | None, tags: dict[str, str] | None = None) -> str | None:
         """A child run of a search, tagged with this worker (see `kill_stale_children`)."""
@@ -231,12 +304,8 @@ class Tracker:
         """The run ends KILLED if the block is interrupted, FAILED (tagged with the reason) if it raises; else it stays open."""
         try:
             yield
-        except (KeyboardInterrupt, SystemExit):
-            self.end_run(run_id, "KILLED")
-            raise
         except BaseException as exc:
-            self.set_tags(run_id, {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:5000]})
-            self.end_run(run_id, "FAILED")
+            self.end_failed(run_id, exc, "KILLED" if isinstance(exc, SearchStopped) else "FAILED")
             raise
 
     @contextlib.contextmanager
@@ -245,11 +314,8 @@ class Tracker:
         run_id = self.start_run(name, parent_run_id, tags)
         try:
             yield run_id
-        except (KeyboardInterrupt, SystemExit):
-            self.end_run(run_id, "KILLED")
-            raise
-        except BaseException:
-            self.end_run(run_id, "FAILED")
+        except BaseException as exc:
+            self.end_failed(run_id, exc)
             raise
         else:
             self.end_run(run_id, "FINISHED")
@@ -394,20 +460,23 @@ def arch_brief(arch: Any) -> str:
 
 
 def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None,
-                 label: str | None = None, plot: bool = True, tags: Mapping[str, Any] | None = None) -> None:
-    """Params (flattened architecture + training config), final metrics (and `tags`, same request) and artifacts of one
-    training; the AUC heatmap unless `plot` is false (a search's candidates that do not lead, see tracking.plots).
+                 label: str | None = None, plot: bool = True, tags: Mapping[str, Any] | None = None, params: bool = True) -> None:
+    """Params (flattened architecture + training config; params=False when train logged them at its start), final
+    metrics (and `tags`, same request) and artifacts of one training; the AUC heatmap unless `plot` is false (a search's
+    candidates that do not lead, see tracking.plots).
 
     The per-epoch metrics are not logged here: the caller logs each epoch as it ends (with its step), once.
     """
     if not run_id:
         return
     arch = result.arch
-    params = {"arch_id": arch.id}
-    params.update(flatten(arch.canonical(), "arch"))
-    params.update(flatten(config.train.model_dump(mode="json"), "train"))
-    params.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
-    params.update(extra_params or {})
+    logged: dict[str, Any] = {}
+    if params:
+        logged = {"arch_id": arch.id}
+        logged.update(flatten(arch.canonical(), "arch"))
+        logged.update(flatten(config.train.model_dump(mode="json"), "train"))
+        logged.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
+        logged.update(extra_params or {})
     final = {}
     final.update(result.valid.flat("valid"))
     if result.test is not None:
@@ -419,7 +488,7 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
                                         result.num_params, result.latency_ms_per_1k))))
     load = getattr(result, "latency_load", None)
     final["latency_load_1m"] = load if load is not None else machine_load()  # the load while latency was measured
-    tracker.log_batch(run_id, params, final, step=result.epochs_run, tags=tags)
+    tracker.log_batch(run_id, logged, final, step=result.epochs_run, tags=tags)
     tracker.log_texts(run_id, {"arch.json": arch.to_json(), "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
                                "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test})})
     if not plot:

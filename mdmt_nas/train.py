@@ -27,7 +27,7 @@ from mdmt_nas.components import Balancer
 from mdmt_nas.config import TrainConfig
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.data.tensors import MDMTTensors, RowSource, Splits
-from mdmt_nas.errors import ConfigError, TrialFailed, check_interrupt
+from mdmt_nas.errors import ConfigError, DeadlineReached, TrialFailed, check_interrupt, suspended_deadline
 from mdmt_nas.metrics import Metrics, compute_metrics
 from mdmt_nas.model import MDMTModel, build_balancer, build_model
 from mdmt_nas.plugins import guard_shapes
@@ -64,6 +64,8 @@ class TrainResult:
     rows_per_second: float
     latency_ms_per_1k: float = float("nan")
     aux_metrics: dict[str, float] = field(default_factory=dict)
+    #: why the training stopped before its epochs ran out other than by patience (the search's deadline), else ""
+    stopped: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ def predict(model: MDMTModel, data: RowSource, batch_size: int) -> tuple[torch.T
     model.eval()
     probs, labels, domains = [], [], []
     for b in data.batches(batch_size):
+        check_interrupt()  # Ctrl-C / SIGTERM / the search's deadline within a batch of a long evaluation too
         probs.append(torch.sigmoid(model(b.sparse, b.dense, b.domain)))
         labels.append(b.labels)
         domains.append(b.domain)
@@ -142,10 +145,10 @@ class _Progress:
     """A rich progress display of epochs and batches on a terminal; elsewhere (a pipe, a file, CI) one plain line
     per epoch on stdout; nothing when disabled."""
 
-    def __init__(self, enabled: bool, epochs: int, steps: int, label: str, terminal: bool = True):
+    def __init__(self, enabled: bool, epochs: int, steps: int, label: str, terminal: bool = True, first_epoch: int = 0):
         self.lines = enabled and not terminal
         self.enabled = enabled and terminal
-        self.epochs, self.label, self.t0 = epochs, label, time.perf_counter()
+        self.epochs, self.label, self.t0, self.first = epochs, label, time.perf_counter(), first_epoch
         if not self.enabled:
             return
         from rich.progress import (
@@ -162,7 +165,7 @@ class _Progress:
             TimeElapsedColumn(), TimeRemainingColumn(), transient=True, redirect_stdout=False,
         )
         self.p.start()
-        self.ep = self.p.add_task(f"{label} epochs", total=epochs, info="")
+        self.ep = self.p.add_task(f"{label} epochs", total=epochs, completed=first_epoch, info="")
         self.bt = self.p.add_task("  batches", total=steps, info="")
 
     def batch(self, loss: float) -> None:
@@ -175,7 +178,7 @@ class _Progress:
             self.p.reset(self.bt)
         if self.lines:
             elapsed = time.perf_counter() - self.t0
-            eta = elapsed / (epoch + 1) * (self.epochs - epoch - 1)
+            eta = elapsed / max(1, epoch + 1 - self.first) * (self.epochs - epoch - 1)
             rec = record or {}
             print(f"{self.label} epoch {epoch + 1}/{self.epochs}: train loss {rec.get('train_loss', float('nan')):.4f}, {info}, "
                   f"{rows_per_second:,.0f} rows/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}", flush=True)
@@ -202,6 +205,89 @@ class _Optimizers:
     @property
     def param_groups(self) -> list[dict]:
         return [g for o in self.opts for g in o.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opts": [o.state_dict() for o in self.opts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for o, st in zip(self.opts, state["opts"], strict=True):
+            o.load_state_dict(st)
+
+
+@dataclass
+class Loop:
+    """Where a training is, after its last completed epoch (what a checkpoint saves besides weights and RNG states)."""
+
+    epoch: int = 0  # the next epoch to run
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_auc: float = -math.inf
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    rows_seen: int = 0
+    train_time: float = 0.0
+
+
+class Passes:
+    """Endless shuffled passes over a split, one batch at a time; resumable: (generator state at the start of the current
+    pass, batches taken from it) give the same batches again."""
+
+    def __init__(self, source: RowSource, batch_size: int, gen: torch.Generator):
+        self.source, self.batch_size, self.gen = source, batch_size, gen
+        self.pass_state: torch.Tensor | None = None
+        self.taken = 0
+        self._it: Iterator[MDMTTensors] | None = None
+
+    def take(self) -> MDMTTensors:
+        while True:
+            if self._it is None:
+                self.pass_state, self.taken = self.gen.get_state(), 0
+                self._it = iter(self.source.batches(self.batch_size, shuffle=True, generator=self.gen))
+            batch = next(self._it, None)
+            if batch is not None:
+                self.taken += 1
+                return batch
+            self._it = None
+
+    def state(self) -> dict[str, Any]:
+        return {"pass_state": self.pass_state, "taken": self.taken, "gen": self.gen.get_state()}
+
+    def restore(self, st: dict[str, Any]) -> None:
+        if st.get("pass_state") is None:  # no pass started yet
+            self.gen.set_state(st["gen"])
+            return
+        self.gen.set_state(st["pass_state"])
+        self.pass_state, self.taken = st["pass_state"], int(st["taken"])
+        self._it = iter(self.source.batches(self.batch_size, shuffle=True, generator=self.gen, start_batch=self.taken))
+
+
+def nan_reason(model: MDMTModel, batch: MDMTTensors, total: torch.Tensor, per_task: torch.Tensor, step: int) -> str:
+    """Why a step's loss is not finite: the task(s) whose loss is, and (one forward re-run with hooks) the first module
+    whose output was non-finite, with the component and plugin it belongs to."""
+    from mdmt_nas.plugins import first_nonfinite
+
+    names = list(model.schema.tasks)
+    values = per_task.detach().tolist()
+    cells = ", ".join(f"{t}={v:.4g}" for t, v in zip(names, values))
+    bad = [t for t, v in zip(names, values) if not math.isfinite(v)]
+    which = (f"non-finite loss of task{'s' if len(bad) > 1 else ''} {', '.join(repr(t) for t in bad)} ({cells})" if bad else
+             f"the task losses are finite ({cells}): an auxiliary loss or the balancer is not")
+    try:
+        was = model.training
+        with torch.no_grad():
+            source = first_nonfinite(model, lambda: model(batch.sparse, batch.dense, batch.domain))
+        model.train(was)
+    except Exception:  # noqa: BLE001 - the diagnosis is best effort; the loss already says enough
+        source = None
+    where = ""
+    fix = "lower the learning rate (train.lr), set train.grad_clip, or check the data"
+    if source is not None:
+        path, ref = source
+        where = f"; the first non-finite output is {ref}" if ref is not None else f"; the first non-finite output is at model.{path}"
+        if ref is not None and ref.dist != "mdmt-nas":
+            fix = f"check the component (mdmt-nas plugins check {ref.plugin}), or {fix}"
+    return f"loss became {float(total)} at step {step}: {which}{where}; {fix}"
 
 
 class Trainer:
@@ -249,11 +335,11 @@ class Trainer:
 
     def train_step(self, batch: MDMTTensors) -> float:
         n = self.step_count
+        batch = _by_domain(batch)
         total, ctx, bctx = weight_step(
-            self.model, self.balancer, self.opt, _by_domain(batch), reduction=self.cfg.loss_reduction, shared=self.shared,
+            self.model, self.balancer, self.opt, batch, reduction=self.cfg.loss_reduction, shared=self.shared,
             all_params=list(self.model.parameters()), step=n, grad_clip=self.cfg.grad_clip, clip_params=list(self.model.parameters()),
-            nan_reason=lambda total, per_task: (f"loss became {float(total)} at step {n} (per-task losses {per_task.detach().tolist()}); "
-                                                "lower the learning rate or check the data"),
+            nan_reason=lambda total, per_task: nan_reason(self.model, batch, total, per_task, n),
         )
         self.step_count += 1
         self._aux_metrics(ctx.aux.metrics, bctx.metrics)
@@ -270,45 +356,37 @@ class Trainer:
                 s, n = self._aux_acc.get(k, (0.0, 0))
                 self._aux_acc[k] = (s + v, n + 1)
 
-    def _arch_batches(self) -> Iterator[MDMTTensors]:
-        src = self.splits.valid if self.cfg.arch_step == "valid" else self.splits.train
-        gen = torch.Generator().manual_seed(self.cfg.seed + 7919)
-        while True:
-            yield from src.batches(self.cfg.batch_size, shuffle=True, generator=gen)
-
-    def _epoch_batches(self, gen: torch.Generator) -> Iterator[MDMTTensors]:
+    def _epoch_batches(self) -> Iterator[MDMTTensors]:
         """One epoch's batches: a shuffled pass, or `epoch_rows` rows of an endless sequence of shuffled passes."""
         cfg = self.cfg
         if cfg.epoch_rows is None:
-            yield from self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen)
+            yield from self.splits.train.batches(cfg.batch_size, shuffle=True, generator=self.gen)
             return
-        if getattr(self, "_stream", None) is None:
-            def passes() -> Iterator[MDMTTensors]:
-                while True:
-                    yield from self.splits.train.batches(cfg.batch_size, shuffle=True, generator=gen)
-            self._stream = passes()
         rows = 0
         while rows < cfg.epoch_rows:
-            batch = next(self._stream)
+            batch = self.stream.take()
             rows += len(batch)
             yield batch
 
     # ---------------------------------------------------------------- loop
-    def arch_batches(self) -> Iterator[MDMTTensors] | None:
-        """The structure step's batches (None without a structure step)."""
-        return self._arch_batches() if self.arch_step else None
+    def start_streams(self) -> None:
+        """The batch generators of a fresh training (fit calls it; a checkpoint restores their states afterwards)."""
+        cfg = self.cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.stream = Passes(self.splits.train, cfg.batch_size, self.gen)
+        src = self.splits.valid if cfg.arch_step == "valid" else self.splits.train
+        self.arch_stream = Passes(src, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 7919)) if self.arch_step else None
 
-    def train_epoch(self, gen: torch.Generator, arch_iter: Iterator[MDMTTensors] | None = None,
-                    t_start: float | None = None, progress: _Progress | None = None) -> tuple[float, int, int]:
-        """One shuffled pass over the training split, with the structure steps: (loss sum, batches, rows)."""
+    def train_epoch(self, t_start: float | None = None, progress: _Progress | None = None) -> tuple[float, int, int]:
+        """One epoch of fit's loop (its steps and the structure steps; after start_streams): (loss sum, batches, rows)."""
         cfg = self.cfg
         self.model.train()
         self._aux_acc = {}
         t_start = time.perf_counter() if t_start is None else t_start
         loss_sum, n_batches, rows = 0.0, 0, 0
-        for batch in self._epoch_batches(gen):
-            if arch_iter is not None and cfg.arch_step_every == "batch":
-                self.arch_update(next(arch_iter))
+        for batch in self._epoch_batches():
+            if self.arch_stream is not None and cfg.arch_step_every == "batch":
+                self.arch_update(self.arch_stream.take())
             loss = self.train_step(batch)
             loss_sum += loss
             n_batches += 1
@@ -316,32 +394,40 @@ class Trainer:
             if progress is not None:
                 progress.batch(loss)
             self._check_limits(t_start)
-        if arch_iter is not None and cfg.arch_step_every == "epoch":
-            self.arch_update(next(arch_iter))
+        if self.arch_stream is not None and cfg.arch_step_every == "epoch":
+            self.arch_update(self.arch_stream.take())
         return loss_sum, n_batches, rows
 
-    def fit(self) -> TrainResult:
+    def fit(self, checkpoint: Any = None) -> TrainResult:
+        """Train (early stopping on mean valid AUC), then evaluate the best epoch's weights on valid and test.
+
+        checkpoint: an object with `restore(trainer)` (called once before the first epoch: continue a run) and
+        `save(trainer)` (after every epoch), e.g. mdmt_nas.checkpoint.EpochCheckpoint. The search's deadline
+        (errors.search_deadline) stops the training at the next batch; the best epoch so far is kept and
+        `TrainResult.stopped` says why (DeadlineReached before the first epoch ends goes up).
+        """
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        self.start_streams()
+        self.loop = loop = Loop()
+        if checkpoint is not None:
+            checkpoint.restore(self)
         n_train = len(self.splits.train)
         steps = max(1, math.ceil((cfg.epoch_rows or n_train) / cfg.batch_size))
-        best_auc, best_state, best_epoch = -math.inf, None, -1
-        history: list[dict[str, float]] = []
-        bad_epochs, stopped_early = 0, False
-        arch_iter = self.arch_batches()
         t_start = time.perf_counter()
-        train_time = 0.0
-        rows_seen = 0
-        progress = _Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty())
+        progress = _Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty(),
+                             first_epoch=loop.epoch)
         last_valid: Metrics | None = None
+        stopped = ""
         try:
-            for epoch in range(cfg.epochs):
+            for epoch in range(loop.epoch, cfg.epochs):
+                if loop.stopped_early:
+                    break
                 t0 = time.perf_counter()
-                loss_sum, n_batches, rows = self.train_epoch(gen, arch_iter, t_start, progress)
-                rows_seen += rows
-                train_time += time.perf_counter() - t0
+                loss_sum, n_batches, rows = self.train_epoch(t_start, progress)
+                loop.rows_seen += rows
+                loop.train_time += time.perf_counter() - t0
                 valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
                 last_valid = valid
                 record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "valid_mean_auc": valid.mean_auc, "valid_mean_logloss": valid.mean_logloss}
@@ -349,33 +435,44 @@ class Trainer:
                 for p_name, p in self.model.named_parameters():
                     if p_name.rsplit(".", 1)[-1].startswith("arch_") and p.numel() == 1:
                         record[f"arch/{p_name}"] = float(torch.sigmoid(p.detach()))
-                history.append(record)
-                progress.epoch(f"valid AUC {valid.mean_auc:.4f}", epoch, record, rows_seen / max(train_time, 1e-9))
-                improved = valid.mean_auc > best_auc + cfg.min_delta or best_state is None
+                loop.history.append(record)
+                progress.epoch(f"valid AUC {valid.mean_auc:.4f}", epoch, record, loop.rows_seen / max(loop.train_time, 1e-9))
+                improved = valid.mean_auc > loop.best_auc + cfg.min_delta or loop.best_state is None
                 if improved:
-                    best_auc, best_epoch = valid.mean_auc, epoch
-                    best_state = copy.deepcopy(self.model.state_dict())
-                    bad_epochs = 0
+                    loop.best_auc, loop.best_epoch = valid.mean_auc, epoch
+                    loop.best_state = copy.deepcopy(self.model.state_dict())
+                    loop.bad_epochs = 0
                 else:
-                    bad_epochs += 1
+                    loop.bad_epochs += 1
+                loop.epoch = epoch + 1
+                loop.stopped_early = bool(cfg.patience and loop.bad_epochs >= cfg.patience)
                 for cb in self.callbacks:
                     cb(epoch, record)
-                if cfg.patience and bad_epochs >= cfg.patience:
-                    stopped_early = True
-                    break
+                if checkpoint is not None:
+                    checkpoint.save(self)
+        except DeadlineReached as exc:  # the search's time is up: keep the best epoch so far
+            if loop.best_state is None:
+                raise
+            stopped = str(exc)
         finally:
             progress.close()
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size) if best_epoch != len(history) - 1 else last_valid
-        assert valid is not None
+        with suspended_deadline():  # the best epoch's metrics are the result: measured even past the deadline
+            return self._result(last_valid, stopped)
+
+    def _result(self, last_valid: Metrics | None, stopped: str) -> TrainResult:
+        cfg, loop = self.cfg, self.loop
+        history, best_epoch = loop.history, loop.best_epoch
+        if loop.best_state is not None:
+            self.model.load_state_dict(loop.best_state)
+        valid = last_valid if best_epoch == len(history) - 1 and last_valid is not None else \
+            evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
         test = evaluate(self.model, self.splits.test, self.splits.schema, cfg.eval_batch_size)
         aux_final = {k: v for k, v in history[best_epoch].items() if k not in ("epoch", "train_loss", "valid_mean_auc", "valid_mean_logloss")} if history else {}
         return TrainResult(
             model=self.model, arch=self.model.arch, valid=valid, test=test, history=history, best_epoch=best_epoch,
-            epochs_run=len(history), stopped_early=stopped_early, num_params=self.model.num_parameters(),
-            train_seconds=train_time, rows_per_second=rows_seen / max(train_time, 1e-9),
-            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, warm_up=False), aux_metrics=aux_final,
+            epochs_run=len(history), stopped_early=loop.stopped_early, num_params=self.model.num_parameters(),
+            train_seconds=loop.train_time, rows_per_second=loop.rows_seen / max(loop.train_time, 1e-9),
+            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, warm_up=False), aux_metrics=aux_final, stopped=stopped,
         )
 
     def _check_limits(self, t_start: float) -> None:
@@ -400,12 +497,14 @@ def train_architecture(
     registry: Any = None,
     guard: bool = False,
     built: Callable[[MDMTModel], None] | None = None,
+    checkpoint: Any = None,
 ) -> TrainResult:
     """Build, train (with early stopping on mean valid AUC) and evaluate one architecture: the one way to train one.
 
     guard: check every component's output shape while training, so a wrong shape is blamed on the
     component that produced it (a search's candidates); built: called with the model as soon as it
-    is built (the search's evaluator names the culprit of a failure from it).
+    is built (the search's evaluator names the culprit of a failure from it); checkpoint: saved after every
+    epoch and restored before the first (`Trainer.fit`), so an interrupted training continues where it was.
     """
     set_seed(cfg.seed)
     model = build_model(arch, splits.schema, registry)
@@ -413,6 +512,6 @@ def train_architecture(
         built(model)
     balancer = build_balancer(arch, splits.schema, registry)
     if not guard:
-        return Trainer(model, balancer, splits, cfg, callbacks, label).fit()
+        return Trainer(model, balancer, splits, cfg, callbacks, label).fit(checkpoint)
     with guard_shapes(model, registry):
-        return Trainer(model, balancer, splits, cfg, callbacks, label).fit()
+        return Trainer(model, balancer, splits, cfg, callbacks, label).fit(checkpoint)

@@ -8,7 +8,6 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -16,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from mdmt_nas.benchmark.settings import REFERENCE, BenchmarkSettings
-from mdmt_nas.benchmark.stats import RESULTS_VERSION, BenchmarkState, ModelSummary, RunRecord, Stat, findings, search_findings, summarize
+from mdmt_nas.benchmark.stats import (
+    RESULTS_VERSION,
+    BenchmarkState,
+    ModelSummary,
+    RunRecord,
+    Stat,
+    findings,
+    search_findings,
+    summarize,
+)
+from mdmt_nas.files import atomic_file, save_figure, write_text
 
 
 def _fmt_seconds(s: float) -> str:
@@ -81,10 +90,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, text)
 
 
 def _num(v: Any, digits: int = 6) -> str:
@@ -98,7 +104,7 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> Path:
     cols = ["model", "label", "kind", "seed", "status", "test_mean_auc", "test_mean_logloss", "valid_mean_auc", "num_params",
             "train_seconds", "wall_seconds", "epochs_run", "best_epoch", "arch_id", "run_id", "reason"]
     cols += [f"test_auc/{d}/{t}" for d, t in cells] + [f"test_logloss/{d}/{t}" for d, t in cells]
-    with path.open("w", newline="") as fh:
+    with atomic_file(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for r in records:
@@ -115,7 +121,7 @@ def _write_summary_csv(path: Path, summaries: Sequence[ModelSummary]) -> Path:
     cols = ["model", "label", "kind", "seeds", "test_mean_auc", "test_mean_auc_std", "test_mean_logloss", "test_mean_logloss_std",
             "valid_mean_auc", "valid_mean_auc_std", "num_params", "wall_seconds", "train_seconds"]
     cols += [f"test_auc/{d}/{t}{x}" for d, t in cells for x in ("", "_std")] + [f"test_logloss/{d}/{t}{x}" for d, t in cells for x in ("", "_std")]
-    with path.open("w", newline="") as fh:
+    with atomic_file(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for s in summaries:
@@ -140,9 +146,10 @@ def _plt():
 
 def _save(fig: Any, path: Path) -> Path:
     plt = _plt()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_auc_bars(summaries: Sequence[ModelSummary], dataset: str, space: str = "m3oe"):

@@ -6,6 +6,7 @@ Errors a user can cause (`UserError`) print as one clear message and exit 2;
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import signal
@@ -17,7 +18,9 @@ from rich.markup import escape
 
 from mdmt_nas import __version__
 from mdmt_nas.cli.console import make_console
-from mdmt_nas.errors import DEFER_SIGNALS, PENDING_SIGNALS, Terminated, UserError
+from mdmt_nas.errors import DEFER_SIGNALS, PENDING_SIGNALS, Terminated, TrialFailed, UserError
+
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 app = typer.Typer(
     name="mdmt-nas",
@@ -81,22 +84,73 @@ def report_plugin_failures() -> None:
     """Print plugin load failures (they never stop healthy plugins from working)."""
     from mdmt_nas.plugins import get_host
 
-    for failure in get_host().failures:
+    host = get_host()
+    for failure in host.failures:
         err_console.print(f"[red]{escape(str(failure))}[/red]", highlight=False, soft_wrap=True)
+    for warning in host.warnings:
+        err_console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
+
+
+#: seconds between the first SIGINT/SIGTERM and a forced exit, for a process stuck where no check runs (a long C call,
+#: one huge batch, a hanging server): a process manager's grace period (docker: 10 s) must not end in SIGKILL
+STOP_GRACE = 8.0
+#: the command line of this invocation (for the resume command printed on interruption)
+ARGV: list[str] = []
+#: callables giving lines to print after "interrupted"/"terminated": what was kept, the exact resume command
+INTERRUPT_NOTES: list = []
+_WATCHDOG: list[threading.Timer] = []
+
+
+def _stop_grace() -> float:
+    try:
+        return float(os.environ.get("MDMT_NAS_STOP_GRACE", STOP_GRACE))
+    except ValueError:
+        return STOP_GRACE
+
+
+def _force_exit(signum: int, grace: float) -> None:
+    """The watchdog: the interruption did not end the process within `grace` seconds; exit now, without cleanup."""
+    name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+    try:
+        lines = [f"did not stop within {grace:g} s of {name} (busy in a step that cannot be interrupted); exiting now. "
+                 "Files on disk are whole (written atomically); runs left RUNNING are marked KILLED by the next --resume"]
+        lines += _notes()
+        os.write(2, ("\n".join(lines) + "\n").encode())
+    finally:
+        os._exit(143 if signum == signal.SIGTERM else 130)
 
 
 def _on_signal(signum: int, frame: object) -> None:
     first = not PENDING_SIGNALS
     PENDING_SIGNALS.append(signum)
+    if first:
+        grace = _stop_grace()
+        if grace > 0:
+            timer = threading.Timer(grace, _force_exit, (signum, grace))
+            timer.daemon = True
+            timer.start()
+            _WATCHDOG.append(timer)
     if DEFER_SIGNALS and first:  # a search runs: raised at the next batch, outside any database call
         return
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _notes() -> list[str]:
+    out: list[str] = []
+    for note in INTERRUPT_NOTES:
+        try:
+            out += list(note())
+        except Exception:  # noqa: BLE001 - a note must never hide the interruption
+            pass
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     _mount()
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("MDMT_NAS_DEBUG") == "1"
     PENDING_SIGNALS.clear()
+    INTERRUPT_NOTES.clear()
+    ARGV[:] = list(argv if argv is not None else sys.argv[1:])
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
@@ -104,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if not PENDING_SIGNALS:  # signalled: the process is ending, and the watchdog still guards a shutdown that hangs
+            while _WATCHDOG:
+                _WATCHDOG.pop().cancel()
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -125,7 +182,14 @@ def _run(argv: list[str] | None, debug: bool) -> None:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         err_console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/yellow]")
+        for line in _notes():
+            err_console.print(escape(line), highlight=False, soft_wrap=True)
         sys.exit(143 if terminated else 130)
+    except TrialFailed as exc:  # `train` of an architecture that cannot train (NaN loss, a limit): the reason, not a bug
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] training failed: {escape(exc.reason)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except MemoryError:
         if debug:
             raise
@@ -143,5 +207,11 @@ def _run(argv: list[str] | None, debug: bool) -> None:
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:  # a write outside files.atomic_path (a library's own file)
+            from mdmt_nas.files import storage_error
+
+            err_console.print(f"[bold red]error:[/bold red] {escape(str(storage_error(exc, exc.filename or '(a file)')))}",
+                              highlight=False, soft_wrap=True)
+            sys.exit(2)
         err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n(run with --debug for the traceback)", highlight=False)
         sys.exit(1)

@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from mdmt_nas.cli.app import app, report_plugin_failures
-from mdmt_nas.cli.common import build_config, console, ensure_writable_dir
+from mdmt_nas.cli.common import build_config, claim_output, console, on_interrupt, resume_command
+from mdmt_nas.files import shown_path
 
 
 def _command(dataset: str | None, config: Path | None, sets: list[str], seeds: int | None, epochs: int | None, budget: str | None,
@@ -66,12 +67,12 @@ def benchmark(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted benchmark in --output: finished (model, seed) runs are kept."),
 ) -> None:
     """Train the fixed baselines, search the m3oe space with DARTS and Optuna TPE, and write a Markdown + HTML report."""
+    sets = list(sets or [])
+    cfg = build_config(config, None, dataset, sets, tracking_uri, None, no_track)  # no torch yet: a config error fails fast
     from mdmt_nas.benchmark import MODEL_KEYS, BenchmarkSettings, quick_settings, run_benchmark
     from mdmt_nas.tracking import Tracker
 
     report_plugin_failures()
-    sets = list(sets or [])
-    cfg = build_config(config, None, dataset, sets, tracking_uri, None, no_track)
     tracking = cfg.tracking if "experiment" in cfg.tracking.model_fields_set else cfg.tracking.model_copy(update={"experiment": "benchmark"})
     overrides = {k: getattr(cfg.train, k) for k in cfg.train.model_fields_set}
     if threads is not None:
@@ -105,15 +106,21 @@ def benchmark(
         load_search_space(settings.space)
     Tracker(settings.tracking).check()  # a bad --tracking-uri fails now
     out = output or Path("runs") / f"benchmark-{settings.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = ensure_writable_dir(out, resume=resume)
-    n_runs = len(settings.seeds) * len(settings.models)
-    console.print(f"benchmark [bold]{settings.dataset.name}[/bold]: {len(settings.models)} models x {len(settings.seeds)} seeds = {n_runs} runs "
-                  f"-> {out}", highlight=False)
+    with claim_output(out, resume=resume):
+        on_interrupt(lambda: [f"finished (model, seed) runs are kept in {shown_path(out)}", f"resume with: {resume_command(out)}"])
+        n_runs = len(settings.seeds) * len(settings.models)
+        console.print(f"benchmark [bold]{settings.dataset.name}[/bold]: {len(settings.models)} models x {len(settings.seeds)} seeds = {n_runs} runs "
+                      f"-> {shown_path(out)}", highlight=False)
 
-    def log(msg: str) -> None:
-        console.print(f"{time.strftime('%H:%M:%S')} {msg}", highlight=False, soft_wrap=True)
+        def log(msg: str) -> None:
+            console.print(f"{time.strftime('%H:%M:%S')} {msg}", highlight=False, soft_wrap=True)
 
-    state = run_benchmark(settings, out, resume=resume, log=log, console=console)
+        state = run_benchmark(settings, out, resume=resume, log=log, console=console)
+    _summary(state, settings)
+
+
+def _summary(state, settings) -> None:
+    """One line per model: test AUC over seeds, params, wall time per seed; the MLflow parent run."""
     from mdmt_nas.benchmark import summarize
 
     for s in summarize(state.records, settings.specs()):

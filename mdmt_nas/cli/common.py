@@ -12,27 +12,71 @@ from rich.table import Table
 from mdmt_nas.cli.console import make_console
 from mdmt_nas.config import ExperimentConfig, load_config
 from mdmt_nas.errors import UserError
+from mdmt_nas.files import shown_path
 
 console = make_console()
 
 
-def build_config(config: Path | None, arch: Path | None, dataset: str | None, sets: list[str] | None,
+def build_config(config: Path | None, arch: Path | None, dataset: str | None, sets: list | None,
                  tracking_uri: str | None = None, seed: int | None = None, no_track: bool = False,
                  register_model: str | None = None) -> ExperimentConfig:
-    overrides = list(sets or [])
+    """The config of a command: the file, --arch, --set items and flags (each error names the one at fault)."""
+    overrides: list = list(sets or [])
     if dataset:
-        overrides.insert(0, f"dataset.name={dataset}")
+        overrides.insert(0, (f"dataset.name={dataset}", f"--dataset {dataset}"))
     if tracking_uri:
-        overrides.append(f"tracking.uri={tracking_uri}")
+        overrides.append((f"tracking.uri={tracking_uri}", f"--tracking-uri {tracking_uri}"))
     if seed is not None:
-        overrides.append(f"train.seed={seed}")
+        overrides.append((f"train.seed={seed}", f"--seed {seed}"))
     if no_track:
         if register_model:
             raise UserError("--register-model needs MLflow tracking; drop --no-track")
-        overrides.append("tracking.enabled=false")
+        overrides.append(("tracking.enabled=false", "--no-track"))
     if register_model:
-        overrides += ["tracking.log_model=true", f"tracking.register_model={json.dumps(register_model)}"]
+        overrides += [("tracking.log_model=true", f"--register-model {register_model}"),
+                      (f"tracking.register_model={json.dumps(register_model)}", f"--register-model {register_model}")]
     return load_config(config, overrides, arch_path=arch)
+
+
+def say_config(cfg: ExperimentConfig) -> None:
+    """Which config file the run uses (a shipped example says so)."""
+    origin = cfg.origin
+    if origin.file:
+        from mdmt_nas.files import shipped_dir
+
+        shipped = Path(origin.file).resolve().parent == shipped_dir("mdmt_nas._examples").resolve()
+        console.print(f"config {shown_path(origin.file)}" + (" (a shipped example)" if shipped else ""), highlight=False, soft_wrap=True)
+
+
+def claim_output(path: Path, resume: bool = False, what: str = "output directory"):
+    """The command's output directory, created and locked (see mdmt_nas.outdir); a stale lock taken over is noted."""
+    from mdmt_nas.outdir import claim
+
+    held = claim(path, resume=resume, what=what)
+    if held.note:
+        console.print(f"[yellow]note: {held.note}[/yellow]", highlight=False, soft_wrap=True)
+    return held
+
+
+def resume_command(out: Path) -> str:
+    """This invocation's command line with `--output OUT --resume` (what to run to continue it)."""
+    import shlex
+
+    from mdmt_nas.cli.app import ARGV
+
+    args = [a for a in ARGV if a != "--debug"]
+    if not any(a in ("--output", "-o") or a.startswith("--output=") for a in args):
+        args += ["--output", shown_path(out)]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "mdmt-nas " + shlex.join(args)
+
+
+def on_interrupt(note) -> None:
+    """Lines to print if the command is interrupted (Ctrl-C, SIGTERM): `note()` -> list of lines."""
+    from mdmt_nas.cli.app import INTERRUPT_NOTES
+
+    INTERRUPT_NOTES.append(note)
 
 
 def default_output(kind: str, name: str) -> Path:
@@ -57,22 +101,6 @@ def metrics_table(valid, test, title: str) -> Table:
     table.add_section()
     table.add_row("mean", "", "", "", fmt(valid.mean_auc), fmt(test.mean_auc) if test else "-", fmt(test.mean_logloss) if test else "-", style="bold")
     return table
-
-
-def ensure_writable_dir(path: Path, resume: bool = False, what: str = "output directory") -> Path:
-    """Create an output directory; refuse an existing non-empty one unless resuming."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what} {path} exists and is not a directory; choose another --output")
-    if path.exists() and any(path.iterdir()) and not resume:
-        raise UserError(f"{what} {path} already exists and is not empty; pass --resume to continue it or choose another --output")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{what} {path} is not writable ({exc.strerror}); choose another --output") from None
-    return path
 
 
 def print_model(publication) -> None:

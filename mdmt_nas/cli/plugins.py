@@ -38,6 +38,8 @@ def _print_failures(host, verbose: bool = False) -> None:
         err.print(f"[red]{escape(str(f))}[/red]", highlight=False, soft_wrap=True)
         if verbose and f.detail:
             err.print(escape(f.detail), style="dim", highlight=False)
+    for w in getattr(host, "warnings", []):
+        err.print(f"[yellow]warning: {escape(w)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 @plugins_app.callback()
@@ -52,7 +54,8 @@ def plugins(
         return
     host = _host()
     if as_json:
-        data = {"plugins": [p.as_dict() for p in host.plugins], "failures": [f.as_dict() for f in host.failures]}
+        data = {"plugins": [p.as_dict() for p in host.plugins], "failures": [f.as_dict() for f in host.failures],
+                "warnings": list(getattr(host, "warnings", []))}
         print(json.dumps(data, indent=2))
     else:
         table = Table(title="mdmt-nas plugins", show_lines=True)

@@ -5,22 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from mdmt_nas.cli.app import app, report_plugin_failures
-from mdmt_nas.cli.common import build_config, console, ensure_writable_dir, print_model
+from mdmt_nas.cli.common import build_config, claim_output, console, on_interrupt, print_model, resume_command, say_config
 from mdmt_nas.errors import UserError
+from mdmt_nas.files import shown_path
+
+#: what a search leaves that --resume continues from (those that exist are named on interruption)
+RESUMABLE = ("leaderboard.csv", "study.db", "darts/checkpoint.pt", "nni/state.pkl", "best_candidate/weights.pt", "parent_run.txt")
 
 
 def _search_overrides(space: str | None, searcher: str | None, budget: str | None, timeout: float | None, seed: int | None,
-                      storage: str | None, study_name: str | None, objectives: str | None, pruner: str | None, epochs: int | None) -> list[str]:
-    out = []
-    for key, value in (("space", space), ("searcher", searcher), ("budget", budget), ("timeout", timeout), ("seed", seed),
-                       ("storage", storage), ("study_name", study_name), ("epochs", epochs), ("params.pruner", pruner)):
+                      storage: str | None, study_name: str | None, objectives: str | None, pruner: str | None, epochs: int | None) -> list:
+    """The flags as overrides of the `search:` section, each labelled with its flag (errors name `--budget 0`, not a file)."""
+    out: list = []
+    for key, flag, value in (("space", "--space", space), ("searcher", "--searcher", searcher), ("budget", "--budget", budget),
+                             ("timeout", "--timeout", timeout), ("seed", "--seed", seed), ("storage", "--storage", storage),
+                             ("study_name", "--study-name", study_name), ("epochs", "--epochs", epochs), ("params.pruner", "--pruner", pruner)):
         if value is not None:
-            out.append(f"search.{key}={value}")
+            out.append((f"search.{key}={value}", f"{flag} {value}"))
     if objectives is not None:
         parts = [p.strip() for p in objectives.split(",") if p.strip()]
-        out.append(f"search.objectives=[{', '.join(parts)}]")
+        out.append((f"search.objectives=[{', '.join(parts)}]", f"--objectives {objectives}"))
     return out
 
 
@@ -49,30 +56,49 @@ def search(
     register_model: str = typer.Option(None, "--register-model", help="Register the best model in the MLflow Model Registry under this name."),
 ) -> None:
     """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
-    from mdmt_nas.search import report
-    from mdmt_nas.search.runner import run_search, searcher_class
-
-    report_plugin_failures()
     overrides = list(sets or []) + _search_overrides(space, searcher, budget, timeout, seed, storage, study_name, objectives, pruner, epochs)
     if not warm_start:
-        overrides.append("search.warm_start=false")
-    overrides += [f"search.{k}={v}" for k, v in (("final_seeds", final_seeds), ("final_top_k", final_top_k)) if v is not None]
-    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track, register_model)
+        overrides.append(("search.warm_start=false", "--no-warm-start"))
+    overrides += [(f"search.{k}={v}", f"--{k.replace('_', '-')} {v}") for k, v in (("final_seeds", final_seeds), ("final_top_k", final_top_k))
+                  if v is not None]
+    cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track, register_model)  # no torch yet: fails fast
     scfg = cfg.search
     if scfg.space is None:
         raise UserError("no search space: pass --space NAME (`mdmt-nas spaces list` shows them) or a space YAML file")
+    if scfg.storage:
+        from mdmt_nas.stores import check_storage_url
+
+        check_storage_url(scfg.storage)  # `sqlte:///x.db`, a file that is not SQLite, a read-only one: one line, now
+    from mdmt_nas.preflight import blamed, check_dataset
+    from mdmt_nas.search.runner import load_search_space, make_searcher, run_search, searcher_class
+
+    report_plugin_failures()
     cls = searcher_class(scfg.searcher)  # unknown name -> exit 2 with the closest names, before any work
+    try:
+        searcher_obj = make_searcher(cls, scfg.params)
+    except UserError as exc:
+        raise blamed(cfg, exc) from None
+    space_obj = load_search_space(scfg.space)  # every option of every choice checked against its component
+    check_dataset(cfg)
     space_label = Path(scfg.space).stem if scfg.space.endswith((".yaml", ".yml", ".json")) else scfg.space
     out = output or Path("runs") / f"search-{space_label}-{cls.name}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
     from mdmt_nas.tracking import Tracker
 
     Tracker(cfg.tracking).check()  # a bad --tracking-uri fails now, before any output is written
-    out = ensure_writable_dir(out, resume=resume)
-    from mdmt_nas.search.runner import load_search_space, make_searcher
+    budget = "until " + f"{scfg.timeout:g}s" if scfg.until_timeout else f"{searcher_obj.budget_for(space_obj, scfg.budget)} {cls.budget_unit}"
+    with claim_output(out, resume=resume):
+        on_interrupt(lambda: _kept(out))
+        say_config(cfg)
+        console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] (budget {budget}, seed {scfg.seed}) -> {shown_path(out)}",
+                      highlight=False)
+        outcome = run_search(cfg, out, space=space_obj, resume=resume, console=console)
+    _report(outcome, cfg, out)
 
-    budget = "until " + f"{scfg.timeout:g}s" if scfg.until_timeout else f"{make_searcher(cls, scfg.params).budget_for(load_search_space(scfg.space), scfg.budget)} {cls.budget_unit}"
-    console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] (budget {budget}, seed {scfg.seed}) -> {out}", highlight=False)
-    outcome = run_search(cfg, out, resume=resume, console=console)
+
+def _report(outcome, cfg, out: Path) -> None:
+    """The leaderboard, the winner and where its files are."""
+    from mdmt_nas.search import report
+
     res = outcome.result
     s = outcome.summary
     info = s.get("searcher_info") or {}
@@ -83,15 +109,18 @@ def search(
     if res.pareto:
         console.print(report.pareto_table(res.pareto, cfg.search.objectives))
     if s.get("stopped"):
-        console.print(f"[yellow]stopped early: {s['stopped']}[/yellow]", highlight=False)
+        console.print(f"[yellow]stopped early: {escape(str(s['stopped']))}[/yellow]", highlight=False)
     if info.get("note"):
-        console.print(f"[yellow]note: {info['note']}[/yellow]", highlight=False)
+        console.print(f"[yellow]note: {escape(str(info['note']))}[/yellow]", highlight=False)
     entries = [e for e in (s.get("final_stage") or [])]
     if entries and any(len(e["runs"]) > 1 for e in entries):
         console.print(report.final_records_table(entries))
     if s.get("warm_start") or s.get("verdict"):
         console.print(report.verdict_line(s.get("verdict") or {}), highlight=False)
     best = outcome.best
+    if best is not None and best.state != "finished":
+        console.print(f"[yellow]no candidate finished its epochs within the time limit: the winner is the best so far, "
+                      f"{escape(best.reason)}[/yellow]", highlight=False, soft_wrap=True)
     if best is not None:
         console.print(f"winner {best.arch.id} (trial {best.number}): per-(domain, task) AUC", highlight=False)
         console.print(winner_table(best))
@@ -102,9 +131,10 @@ def search(
         console.print(f"best {best.arch.id}: mean over {n} seeds valid AUC {v:.4f}, test AUC {t:.4f}, {best.num_params:,} params", highlight=False)
     console.print(res.best.summary(), highlight=False)
     tracking = f" | MLflow parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
-    console.print(f"best architecture: {outcome.best_arch_path}{tracking}", highlight=False, soft_wrap=True)
+    console.print(f"best architecture: {shown_path(outcome.best_arch_path)}{tracking}", highlight=False, soft_wrap=True)
     if (out / "weights.pt").exists():
-        console.print(f"export it: mdmt-nas export {out}   (writes {out / 'export'}/model.pt2, model.onnx)", highlight=False, soft_wrap=True)
+        console.print(f"export it: mdmt-nas export {shown_path(out)}   (writes {shown_path(out / 'export')}/model.pt2, model.onnx)",
+                      highlight=False, soft_wrap=True)
     print_model(outcome.model)
 
 
@@ -123,3 +153,10 @@ def winner_table(best):
     table.add_section()
     table.add_row("mean", "", fmt(best.valid_mean_auc), fmt(best.test_mean_auc), style="bold")
     return table
+
+
+def _kept(out: Path) -> list[str]:
+    """What an interrupted search leaves in its output directory, and the command that continues it."""
+    there = [name for name in RESUMABLE if (out / name).exists()]
+    kept = f"kept in {shown_path(out)}: {', '.join(there)}" if there else f"nothing was kept in {shown_path(out)} yet"
+    return [kept, f"resume with: {resume_command(out)}"]

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from mdmt_nas.data.encode import ColumnMapping, check_columns
 from mdmt_nas.errors import DataError
+from mdmt_nas.files import atomic_path
 
 
 @dataclass
@@ -117,8 +118,6 @@ def csv_to_parquet(
         hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
         return DataError(f"{src}: cannot parse rows {at:,}..: {msg}{hint}")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
     rows = groups = 0
     pending: list[pa.Table] = []
     pending_rows = 0
@@ -138,35 +137,34 @@ def csv_to_parquet(
             if progress:
                 progress(rows)
 
-    try:
-        parsed = 0
-        for head, block in csv_chunks(src, block_size):
-            try:
-                table = pacsv.read_csv(
-                    pa.py_buffer(head + block),
-                    parse_options=pacsv.ParseOptions(delimiter=separator),
-                    convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
-                )
-            except pa.ArrowInvalid as exc:
-                raise parse_error(exc, parsed) from None
-            parsed += table.num_rows
-            if schema is None:  # without a mapping, the first block's inferred types hold for all
-                schema = table.schema
-                types = types or {f.name: f.type for f in schema}
-                writer = pq.ParquetWriter(tmp, schema, compression=compression)
-            elif table.schema != schema:
-                raise DataError(f"{src}: rows {parsed - table.num_rows:,}.. parse to {table.schema} instead of {schema}")
-            pending.append(table)
-            pending_rows += table.num_rows
-            flush(final=False)
-        if writer is None:
-            raise DataError(f"{src}: the file has a header but no rows")
-        flush(final=True)
-        writer.close()
-        writer = None
-        tmp.replace(dst)
-    finally:
-        if writer is not None:
+    with atomic_path(dst) as tmp:  # a half-written Parquet file never replaces dst; a full disk is one line naming dst
+        try:
+            parsed = 0
+            for head, block in csv_chunks(src, block_size):
+                try:
+                    table = pacsv.read_csv(
+                        pa.py_buffer(head + block),
+                        parse_options=pacsv.ParseOptions(delimiter=separator),
+                        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
+                    )
+                except pa.ArrowInvalid as exc:
+                    raise parse_error(exc, parsed) from None
+                parsed += table.num_rows
+                if schema is None:  # without a mapping, the first block's inferred types hold for all
+                    schema = table.schema
+                    types = types or {f.name: f.type for f in schema}
+                    writer = pq.ParquetWriter(tmp, schema, compression=compression)
+                elif table.schema != schema:
+                    raise DataError(f"{src}: rows {parsed - table.num_rows:,}.. parse to {table.schema} instead of {schema}")
+                pending.append(table)
+                pending_rows += table.num_rows
+                flush(final=False)
+            if writer is None:
+                raise DataError(f"{src}: the file has a header but no rows")
+            flush(final=True)
             writer.close()
-        tmp.unlink(missing_ok=True)
+            writer = None
+        finally:
+            if writer is not None:
+                writer.close()
     return ConvertReport(rows, groups, src.stat().st_size, dst.stat().st_size, time.perf_counter() - t0, list(schema.names))

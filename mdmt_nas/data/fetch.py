@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mdmt_nas.errors import DataError, UserError
+from mdmt_nas.files import atomic_file
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 ML100K_MEMBERS = tuple(f"recbole/dataset_example/ml-100k/ml-100k.{ext}" for ext in ("inter", "user", "item"))
@@ -68,10 +69,8 @@ def fetch_ml100k(
             dest.mkdir(exist_ok=True)
             with zipfile.ZipFile(wheels[0]) as zf:
                 for member, name in zip(ML100K_MEMBERS, names):
-                    part = dest / (name + ".part")
-                    with zf.open(member) as src, open(part, "wb") as out:
+                    with zf.open(member) as src, atomic_file(dest / name, "wb") as out:
                         shutil.copyfileobj(src, out)
-                    part.replace(dest / name)
         except KeyError as exc:
             raise DataError(f"{wheels[0].name} does not contain {exc.args[0]}; is it the right RecBole version?") from None
         except zipfile.BadZipFile:

@@ -9,6 +9,7 @@ from mdmt_nas.plugins.blame import (
     component_map,
     describe_component_error,
     find_culprit,
+    first_nonfinite,
     guard_shapes,
 )
 from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
@@ -30,6 +31,7 @@ __all__ = [
     "component_map",
     "describe_component_error",
     "find_culprit",
+    "first_nonfinite",
     "get_host",
     "get_registry",
     "guard_shapes",

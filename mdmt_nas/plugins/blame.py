@@ -59,7 +59,7 @@ class ComponentFailure(PluginError):
 
 
 def _class_refs(registry: Registry) -> dict[type, ComponentRef]:
-    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.entries() if isinstance(e.obj, type)}
+    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.all_entries() if isinstance(e.obj, type)}
 
 
 def component_map(model: Any, registry: Registry | None = None) -> dict[int, ComponentRef]:
@@ -165,3 +165,41 @@ def guard_shapes(model: Any, registry: Registry | None = None) -> Iterator[None]
     finally:
         for h in handles:
             h.remove()
+
+
+def first_nonfinite(model: Any, run: Any, registry: Registry | None = None) -> tuple[str, ComponentRef | None] | None:
+    """Run `run()` (a forward of `model`) with a hook on every module: the path of the first module whose output had a
+    NaN/inf, and the registered component it is (or is inside), or None if every output was finite.
+
+    Hooks fire as modules return, innermost first, so the first non-finite output is where the values went bad.
+    """
+    import torch
+
+    refs = component_map(model, registry)
+    paths = {id(m): p for p, m in model.named_modules()}
+    by_path = {ref.path: ref for ref in refs.values()}
+    found: list[str] = []
+
+    def hook(module: Any, args: Any, out: Any) -> None:
+        if found:
+            return
+        tensors = [out] if isinstance(out, torch.Tensor) else [t for t in (out if isinstance(out, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
+        if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+            found.append(paths.get(id(module), ""))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        return None
+    path = found[0]
+    probe = path
+    while True:  # the component itself, or the nearest one it is part of
+        if probe in by_path:
+            return path, by_path[probe]
+        if "." not in probe:
+            return path, None
+        probe = probe.rsplit(".", 1)[0]

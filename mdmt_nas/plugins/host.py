@@ -11,7 +11,12 @@ Environment switches:
   MDMT_NAS_DISABLE_PLUGINS=a,b   skip these plugins (entry-point, distribution or built-in names)
   MDMT_NAS_LOAD_PLUGINS=a,b      allow-list: load only these third-party plugins (entry-point or
                                  distribution names; empty string: none); built-ins always load
+  MDMT_NAS_PREFER=kind:name=p,.. a name several plugins register (unusable until resolved) is plugin p's;
+                                 `name=p` applies to every kind
   MDMT_NAS_TRACE_HOOKS=1         print every hook call and registration to stderr
+
+A name in these switches that matches no installed plugin is a warning with the closest names (a typo must
+not leave a plugin silently enabled).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from mdmt_nas.errors import DuplicateComponentError, closest
 from mdmt_nas.errors import raised_at as _where
 from mdmt_nas.plugins import hookspecs
 from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
-from mdmt_nas.plugins.registry import Registry
+from mdmt_nas.plugins.registry import PREFER_VAR, Registry
 
 __all__ = ["BUILTIN_PLUGINS", "GROUP", "PluginFailure", "PluginHost", "PluginInfo", "get_host", "get_registry", "hookimpl", "reset"]
 
@@ -84,7 +89,8 @@ class PluginFailure:
     detail: str = ""
 
     def __str__(self) -> str:
-        verb = {"import": "Error importing", "register": "Error registering", "hook": "Invalid hook in"}[self.stage]
+        verb = {"import": "Error importing", "register": "Error registering", "hook": "Invalid hook in",
+                "conflict": "Name conflict in"}[self.stage]
         hint = "" if "MDMT_NAS_DISABLE_PLUGINS=" in self.message else f"\n  (skip it with MDMT_NAS_DISABLE_PLUGINS={self.plugin})"
         return f'{verb} plugin "{self.plugin}" (distribution {self.dist}): {self.message}{hint}'
 
@@ -108,6 +114,8 @@ class PluginHost:
         self.registry = Registry()
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
+        #: misconfigurations that do not stop anything (an unknown name in a switch), one line each
+        self.warnings: list[str] = []
         self.trace = os.environ.get("MDMT_NAS_TRACE_HOOKS", "") not in ("", "0", "false")
         if self.trace:
             self.pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
@@ -117,6 +125,11 @@ class PluginHost:
     def load(self, use_entry_points: bool = True, extra: list[tuple[str, Any]] | None = None) -> PluginHost:
         disabled = _env_list("MDMT_NAS_DISABLE_PLUGINS") or set()
         allowed = _env_list("MDMT_NAS_LOAD_PLUGINS")
+        installed = {m.rsplit(".", 1)[-1] for m in BUILTIN_PLUGINS} | set(BUILTIN_PLUGINS)
+        if use_entry_points:
+            installed |= {n for ep in entry_points(group=GROUP) for n in (ep.name, ep.dist.name if ep.dist else ep.name)}
+        self._check_names("MDMT_NAS_DISABLE_PLUGINS", disabled, installed)
+        self._check_names("MDMT_NAS_LOAD_PLUGINS", allowed or set(), installed)
         for modname in BUILTIN_PLUGINS:
             short = modname.rsplit(".", 1)[-1]
             if short in disabled or modname in disabled:
@@ -149,7 +162,37 @@ class PluginHost:
                 self._add(ep.name, plugin, dist, version, builtin=False)
         for name, plugin in extra or []:
             self._add(name, plugin, "(in-process)", "-", builtin=False)
+        self._resolve_conflicts()
         return self
+
+    def _check_names(self, var: str, names: set[str], installed: set[str]) -> None:
+        short = sorted(n for n in installed if "." not in n)
+        for n in sorted(names - installed):
+            near = closest(n, short)
+            hint = f"did you mean {', '.join(repr(x) for x in near)}?" if near else f"installed: {', '.join(short)}"
+            self.warnings.append(f"{var} names {n!r}, which is no installed plugin ({hint}); `mdmt-nas plugins` lists them")
+
+    def _resolve_conflicts(self) -> None:
+        """Apply MDMT_NAS_PREFER; a name several plugins registered and nobody picked is a failure naming all of them."""
+        for item in sorted(_env_list(PREFER_VAR) or set()):
+            key, _, plugin = item.partition("=")
+            kind, _, name = key.rpartition(":")
+            if not plugin or not name or (kind and kind not in self.registry._entries):
+                self.warnings.append(f"{PREFER_VAR}: {item!r} is not KIND:NAME=PLUGIN (or NAME=PLUGIN), e.g. expert:mlp=basic")
+                continue
+            self.registry.prefer(kind or None, name, plugin)
+            kinds = [kind] if kind else list(self.registry._entries)
+            contenders = [e for k in kinds for e in self.registry.conflicts().get((k, name), [])]
+            if not contenders:
+                self.warnings.append(f"{PREFER_VAR}: no two plugins register {key!r}; nothing to pick (remove {item!r})")
+            elif not any(plugin in (e.plugin, e.dist) for e in contenders):
+                near = closest(plugin, [e.plugin for e in contenders])
+                self.warnings.append(f"{PREFER_VAR}: {plugin!r} does not register {key!r}; its plugins are "
+                                     f"{', '.join(repr(e.plugin) for e in contenders)}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        for (kind, name), contenders in self.registry.conflicts().items():
+            if self.registry.preferred(kind, name) is None:
+                last = contenders[-1]
+                self._fail(last.plugin, last.dist, "conflict", str(self.registry.conflict_error(kind, name)))
 
     def _fail(self, plugin: str, dist: str, stage: str, exc: BaseException | str) -> None:
         if isinstance(exc, BaseException):

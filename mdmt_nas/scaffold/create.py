@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mdmt_nas.components import NEURAL_KINDS, base_of
 from mdmt_nas.errors import UserError
+from mdmt_nas.files import write_text
 from mdmt_nas.scaffold.templates import (
     BODIES,
     HEADER,
@@ -119,7 +120,6 @@ def create_plugin(name: str, kind: str = "expert", directory: str | Path = ".", 
     out = Scaffold(root, n)
     for rel, text in files.items():
         path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text(path, text)
         out.files.append(path)
     return out

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from mdmt_nas.arch import Architecture
-from mdmt_nas.errors import MdmtNasError
+from mdmt_nas.errors import SearchStopped  # noqa: F401 - it lives in errors (check_interrupt raises it); importable from here
 
 if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.config import ExperimentConfig
@@ -26,10 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.search.evaluate import Evaluator
     from mdmt_nas.spaces import Space
     from mdmt_nas.tracking import Tracker
-
-
-class SearchStopped(MdmtNasError):
-    """The search as a whole must stop (too many failed candidates, time is up); searchers let it through."""
 
 
 @dataclass

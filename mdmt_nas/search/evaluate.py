@@ -25,6 +25,7 @@ from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig, TrackingConfig, TrainConfig
 from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import TrialFailed, TrialPruned, UserError, check_interrupt
+from mdmt_nas.files import save_torch, write_json, write_text
 from mdmt_nas.plugins import describe_component_error
 from mdmt_nas.search.base import Candidate, SearchStopped
 from mdmt_nas.search import report
@@ -33,6 +34,8 @@ from mdmt_nas.tracking import Tracker, flatten, log_training
 from mdmt_nas.train import EpochCallback, TrainResult, train_architecture
 
 BEST_DIR = "best_candidate"
+#: the reason of a candidate stopped by the search's time limit (--timeout): pruned, with its best epoch's metrics
+TIMEOUT_REASON = "search timeout"
 
 
 def candidate_train_config(config: ExperimentConfig) -> TrainConfig:
@@ -86,6 +89,10 @@ class Evaluator:
         try:
             return float(json.loads(meta.read_text())["valid_mean_auc"])
         except (OSError, ValueError, KeyError, TypeError):
+            pass
+        try:  # a finished search removed best_candidate/: its winner (weights.pt) is the one to beat
+            return float(json.loads((self.output_dir / "search.json").read_text())["best"]["valid_mean_auc"])
+        except (OSError, ValueError, KeyError, TypeError):
             return -math.inf
 
     def state_of(self, arch_id: str) -> dict[str, torch.Tensor] | None:
@@ -113,11 +120,10 @@ class Evaluator:
         if self.output_dir is None:
             return
         d = self.output_dir / BEST_DIR
-        d.mkdir(parents=True, exist_ok=True)
-        torch.save(state, d / "weights.pt")
+        save_torch(state, d / "weights.pt")
         cand.arch.save(d / "arch.json")
-        (d / "schema.json").write_text(self.splits.schema.model_dump_json(indent=2) + "\n")
-        (d / "candidate.json").write_text(json.dumps(cand.row(), indent=2, default=str) + "\n")
+        write_text(d / "schema.json", self.splits.schema.model_dump_json(indent=2) + "\n")
+        write_json(d / "candidate.json", cand.row())
 
     # -------------------------------------------------------------- the call
     def __call__(self, arch: Architecture, label: str, epoch_callback: EpochCallback | None = None, assignment: dict[str, Any] | None = None,
@@ -152,9 +158,18 @@ class Evaluator:
             self.tracker.set_tags(run_id, {"state": "killed", "reason": "interrupted"})
             self.tracker.end_run(run_id, "KILLED")
             raise
+        except SearchStopped:  # the time limit before its first epoch ended: nothing to keep
+            cand.state, cand.reason, cand.fidelity = "pruned", f"{TIMEOUT_REASON} before its first epoch ended", 0.0
+            cand.train_seconds = time.perf_counter() - t0
+            self._finish(cand, run_id, "KILLED", label)
+            raise
         except BaseException as exc:  # noqa: BLE001 - a candidate's failure must not end the search
             return self._failed(cand, exc, built[0] if built else None, history, time.perf_counter() - t0, label)
-        return self._finished(cand, result, cfg, label, kind)
+        try:
+            return self._finished(cand, result, cfg, label, kind)
+        except BaseException as exc:  # e.g. the disk filled while its weights were kept: the run ends FAILED with the reason
+            self.tracker.end_failed(run_id, exc)
+            raise
 
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
         """The candidate's child run (tagged running, with this worker), its params logged."""
@@ -195,6 +210,8 @@ class Evaluator:
         cand.latency_ms_per_1k = result.latency_ms_per_1k
         cand.metrics = {**result.valid.flat("valid"), **(result.test.flat("test") if result.test is not None else {}),
                         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+        if result.stopped:  # cut by the search's time limit: its best epoch so far is its result, and the search stops
+            return self._cut(cand, result, cfg, label)
         if not _finite(cand.valid_mean_auc):
             cand.reason = "valid mean AUC is undefined (NaN): every (domain, task) cell of the valid split has a single class or the model output NaN"
             self._fail(cand, run_id, label)
@@ -208,6 +225,18 @@ class Evaluator:
         self._keep_if_best(cand, result.model)
         self._finish(cand, run_id, "FINISHED", label, tagged=True)
         return cand
+
+    def _cut(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str) -> Candidate:
+        """A candidate stopped by the time limit: pruned (reason 'search timeout ...'), logged, its weights kept in memory
+        (it wins if no candidate finished), then SearchStopped."""
+        cand.state = "pruned"
+        cand.fidelity = result.epochs_run / max(1, cfg.epochs)
+        cand.reason = f"{TIMEOUT_REASON}: stopped after epoch {result.epochs_run} of {cfg.epochs} (best epoch {result.best_epoch + 1})"
+        log_training(self.tracker, cand.run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
+        if _finite(cand.valid_mean_auc):
+            self._keep_top(cand, {k: v.detach().clone() for k, v in result.model.state_dict().items()})
+        self._finish(cand, cand.run_id, "KILLED", label)
+        raise SearchStopped(result.stopped)
 
     def _reason(self, exc: BaseException, model: Any) -> str:
         if isinstance(exc, TrialFailed):

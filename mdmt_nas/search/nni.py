@@ -300,12 +300,11 @@ class _NNISearcher(Searcher):
     def _save_state(self, ctx: SearchContext, strategy: Any, seen: dict[str, float | None], records: list[str]) -> None:
         state = {"searcher": self.name, "space": ctx.space.name, "parent_run_id": ctx.parent_run_id,
                  "strategy": strategy.state_dict(), "seen": seen, "records": records}
-        path = ctx.output_dir / NNI_DIR / "state.pkl"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
+        from mdmt_nas.files import atomic_file, write_text
+
+        with atomic_file(ctx.output_dir / NNI_DIR / "state.pkl", "wb") as fh:
             pickle.dump(state, fh)
-        tmp.replace(path)
-        (ctx.output_dir / NNI_DIR / "candidates.jsonl").write_text("".join(r + "\n" for r in records))
+        write_text(ctx.output_dir / NNI_DIR / "candidates.jsonl", "".join(r + "\n" for r in records))
 
     @staticmethod
     def _redirect_logs(out: Path) -> tuple[logging.Logger, list[logging.Handler], bool, logging.Handler]:

@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from mdmt_nas import files
 from mdmt_nas.arch import Architecture
+from mdmt_nas.files import atomic_file
 from mdmt_nas.search.base import Candidate
 
 #: objective name -> (Candidate attribute, sense); "max" is better when larger
@@ -109,7 +113,7 @@ def write_leaderboard_csv(path: str | Path, candidates: Sequence[Candidate], par
     path = Path(path)
     rows = leaderboard_rows(candidates, pareto)
     cells = sorted({k for r in rows for k in r if "/" in k})
-    with path.open("w", newline="") as fh:
+    with atomic_file(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=[*LEADERBOARD_COLUMNS, *cells], extrasaction="ignore")
         w.writeheader()
         for r in rows:
@@ -139,7 +143,7 @@ def leaderboard_table(candidates: Sequence[Candidate], title: str, top: int = 10
         if c.known:
             note = (note + " " if note else "") + f"known: {c.known}"
         if c.reason:
-            note = (note + " " if note else "") + (c.reason if len(c.reason) <= 60 else c.reason[:57] + "...")
+            note = (note + " " if note else "") + escape(c.reason if len(c.reason) <= 60 else c.reason[:57] + "...")
         style = {"pruned": "yellow", "failed": "red"}.get(c.state)
         table.add_row(str(rank) if c.state == "finished" else "-", str(c.number), c.arch.id, c.state, _fmt(c.valid_mean_auc),
                       _fmt(c.test_mean_auc), _fmt(c.num_params), _fmt(c.latency_ms_per_1k, 2), _fmt(c.train_seconds, 1), note, style=style)
@@ -296,10 +300,10 @@ def plot_pareto(candidates: Sequence[Candidate], front: Sequence[Candidate], obj
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     plt = _plt()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return files.save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def failure_summary(candidates: Sequence[Candidate], limit: int = 5) -> list[str]:
@@ -351,6 +355,21 @@ class SearchDisplay:
         if self.progress is not None:
             self.progress.update(self.t_ep, advance=1, info=f"valid AUC {record.get('valid_mean_auc', float('nan')):.4f}")
 
+    def supernet_epoch(self, epoch: int, epochs: int, record: dict[str, float], seconds: float, first: int = 0) -> None:
+        """A one-shot searcher's supernet epoch: a plain line when not on a terminal (CI, `| tee`), the live display otherwise.
+
+        seconds: since the first epoch of this run (`first`, > 0 when resumed), for the ETA."""
+        if self.console is None:
+            return
+        auc = record.get("valid_mean_auc", float("nan"))
+        eta = seconds / max(1, epoch + 1 - first) * (epochs - epoch - 1)
+        line = (f"supernet epoch {epoch + 1}/{epochs}: train loss {record.get('train_loss', float('nan')):.4f}, "
+                f"valid AUC {auc:.4f}, {record.get('epoch_seconds', float('nan')):.1f}s, ETA {eta:.0f}s")
+        if self.progress is not None:
+            self.progress.update(self.t_ep, info=line)
+        else:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
     def candidate_end(self, c: Candidate) -> None:
         if self.console is None:
             return
@@ -360,7 +379,7 @@ class SearchDisplay:
         auc = f"{c.valid_mean_auc:.4f}" if _finite(c.valid_mean_auc) else "n/a"
         colour = {"finished": "green", "pruned": "yellow", "failed": "red"}.get(c.state, "white")
         line = (f"[{colour}]{c.state:8}[/{colour}] #{c.number:<4} {c.arch.id}  valid AUC {auc}  "
-                f"params {c.num_params:,}  {c.train_seconds:.1f}s" + (f"  ({c.reason})" if c.reason else ""))
+                f"params {c.num_params:,}  {c.train_seconds:.1f}s" + (f"  ({escape(c.reason)})" if c.reason else ""))
         self.console.print(line, highlight=False, soft_wrap=True)
         if self.progress is not None:
             best = f"best {self.best:.4f}" if self.best > -math.inf else ""

@@ -25,7 +25,8 @@ the reasons.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +38,13 @@ from pydantic import ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deferred_signals
+from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deadline_passed, deferred_signals, search_deadline
 from mdmt_nas.experiment import load_splits
-from mdmt_nas.files import config_error
+from mdmt_nas.files import config_error, save_torch, write_json, write_text
 from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult, SearchStopped
-from mdmt_nas.search.evaluate import BEST_DIR, Evaluator, candidate_train_config
+from mdmt_nas.search.evaluate import BEST_DIR, TIMEOUT_REASON, Evaluator, candidate_train_config
 from mdmt_nas.search.final import run_final_stage, verdict
 from mdmt_nas.search.report import SearchDisplay
 from mdmt_nas.spaces import load_space
@@ -114,6 +115,8 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
     parent = ctx.parent_run_id
     t_start = time.monotonic()
     display.start()
+    limit = contextlib.ExitStack()
+    limit.enter_context(search_deadline(config.search.timeout))  # --timeout bounds all of it, the running candidate included
     try:
         stopped = ""
         try:
@@ -129,22 +132,29 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         candidates = list(result.candidates)
         known = {(c.number, c.arch.id) for c in candidates}
         candidates += [c for c in evaluator.candidates if (c.number, c.arch.id) not in known]  # e.g. the one that stopped the search
-        if not any(c.state == "finished" for c in candidates):
+        if not any(_usable(c) for c in candidates):
             summary = _summary(ctx, cls, candidates, None, None, parent, tracker, t_start, stopped, "failed", result.extra)
             _write_reports(ctx, candidates, [], summary, tracker, parent)
             tracker.set_tags(parent, {"state": "failed"})
             raise SearchFailed(_failure_message(cls.name, ctx.space.name, candidates, stopped, ctx.output_dir))
         entries = []
         if len(ctx.objectives) == 1:  # out of time: the ranking with the seeds trained so far
-            seeds = 1 if stopped.startswith("time limit") else config.search.final_seeds
-            entries, extra_runs = run_final_stage(ctx, candidates, config.search.final_top_k, seeds, searcher.candidate_config(ctx))
+            seeds = 1 if stopped.startswith("time limit") or deadline_passed() else config.search.final_seeds
+            try:
+                entries, extra_runs = run_final_stage(ctx, candidates, config.search.final_top_k, seeds, searcher.candidate_config(ctx))
+            except SearchStopped as exc:  # the time limit came during the final stage: rank the trainings done so far
+                stopped = stopped or str(exc)
+                entries, extra_runs = run_final_stage(ctx, candidates, config.search.final_top_k, 1, searcher.candidate_config(ctx))
+                extra_runs = [c for c in evaluator.candidates if all(c is not d for d in candidates)]
             candidates += extra_runs
         if entries:
             result.best = entries[0].candidate.arch
             result.extra["final"] = [e.record() for e in entries]
             result.extra["verdict"] = verdict(entries, candidates)
-        best_arch = result.best or report.best_candidate(candidates).arch  # type: ignore[union-attr]
+        best_arch = result.best or (report.best_candidate(candidates) or _best_cut(candidates)).arch  # type: ignore[union-attr]
         best = _ensure_best_weights(ctx, evaluator, best_arch, candidates)
+        if (ctx.output_dir / "weights.pt").exists():  # the winner's weights are weights.pt now: no second copy stays
+            shutil.rmtree(ctx.output_dir / BEST_DIR, ignore_errors=True)
         front = report.pareto_front(candidates, ctx.objectives) if len(ctx.objectives) > 1 else []
         result.candidates, result.best = candidates, best_arch
         if front:
@@ -162,10 +172,12 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
         _write_partial(ctx, evaluator)
         tracker.end_run(parent, "KILLED")
         raise
-    except BaseException:
+    except BaseException as exc:
         display.stop()
-        tracker.end_run(parent, "FAILED")
+        tracker.end_failed(parent, exc)  # the reason (e.g. a full disk) tagged on the parent run
         raise
+    finally:
+        limit.close()
     display.stop()
     tracker.end_run(parent, "FINISHED")
     return SearchOutcome(result, ctx.output_dir, best, parent, summary, published)
@@ -205,7 +217,7 @@ def _prepare(config: ExperimentConfig, output_dir: Path, space: Any, splits: Spl
     parent, reopened = tracker.open_parent(previous, f"search-{space_obj.name}-{cls.name}",
                                            {"mdmt_nas.kind": "search", "searcher": cls.name, "space": space_obj.name})
     if parent:
-        (output_dir / PARENT_FILE).write_text(parent + "\n")
+        write_text(output_dir / PARENT_FILE, parent + "\n")
     ctx.parent_run_id = evaluator.parent_run_id = parent
     parent_params: dict[str, Any] = {
         "searcher": cls.name, "space": space_obj.name, "dataset": config.dataset.name, "budget": budget,
@@ -225,18 +237,19 @@ def _ensure_best_weights(ctx: SearchContext, ev: Evaluator, best_arch: Architect
     out = ctx.output_dir
     kept = out / BEST_DIR
     state = None
-    try:
-        if Architecture.load(kept / "arch.json").id == best_arch.id:
-            state = torch.load(kept / "weights.pt", map_location="cpu", weights_only=True)
-    except (OSError, MdmtNasError, RuntimeError):
-        state = None
+    for folder in (kept, out):  # best_candidate/ while the search runs; the winner's files of a finished (now resumed) one
+        try:
+            if state is None and Architecture.load(folder / "arch.json").id == best_arch.id:
+                state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        except (OSError, MdmtNasError, RuntimeError):
+            state = None
     if state is None and ev.last_state is not None and ev.last_state[0] == best_arch.id:
         state = ev.last_state[1]
     if ev.state_of(best_arch.id) is not None:
         state = ev.state_of(best_arch.id)  # the winner's best training (the kept best candidate may be another architecture)
     finals = [c for c in candidates if c.arch.id == best_arch.id and c.seed_results]
-    best = finals[0] if finals else next((c for c in report.ranked(candidates) if c.arch.id == best_arch.id and c.state == "finished"), None)
-    if state is None and ctx.config.search.retrain:
+    best = finals[0] if finals else next((c for c in report.ranked(candidates) if c.arch.id == best_arch.id and _usable(c)), None)
+    if state is None and ctx.config.search.retrain and not deadline_passed():
         number = max((c.number for c in candidates), default=-1) + 1
         cand = ev(best_arch, "retrain-best", number=number, train_config=ctx.config.train.model_copy(update={"progress": False}), kind="retrain")
         candidates.append(cand)
@@ -245,9 +258,20 @@ def _ensure_best_weights(ctx: SearchContext, ev: Evaluator, best_arch: Architect
     best_arch.save(out / "best_arch.json")
     if state is not None:
         best_arch.save(out / "arch.json")
-        torch.save(state, out / "weights.pt")
-        (out / "schema.json").write_text(ctx.splits.schema.model_dump_json(indent=2) + "\n")
+        save_torch(state, out / "weights.pt")
+        write_text(out / "schema.json", ctx.splits.schema.model_dump_json(indent=2) + "\n")
     return best
+
+
+def _usable(c: Candidate) -> bool:
+    """A result: finished, or stopped by the search's time limit after at least one epoch (its best epoch's metrics)."""
+    return c.state == "finished" or (c.reason.startswith(TIMEOUT_REASON) and report._finite(c.valid_mean_auc))
+
+
+def _best_cut(candidates: list[Candidate]) -> Candidate | None:
+    """The best candidate cut by the time limit (when none finished its epochs)."""
+    cut = [c for c in candidates if _usable(c)]
+    return report.ranked(cut)[0] if cut else None
 
 
 def _summary(ctx: SearchContext, cls: type[Searcher], candidates: list[Candidate], best: Candidate | None, front: list[Candidate] | None,
@@ -285,7 +309,7 @@ def _write_reports(ctx: SearchContext, candidates: list[Candidate], front: list[
         report.save_figure(report.plot_pareto(candidates, front, ctx.objectives), out / "pareto.png")
     summary["files"] = sorted({*summary["files"], "leaderboard.csv", "search.json", *(["auc_vs_trial.png"] if candidates else []),
                                *(["pareto.png"] if front else [])})
-    (out / "search.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(out / "search.json", summary)
     if parent:
         for name in ("best_arch.json", "leaderboard.csv", "search.json", "auc_vs_trial.png", "pareto.png"):
             if (out / name).exists():

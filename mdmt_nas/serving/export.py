@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +43,7 @@ from torch import nn
 from mdmt_nas.arch import Architecture
 from mdmt_nas.data.schema import Schema
 from mdmt_nas.errors import ConfigError, UserError
+from mdmt_nas.files import atomic_path, write_text
 
 TOLERANCE = 1e-5
 FORMATS = ("pt2", "onnx", "torchscript")
@@ -189,23 +188,8 @@ def serving_spec(arch: Architecture, schema: Schema, encoding: dict[str, Any] | 
 
 
 # ------------------------------------------------------------------------------ writing
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path` that replaces it when the block succeeds (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text(path, text)
 
 
 @contextmanager

@@ -1,4 +1,11 @@
-"""Checking a space against the registry: every component it can name is registered and its fixed params validate."""
+"""Checking a space against the registry: every component it can name is registered and every params it can take validate.
+
+Params with choices inside (`hidden: [{choice: width}]`) are checked for every
+value of every choice in them (each int of a range, each label), the other
+choices at their defaults: a misspelt key beside a choice or a range outside a
+component's bounds fails when the space loads, naming the file, the path and
+the value -- not candidate after candidate during the search.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ class _ComponentCheck:
     """A walk over a space's template and every option of its choices, checking each component it meets."""
 
     def __init__(self, space: Space, registry: Registry):
+        self.space = space
         self.registry = registry
         self.src = space.source or f"space {space.name!r}"
         self.by_name = {c.name: c for c in space.choices}
@@ -62,12 +70,46 @@ class _ComponentCheck:
             return
         self.checked.add(key)
         params = node.get("params", {})
-        if isinstance(params, dict) and not _has_placeholder(params):
+        if not _has_placeholder(params):
+            self.resolve(kind, node, where)
+            return
+        for name, value, label in self._variants(params):  # every value of every choice inside the params
             try:
-                registry.resolve(kind, ComponentSpec.model_validate(node), f"{src}: {where}")
-            except ValidationError as exc:
-                raise ConfigError(f"{src}: {where}: {exc.errors()[0].get('msg')}") from None
-        # params with placeholders inside are validated when to_arch builds an architecture
+                concrete = self.space._resolve(params, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{src}: {where}.params (when choice {name!r} is {label}): {exc}") from None
+            key = (where, json.dumps(concrete, sort_keys=True, default=str))
+            if key in self.checked:
+                continue
+            self.checked.add(key)
+            self.resolve(kind, {**node, "params": concrete}, where, f" (when choice {name!r} is {label})")
+
+    def resolve(self, kind: str, node: dict, where: str, when: str = "") -> None:
+        """Validate one concrete component spec; errors read `file: path.params.key: problem (when choice 'x' is v)`."""
+        try:
+            self.registry.resolve(kind, ComponentSpec.model_validate(node), where)
+        except ValidationError as exc:
+            raise ConfigError(f"{self.src}: {where}: {exc.errors()[0].get('msg')}{when}") from None
+        except ConfigError as exc:
+            raise ConfigError("\n".join(f"{self.src}: {line}{when}" for line in str(exc).splitlines())) from None
+
+    def _variants(self, params: Any) -> list[tuple[str, dict[str, Any], str]]:
+        """(choice, assignment values, label) for each value of each choice reachable from `params`, the others at defaults."""
+        defaults = {c.name: c.default_value() for c in self.space.choices}
+        names: list[str] = []
+        todo = [params]
+        while todo:  # the placeholders in params, and those inside their options (transitively)
+            node = todo.pop()
+            for ref in _placeholders(node):
+                if ref not in names:
+                    names.append(ref)
+                    todo += [val for _pv, val, _w in option_sources(self.by_name[ref], "")]
+        out = []
+        for name in names:
+            c = self.by_name[name]
+            for value, label in zip(c.values(), c.labels()):
+                out.append((name, {**defaults, name: value}, label))
+        return out
 
     def group_at(self, node: Any, where: str) -> None:
         if is_placeholder(node):
@@ -117,6 +159,16 @@ class _ComponentCheck:
                 self.spec_at(v, TOP_KINDS[k], w)
             elif k in GROUPS:
                 self.group_at(v, w)
+
+
+def _placeholders(node: Any) -> list[str]:
+    if is_placeholder(node):
+        return [node[CHOICE_KEY]]
+    if isinstance(node, dict):
+        return [n for v in node.values() for n in _placeholders(v)]
+    if isinstance(node, list):
+        return [n for v in node for n in _placeholders(v)]
+    return []
 
 
 def _has_placeholder(node: Any) -> bool:

@@ -8,7 +8,6 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from data_helpers import small_table

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 
 from paper_files import aliccp_frame, aliexpress_frame, write_aliccp_dir, write_aliexpress, write_kuairand
 from mdmt_nas.data import load_dataset, make_dataset

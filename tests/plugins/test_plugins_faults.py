@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.model import build_model
@@ -96,15 +95,43 @@ def test_bad_plugin_is_named_and_healthy_ones_stay(site, monkeypatch, capsys, ba
     assert code == 1 and "good_expert" in out and bad in err
 
 
-def test_taken_name_names_both_distributions(site, monkeypatch, capsys):
-    install(site, monkeypatch, "good", "twin")  # entry points load in name order: good, then twin
+def test_taken_name_is_unusable_until_picked_and_names_both_distributions(site, monkeypatch, capsys):
+    install(site, monkeypatch, "good", "twin")
     code, data, err = listing(capsys)
     assert code == 0
     msg = failure_of(data, "twin")["message"]
-    assert "expert 'good_expert' is registered twice" in msg
-    assert "mdmt-nas-good" in msg and "mdmt-nas-twin" in msg
+    assert "expert 'good_expert' is registered by 2 plugins" in msg
+    assert "mdmt-nas-good" in msg and "mdmt-nas-twin" in msg and "MDMT_NAS_PREFER=expert:good_expert=twin" in msg
     assert err.count("MDMT_NAS_DISABLE_PLUGINS=twin") == 1
-    assert get_host().registry.entry("expert", "good_expert").dist == "mdmt-nas-good"  # first one keeps it
+    names = [p["name"] for p in data["plugins"]]
+    assert "good" in names and "twin" in names  # both stay loaded: only the shared name is blocked
+    from mdmt_nas.errors import DuplicateComponentError
+
+    reg = get_host().registry
+    with pytest.raises(DuplicateComponentError, match=r"arch\.shared: expert 'good_expert' is registered by 2 plugins.*mdmt-nas-good.*mdmt-nas-twin"):
+        reg.entry("expert", "good_expert", where="arch.shared")
+    assert ("expert", "mlp") in reg and reg.entry("expert", "mlp").plugin == "basic"  # the rest works
+
+
+@pytest.mark.parametrize("pick,dist", [("twin", "mdmt-nas-twin"), ("good", "mdmt-nas-good"), ("mdmt-nas-twin", "mdmt-nas-twin")])
+def test_a_picked_plugin_resolves_the_conflict(site, monkeypatch, capsys, pick, dist):
+    install(site, monkeypatch, "good", "twin")
+    monkeypatch.setenv("MDMT_NAS_PREFER", f"expert:good_expert={pick}")
+    code, data, err = listing(capsys)
+    assert code == 0 and not data["failures"] and not data["warnings"], data
+    assert get_host().registry.entry("expert", "good_expert").dist == dist
+
+
+@pytest.mark.parametrize("prefer,needle", [("expert:good_expert=twn", "'twn' does not register 'expert:good_expert'"),
+                                           ("expert:mlp=basic", "no two plugins register 'expert:mlp'"),
+                                           ("good_expert", "is not KIND:NAME=PLUGIN")])
+def test_a_bad_pick_is_a_warning_and_the_conflict_stays(site, monkeypatch, capsys, prefer, needle):
+    install(site, monkeypatch, "good", "twin")
+    monkeypatch.setenv("MDMT_NAS_PREFER", prefer)
+    code, data, err = listing(capsys)
+    assert any(needle in w for w in data["warnings"]), data["warnings"]
+    assert needle in " ".join(err.split())
+    assert failure_of(data, "twin")["stage"] == "conflict"
 
 
 def test_taken_builtin_name(site, monkeypatch, capsys):
@@ -114,7 +141,22 @@ def test_taken_builtin_name(site, monkeypatch, capsys):
     code, data, err = listing(capsys)
     msg = failure_of(data, "clash")["message"]
     assert "'mlp'" in msg and "plugin 'basic' (distribution mdmt-nas" in msg and "mdmt-nas-mlp-clash" in msg
-    assert get_host().registry.entry("expert", "mlp").plugin == "basic"
+    from mdmt_nas.errors import DuplicateComponentError
+
+    with pytest.raises(DuplicateComponentError):  # not the built-in one silently
+        get_host().registry.entry("expert", "mlp")
+
+
+@pytest.mark.parametrize("var", ["MDMT_NAS_DISABLE_PLUGINS", "MDMT_NAS_LOAD_PLUGINS"])
+def test_unknown_plugin_names_in_the_switches_warn_with_the_closest(site, monkeypatch, capsys, var):
+    install(site, monkeypatch, "good")
+    monkeypatch.setenv(var, "goood,nosuchplugin" if var == "MDMT_NAS_DISABLE_PLUGINS" else "good,goood")
+    code, data, err = listing(capsys)
+    text = " ".join(err.split())
+    assert f"{var} names 'goood', which is no installed plugin (did you mean 'good'" in text, err
+    if var == "MDMT_NAS_DISABLE_PLUGINS":
+        assert "names 'nosuchplugin'" in text and "installed: " in text
+    assert not any("'good'," in w and "names 'good'" in w for w in data["warnings"])  # real names never warn
 
 
 def test_in_process_registration_failures():

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mdmt_nas.builtin.basic import MLPExpert, SoftmaxGate, SumFusion
-from mdmt_nas.components import Balancer, Context, Expert, Gate, NoParams
-from mdmt_nas.testing import ContractError, Report, check_component, checks_for
+from mdmt_nas.components import Balancer, Expert, Gate, NoParams
+from mdmt_nas.testing import Report, check_component, checks_for
 
 
 class SizeParams(BaseModel):

@@ -150,18 +150,18 @@ def test_top_k_derivation_returns_k_distinct_valid_architectures():
 
 def test_darts_same_seed_and_threads_give_the_same_architecture(tmp_path):
     """Two DARTS runs at 2 threads in fresh processes: the same alphas and the same derived architecture."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, sys, torch
         from mdmt_nas.config import ExperimentConfig
         from mdmt_nas.search.runner import run_search
-        cfg = ExperimentConfig.model_validate({{
-            "dataset": {{"name": "synthetic", "params": {{"n_rows": 4000}}}},
-            "train": {{"epochs": 1, "batch_size": 512, "threads": 2, "progress": False}},
-            "tracking": {{"enabled": False}},
-            "search": {{"searcher": "darts", "budget": 2, "warm_start": False,
-                        "params": {{"rows_per_epoch": 2048, "batch_size": 256, "warmup_epochs": 0, "top_k": 1, "eval_rows": 512}}}}}})
+        cfg = ExperimentConfig.model_validate({
+            "dataset": {"name": "synthetic", "params": {"n_rows": 4000}},
+            "train": {"epochs": 1, "batch_size": 512, "threads": 2, "progress": False},
+            "tracking": {"enabled": False},
+            "search": {"searcher": "darts", "budget": 2, "warm_start": False,
+                        "params": {"rows_per_epoch": 2048, "batch_size": 256, "warmup_epochs": 0, "top_k": 1, "eval_rows": 512}}})
         out = run_search(cfg, sys.argv[1], space="m3oe")
-        print(json.dumps({{"arch": out.best.arch.id, "alphas": out.summary["searcher_info"]["alphas"]}}))
+        print(json.dumps({"arch": out.best.arch.id, "alphas": out.summary["searcher_info"]["alphas"]}))
     """)
     results = []
     for i in range(2):

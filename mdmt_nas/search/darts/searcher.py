@@ -22,7 +22,6 @@ position); `--resume` continues from it.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.errors import ConfigError, check_interrupt
+from mdmt_nas.files import save_figure, save_torch
 from mdmt_nas.model import build_balancer
 from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
@@ -92,10 +92,7 @@ class DartsParams(BaseModel):
 
 # ------------------------------------------------------------------------------ helpers
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    save_torch(obj, path)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -178,6 +175,8 @@ class DartsSearcher(Searcher):
         with ctx.tracker.ending_on_error(net.run_id):
             for epoch in range(net.start_epoch, epochs):
                 record = self._epoch(ctx, net, epoch, epochs)
+                if getattr(ctx.evaluate, "display", None) is not None:  # a line per epoch in CI logs / through a pipe
+                    ctx.evaluate.display.supernet_epoch(epoch, epochs, record, time.perf_counter() - t0, net.start_epoch)
                 net.history.append({**{k: float(v) for k, v in record.items()}, "alphas": alpha_probs(net.ctl)})
                 ctx.tracker.log_metrics(net.run_id, {**{k: v for k, v in record.items() if k != "epoch"},
                                                      **alpha_metrics(net.relaxation, net.ctl)}, step=epoch)
@@ -400,8 +399,7 @@ class DartsSearcher(Searcher):
         fig = alpha_heatmap(net.relaxation, net.ctl, f"{ctx.space.name}: choice probabilities after epoch {epoch}")
         try:
             out = Path(ctx.output_dir) / "darts" / "alphas" / f"epoch_{epoch:03d}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=110)
+            save_figure(fig, out, dpi=110)
             ctx.tracker.log_figure(net.run_id, fig, f"alphas/epoch_{epoch:03d}.png")
         finally:
             plt.close(fig)
