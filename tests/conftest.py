@@ -23,3 +23,12 @@ def mlflow_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture()
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (tests/scale_servers.py): skipped where none can be started, failed in CI."""
+    from scale_servers import postgres_server
+
+    with postgres_server() as pg:
+        yield pg

@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "mdmt_nas.cli.search",
     "mdmt_nas.cli.export",
     "mdmt_nas.cli.ui",
+    "mdmt_nas.cli.server",
     "mdmt_nas.cli.dashboard",
     "mdmt_nas.cli.benchmark",
 )

@@ -135,6 +135,11 @@ class OptunaSearcher(Searcher):
 
         p = self.params
         url = self.storage_url(ctx)
+        from mdmt_nas.search import storage as stores
+
+        if stores.is_journal(url):  # Optuna's JournalStorage, file backend (search/storage.py)
+            return stores.journal_storage(url)
+        url = stores.rdb_url(url)  # postgresql:// with the installed driver
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
         retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
         with _quiet():

@@ -2,19 +2,12 @@
 no lost or duplicated trials, one MLflow parent run, nothing left RUNNING.
 
 SQLite (Optuna RDBStorage with a 60 s busy timeout; MLflow's SQLite store) is the local choice, see
-docs/reliability.md; the PostgreSQL variant runs when the server binaries and psycopg2 are installed.
+docs/reliability.md; the PostgreSQL variant starts a throwaway server (skipped without one outside CI, failed in CI).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
-
-import pytest
 
 from rel_helpers import SMALL, cli_env, finish, start, write_space
 
@@ -74,66 +67,8 @@ def test_four_workers_share_one_sqlite_study_three_times(tmp_path):
 
 
 # ------------------------------------------------------------------------------ PostgreSQL
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / name).exists():
-            return str(d / name)
-    return None
-
-
-@pytest.fixture
-def postgres(tmp_path):
-    """A throwaway PostgreSQL server on 127.0.0.1 (skipped without the server binaries or psycopg2)."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
-    pytest.importorskip("psycopg2", reason="psycopg2 not installed: pip install psycopg2-binary")
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="mdmt-pg-"))  # outside pytest's private temp folder, so another user can enter it
-    data = base / "pgdata"
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
-        run_as = ["runuser", "-u", "nobody", "--"]
-        os.chmod(base, 0o777)
-        data.mkdir(mode=0o700)
-        shutil.chown(data, "nobody")
-    port = _free_port()
-    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "mdmt", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-    log = base / "pg.log"
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        import psycopg2
-
-        for _ in range(50):
-            try:
-                con = psycopg2.connect(host="127.0.0.1", port=port, user="mdmt", dbname="postgres")
-                break
-            except psycopg2.OperationalError:
-                time.sleep(0.2)
-        con.autocommit = True
-        with con.cursor() as cur:
-            cur.execute("create database optuna")
-            cur.execute("create database mlflow")
-        con.close()
-        yield f"postgresql+psycopg2://mdmt@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_four_workers_share_one_postgres_study(tmp_path, postgres):
+    """A throwaway server (tests/scale_servers.py; .ci/run installs PostgreSQL, so in CI this never skips)."""
+    postgres.createdb("optuna", "mlflow")
     space = write_space(tmp_path)
-    _run_workers(tmp_path, f"{postgres}/optuna", "pg-shared", f"{postgres}/mlflow", "pg-shared", space)
+    _run_workers(tmp_path, postgres.url("optuna"), "pg-shared", postgres.url("mlflow"), "pg-shared", space)
