@@ -5,8 +5,8 @@
 # minutes); pytest ends with its 15 slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "==> installing mdmt-nas[test,nni,ray] (editable) and its dependencies"
-python -m pip install --progress-bar off -e '.[test,nni,ray]'
+echo "==> installing mdmt-nas[test,nni] (editable) and its dependencies"
+python -m pip install --progress-bar off -e '.[test,nni]'
 for plugin in plugins/*/; do
   if [ -f "$plugin/pyproject.toml" ]; then
     echo "==> installing the example plugin $plugin"
