@@ -77,7 +77,11 @@ class M3oEStar(Expert):
         return h + self.skip_conn(x) if self.skip_conn is not None else h
 
     def compose(self, rows: int) -> bool:
-        """Whether composing the two maps (a per-batch cost of D * in * star * out) beats running them on `rows` rows."""
+        """Whether composing the two maps (a per-batch cost of D * in * star * out) beats running them on `rows` rows.
+
+        A symbolic batch size (torch.export with a dynamic batch) takes the plain path: no branch on the batch size."""
+        if not isinstance(rows, int):
+            return False
         d_in, star, out = self.shared_weight.shape[0], self.shared_weight.shape[1], self.params.out_dim
         return rows * (d_in * star + star * out - d_in * out) > self.num_domains * d_in * star * out
 

@@ -37,6 +37,7 @@ def _command(dataset: str | None, config: Path | None, sets: list[str], seeds: i
     return shlex.join(parts)
 
 
+# long: a typer command is its options list (one annotated parameter per flag, the help text beside it)
 @app.command()
 def benchmark(
     dataset: str = typer.Option(None, "--dataset", help="Dataset name, e.g. ml-100k (default: the config's, else 'synthetic')."),

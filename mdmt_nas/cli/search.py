@@ -31,6 +31,7 @@ def _search_overrides(space: str | None, searcher: str | None, budget: str | Non
     return out
 
 
+# long: a typer command is its options list (one annotated parameter per flag, the help text beside it)
 @app.command()
 def search(
     space: str = typer.Option(None, "--space", "-s", help="Search space name (`mdmt-nas spaces list`) or a space YAML file."),

@@ -61,7 +61,7 @@ def test_show_prints_kind_docstring_distribution_and_parameter_table(site, monke
 
     assert "expert mlp" in out and "plugin basic, distribution mdmt-nas" in out and "(built-in)" in out
     assert MLPExpert.__doc__.strip().splitlines()[0] in out and "mdmt_nas.builtin.basic.MLPExpert" in out
-    for row in (["hidden", "list[int]", "[256, 64]", "length >= 1", "layer sizes; the last is the output size"],
+    for row in (["hidden", "list[int]", "[256, 64]", "length >= 1", "the last is the expert's output"],
                 ["activation", "str", '"relu"', "one of relu, gelu, silu, tanh"], ["dropout", "float", "0.0", ">= 0, < 1"]):
         line = next((ln for ln in out.splitlines() if f" {row[0]} " in ln), "")
         assert all(cell in line for cell in row), (row, line)

@@ -77,8 +77,8 @@ def test_relaxation_of_the_small_space(small_space):
 
 def test_relaxation_keeps_structural_choices_at_their_default():
     m3oe = relax(load_space("m3oe"))
-    # not differentiable: the balancer and the structural fields (the domain as an input field, the heads, the gate's stop-gradient)
-    structural = {"balancer": "equal", "domain_feature": True, "heads": "domain_task", "gate_detach_input": True}
+    # not differentiable: the balancer and the structural fields (the domain as an input field, the heads, the gate's stop-gradient, how dense values enter)
+    structural = {"balancer": "equal", "domain_feature": True, "heads": "domain_task", "gate_detach_input": True, "dense_input": "raw"}
     assert m3oe.fixed == structural
     assert set(m3oe.relaxed) == {c.name for c in load_space("m3oe").choices} - set(structural)
     ple = relax(load_space("ple"))

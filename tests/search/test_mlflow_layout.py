@@ -37,8 +37,9 @@ def test_search_runs_read_by_themselves(tmp_path, mlflow_uri, splits, monkeypatc
         assert m["valid_auc"] == m["valid_mean_auc"] and m["test_auc"] == m["test_mean_auc"] and m["params"] == m["num_params"]
         assert m["latency_ms_1k"] == m["latency_ms_per_1k"] and "latency_load_1m" in m
         steps = sorted(h.step for h in client.get_metric_history(c.info.run_id, "valid_mean_auc"))
-        assert steps == [0, 1, 2], steps  # one point per epoch at its step (not logged twice), then the final (best epoch's) value
-        assert [h.step for h in client.get_metric_history(c.info.run_id, "train_loss")] == [0, 1]
+        # one point per report (optuna reports twice per epoch by default) at its step, not logged twice, then the final value
+        assert steps == [0, 1, 2, 3, 4], steps
+        assert [h.step for h in client.get_metric_history(c.info.run_id, "train_loss")] == [0, 1, 2, 3]
     assert {t.split(" · ")[1] for t in titles} >= {c.info.run_name.split(" · ")[0] for c in finished}
     assert all(re.fullmatch(r"(test|valid) AUC · trial-\d+ · .*[0-9a-f]{10}", t) for t in titles), titles
     note = parents[0].data.tags["mlflow.note.content"]

@@ -127,7 +127,8 @@ def test_darts_screens_known_and_top_k_and_retrains_the_best(tmp_path, mlflow_ur
 # ------------------------------------------------------------------------------ DARTS derivation
 def test_top_k_derivation_returns_k_distinct_valid_architectures():
     from mdmt_nas.search.darts.alphas import AlphaController
-    from mdmt_nas.search.darts.relax import relax, top_k_derived
+    from mdmt_nas.search.darts.relax import relax
+    from mdmt_nas.search.darts.topk import top_k_derived
     from mdmt_nas.spaces import load_space
 
     space = load_space("m3oe")

@@ -156,7 +156,7 @@ def test_reference_m3oe_is_a_point_of_the_m3oe_space():
         "gate": "softmax", "fusion": "weighted", "domain_module": True, "domain_expert": "mlp", "domain_num": 1,
         "domain_fusion": "balance", "task_module": True, "task_expert": "mlp", "task_num": 1, "task_fusion": "balance",
         "adapter": "none", "tower": "mlp-64", "balancer": "equal",
-        "domain_feature": True, "heads": "domain_task", "gate_detach_input": True,
+        "domain_feature": True, "heads": "domain_task", "gate_detach_input": True, "dense_input": "raw",
     }
     assert space.to_arch(assignment).id == ref.id
     assert space.to_arch(space.default_assignment()).id == ref.id  # the default point is the reference

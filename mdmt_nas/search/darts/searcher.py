@@ -40,7 +40,8 @@ from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
 from mdmt_nas.search.darts.alphas import AlphaController, alpha_heatmap, alpha_metrics, alpha_probs  # noqa: F401
 from mdmt_nas.search.darts.mixed_ops import build_supernet
-from mdmt_nas.search.darts.relax import Relaxation, choice_margins, derive, relax, top_k_derived
+from mdmt_nas.search.darts.relax import Relaxation, derive, relax
+from mdmt_nas.search.darts.topk import choice_margins, top_k_derived
 from mdmt_nas.search.fidelity import rung_config
 from mdmt_nas.steps import losses, objective, weight_step
 from mdmt_nas.tracking import flatten
