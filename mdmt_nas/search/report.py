@@ -171,6 +171,13 @@ def verdict_line(v: dict[str, Any]) -> str:
     if not v or v.get("best_known") is None:
         return "no known architecture of this space was evaluated (warm start off, or none finished)"
     name, ref = v["best_known"], v["best_known_valid_mean_auc"]
+    if v.get("fidelity") is not None and v["fidelity"] < 1:  # compared where both were trained alike: the screening
+        at = f"{v['fidelity']:.0%} of a full training"
+        if v.get("winner_is_known"):
+            return f"the search did NOT beat the best known architecture: the winner is a known one (best known {name}, valid AUC {ref:.4f} at {at})"
+        if v.get("beat_known"):
+            return f"the search beat the best known architecture {name} on valid AUC at {at}: +{v['valid_margin']:.4f} (vs {ref:.4f})"
+        return f"the search did NOT beat the best known architecture {name} on valid AUC at {at} ({v['valid_margin']:+.4f} vs {ref:.4f})"
     if v.get("winner_is_known"):
         return f"the search did NOT beat the best known architecture: the winner is {name} itself (valid AUC {ref:.4f})"
     if v.get("beat_known"):

@@ -122,6 +122,14 @@ def test_darts_screens_known_and_top_k_and_retrains_the_best(tmp_path, mlflow_ur
     _, children = runs_of(mlflow_uri, cfg.tracking.experiment)
     kinds = sorted(r.data.tags["mdmt_nas.kind"] for r in children)
     assert kinds.count("screen") == len(screened) and kinds.count("retrain") == 1 and kinds.count("supernet") == 1
+    # the verdict compares where the known ones were trained alike (the screening), whichever architecture won
+    v = out.summary["verdict"]
+    best_known = max((s for s in screened if s["known"] and s["state"] == "finished"), key=lambda s: s["valid_mean_auc"])
+    assert v["winner_is_known"] == bool(best_screen["known"])
+    if not best_screen["known"]:  # no known one was trained fully: compared at the screening budget
+        assert v["best_known"] == best_known["known"] and v["fidelity"] < 1
+        assert v["valid_margin"] == pytest.approx(best_screen["valid_mean_auc"] - best_known["valid_mean_auc"])
+        assert v["beat_known"] == (v["valid_margin"] > 0)
 
 
 # ------------------------------------------------------------------------------ DARTS derivation
