@@ -199,6 +199,28 @@ CASES = [
          ["MLflow tracking URI 'foo://bar'", "--no-track"], _cfg(MLP_ARCH)),
     Case("cli-tracking-uri-not-a-database", [*SEARCH, "--tracking-uri", "sqlite:///{prev}/out/best_arch.json/x.db"],
          ["MLflow tracking URI", "sqlite:///mlflow.db"]),
+    # --------------------------------------------- blamed on the right source, found before any data is read
+    Case("config-set-bad-value-blames-the-flag", ["train", "--config", "{tmp}/c.yaml", "--set", "train.epochs=abc", *NO_TRACK],
+         ["--set train.epochs=abc", "train.epochs", "valid integer"], _cfg(MLP_ARCH)),
+    Case("config-set-unknown-key-blames-the-flag", ["train", "--config", "{tmp}/c.yaml", "--set", "nosuch.key=1", *NO_TRACK],
+         ["--set nosuch.key=1", "unknown key"], _cfg(MLP_ARCH)),
+    Case("config-relative-path-is-not-the-shipped-example", ["train", "--config", "shared_bottom.yaml", *NO_TRACK],
+         ["shared_bottom.yaml: file not found", "pass --config shared_bottom"]),
+    Case("config-unknown-component-before-the-data", ["train", "--config", "{tmp}/c.yaml", *NO_TRACK],
+         ["c.yaml: arch.shared.experts[0].name", "unknown expert 'mpl'", "'mlp'"],
+         _cfg("dataset:\n  name: csv\n  params: {path: /nonexistent/data.csv, columns: {domain: d, labels: [y], sparse: [u]}}\n"
+              "arch:\n  shared: {expert: mpl, num: 2}\n")),
+    Case("space-choice-inside-params-misspelt-key", [*SEARCH[:2], "{tmp}/space.yaml", *SEARCH[3:]],
+         ["space.yaml: template.shared.expert.params.hiden", "unknown parameter of expert 'mlp'", "when choice 'width' is 4"],
+         lambda tmp, prev: _space(tmp, "name: e\ntemplate:\n  shared: {expert: {name: mlp, params: {hiden: [{choice: width}]}}, num: 2}\n"
+                                       "choices:\n  width: {type: int, low: 4, high: 8, step: 4}\n")),
+    Case("space-choice-inside-params-out-of-bounds", [*SEARCH[:2], "{tmp}/space.yaml", *SEARCH[3:]],
+         ["space.yaml: template.shared.expert.params.dropout", "less than 1", "when choice 'drop' is 1.5"],
+         lambda tmp, prev: _space(tmp, "name: e\ntemplate:\n  shared: {expert: {name: mlp, params: {hidden: [8], dropout: {choice: drop}}}}\n"
+                                       "choices:\n  drop: {type: categorical, options: [0.0, 1.5]}\n")),
+    Case("cli-storage-url-typo", [*SEARCH, *NO_TRACK, "--storage", "sqlte:///{tmp}/x.db"], ["unknown scheme 'sqlte'", "did you mean 'sqlite:///"]),
+    Case("cli-tracking-server-unreachable", ["train", "--config", "{tmp}/c.yaml", *TINY, "--tracking-uri", "http://127.0.0.1:1", "--output", "{tmp}/out"],
+         ["http://127.0.0.1:1 is unreachable", "--no-track"], _cfg(MLP_ARCH)),
     Case("cli-bad-storage-url", [*SEARCH, *NO_TRACK, "--storage", "nosuchdb://host/x"], ["cannot open the Optuna storage 'nosuchdb://host/x'"]),
     Case("cli-storage-not-a-database", [*SEARCH, *NO_TRACK, "--storage", "sqlite:///{prev}/out/best_arch.json"],
          ["cannot open the Optuna storage", "best_arch.json"]),
