@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from rel_helpers import SMALL, cli_env, cli_inprocess, finish, run_statuses, start
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from rel_helpers import SMALL, cli_env, finish, kill, run_statuses, start, wait_for
 
 TRAIN = ["train", "--config", "mmoe", *SMALL, "--set", "dataset.params.n_rows=20000", "--set", "train.epochs=5"]
