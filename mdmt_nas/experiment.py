@@ -14,8 +14,9 @@ from mdmt_nas.config import ExperimentConfig
 from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import ConfigError, UserError
 from mdmt_nas.files import save_torch, write_json, write_text
-from mdmt_nas.tracking import Tracker, flatten, log_training
+from mdmt_nas.tracking import Tracker, flatten
 from mdmt_nas.train import TrainResult, train_architecture
+from mdmt_nas.training_log import log_training
 
 
 def load_splits(config: ExperimentConfig) -> Splits:

@@ -14,8 +14,9 @@ DARTS `Architect` adds the second-order (unrolled) gradient on top of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,10 @@ from torch import nn
 
 from mdmt_nas.components import BalanceContext, Balancer, Context
 from mdmt_nas.errors import TrialFailed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mdmt_nas.data.tensors import MDMTTensors
+    from mdmt_nas.model import MDMTModel
 
 #: loss(batch) -> scalar tensor (a fresh forward of the model)
 LossFn = Callable[[Any], torch.Tensor]
@@ -113,3 +118,31 @@ class StructureStep:
             a.grad = torch.zeros_like(a) if (g is None and self.zero_unused) else g
         self.opt.step()
         return float(loss.detach())
+
+
+def nan_reason(model: MDMTModel, batch: MDMTTensors, total: torch.Tensor, per_task: torch.Tensor, step: int) -> str:
+    """Why a step's loss is not finite: the task(s) whose loss is, and (one forward re-run with hooks) the first module
+    whose output was non-finite, with the component and plugin it belongs to."""
+    from mdmt_nas.plugins import first_nonfinite
+
+    names = list(model.schema.tasks)
+    values = per_task.detach().tolist()
+    cells = ", ".join(f"{t}={v:.4g}" for t, v in zip(names, values))
+    bad = [t for t, v in zip(names, values) if not math.isfinite(v)]
+    which = (f"non-finite loss of task{'s' if len(bad) > 1 else ''} {', '.join(repr(t) for t in bad)} ({cells})" if bad else
+             f"the task losses are finite ({cells}): an auxiliary loss or the balancer is not")
+    try:
+        was = model.training
+        with torch.no_grad():
+            source = first_nonfinite(model, lambda: model(batch.sparse, batch.dense, batch.domain))
+        model.train(was)
+    except Exception:  # noqa: BLE001 - the diagnosis is best effort; the loss already says enough
+        source = None
+    where = ""
+    fix = "lower the learning rate (train.lr), set train.grad_clip, or check the data"
+    if source is not None:
+        path, ref = source
+        where = f"; the first non-finite output is {ref}" if ref is not None else f"; the first non-finite output is at model.{path}"
+        if ref is not None and ref.dist != "mdmt-nas":
+            fix = f"check the component (mdmt-nas plugins check {ref.plugin}), or {fix}"
+    return f"loss became {float(total)} at step {step}: {which}{where}; {fix}"

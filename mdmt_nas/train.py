@@ -32,7 +32,7 @@ from mdmt_nas.metrics import Metrics, compute_metrics
 from mdmt_nas.model import MDMTModel, build_balancer, build_model
 from mdmt_nas.plugins import guard_shapes
 from mdmt_nas.routing import is_sorted
-from mdmt_nas.steps import StructureStep, losses, objective, weight_step
+from mdmt_nas.steps import StructureStep, losses, nan_reason, objective, weight_step
 
 #: epoch callback: (epoch, epoch_metrics) -> None; may raise (e.g. optuna.TrialPruned) to stop
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -260,34 +260,6 @@ class Passes:
         self.gen.set_state(st["pass_state"])
         self.pass_state, self.taken = st["pass_state"], int(st["taken"])
         self._it = iter(self.source.batches(self.batch_size, shuffle=True, generator=self.gen, start_batch=self.taken))
-
-
-def nan_reason(model: MDMTModel, batch: MDMTTensors, total: torch.Tensor, per_task: torch.Tensor, step: int) -> str:
-    """Why a step's loss is not finite: the task(s) whose loss is, and (one forward re-run with hooks) the first module
-    whose output was non-finite, with the component and plugin it belongs to."""
-    from mdmt_nas.plugins import first_nonfinite
-
-    names = list(model.schema.tasks)
-    values = per_task.detach().tolist()
-    cells = ", ".join(f"{t}={v:.4g}" for t, v in zip(names, values))
-    bad = [t for t, v in zip(names, values) if not math.isfinite(v)]
-    which = (f"non-finite loss of task{'s' if len(bad) > 1 else ''} {', '.join(repr(t) for t in bad)} ({cells})" if bad else
-             f"the task losses are finite ({cells}): an auxiliary loss or the balancer is not")
-    try:
-        was = model.training
-        with torch.no_grad():
-            source = first_nonfinite(model, lambda: model(batch.sparse, batch.dense, batch.domain))
-        model.train(was)
-    except Exception:  # noqa: BLE001 - the diagnosis is best effort; the loss already says enough
-        source = None
-    where = ""
-    fix = "lower the learning rate (train.lr), set train.grad_clip, or check the data"
-    if source is not None:
-        path, ref = source
-        where = f"; the first non-finite output is {ref}" if ref is not None else f"; the first non-finite output is at model.{path}"
-        if ref is not None and ref.dist != "mdmt-nas":
-            fix = f"check the component (mdmt-nas plugins check {ref.plugin}), or {fix}"
-    return f"loss became {float(total)} at step {step}: {which}{where}; {fix}"
 
 
 class Trainer:

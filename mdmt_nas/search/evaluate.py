@@ -27,11 +27,12 @@ from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import TrialFailed, TrialPruned, UserError, check_interrupt
 from mdmt_nas.files import save_torch, write_json, write_text
 from mdmt_nas.plugins import describe_component_error
-from mdmt_nas.search.base import Candidate, SearchStopped
 from mdmt_nas.search import report
+from mdmt_nas.search.base import Candidate, SearchStopped
 from mdmt_nas.search.report import SearchDisplay
-from mdmt_nas.tracking import Tracker, flatten, log_training
+from mdmt_nas.tracking import Tracker, flatten
 from mdmt_nas.train import EpochCallback, TrainResult, train_architecture
+from mdmt_nas.training_log import log_training
 
 BEST_DIR = "best_candidate"
 #: the reason of a candidate stopped by the search's time limit (--timeout): pruned, with its best epoch's metrics
@@ -277,7 +278,7 @@ class Evaluator:
 
 def run_title(label: str, cand: Candidate) -> str:
     """A child run's name that reads by itself in the runs list: 'trial-7 · valid 0.8123 · 4x mlp + cross'."""
-    from mdmt_nas.tracking import arch_brief
+    from mdmt_nas.training_log import arch_brief
 
     score = f"valid {cand.valid_mean_auc:.4f}" if cand.state == "finished" and _finite(cand.valid_mean_auc) else cand.state
     return f"{label} · {score} · {arch_brief(cand.arch)}"

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import ExperimentConfig
 from mdmt_nas.data.tensors import Splits
-from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deadline_passed, deferred_signals, search_deadline
+from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deadline_passed, deferred_signals, search_deadline, suspended_deadline
 from mdmt_nas.experiment import load_splits
 from mdmt_nas.files import config_error, save_torch, write_json, write_text
 from mdmt_nas.plugins import get_registry
@@ -124,7 +124,8 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
                 evaluator.deadline = time.monotonic() + config.search.timeout + max(10.0, 0.1 * config.search.timeout)
             with deferred_signals():  # SIGINT/SIGTERM raise at the next batch, not inside a database call
                 result = searcher.run(ctx)
-            check_interrupt()
+            with suspended_deadline():  # a searcher that returned at the deadline keeps its result; a pending signal still raises
+                check_interrupt()
         except SearchStopped as exc:
             stopped = str(exc)
             result = SearchResult(best=None, candidates=list(evaluator.candidates))  # type: ignore[arg-type]
