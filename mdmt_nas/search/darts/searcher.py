@@ -22,23 +22,22 @@ position); `--resume` continues from it.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mdmt_nas.arch import Architecture
+from mdmt_nas.checkpoint import rng_state, set_rng_state
 from mdmt_nas.errors import ConfigError, check_interrupt
 from mdmt_nas.files import save_figure, save_torch
 from mdmt_nas.model import build_balancer
-from mdmt_nas.search.darts.architect import Architect
-from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, Searcher
+from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult
 from mdmt_nas.search.darts.alphas import AlphaController, alpha_heatmap, alpha_metrics, alpha_probs  # noqa: F401
+from mdmt_nas.search.darts.architect import Architect
 from mdmt_nas.search.darts.mixed_ops import build_supernet
 from mdmt_nas.search.darts.relax import Relaxation, derive, relax
 from mdmt_nas.search.darts.topk import choice_margins, top_k_derived
@@ -94,24 +93,6 @@ class DartsParams(BaseModel):
 # ------------------------------------------------------------------------------ helpers
 def _atomic_save(obj: Any, path: Path) -> None:
     save_torch(obj, path)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-    }
-
-
-def _set_rng_state(st: dict[str, Any]) -> None:
-    torch.set_rng_state(st["torch"])
-    py = st["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = st["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
 
 
 @dataclass
@@ -221,7 +202,7 @@ class DartsSearcher(Searcher):
             net.architect.opt.load_state_dict(ck["a_opt"])
             if ck.get("balancer"):
                 net.balancer.load_state_dict(ck["balancer"])
-            _set_rng_state(ck["rng"])
+            set_rng_state(ck["rng"])
             net.start_epoch, net.history = int(ck["epoch"]), list(ck.get("history", []))
             run_id = ck.get("run_id") or None
             net.run_id = run_id if run_id and ctx.tracker.reopen(run_id) else None  # a deleted run: start a new one
@@ -388,7 +369,7 @@ class DartsSearcher(Searcher):
             "w_opt": net.w_opt.state_dict(),
             "a_opt": net.architect.opt.state_dict(),
             "balancer": net.balancer.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "history": net.history,
             "run_id": net.run_id or "",
             "parent_run_id": ctx.parent_run_id or "",
