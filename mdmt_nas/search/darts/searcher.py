@@ -64,7 +64,9 @@ class DartsParams(BaseModel):
     alpha_lr: float = Field(default=3e-2, gt=0, description="Adam learning rate of the alphas (betas 0.5, 0.999); 3e-3 (DARTS' CIFAR value) left every choice within 0.02 of uniform after the 36 alpha steps of a 12k-row budget")
     alpha_weight_decay: float = Field(default=1e-3, ge=0)
     order: Literal["first", "second"] = Field(default="first", description="first-order, or second-order (unrolled, finite-difference Hessian-vector product)")
-    gumbel: bool = Field(default=False, description="GDAS: hard Gumbel-softmax samples (one op per choice per step) instead of the softmax mixture")
+    gumbel: bool = Field(default=True, description="GDAS (Dong & Yang, CVPR 2019): hard Gumbel-softmax samples, one op per choice per step, only the "
+                         "sampled ops computed (a step costs about one candidate's: benchmarks/supernet_step.py); false = the softmax "
+                         "mixture of DARTS, every op on every row (6-15x the largest candidate's step)")
     tau_max: float = Field(default=10.0, gt=0, description="Gumbel temperature at the first alpha epoch (annealed linearly)")
     tau_min: float = Field(default=0.1, gt=0, description="Gumbel temperature at the last epoch")
     grad_clip: float | None = Field(default=5.0, gt=0)
