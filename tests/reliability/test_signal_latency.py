@@ -10,7 +10,6 @@ import time
 
 import pytest
 import torch
-
 from rel_helpers import SMALL, cli_env, kill, run_statuses, start, wait_for, write_space
 
 BOUND = 15.0  # seconds from SIGTERM to exit; the watchdog (MDMT_NAS_STOP_GRACE) is set above it so it cannot hide a slow stop

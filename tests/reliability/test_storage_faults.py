@@ -14,7 +14,6 @@ import sys
 import textwrap
 
 import pytest
-
 from rel_helpers import SMALL, cli_env, cli_inprocess, finish, make_read_only, run_statuses, start, write_space
 
 TRAIN = ["train", "--config", "shared_bottom", *SMALL, "--set", "train.epochs=2"]

@@ -10,7 +10,6 @@ import re
 import time
 
 import pytest
-
 from rel_helpers import SMALL, cli_inprocess, mlflow_runs, write_space
 
 HUGE = "1000000000"
