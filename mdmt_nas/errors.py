@@ -124,13 +124,16 @@ DEADLINE: list[tuple[float, float]] = []
 
 @contextlib.contextmanager
 def search_deadline(seconds: float | None) -> Iterator[None]:
-    """Within the block `check_interrupt()` raises DeadlineReached once `seconds` have passed (no limit when None)."""
+    """Within the block `check_interrupt()` raises DeadlineReached once `seconds` have passed (no limit when None).
+
+    Nested (a phase's share of the search's time, e.g. DARTS' supernet): the earlier of the two deadlines holds."""
     if seconds is None:
         yield
         return
     import time
 
-    DEADLINE.append((time.monotonic() + seconds, seconds))
+    end = (time.monotonic() + seconds, seconds)
+    DEADLINE.append(min(end, DEADLINE[-1]) if DEADLINE else end)
     try:
         yield
     finally:

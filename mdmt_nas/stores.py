@@ -114,9 +114,22 @@ def _write_probe(path: Path) -> str:
             return f"cannot be written ({text})"
         if "locked" in text:
             return ""  # busy with another writer for 60 s: not a fault of the file; the real call will wait again
+        if "unable to open" in text and not _folder_writable(path.parent):
+            return f"cannot be written: its folder {path.parent} is read-only (SQLite writes a journal file beside the database)"
         return f"cannot be written ({text})"
     finally:
         con.close()
+
+
+def _folder_writable(folder: Path) -> bool:
+    """A file can be created in `folder` (tried, not os.access: root passes that check on a read-only mount or an immutable folder)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mdmt-nas-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def check_http(url: str, timeout: float) -> None:

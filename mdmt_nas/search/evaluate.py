@@ -168,6 +168,8 @@ class Evaluator:
             return self._failed(cand, exc, built[0] if built else None, history, time.perf_counter() - t0, label)
         try:
             return self._finished(cand, result, cfg, label, kind)
+        except SearchStopped:  # cut by the time limit: its run already ended KILLED, tagged pruned with the reason
+            raise
         except BaseException as exc:  # e.g. the disk filled while its weights were kept: the run ends FAILED with the reason
             self.tracker.end_failed(run_id, exc)
             raise

@@ -93,3 +93,13 @@ def test_candidate_overhead_names_each_piece():
         assert re.search(rf"^{re.escape(piece)}\s+[\d.]+\s+[\d.]+%$", out, re.M), (piece, out)
     m = re.search(r"fixed overhead .*: ([\d.]+) s = ([\d.]+)% of the candidate", out)
     assert m and 0 < float(m.group(2)) < 100, out
+
+
+def test_startup_times_each_command_and_says_what_it_imported():
+    out = run("startup.py", "--repeat", "1")
+    assert "load average before:" in out and "load average after:" in out, out
+    rows = re.findall(r"^\| `mdmt-nas ([^`]+)` \| ([\d.]+) \| [\d.]+ \| 1 \| (\d) \| ([^|]+) \|", out, re.M)
+    assert [r[0] for r in rows] == ["--help", "plugins", "spaces show m3oe", "train --config BAD.yaml --no-track"], out
+    assert [r[2] for r in rows] == ["0", "0", "0", "2"], out
+    assert all(math.isfinite(float(r[1])) for r in rows)
+    assert rows[0][3].startswith("none of") and rows[3][3].startswith("none of"), out  # --help and a config error stay light

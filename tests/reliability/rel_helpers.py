@@ -138,3 +138,26 @@ def cli_inprocess(*argv: str, cwd: Path | None = None) -> tuple[int, str]:
     finally:
         os.chdir(old)
     return code, buf.getvalue()
+
+
+def make_read_only(path: Path, stack) -> str:
+    """Make an SQLite file or a folder read-only for this process, root included; undone by `stack` (an ExitStack).
+
+    Not root: chmod. Root (chmod does not stop it): `chattr +i`; a file where that is not possible gets the write
+    version 3 in its header, which SQLite itself opens read-only. Returns how it was done."""
+    import shutil
+
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        stack.callback(path.chmod, mode)
+        return "chmod"
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        stack.callback(subprocess.run, ["chattr", "-i", str(path)], capture_output=True)
+        return "chattr +i"
+    if path.is_dir():
+        pytest.skip("root without chattr +i: no way to make a folder read-only here")
+    with open(path, "r+b") as fh:  # https://www.sqlite.org/fileformat.html: write version > 2 -> read-only
+        fh.seek(18)
+        fh.write(bytes([3]))
+    return "header write version 3"

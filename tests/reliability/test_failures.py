@@ -163,3 +163,46 @@ def test_search_where_every_candidate_fails_stops_with_a_summary(tmp_path, misbe
 
     summary = json.loads((tmp_path / "out" / "search.json").read_text())
     assert summary["status"] == "failed" and summary["finished"] == 0
+
+
+NAN_ARCH = """\
+name: nan-expert
+embedding_dim: 4
+shared: {experts: [{name: mlp, params: {hidden: [8]}}, {name: rel_nan}]}
+tower: {name: mlp_tower, params: {hidden: [8]}}
+"""
+
+
+def test_a_nan_loss_names_the_tasks_and_the_first_module_with_its_plugin(tmp_path, misbehaving_plugin):
+    """A plugin's expert returns NaN: `train` exits 2 naming both tasks, the expert, its plugin and its path in the
+    model, and the fix (plugins check); no weights.pt; the MLflow run ends FAILED with that reason."""
+    from rel_helpers import SMALL, mlflow_runs
+
+    arch, db, out = tmp_path / "arch.yaml", tmp_path / "mlflow.db", tmp_path / "out"
+    arch.write_text(NAN_ARCH)
+    code, text = cli_inprocess("train", "--arch", arch, *SMALL, "--set", "train.epochs=2", "--tracking-uri", f"sqlite:///{db}",
+                               "--set", "tracking.experiment=nan", "--output", out, cwd=tmp_path)
+    assert code == 2, text
+    line = " ".join(text.split())
+    assert "training failed: loss became nan at step 0" in line, text
+    assert "non-finite loss of tasks 'task_0', 'task_1'" in line, text
+    assert "the first non-finite output is expert 'rel_nan' from plugin 'misbehave'" in line and "at model.levels.0.groups.shared." in line, text
+    assert "mdmt-nas plugins check misbehave" in line and "Traceback" not in text, text
+    assert not (out / "weights.pt").exists()
+    (run,) = mlflow_runs(db, "nan")
+    assert run.info.status == "FAILED" and "expert 'rel_nan' from plugin 'misbehave'" in run.data.tags["reason"], run.data.tags
+
+
+def test_a_learning_rate_that_blows_up_names_the_tasks_and_the_first_module(tmp_path):
+    """lr=1e30 on a built-in architecture: the tasks and the first module whose output went non-finite (a built-in
+    component, so the fix is the learning rate, not a plugin check)."""
+    from rel_helpers import SMALL
+
+    code, text = cli_inprocess("train", "--config", "shared_bottom", *SMALL, "--set", "train.epochs=2", "--set", "train.lr=1e30",
+                               "--no-track", "--output", tmp_path / "out", cwd=tmp_path)
+    assert code == 2, text
+    line = " ".join(text.split())
+    assert "training failed: loss became" in line and "non-finite loss of task" in line, text
+    assert "the first non-finite output is" in line and "(distribution mdmt-nas" in line and " at model." in line, text
+    assert "lower the learning rate (train.lr)" in line and "plugins check" not in line, text
+    assert not (tmp_path / "out" / "weights.pt").exists()

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.checkpoint import rng_state, set_rng_state
-from mdmt_nas.errors import ConfigError, check_interrupt
+from mdmt_nas.errors import ConfigError, DeadlineReached, check_interrupt, search_deadline
 from mdmt_nas.files import save_figure, save_torch
 from mdmt_nas.model import build_balancer
 from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult
@@ -157,19 +157,28 @@ class DartsSearcher(Searcher):
         time_limit = None if ctx.timeout is None else 0.5 * ctx.timeout  # leave the rest for the retraining
         stopped = ""
         with ctx.tracker.ending_on_error(net.run_id):
-            for epoch in range(net.start_epoch, epochs):
-                record = self._epoch(ctx, net, epoch, epochs)
-                if getattr(ctx.evaluate, "display", None) is not None:  # a line per epoch in CI logs / through a pipe
-                    ctx.evaluate.display.supernet_epoch(epoch, epochs, record, time.perf_counter() - t0, net.start_epoch)
-                net.history.append({**{k: float(v) for k, v in record.items()}, "alphas": alpha_probs(net.ctl)})
-                ctx.tracker.log_metrics(net.run_id, {**{k: v for k, v in record.items() if k != "epoch"},
-                                                     **alpha_metrics(net.relaxation, net.ctl)}, step=epoch)
-                self._log_heatmap(ctx, net, epoch)
-                self._save_checkpoint(ctx, net, epoch + 1)
-                if time_limit is not None and time.perf_counter() - t0 > time_limit and epoch + 1 < epochs:
-                    stopped = f"supernet stopped after epoch {epoch + 1} of {epochs}: half of search.timeout={ctx.timeout:g}s used"
-                    break
+            try:
+                with search_deadline(time_limit):  # checked at every batch: one long epoch cannot eat the retraining's half
+                    stopped = self._epochs(ctx, net, epochs, t0, time_limit)
+            except DeadlineReached:
+                stopped = (f"supernet stopped during epoch {len(net.history) + 1} of {epochs} (the alphas as they were): "
+                           f"half of search.timeout={ctx.timeout:g}s used")
         return self._derive(ctx, net, stopped, time.perf_counter() - t0, time.process_time() - cpu0)
+
+    def _epochs(self, ctx: SearchContext, net: _Supernet, epochs: int, t0: float, time_limit: float | None) -> str:
+        """The supernet epochs from net.start_epoch: each logged and checkpointed. Returns why they stopped early ('' if not)."""
+        for epoch in range(net.start_epoch, epochs):
+            record = self._epoch(ctx, net, epoch, epochs)
+            if getattr(ctx.evaluate, "display", None) is not None:  # a line per epoch in CI logs / through a pipe
+                ctx.evaluate.display.supernet_epoch(epoch, epochs, record, time.perf_counter() - t0, net.start_epoch)
+            net.history.append({**{k: float(v) for k, v in record.items()}, "alphas": alpha_probs(net.ctl)})
+            ctx.tracker.log_metrics(net.run_id, {**{k: v for k, v in record.items() if k != "epoch"},
+                                                 **alpha_metrics(net.relaxation, net.ctl)}, step=epoch)
+            self._log_heatmap(ctx, net, epoch)
+            self._save_checkpoint(ctx, net, epoch + 1)
+            if time_limit is not None and time.perf_counter() - t0 > time_limit and epoch + 1 < epochs:
+                return f"supernet stopped after epoch {epoch + 1} of {epochs}: half of search.timeout={ctx.timeout:g}s used"
+        return ""
 
     # -------------------------------------------------------------- pieces
     def _build(self, ctx: SearchContext) -> _Supernet:
@@ -349,7 +358,11 @@ class DartsSearcher(Searcher):
         return screened, winner
 
     def _retrain_config(self, ctx: SearchContext) -> Any:
-        return ctx.config.train.model_copy(update={"progress": False, **({"epochs": self.params.retrain_epochs} if self.params.retrain_epochs else {})})
+        """train.* with the candidates' search.epochs (--epochs), or search.params.retrain_epochs when set."""
+        from mdmt_nas.search.evaluate import candidate_train_config
+
+        cfg = candidate_train_config(ctx.config)
+        return cfg.model_copy(update={"epochs": self.params.retrain_epochs}) if self.params.retrain_epochs else cfg
 
     def candidate_config(self, ctx: SearchContext) -> Any:
         return self._retrain_config(ctx)
