@@ -71,6 +71,9 @@ def search(
         ("cpus_per_trial", "cpus-per-trial", cpus_per_trial)) if v is not None]
     cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track, register_model)  # no torch yet: fails fast
     scfg = cfg.search
+    if scfg.executor.kind != "ray" and any(v is not None for v in (address, workers, cpus_per_trial)):
+        raise UserError("--address, --workers and --cpus-per-trial are options of --executor ray; without Ray, several "
+                        "workers are several `mdmt-nas search --storage URL --study-name NAME` processes (docs/scale-out.md)")
     if scfg.space is None:
         raise UserError("no search space: pass --space NAME (`mdmt-nas spaces list` shows them) or a space YAML file")
     if scfg.storage:

@@ -124,7 +124,7 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
             if config.search.timeout:  # a safety net for searchers that ignore ctx.timeout; the clock starts with the search, not the set-up
                 evaluator.deadline = time.monotonic() + config.search.timeout + max(10.0, 0.1 * config.search.timeout)
             with deferred_signals():  # SIGINT/SIGTERM raise at the next batch, not inside a database call
-                result = run_searcher(searcher, ctx)  # search.executor: this process or Ray actors (search/executors/)
+                result = run_searcher(searcher, ctx, limit)  # search.executor: this process or Ray actors (search/executors/)
             with suspended_deadline():  # a searcher that returned at the deadline keeps its result; a pending signal still raises
                 check_interrupt()
         except SearchStopped as exc:

@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - the ray extra is installed in CI (scri
 @pytest.fixture(scope="module")
 def local_ray():
     need(ray is not None, "Ray not installed: pip install 'mdmt-nas[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
 
@@ -256,3 +256,50 @@ def test_ray_executor_refuses_darts_and_says_how_to_install_ray(tmp_path, monkey
                                "--output", tmp_path / "o2")
     assert code == 2 and "pip install 'mdmt-nas[ray]'" in text, text
     assert not (tmp_path / "o2").exists(), "refused before any output"
+
+
+def test_ray_executor_refuses_a_cluster_with_files_for_study_or_tracking_and_stray_flags(tmp_path):
+    need(ray is not None, "Ray not installed: pip install 'mdmt-nas[ray]'")
+    space = write_space(tmp_path)
+    base = ["search", "--space", space, "--searcher", "optuna-tpe", "--executor", "ray", "--address", "10.0.0.9:6379"]
+    code, text = cli_inprocess(*base, "--no-track", "--output", tmp_path / "o1")
+    assert code == 2 and "cannot open the Optuna study the default sqlite:///<output>/study.db" in text, text
+    assert "--storage postgresql://" in text and "leave out --address" in text
+    code, text = cli_inprocess(*base, "--storage", "postgresql://u@db.example/studies", "--tracking-uri",
+                               f"sqlite:///{tmp_path / 'mlflow.db'}", "--output", tmp_path / "o2")
+    assert code == 2 and "cannot log into sqlite:///" in text and "mdmt-nas server" in text, text
+    code, text = cli_inprocess("search", "--space", space, "--searcher", "optuna-tpe", "--workers", "4", "--no-track",
+                               "--output", tmp_path / "o3")
+    assert code == 2 and "options of --executor ray" in text, text
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3")), "refused before any output"
+
+
+def test_the_time_limit_stops_candidates_on_the_actors_keeping_their_best_epoch(tmp_path, local_ray):
+    """--timeout reaches the actors: the trainings in flight stop at their next batch (pruned, 'search timeout',
+    their best epoch kept), no new candidate starts, nothing is left RUNNING."""
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from mdmt_nas.search.runner import run_search
+    from mdmt_nas.spaces import load_space
+
+    uri, exp = f"sqlite:///{tmp_path / 'mlflow.db'}", "ray-timeout"
+    cfg = _config(uri, exp, budget=50, timeout=12, params={"pruner": "none", "reports_per_epoch": 1})
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"params": {"n_rows": 20000}}),
+                                 "train": cfg.train.model_copy(update={"epochs": 30})})
+    t0 = time.monotonic()
+    outcome = run_search(cfg, tmp_path / "out", space=load_space(str(write_space(tmp_path))))
+    wall = time.monotonic() - t0
+    summary = json.loads((tmp_path / "out" / "search.json").read_text())
+    assert summary["stopped"].startswith("time limit"), summary["stopped"]
+    assert wall < 12 + 45, wall  # set-up (actors, data) + the deadline + a batch and the best epoch's scoring
+    cut = [c for c in outcome.result.candidates if c.reason.startswith("search timeout")]
+    assert cut, [(c.state, c.reason) for c in outcome.result.candidates]
+    assert all(c.state == "pruned" for c in cut)
+    study = optuna.load_study(study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"])
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len(_counted(study)) < 50
+    _layout(uri, exp)  # one parent, nothing RUNNING
+    assert outcome.best is not None and (tmp_path / "out" / "best_arch.json").exists()

@@ -2,40 +2,48 @@
 
 A thin driver of our own over Ray actors, not Ray Tune: the study, its sampler, its pruner, the MLflow parent run,
 the warm start, the final stage and the outputs stay exactly those of the local executor, and only the training
-of a candidate moves to a worker. The driver (this process)
+of a candidate moves to a worker (ray_worker.py). The driver (this process)
 
 * opens the study as the local executor does (the known architectures enqueued first, stale trials failed and
   retried), asks the sampler for a trial, and sends the candidate to an idle actor; at most `--workers` train at
   once, and it sends no more than the budget needs: COMPLETE + PRUNED trials end exactly at `--budget`;
 * sends a heartbeat for every trial in flight, so a driver killed with SIGKILL leaves trials that the next
-  `--resume` fails and retries with the same parameters (RDB storages), as for a killed local worker;
+  `--resume` fails and retries with the same parameters (RDB storages), as for a killed local worker; on Ctrl-C /
+  SIGTERM it stops the actors first, then ends the trials in flight FAIL and their child runs KILLED;
 * records what comes back in the study (values, pruned, failed) and in the runner's Evaluator (leaderboard,
   best weights, the final stage's pool).
 
-An actor (`CandidateWorker`, `--cpus-per-trial` CPUs) holds the data (one `ray.put` copy per node) and an
-Evaluator of its own without output files; it logs the candidate's MLflow child run under the parent run and
-reports the valid AUC of every rung to the same Optuna study, whose pruner (search/fidelity.py: `--pruner asha`
-is asynchronous successive halving, `hyperband` the default) stops poor candidates early. A candidate whose
-training raises is a failed candidate, as locally; an actor that dies (segfault, os._exit, OOM kill) fails
-only the candidate it held: its trial ends FAIL, its child run FAILED with the reason, and a new actor takes
-its place. The final stage and a retrain of the winner run on the actors too (`RemoteEvaluate`).
+The actors report every rung to the shared study, whose pruner stops poor candidates early (`--pruner asha`:
+asynchronous successive halving, a trial compared with the rungs the others reached so far; `hyperband` the
+default). A candidate whose training raises is a failed candidate, as locally; an actor that dies (segfault,
+os._exit, OOM kill) fails only the candidate it held: its trial ends FAIL, its child run FAILED with the reason,
+and a new actor takes its place. `--timeout` reaches the actors as seconds left: a training running at the
+deadline stops at its next batch keeping its best epoch, and nothing new starts. The final stage trains on the
+actors too (`RemoteEvaluate`); the rare retraining of a winner whose weights were not kept runs in this process.
+The actors, and a local Ray this driver started, stop when the search ends (the runner's exit stack).
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import math
 import os
 import time
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from mdmt_nas.errors import TrialPruned, UserError, check_interrupt
+from mdmt_nas.errors import (
+    UserError,
+    check_interrupt,
+    deadline_message,
+    deadline_passed,
+    seconds_left,
+    suspended_deadline,
+)
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped
-
-INSTALL = "the Ray executor needs Ray: pip install 'mdmt-nas[ray]' (or pip install 'ray>=2.9'), on every machine of the cluster"
+from mdmt_nas.search.executors import INSTALL
+from mdmt_nas.search.executors.ray_worker import CandidateWorker, Job, Outcome
 
 
 def require_ray() -> Any:
@@ -46,10 +54,11 @@ def require_ray() -> Any:
     return ray
 
 
-def init_ray(ray: Any, address: str | None, workers: int, cpus_per_trial: float) -> None:
-    """Join the cluster at `address`, else start a local Ray with room for `workers` candidates at once."""
+def init_ray(ray: Any, address: str | None, workers: int, cpus_per_trial: float) -> bool:
+    """Join the cluster at `address`, else start a local Ray (loopback only) with room for `workers` candidates at
+    once. True if this call started Ray (the caller shuts it down)."""
     if ray.is_initialized():
-        return
+        return False
     import logging
 
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
@@ -58,103 +67,12 @@ def init_ray(ray: Any, address: str | None, workers: int, cpus_per_trial: float)
         if address:
             ray.init(address=address, **kw)
         else:  # a small machine is oversubscribed as N local processes would be
-            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_trial)), **kw)
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_trial)), _node_ip_address="127.0.0.1", **kw)
     except Exception as exc:  # noqa: BLE001 - unreachable cluster, version mismatch
         first = " ".join(str(exc).split())[:300]
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
         raise UserError(f"--executor ray: cannot start {where}: {type(exc).__name__}: {first}") from None
-
-
-# ------------------------------------------------------------------------------ the worker
-@dataclass
-class Job:
-    """One training for an actor: a candidate of a trial, or a final-stage / retrain run (trial_id None)."""
-
-    arch: Any
-    label: str
-    number: int
-    assignment: dict[str, Any]
-    known: str
-    train_config: Any
-    kind: str = "candidate"
-    #: report each rung's valid AUC to this trial of the study (single objective); prune when `prune`
-    trial_id: int | None = None
-    prune: bool = False
-    storage: str = ""
-    study_name: str = ""
-    pruner: Any = None
-
-
-@dataclass
-class Outcome:
-    candidate: Candidate
-    state: dict[str, Any] | None = None  # its weights, when it finished at full fidelity
-    pruned: bool = False
-    pid: int = 0
-
-
-class CandidateWorker:
-    """A Ray actor: trains candidates on its copy of the data, logs each as an MLflow child run."""
-
-    def __init__(self, splits: Any, config: dict[str, Any], parent_run_id: str | None, searcher: str, space: str):
-        from mdmt_nas.config import ExperimentConfig
-        from mdmt_nas.search.evaluate import Evaluator
-        from mdmt_nas.tracking import Tracker
-
-        cfg = ExperimentConfig.model_validate(config)
-        self.ev = Evaluator(splits, cfg, Tracker(cfg.tracking), None, searcher, space)
-        self.ev.parent_run_id = parent_run_id
-        self._storages: dict[str, Any] = {}
-
-    def ready(self) -> int:
-        return os.getpid()
-
-    def _storage(self, url: str) -> Any:
-        if url not in self._storages:
-            import optuna
-
-            from mdmt_nas.search import storage as stores
-
-            if stores.is_journal(url):
-                self._storages[url] = stores.journal_storage(url)
-            else:
-                url2 = stores.rdb_url(url)
-                kw = {"connect_args": {"timeout": 60}} if url2.startswith("sqlite") else None
-                self._storages[url] = optuna.storages.RDBStorage(url2, engine_kwargs=kw, skip_compatibility_check=True)
-        return self._storages[url]
-
-    def _reporter(self, job: Job) -> Any:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=job.study_name, storage=self._storage(job.storage), pruner=job.pruner)
-        trial = optuna.trial.Trial(study, job.trial_id)
-        epochs = job.train_config.epochs
-
-        def report(epoch: int, record: dict[str, float]) -> None:
-            v = record.get("valid_mean_auc", float("nan"))
-            if isinstance(v, float) and math.isfinite(v):
-                trial.report(v, epoch)
-            if job.prune and epoch + 1 < epochs and trial.should_prune():
-                raise TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
-
-        return report
-
-    def train(self, job: Job) -> Outcome:
-        ev = self.ev
-        callback = self._reporter(job) if job.trial_id is not None else None
-        pruned = False
-        try:
-            cand = ev(job.arch, job.label, epoch_callback=callback, assignment=job.assignment, number=job.number,
-                      train_config=job.train_config, kind=job.kind, known=job.known)
-        except TrialPruned:
-            cand, pruned = ev.candidates[-1], True
-        state = None
-        if cand.state == "finished" and ev.last_state is not None and ev.last_state[0] == cand.arch.id:
-            state = ev.last_state[1]
-        ev.last_state, ev.candidates = None, []  # the driver keeps what matters; the actor holds no history
-        ev.top_states.clear()
-        return Outcome(cand, state, pruned, os.getpid())
+    return True
 
 
 class _Weights:
@@ -207,6 +125,7 @@ class Pool:
                 self.ray.kill(a, no_restart=True)
             except Exception:  # noqa: BLE001 - Ray already shut down
                 pass
+        self._args = ()  # the data's object-store copy is released with the last reference
 
 
 def _died(exc: BaseException) -> str:
@@ -231,9 +150,8 @@ def _end_child(tracker: Any, parent: str | None, number: int, status: str, state
 class RemoteEvaluate:
     """`ctx.evaluate` while the Ray executor runs: a training goes to an actor, its result into the runner's Evaluator.
 
-    Used by the final stage and the winner's retraining (blocking, one at a time); anything else (attributes,
-    `note_failure`, ...) is the local Evaluator's. A call with an epoch callback trains locally: the callback
-    lives in this process.
+    Used by the final stage (blocking, one at a time); anything else (attributes, `note_failure`, ...) is the local
+    Evaluator's. A call with an epoch callback, or a screening run, trains locally: the callback lives in this process.
     """
 
     def __init__(self, local: Any, pool: Pool, tracker: Any, parent_run_id: str | None):
@@ -255,7 +173,8 @@ class RemoteEvaluate:
         if number is None:
             number = ev._next
         ev._next = max(ev._next, number + 1)
-        job = Job(arch, label, number, dict(assignment or {}), known, self.config_for(train_config or ev.train_config), kind)
+        job = Job(arch, label, number, dict(assignment or {}), known, self.config_for(train_config or ev.train_config), kind,
+                  seconds_left=seconds_left())
         actor = self.pool.idle.pop(0)
         if ev.display:
             ev.display.candidate_start(label, arch, job.train_config.epochs)
@@ -265,7 +184,10 @@ class RemoteEvaluate:
             out = Outcome(self.dead(job, exc, actor))
         else:
             self.pool.idle.append(actor)
-        return self.adopt(out)
+        cand = self.adopt(out)
+        if out.stopped:  # the time limit stopped it: the runner ranks the trainings done so far
+            raise SearchStopped(out.stopped)
+        return cand
 
     def config_for(self, cfg: Any) -> Any:
         return cfg if cfg.threads else cfg.model_copy(update={"threads": self.pool.threads})
@@ -284,7 +206,9 @@ class RemoteEvaluate:
         """Record a worker's candidate as the local Evaluator would have (may raise SearchStopped: max_failures)."""
         ev, cand = self.local, out.candidate
         ev.candidates.append(cand)
-        if out.state is not None:
+        if out.state is not None and out.stopped:  # cut by the deadline: kept in memory (it wins if nothing finished)
+            ev._keep_top(cand, out.state)
+        elif out.state is not None:
             ev._keep_if_best(cand, _Weights(out.state))
         if ev.display:
             ev.display.candidate_end(cand)
@@ -302,32 +226,24 @@ class _Flight:
     started: float = field(default_factory=time.monotonic)
 
 
-def _check(searcher: Any, ctx: SearchContext) -> None:
-    from mdmt_nas.search.optuna import OptunaSearcher
+def run_on_ray(searcher: Any, ctx: SearchContext, cleanup: contextlib.ExitStack) -> SearchResult:
+    """The Optuna search of `searcher` with its candidates on Ray actors (see the module docstring).
 
-    if not isinstance(searcher, OptunaSearcher):
-        raise UserError(f"--executor ray runs the trials of an Optuna searcher (optuna-tpe, optuna-random, optuna-nsga2, "
-                        f"optuna-grid); {searcher.name!r} runs in this process: drop --executor ray")
-    ex = ctx.config.search.executor
-    uri = ctx.tracker.tracking_uri if ctx.tracker.enabled else ""
-    if ex.address and uri and not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
-        raise UserError(f"--executor ray --address {ex.address}: workers on other machines cannot log into {uri}; "
-                        "start `mdmt-nas server` and pass its --tracking-uri http://HOST:PORT (docs/scale-out.md)")
+    The actors live on for the final stage, which the runner runs after this returns; `cleanup` (the runner's exit
+    stack) stops them, and shuts down a local Ray started here, when the search ends.
+    """
+    from mdmt_nas.search.executors import check_executor  # library use: the CLI checked before any work
 
-
-def run_on_ray(searcher: Any, ctx: SearchContext) -> SearchResult:
-    """The Optuna search of `searcher` with its candidates on Ray actors (see the module docstring)."""
-    _check(searcher, ctx)
+    check_executor(type(searcher), ctx.config, ctx.storage or searcher.storage_url(ctx),
+                   ctx.tracker.tracking_uri if ctx.tracker.enabled else None)
     ray = require_ray()
     ex = ctx.config.search.executor
-    init_ray(ray, ex.address, ex.workers, ex.cpus_per_trial)
+    if init_ray(ray, ex.address, ex.workers, ex.cpus_per_trial):
+        cleanup.callback(ray.shutdown)
     pool = Pool(ray, ctx, ex.workers, ex.cpus_per_trial)
-    # the actors live on for the final stage, which the runner runs after this returns, and stop with the search:
-    # when its context is released (run_search returned or raised; nothing refers back to it), or at exit
-    weakref.finalize(ctx, pool.close)
-    atexit.register(pool.close)
+    cleanup.callback(pool.close)  # runs first (last in, first out)
     remote = RemoteEvaluate(ctx.evaluate, pool, ctx.tracker, ctx.parent_run_id)
-    ctx.evaluate = remote  # the final stage and the winner's retraining train on the actors too
+    ctx.evaluate = remote  # the final stage trains on the actors too
     return _Driver(searcher, ctx, remote, pool).run()
 
 
@@ -369,7 +285,10 @@ class _Driver:
         stopped = ""
         try:
             while True:
-                check_interrupt()
+                with suspended_deadline():  # Ctrl-C / SIGTERM raise here; the deadline only stops new candidates,
+                    check_interrupt()       # those in flight stop themselves at their next batch (Job.seconds_left)
+                if not stopped and deadline_passed():
+                    stopped = deadline_message()
                 timed_out = ctx.timeout is not None and time.monotonic() - t0 > ctx.timeout
                 while (not stopped and not timed_out and self.pool.idle and (limit is None or limit > 0)
                        and s.counted(study) + len(self.flights) < budget):
@@ -393,7 +312,7 @@ class _Driver:
                 for ref in ready:
                     try:
                         self._land(study, ref)
-                    except SearchStopped as exc:  # max_failures: no new candidates; those in flight finish
+                    except SearchStopped as exc:  # max_failures, the deadline: no new candidates; those in flight finish
                         stopped = stopped or str(exc)
         except BaseException:
             self._abandon(study)
@@ -425,7 +344,7 @@ class _Driver:
         cfg = self.remote.config_for(s.candidate_config(ctx))
         job = Job(arch, label, trial.number, assignment, known, cfg, trial_id=trial._trial_id if single else None,
                   prune=single and not known, storage=s.storage_url(ctx), study_name=study.study_name,
-                  pruner=s.make_pruner(ctx) if single else None)
+                  pruner=s.make_pruner(ctx) if single else None, seconds_left=seconds_left())
         actor = self.pool.idle.pop(0)
         ev = self.remote.local
         ev._next = max(ev._next, trial.number + 1)
@@ -448,19 +367,19 @@ class _Driver:
         f.trial.set_user_attr(CANDIDATE_ATTR, cand.to_record(f.job.label))
         if out.pruned:
             study.tell(f.trial, state=_state("PRUNED"))
-        elif cand.state == "failed":
+        elif cand.state == "failed" or out.stopped:  # a candidate cut by the deadline ends FAIL, as in the local executor
             study.tell(f.trial, state=_state("FAIL"))
         else:
             study.tell(f.trial, self.searcher._values(self.ctx, cand))
-        self.remote.adopt(out)  # last: may raise SearchStopped (max_failures) once the trial is recorded
+        self.remote.adopt(out)  # may raise SearchStopped (max_failures) once the trial is recorded
+        if out.stopped:
+            raise SearchStopped(out.stopped)
 
     def _abandon(self, study: Any) -> None:
-        """Interrupted (Ctrl-C, SIGTERM) or broken: in-flight trials end FAIL, their actors stop, their runs end KILLED."""
-        for ref, f in list(self.flights.items()):
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - already done
-                pass
+        """Interrupted (Ctrl-C, SIGTERM) or broken: the actors stop first (so none writes after this), then the
+        in-flight trials end FAIL and their child runs KILLED."""
+        self.pool.close()
+        for f in list(self.flights.values()):
             try:
                 study.tell(f.trial, state=_state("FAIL"))
             except Exception:  # noqa: BLE001 - the storage is unreachable: the next start's stale check fails it
@@ -468,7 +387,6 @@ class _Driver:
             _end_child(self.ctx.tracker, self.ctx.parent_run_id, f.job.number, "KILLED", "killed",
                        "the search was interrupted while this candidate trained")
         self.flights.clear()
-        self.pool.close()
 
 
 def _state(name: str) -> Any:
