@@ -42,7 +42,7 @@ from mdmt_nas.errors import (
     suspended_deadline,
 )
 from mdmt_nas.search.base import Candidate, SearchContext, SearchResult, SearchStopped
-from mdmt_nas.search.executors import INSTALL
+from mdmt_nas.search.executors.checks import INSTALL, check_executor
 from mdmt_nas.search.executors.ray_worker import CandidateWorker, Job, Outcome
 
 
@@ -232,8 +232,7 @@ def run_on_ray(searcher: Any, ctx: SearchContext, cleanup: contextlib.ExitStack)
     The actors live on for the final stage, which the runner runs after this returns; `cleanup` (the runner's exit
     stack) stops them, and shuts down a local Ray started here, when the search ends.
     """
-    from mdmt_nas.search.executors import check_executor  # library use: the CLI checked before any work
-
+    # library use (the CLI checked before any work), now with the resolved study and tracking URIs
     check_executor(type(searcher), ctx.config, ctx.storage or searcher.storage_url(ctx),
                    ctx.tracker.tracking_uri if ctx.tracker.enabled else None)
     ray = require_ray()
