@@ -101,6 +101,16 @@ def parse_duration(text: str) -> float:
     return value * _UNITS[t[-1]]
 
 
+class ExecutorConfig(BaseModel):
+    """Where a search's candidates train: `local` (this process) or `ray` (Ray actors; docs/scale-out.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "ray"] = Field(default="local", description="local: candidates train in this process; ray: as Ray actors")
+    address: str | None = Field(default=None, description="Ray cluster address (ray://host:10001, host:6379, auto); default: a local Ray")
+    workers: int = Field(default=2, ge=1, description="candidates training at once (Ray actors)")
+    cpus_per_trial: float = Field(default=1, gt=0, description="CPUs Ray reserves for each candidate (torch threads: the integer part, at least 1)")
+
+
 class SearchConfig(BaseModel):
     """The `search:` section: which searcher explores which space, and how long (CLI flags override it)."""
 
@@ -120,9 +130,10 @@ class SearchConfig(BaseModel):
     objectives: list[Literal["auc", "params", "latency"]] = Field(default_factory=lambda: ["auc"], description="auc first; params/latency are minimised (multi-objective searchers)")
     max_failures: int | None = Field(default=None, ge=1, description="stop after this many failed candidates in one run (default: the budget)")
     retrain: bool = Field(default=True, description="train the best architecture again (train.epochs) when the search kept no weights of it")
-    storage: str | None = Field(default=None, description="Optuna RDB storage URL shared between processes (default sqlite in the output directory)")
+    storage: str | None = Field(default=None, description="Optuna storage shared between processes: sqlite:///, postgresql://, journal:///file.log (default sqlite in the output directory)")
     study_name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="searcher-specific parameters, validated by the searcher's Params")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where candidates train (--executor, --workers)")
 
     @model_validator(mode="before")
     @classmethod

@@ -157,6 +157,13 @@ def deadline_passed() -> bool:
     return bool(DEADLINE) and time.monotonic() > DEADLINE[-1][0]
 
 
+def seconds_left() -> float | None:
+    """Seconds until the running search's deadline (negative once passed); None without one."""
+    import time
+
+    return DEADLINE[-1][0] - time.monotonic() if DEADLINE else None
+
+
 def deadline_message() -> str:
     return f"time limit of search.timeout={DEADLINE[-1][1]:g}s reached" if DEADLINE else "time limit reached"
 

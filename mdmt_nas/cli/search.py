@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from mdmt_nas.cli.app import app, report_plugin_failures
+from mdmt_nas.cli.app import app, err_console, report_plugin_failures
 from mdmt_nas.cli.common import build_config, claim_output, console, on_interrupt, print_model, resume_command, say_config
 from mdmt_nas.errors import UserError
 from mdmt_nas.files import shown_path
@@ -45,7 +45,7 @@ def search(
     epochs: int = typer.Option(None, "--epochs", help="Training epochs of each candidate (default: train.epochs)."),
     output: Path = typer.Option(None, "--output", "-o", help="Output directory (default runs/search-<space>-<searcher>-<time>)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
-    storage: str = typer.Option(None, "--storage", help="Optuna storage URL shared by several processes/machines (default sqlite:///<output>/study.db)."),
+    storage: str = typer.Option(None, "--storage", help="Optuna storage shared by several processes/machines: postgresql://USER@HOST/DB, sqlite:///FILE.db, journal:///FILE.log (default sqlite:///<output>/study.db)."),
     study_name: str = typer.Option(None, "--study-name", help="Optuna study name (default <space>-<searcher>-<dataset>-seed<seed>); same name + storage = same study."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search in an existing --output directory (Optuna study, NNI checkpoint)."),
     objectives: str = typer.Option(None, "--objectives", help="auc (default), or auc,params / auc,latency / auc,params,latency for optuna-nsga2."),
@@ -55,6 +55,10 @@ def search(
     final_top_k: int = typer.Option(None, "--final-top-k", help="Architectures in the final stage (default 3)."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
     register_model: str = typer.Option(None, "--register-model", help="Register the best model in the MLflow Model Registry under this name."),
+    executor: str = typer.Option(None, "--executor", help="Where candidates train: local (this process, default) or ray (Ray actors; extra: ray)."),
+    address: str = typer.Option(None, "--address", help="--executor ray: the Ray cluster to join (ray://HOST:10001, HOST:6379, auto); default: a local Ray."),
+    workers: int = typer.Option(None, "--workers", min=1, help="--executor ray: candidates training at once (default 2)."),
+    cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="--executor ray: CPUs per candidate (default 1)."),
 ) -> None:
     """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
     overrides = list(sets or []) + _search_overrides(space, searcher, budget, timeout, seed, storage, study_name, objectives, pruner, epochs)
@@ -62,8 +66,14 @@ def search(
         overrides.append(("search.warm_start=false", "--no-warm-start"))
     overrides += [(f"search.{k}={v}", f"--{k.replace('_', '-')} {v}") for k, v in (("final_seeds", final_seeds), ("final_top_k", final_top_k))
                   if v is not None]
+    overrides += [(f"search.executor.{k}={v}", f"--{flag} {v}") for k, flag, v in (
+        ("kind", "executor", executor), ("address", "address", address), ("workers", "workers", workers),
+        ("cpus_per_trial", "cpus-per-trial", cpus_per_trial)) if v is not None]
     cfg = build_config(config, None, dataset, overrides, tracking_uri, seed, no_track, register_model)  # no torch yet: fails fast
     scfg = cfg.search
+    if scfg.executor.kind != "ray" and any(v is not None for v in (address, workers, cpus_per_trial)):
+        raise UserError("--address, --workers and --cpus-per-trial are options of --executor ray; without Ray, several "
+                        "workers are several `mdmt-nas search --storage URL --study-name NAME` processes (docs/scale-out.md)")
     if scfg.space is None:
         raise UserError("no search space: pass --space NAME (`mdmt-nas spaces list` shows them) or a space YAML file")
     if scfg.storage:
@@ -81,6 +91,9 @@ def search(
         raise blamed(cfg, exc) from None
     space_obj = load_search_space(scfg.space)  # every option of every choice checked against its component
     check_dataset(cfg)
+    from mdmt_nas.search.executors import check_executor, storage_notes
+
+    check_executor(cls, cfg)  # --executor ray without Ray, or with a searcher that is not Optuna's
     space_label = Path(scfg.space).stem if scfg.space.endswith((".yaml", ".yml", ".json")) else scfg.space
     out = output or Path("runs") / f"search-{space_label}-{cls.name}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
     from mdmt_nas.tracking import Tracker
@@ -90,6 +103,8 @@ def search(
     with claim_output(out, resume=resume):
         on_interrupt(lambda: _kept(out))
         say_config(cfg)
+        for note in storage_notes(cfg, cls, space_obj.name):  # SQLite on a network file system or under many workers: use PostgreSQL
+            err_console.print(f"[yellow]warning: {escape(note)}[/yellow]", highlight=False, soft_wrap=True)
         console.print(f"search [bold]{space_label}[/bold] with [bold]{cls.name}[/bold] (budget {budget}, seed {scfg.seed}) -> {shown_path(out)}",
                       highlight=False)
         outcome = run_search(cfg, out, space=space_obj, resume=resume, console=console)

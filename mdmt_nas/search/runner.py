@@ -45,6 +45,7 @@ from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult, SearchStopped
 from mdmt_nas.search.evaluate import BEST_DIR, TIMEOUT_REASON, Evaluator, candidate_train_config
+from mdmt_nas.search.executors import run_searcher
 from mdmt_nas.search.final import run_final_stage, verdict
 from mdmt_nas.search.report import SearchDisplay
 from mdmt_nas.spaces import load_space
@@ -123,7 +124,7 @@ def run_search(config: ExperimentConfig, output_dir: str | Path, *, space: Any =
             if config.search.timeout:  # a safety net for searchers that ignore ctx.timeout; the clock starts with the search, not the set-up
                 evaluator.deadline = time.monotonic() + config.search.timeout + max(10.0, 0.1 * config.search.timeout)
             with deferred_signals():  # SIGINT/SIGTERM raise at the next batch, not inside a database call
-                result = searcher.run(ctx)
+                result = run_searcher(searcher, ctx, limit)  # search.executor: this process or Ray actors (search/executors/)
             with suspended_deadline():  # a searcher that returned at the deadline keeps its result; a pending signal still raises
                 check_interrupt()
         except SearchStopped as exc:
