@@ -177,8 +177,18 @@ def test_gumbel_samples_are_hard_and_shared(small_space, tiny_splits):
     for c in p1:
         assert torch.equal(p1[c].detach(), p2[c].detach())  # one sample per step
         assert sorted(p1[c].detach().tolist())[-1] == 1.0 and p1[c].detach().sum() == 1.0
+    # out of training (the supernet's valid score) a sampled choice is its argmax, never an untrained mixture
+    with torch.no_grad():
+        for a in ctl.alphas.values():
+            a.copy_(torch.randn_like(a))
     ctl.training = False
-    assert all(abs(float(v.detach().sum()) - 1) < 1e-6 and v.max() < 1 for v in ctl.probs().values())
+    for c, v in ctl.probs().items():
+        assert v.sum() == 1.0 and v.max() == 1.0 and int(v.argmax()) == int(ctl.alphas[c].argmax()), c
+    model.eval()
+    batch = next(iter(tiny_splits.valid.batches(64)))
+    with torch.no_grad():
+        out1, out2 = model(batch.sparse, batch.dense, batch.domain), model(batch.sparse, batch.dense, batch.domain)
+    assert torch.isfinite(out1).all() and torch.equal(out1, out2)  # deterministic: no sampling out of training
 
 
 # ------------------------------------------------------------------------------ searcher

@@ -30,6 +30,8 @@ class AlphaController:
     mode "softmax": p = softmax(alpha). mode "gumbel": in training, a hard one-hot
     Gumbel-softmax sample with straight-through gradients (GDAS), one sample per choice
     per step (`new_step`) shared by every mixed op; mixed ops skip candidates of weight 0.
+    Out of training a sampled choice is its argmax (one-hot): the supernet was never
+    trained as a mixture of those values, so scoring one would be meaningless.
     Nothing with an autograd graph is cached, so any number of forwards may share a step.
     """
 
@@ -65,13 +67,16 @@ class AlphaController:
     def probs(self, names: Any = None) -> dict[str, torch.Tensor]:
         """Probabilities of the choices (a fresh autograd graph per call)."""
         names = self.alphas if names is None else names
-        if not self.training or (self.mode != "gumbel" and not self.sampled):
+        if self.mode != "gumbel" and not self.sampled:
             return {c: torch.softmax(self.alphas[c], dim=-1) for c in names}
         out = {}
         for c in names:
             a = self.alphas[c]
             if self.mode != "gumbel" and c not in self.sampled:
                 out[c] = torch.softmax(a, dim=-1)
+                continue
+            if not self.training:  # a sampled choice was trained one value at a time: evaluate its argmax, not a mixture
+                out[c] = torch.zeros_like(a).scatter_(-1, a.detach().argmax(-1, keepdim=True), 1.0)
                 continue
             if c not in self._noise:
                 self._noise[c] = -torch.empty_like(a).exponential_().log()

@@ -120,8 +120,8 @@ class _Mixed:
         return W
 
     def _skip(self, w: torch.Tensor) -> bool:
-        """Hard (Gumbel) samples: candidates of weight exactly 0 are not computed."""
-        return self._ctl is not None and self._ctl.mode == "gumbel" and self._ctl.training and bool((w.detach() == 0).all())
+        """Hard (Gumbel) samples and argmax evaluation: candidates of weight exactly 0 are not computed."""
+        return self._ctl is not None and self._ctl.mode == "gumbel" and bool((w.detach() == 0).all())
 
     def mix(self, weights: list[torch.Tensor], output: Callable[[int], torch.Tensor]) -> torch.Tensor | None:
         """The weighted sum over candidates k of output(k) * weights[k] (None if every candidate was skipped)."""
