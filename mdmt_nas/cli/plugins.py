@@ -1,6 +1,7 @@
 """`mdmt-nas plugins`: list plugins and their components, check a plugin, scaffold a new one.
 
     mdmt-nas plugins [--json] [--strict]     every plugin (built-ins too) and every load failure
+    mdmt-nas plugins list ['*topk*'] [--kind gate] [--json]   the components whose name (or deprecated name) matches
     mdmt-nas plugins show NAME [--json]      one component: kind, docstring, plugin, parameters (or their JSON schema)
     mdmt-nas plugins check NAME              run the contract kit on each component of a plugin
     mdmt-nas plugins new NAME --kind expert  write a ready-to-install plugin package
@@ -74,6 +75,41 @@ def plugins(
     _print_failures(host, verbose)
     if strict and host.failures:
         raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False, which returns its code
+
+
+@plugins_app.command("list")
+def list_cmd(
+    patterns: list[str] = typer.Argument(None, help="Shell-style name patterns, e.g. '*topk*' (quote them); several: any matches. "
+                                         "Default: every component."),
+    kind: str = typer.Option(None, "--kind", "-k", help="Only this kind (expert, gate, fusion, adapter, tower, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: kind, name, plugin, distribution, version, summary, deprecated names."),
+) -> None:
+    """List the components whose name or deprecated name matches a pattern (case-insensitive), with their plugins."""
+    _check_kind_option(kind)
+    registry = _host().registry
+    old_names: dict[tuple[str, str], list[str]] = {}
+    for a in registry.aliases(kind):
+        old_names.setdefault((a.kind, a.new), []).append(a.old)
+    from mdmt_nas.plugins.registry import matches
+
+    rows = [e for e in registry.entries(kind)
+            if matches(e.name, patterns or None) or any(matches(o, patterns or None) for o in old_names.get((e.kind, e.name), []))]
+    if as_json:
+        print(json.dumps({"components": [{**e.as_dict(), "deprecated_names": old_names.get((e.kind, e.name), [])} for e in rows]}, indent=2))
+        return
+    if not rows:
+        what = f"{kind} " if kind else ""
+        hint = "; patterns are shell-style: '*' matches anything, e.g. '*topk*'" if not any(set("*?[") & set(p) for p in patterns or []) else ""
+        raise UserError(f"no {what}component matches {' or '.join(map(repr, patterns or []))}{hint} (`mdmt-nas plugins list` lists them all)")
+    table = Table(title="mdmt-nas components" + (f" matching {' or '.join(patterns)}" if patterns else ""))
+    for col in ("kind", "name", "plugin", "distribution", "summary"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        olds = old_names.get((e.kind, e.name), [])
+        name = escape(e.name) + (f" [dim](was {escape(', '.join(olds))})[/dim]" if olds else "")
+        table.add_row(e.kind, name, escape(e.plugin), escape(f"{e.dist} {e.version}"), escape(e.as_dict()["summary"]))
+    console.print(table)
+    console.print(f"{len(rows)} component(s)", highlight=False)
 
 
 def find_plugin(host, name: str):
@@ -150,13 +186,22 @@ def _jsonable(obj):
     return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else str(obj)
 
 
-def _find(host, name: str, kind: str | None):
+def _check_kind_option(kind: str | None) -> None:
     from mdmt_nas.plugins.registry import KINDS
 
     if kind is not None and kind not in KINDS:
         near = closest(kind, KINDS)
         raise UserError(f"--kind {kind!r}: unknown kind" + (f" (did you mean {near[0]!r}?)" if near else f"; kinds: {', '.join(KINDS)}"))
+
+
+def _find(host, name: str, kind: str | None):
+    _check_kind_option(kind)
     found = [e for e in host.registry.entries(kind) if e.name == name]
+    renamed = [a for a in host.registry.aliases(kind) if a.old == name]
+    if not found and renamed:
+        for a in renamed:
+            err.print(f"[yellow]{escape(a.message())}[/yellow]", highlight=False, soft_wrap=True)
+        found = [e for a in renamed for e in host.registry.entries(a.kind) if e.name == a.new]
     if not found:
         known = sorted({e.name for e in host.registry.entries(kind)})
         near = closest(name, known)
