@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiny_space import tiny_space_yaml
+from helpers import tiny_space_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 

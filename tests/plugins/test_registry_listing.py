@@ -7,9 +7,10 @@ import types
 import warnings
 
 import pytest
+from helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
-from plugin_helpers import make_dist, run_cli
+from plugin_helpers import make_dist
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.components import Gate

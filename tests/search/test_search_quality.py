@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 import torch
+from helpers import tiny_space_yaml
 from test_runner import MLP_OPTIONS, load_tiny, make_config, mlflow_uri, runs_of, splits  # noqa: F401
-from tiny_space import tiny_space_yaml
 
 KNOWN_SPACE = tiny_space_yaml("known_tiny", "tiny space with known points", {"mlp-8": [8], "mlp-16": [16, 8], "mlp-4": [4]}, high=3,
                              default=("mlp-8", 1), known="""\

@@ -1,6 +1,8 @@
-"""The tiny search space many tests search: one expert choice (MLP widths) times an expert count, 4-node MLP tower.
+"""Helpers the test folders share: the tiny search space many tests search, and the in-process CLI runner.
 
-`tiny_space_yaml(...)` writes it as YAML text; its arguments are what the tests vary.
+`tiny_space_yaml(...)` writes the space as YAML text (one expert choice over MLP
+widths times an expert count, an 8-unit MLP tower); its arguments are what the tests
+vary. `run_cli(args, capsys)` runs `mdmt-nas ARGS` in this process.
 """
 
 from __future__ import annotations
@@ -34,3 +36,17 @@ def tiny_space_yaml(name: str = "tiny", description: str = "tiny test space", hi
             f"{options}\n"
             f"  num_experts: {{type: int, low: 1, high: {high}{num_default}}}\n"
             f"{known}")
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """`mdmt-nas ARGS` in-process (arguments as str): (exit status, stdout, stderr)."""
+    from mdmt_nas.cli.app import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
