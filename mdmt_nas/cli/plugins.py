@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mdmt_nas.cli.component_info import KIND_ATTRIBUTES, component_schema, param_rows, qualname
 from mdmt_nas.cli.console import make_console
 from mdmt_nas.errors import UserError, closest
 
@@ -122,70 +123,6 @@ def find_plugin(host, name: str):
 
 
 # ------------------------------------------------------------------------------ show
-#: class attributes worth showing, per kind (what the model builder reads besides Params)
-KIND_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "expert": ("torchscript",),
-    "gate": ("sparse", "per_head_input", "torchscript"),
-    "fusion": ("level", "uses_other_members", "torchscript"),
-    "adapter": ("site", "torchscript"),
-    "tower": ("torchscript",),
-    "balancer": (),
-    "searcher": ("budget_unit", "default_budget", "multi_objective"),
-    "dataset": (),
-}
-
-
-def _type_name(annotation) -> str:
-    import typing
-
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        return type(args[0]).__name__ if args else "literal"
-    if origin in (typing.Union, __import__("types").UnionType):
-        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
-    if origin is typing.Annotated:
-        return _type_name(args[0])
-    if origin is not None:
-        inner = ", ".join(_type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else getattr(origin, "__name__", str(origin))
-    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
-
-
-def _bounds(field) -> str:
-    import typing
-
-    import annotated_types as at
-
-    parts = []
-    ann = field.annotation
-    literal = [a for a in (ann, *typing.get_args(ann)) if typing.get_origin(a) is typing.Literal]
-    if literal:
-        parts.append("one of " + ", ".join(map(str, typing.get_args(literal[0]))))
-    for m in field.metadata:
-        for cls, sym, attr in ((at.Ge, ">=", "ge"), (at.Gt, ">", "gt"), (at.Le, "<=", "le"), (at.Lt, "<", "lt"),
-                               (at.MinLen, "length >=", "min_length"), (at.MaxLen, "length <=", "max_length")):
-            if isinstance(m, cls):
-                parts.append(f"{sym} {getattr(m, attr)}")
-    return ", ".join(parts)
-
-
-def param_rows(params_cls) -> list[dict[str, str]]:
-    """name, type, default, bounds, description of each field of a pydantic Params model."""
-    from pydantic_core import PydanticUndefined
-
-    rows = []
-    for name, f in getattr(params_cls, "model_fields", {}).items():
-        default = f.get_default(call_default_factory=True)
-        rows.append({"name": name, "type": _type_name(f.annotation),
-                     "default": "(required)" if default is PydanticUndefined else json.dumps(default, default=_jsonable),
-                     "bounds": _bounds(f), "description": f.description or ""})
-    return rows
-
-
-def _jsonable(obj):
-    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else str(obj)
-
-
 def _check_kind_option(kind: str | None) -> None:
     from mdmt_nas.plugins.registry import KINDS
 
@@ -210,31 +147,6 @@ def _find(host, name: str, kind: str | None):
     return found
 
 
-def component_schema(entry) -> dict:
-    """The JSON schema of a component's params, titled and described by the component (draft 2020-12)."""
-    import inspect
-
-    params = getattr(entry.obj, "Params", None)
-    schema = params.model_json_schema() if params is not None else {"type": "object", "properties": {}}
-    for row in param_rows(params):  # pydantic leaves out defaults made by a default_factory
-        prop = schema.get("properties", {}).get(row["name"])
-        if prop is not None and "default" not in prop and row["default"] != "(required)":
-            prop["default"] = json.loads(row["default"])
-    doc = (inspect.getdoc(entry.obj) or "").split("\n\n")[0].replace("\n", " ").strip() if isinstance(entry.obj, type) else ""
-    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": f"{entry.kind} {entry.name} params"}
-    if doc:
-        out["description"] = doc
-    out["x-mdmt-nas"] = {"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "distribution": entry.dist,
-                         "version": entry.version, "class": _qualname(entry.obj)}
-    return out
-
-
-def _qualname(obj) -> str:
-    if isinstance(obj, type):
-        return f"{obj.__module__}.{obj.__qualname__}"
-    return str(getattr(obj, "source", "") or obj)
-
-
 def _show_one(host, entry) -> None:
     import inspect
 
@@ -255,7 +167,7 @@ def _show_one(host, entry) -> None:
             console.print(f"[red]the space does not load: {escape(str(exc).splitlines()[0])}[/red]", highlight=False)
         console.print(f"its choices: mdmt-nas spaces show {escape(entry.name)}", highlight=False)
         return
-    console.print(f"class {escape(_qualname(obj))}", highlight=False)
+    console.print(f"class {escape(qualname(obj))}", highlight=False)
     console.print(escape(inspect.getdoc(obj) or "(no docstring)"), highlight=False)
     attrs = [(a, getattr(obj, a)) for a in KIND_ATTRIBUTES.get(entry.kind, ()) if hasattr(obj, a)]
     if attrs:
