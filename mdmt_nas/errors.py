@@ -66,6 +66,13 @@ class UnknownComponentError(UserError):
         )
 
 
+class DeprecatedNameWarning(DeprecationWarning):
+    """A component was looked up by a deprecated name (a renamed component); the message names the old and the new name.
+
+    The command line shows it (Python hides DeprecationWarnings outside `__main__` by default).
+    """
+
+
 class PluginError(MdmtNasError):
     """A plugin failed to import, register, or behave; the message names it."""
 

@@ -187,6 +187,13 @@ def findings(summaries: Sequence[ModelSummary], reference: str = REFERENCE) -> l
         if ref is not None and ref.num_params.n and params:
             params += f" (M3oE: {ref.num_params.mean:,.0f})"
         out.append(f"The {s.label} architecture reaches {s.test_auc.fmt()}{params}; it is " + ", and ".join(parts) + ".")
+    return out + _verdicts(searched, vs_best, vs_ref, best, ref)
+
+
+def _verdicts(searched: list[ModelSummary], vs_best: list[str], vs_ref: list[str], best: ModelSummary,
+              ref: ModelSummary | None) -> list[str]:
+    """The verdict sentences of `findings`: the searched architectures against the best baseline, then against `ref`."""
+    out: list[str] = []
     n = len(searched)
     noun = "the searched architecture" if n == 1 else "the searched architectures"
     wins = vs_best.count("better")

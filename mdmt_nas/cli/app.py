@@ -12,13 +12,14 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 import typer
 from rich.markup import escape
 
 from mdmt_nas import __version__
 from mdmt_nas.cli.console import make_console
-from mdmt_nas.errors import DEFER_SIGNALS, PENDING_SIGNALS, Terminated, TrialFailed, UserError
+from mdmt_nas.errors import DEFER_SIGNALS, PENDING_SIGNALS, DeprecatedNameWarning, Terminated, TrialFailed, UserError
 
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     PENDING_SIGNALS.clear()
     INTERRUPT_NOTES.clear()
     ARGV[:] = list(argv if argv is not None else sys.argv[1:])
+    warnings.filterwarnings("default", category=DeprecatedNameWarning)  # a renamed component in a user's file: say so
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:

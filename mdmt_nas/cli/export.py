@@ -26,6 +26,7 @@ def _inputs(run_dir: Path | None, arch: Path | None, weights: Path | None) -> tu
     return arch, weights
 
 
+# long: a typer command is its options list (one annotated parameter per flag, the help text beside it)
 @app.command()
 def export(
     run_dir: Path = typer.Argument(None, help="Output directory of `mdmt-nas train` or `mdmt-nas search` (arch.json, weights.pt, schema.json)."),

@@ -1,6 +1,7 @@
 """`mdmt-nas plugins`: list plugins and their components, check a plugin, scaffold a new one.
 
     mdmt-nas plugins [--json] [--strict]     every plugin (built-ins too) and every load failure
+    mdmt-nas plugins list ['*topk*'] [--kind gate] [--json]   the components whose name (or deprecated name) matches
     mdmt-nas plugins show NAME [--json]      one component: kind, docstring, plugin, parameters (or their JSON schema)
     mdmt-nas plugins check NAME              run the contract kit on each component of a plugin
     mdmt-nas plugins new NAME --kind expert  write a ready-to-install plugin package
@@ -15,6 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mdmt_nas.cli.component_info import KIND_ATTRIBUTES, component_schema, param_rows, qualname
 from mdmt_nas.cli.console import make_console
 from mdmt_nas.errors import UserError, closest
 
@@ -76,6 +78,41 @@ def plugins(
         raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False, which returns its code
 
 
+@plugins_app.command("list")
+def list_cmd(
+    patterns: list[str] = typer.Argument(None, help="Shell-style name patterns, e.g. '*topk*' (quote them); several: any matches. "
+                                         "Default: every component."),
+    kind: str = typer.Option(None, "--kind", "-k", help="Only this kind (expert, gate, fusion, adapter, tower, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: kind, name, plugin, distribution, version, summary, deprecated names."),
+) -> None:
+    """List the components whose name or deprecated name matches a pattern (case-insensitive), with their plugins."""
+    _check_kind_option(kind)
+    registry = _host().registry
+    old_names: dict[tuple[str, str], list[str]] = {}
+    for a in registry.aliases(kind):
+        old_names.setdefault((a.kind, a.new), []).append(a.old)
+    from mdmt_nas.plugins.registry import matches
+
+    rows = [e for e in registry.entries(kind)
+            if matches(e.name, patterns or None) or any(matches(o, patterns or None) for o in old_names.get((e.kind, e.name), []))]
+    if as_json:
+        print(json.dumps({"components": [{**e.as_dict(), "deprecated_names": old_names.get((e.kind, e.name), [])} for e in rows]}, indent=2))
+        return
+    if not rows:
+        what = f"{kind} " if kind else ""
+        hint = "; patterns are shell-style: '*' matches anything, e.g. '*topk*'" if not any(set("*?[") & set(p) for p in patterns or []) else ""
+        raise UserError(f"no {what}component matches {' or '.join(map(repr, patterns or []))}{hint} (`mdmt-nas plugins list` lists them all)")
+    table = Table(title="mdmt-nas components" + (f" matching {' or '.join(patterns)}" if patterns else ""))
+    for col in ("kind", "name", "plugin", "distribution", "summary"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        olds = old_names.get((e.kind, e.name), [])
+        name = escape(e.name) + (f" [dim](was {escape(', '.join(olds))})[/dim]" if olds else "")
+        table.add_row(e.kind, name, escape(e.plugin), escape(f"{e.dist} {e.version}"), escape(e.as_dict()["summary"]))
+    console.print(table)
+    console.print(f"{len(rows)} component(s)", highlight=False)
+
+
 def find_plugin(host, name: str):
     """A loaded plugin by plugin (entry-point) name or distribution name."""
     norm = name.lower().replace("_", "-")
@@ -86,108 +123,28 @@ def find_plugin(host, name: str):
 
 
 # ------------------------------------------------------------------------------ show
-#: class attributes worth showing, per kind (what the model builder reads besides Params)
-KIND_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "expert": ("torchscript",),
-    "gate": ("sparse", "per_head_input", "torchscript"),
-    "fusion": ("level", "uses_other_members", "torchscript"),
-    "adapter": ("site", "torchscript"),
-    "tower": ("torchscript",),
-    "balancer": (),
-    "searcher": ("budget_unit", "default_budget", "multi_objective"),
-    "dataset": (),
-}
-
-
-def _type_name(annotation) -> str:
-    import typing
-
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        return type(args[0]).__name__ if args else "literal"
-    if origin in (typing.Union, __import__("types").UnionType):
-        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
-    if origin is typing.Annotated:
-        return _type_name(args[0])
-    if origin is not None:
-        inner = ", ".join(_type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else getattr(origin, "__name__", str(origin))
-    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
-
-
-def _bounds(field) -> str:
-    import typing
-
-    import annotated_types as at
-
-    parts = []
-    ann = field.annotation
-    literal = [a for a in (ann, *typing.get_args(ann)) if typing.get_origin(a) is typing.Literal]
-    if literal:
-        parts.append("one of " + ", ".join(map(str, typing.get_args(literal[0]))))
-    for m in field.metadata:
-        for cls, sym, attr in ((at.Ge, ">=", "ge"), (at.Gt, ">", "gt"), (at.Le, "<=", "le"), (at.Lt, "<", "lt"),
-                               (at.MinLen, "length >=", "min_length"), (at.MaxLen, "length <=", "max_length")):
-            if isinstance(m, cls):
-                parts.append(f"{sym} {getattr(m, attr)}")
-    return ", ".join(parts)
-
-
-def param_rows(params_cls) -> list[dict[str, str]]:
-    """name, type, default, bounds, description of each field of a pydantic Params model."""
-    from pydantic_core import PydanticUndefined
-
-    rows = []
-    for name, f in getattr(params_cls, "model_fields", {}).items():
-        default = f.get_default(call_default_factory=True)
-        rows.append({"name": name, "type": _type_name(f.annotation),
-                     "default": "(required)" if default is PydanticUndefined else json.dumps(default, default=_jsonable),
-                     "bounds": _bounds(f), "description": f.description or ""})
-    return rows
-
-
-def _jsonable(obj):
-    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else str(obj)
-
-
-def _find(host, name: str, kind: str | None):
+def _check_kind_option(kind: str | None) -> None:
     from mdmt_nas.plugins.registry import KINDS
 
     if kind is not None and kind not in KINDS:
         near = closest(kind, KINDS)
         raise UserError(f"--kind {kind!r}: unknown kind" + (f" (did you mean {near[0]!r}?)" if near else f"; kinds: {', '.join(KINDS)}"))
+
+
+def _find(host, name: str, kind: str | None):
+    _check_kind_option(kind)
     found = [e for e in host.registry.entries(kind) if e.name == name]
+    renamed = [a for a in host.registry.aliases(kind) if a.old == name]
+    if not found and renamed:
+        for a in renamed:
+            err.print(f"[yellow]{escape(a.message())}[/yellow]", highlight=False, soft_wrap=True)
+        found = [e for a in renamed for e in host.registry.entries(a.kind) if e.name == a.new]
     if not found:
         known = sorted({e.name for e in host.registry.entries(kind)})
         near = closest(name, known)
         hint = f"did you mean {', '.join(map(repr, near))}?" if near else "`mdmt-nas plugins` lists every component"
         raise UserError(f"no {kind or 'component'} named {name!r} is registered ({hint})")
     return found
-
-
-def component_schema(entry) -> dict:
-    """The JSON schema of a component's params, titled and described by the component (draft 2020-12)."""
-    import inspect
-
-    params = getattr(entry.obj, "Params", None)
-    schema = params.model_json_schema() if params is not None else {"type": "object", "properties": {}}
-    for row in param_rows(params):  # pydantic leaves out defaults made by a default_factory
-        prop = schema.get("properties", {}).get(row["name"])
-        if prop is not None and "default" not in prop and row["default"] != "(required)":
-            prop["default"] = json.loads(row["default"])
-    doc = (inspect.getdoc(entry.obj) or "").split("\n\n")[0].replace("\n", " ").strip() if isinstance(entry.obj, type) else ""
-    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": f"{entry.kind} {entry.name} params"}
-    if doc:
-        out["description"] = doc
-    out["x-mdmt-nas"] = {"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "distribution": entry.dist,
-                         "version": entry.version, "class": _qualname(entry.obj)}
-    return out
-
-
-def _qualname(obj) -> str:
-    if isinstance(obj, type):
-        return f"{obj.__module__}.{obj.__qualname__}"
-    return str(getattr(obj, "source", "") or obj)
 
 
 def _show_one(host, entry) -> None:
@@ -210,7 +167,7 @@ def _show_one(host, entry) -> None:
             console.print(f"[red]the space does not load: {escape(str(exc).splitlines()[0])}[/red]", highlight=False)
         console.print(f"its choices: mdmt-nas spaces show {escape(entry.name)}", highlight=False)
         return
-    console.print(f"class {escape(_qualname(obj))}", highlight=False)
+    console.print(f"class {escape(qualname(obj))}", highlight=False)
     console.print(escape(inspect.getdoc(obj) or "(no docstring)"), highlight=False)
     attrs = [(a, getattr(obj, a)) for a in KIND_ATTRIBUTES.get(entry.kind, ()) if hasattr(obj, a)]
     if attrs:

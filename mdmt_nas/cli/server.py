@@ -17,7 +17,7 @@ import typer
 
 from mdmt_nas.cli.app import app
 from mdmt_nas.cli.common import console
-from mdmt_nas.cli.ui import server_command, stop_group
+from mdmt_nas.cli.ui import run_until_exit, server_command
 from mdmt_nas.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -107,22 +107,12 @@ def server(
     if remote:
         console.print(f"[yellow]listening on {host}: anyone who can reach this machine can read and write the runs "
                       "(MLflow has no login here; keep it on a private network)[/yellow]", highlight=False)
-    try:
-        proc = subprocess.Popen(cmd, start_new_session=True)  # its own group: gunicorn/uvicorn workers stop with it
-    except OSError as exc:
-        raise UserError(f"cannot start the MLflow server ({exc.strerror}): {' '.join(cmd)}") from None
-    try:
-        local = f"http://127.0.0.1:{port}" if remote else uri
+    local = f"http://127.0.0.1:{port}" if remote else uri
+
+    def started(proc: subprocess.Popen) -> None:
         if wait_ready(local, proc):
             console.print(f"MLflow tracking server on [bold]{uri}[/bold] (backend {backend_store_uri}, artifacts {artifacts}); "
                           "Ctrl-C stops it", highlight=False, soft_wrap=True)
             console.print(f"give workers: --tracking-uri {uri}", highlight=False, soft_wrap=True)
-        code = proc.wait()
-    except KeyboardInterrupt:
-        stop_group(proc)
-        return
-    finally:
-        if proc.poll() is None:
-            stop_group(proc)
-    if code:
-        raise UserError(f"the MLflow server exited with status {code} (is port {port} in use? try --port)")
+
+    run_until_exit(cmd, port, started)  # its own process group: gunicorn/uvicorn workers stop with it

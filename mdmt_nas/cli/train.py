@@ -31,6 +31,7 @@ from mdmt_nas.errors import UserError
 from mdmt_nas.files import shown_path
 
 
+# long: a typer command is its options list (one annotated parameter per flag, the help text beside it)
 @app.command()
 def train(
     config: Path = typer.Option(None, "--config", "-c", help="Experiment config YAML (dataset, arch, train, tracking), or the name of a shipped example (m3oe, mmoe, ...)."),

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -61,12 +62,23 @@ def ui(
     if dry_run:
         console.print(" ".join(cmd), highlight=False, soft_wrap=True)
         return
+    run_until_exit(cmd, port)
+
+
+def run_until_exit(cmd: list[str], port: int, started: Callable[[subprocess.Popen], None] | None = None) -> None:
+    """Run the MLflow server `cmd` until it exits or Ctrl-C, then stop its whole process group.
+
+    `started(proc)` runs once the process is up (e.g. to wait until it answers); a server that exits
+    with a non-zero status is a UserError naming the port.
+    """
     try:
         # its own process group: the server's workers and job runners are stopped together with it
         proc = subprocess.Popen(cmd, start_new_session=True)
     except OSError as exc:
         raise UserError(f"cannot start the MLflow server ({exc.strerror}): {' '.join(cmd)}") from None
     try:
+        if started is not None:
+            started(proc)
         code = proc.wait()
     except KeyboardInterrupt:
         stop_group(proc)

@@ -1,4 +1,9 @@
-"""Plugins: the hooks (hookspecs.py), the host that loads plugins (host.py), the registry it fills (registry.py), and fault attribution (blame.py)."""
+"""Plugins: the hooks (hookspecs.py), the host that loads plugins (host.py), the registry it fills (registry.py), and fault attribution (blame.py).
+
+The hooks are declared in `mdmt_nas/plugins/hookspecs.py` (one per kind of the kinds table,
+`mdmt_nas/components/table.py`); the registry, with its pattern listing and deprecated names, in
+`mdmt_nas/plugins/registry.py`; `list_components(kind, pattern)` lists the process-wide one.
+"""
 
 from mdmt_nas.components.table import HOOK_KINDS
 from mdmt_nas.plugins import host
@@ -13,10 +18,20 @@ from mdmt_nas.plugins.blame import (
     guard_shapes,
 )
 from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
-from mdmt_nas.plugins.host import BUILTIN_PLUGINS, PluginFailure, PluginHost, PluginInfo, get_host, get_registry, reset
-from mdmt_nas.plugins.registry import Entry, Registry
+from mdmt_nas.plugins.host import (
+    BUILTIN_PLUGINS,
+    PluginFailure,
+    PluginHost,
+    PluginInfo,
+    get_host,
+    get_registry,
+    list_components,
+    reset,
+)
+from mdmt_nas.plugins.registry import Alias, Entry, Registry
 
 __all__ = [
+    "Alias",
     "BUILTIN_PLUGINS",
     "GROUP",
     "HOOK_KINDS",
@@ -36,6 +51,7 @@ __all__ = [
     "get_registry",
     "guard_shapes",
     "hookimpl",
+    "list_components",
     "reset",
 ]
 

@@ -38,9 +38,20 @@ from mdmt_nas.errors import DuplicateComponentError, closest
 from mdmt_nas.errors import raised_at as _where
 from mdmt_nas.plugins import hookspecs
 from mdmt_nas.plugins.hookspecs import GROUP, hookimpl
-from mdmt_nas.plugins.registry import PREFER_VAR, Registry
+from mdmt_nas.plugins.registry import PREFER_VAR, Patterns, Registry
 
-__all__ = ["BUILTIN_PLUGINS", "GROUP", "PluginFailure", "PluginHost", "PluginInfo", "get_host", "get_registry", "hookimpl", "reset"]
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "GROUP",
+    "PluginFailure",
+    "PluginHost",
+    "PluginInfo",
+    "get_host",
+    "get_registry",
+    "hookimpl",
+    "list_components",
+    "reset",
+]
 
 #: Built-in plugin modules; each registers through the same hooks as a third party.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -223,15 +234,20 @@ class PluginHost:
                 continue
             info.hooks.append(hook_name)
 
-            def register(obj: Any, name_: str | None = None, *, _kind: str = kind, **kw: Any) -> None:
+            def register(obj: Any, name_: str | None = None, *, _kind: str = kind, deprecated_names: Any = (), **kw: Any) -> None:
                 cname = kw.pop("name", name_) or _component_name(obj, _kind)
                 if kw:
                     raise TypeError(f"register() got unexpected keyword argument(s) {', '.join(kw)}")
+                if isinstance(deprecated_names, str):  # one old name, not its letters
+                    deprecated_names = (deprecated_names,)
                 _check_kind(obj, _kind, cname)
                 self.registry.add(_kind, cname, obj, name, dist, version)
+                for old in deprecated_names:
+                    self.registry.add_alias(_kind, old, cname, name, dist, version)
                 info.components.append((_kind, cname))
                 if self.trace:
-                    print(f"[mdmt-nas] {name}.{hook_name} registered {_kind} {cname!r}", file=sys.stderr)
+                    olds = f" (deprecated names: {', '.join(map(repr, deprecated_names))})" if deprecated_names else ""
+                    print(f"[mdmt-nas] {name}.{hook_name} registered {_kind} {cname!r}{olds}", file=sys.stderr)
 
             if self.trace:
                 print(f"[mdmt-nas] calling {name}.{hook_name}(register) from {info.module}", file=sys.stderr)
@@ -311,6 +327,17 @@ def get_host() -> PluginHost:
 
 def get_registry() -> Registry:
     return get_host().registry
+
+
+def list_components(kind: str | None = None, pattern: Patterns = None, *, deprecated: bool = False,
+                    registry: Registry | None = None) -> list[str]:
+    """Sorted names of the registered components of `kind` (None: every kind) matching a shell-style pattern.
+
+    `list_components("gate", "*topk*")` -> `["noisy_topk", ...]`; a list of patterns matches any of them;
+    matching ignores case; `deprecated=True` adds deprecated names. The timm-style front of `Registry.names`,
+    on the process-wide registry unless `registry` is given.
+    """
+    return (registry or get_registry()).names(kind, pattern, deprecated=deprecated)
 
 
 def reset(host: PluginHost | None = None) -> None:

@@ -1,19 +1,26 @@
 """Name -> component class, per kind, filled by plugins through the hooks.
 
 The registry remembers which plugin and distribution registered each name so
-that listings and errors can name them.
+that listings and errors can name them. Listings take shell-style patterns
+(`names("gate", "*topk*")`, like timm's `list_models`), and a renamed component
+keeps its old name as a deprecated alias: looking the old name up gives the new
+component with a `DeprecatedNameWarning` (a DeprecationWarning) naming both, so
+architecture files written with the old name still build.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from mdmt_nas.components.table import KINDS as _TABLE
 from mdmt_nas.components.table import base_of
-from mdmt_nas.errors import DuplicateComponentError, PluginError, UnknownComponentError
+from mdmt_nas.errors import DeprecatedNameWarning, DuplicateComponentError, PluginError, UnknownComponentError, closest
 from mdmt_nas.files import config_error
 
 #: Component kinds, in the order listings show them (the kinds table's order).
@@ -43,6 +50,34 @@ class Entry:
         }
 
 
+@dataclass(frozen=True)
+class Alias:
+    """A deprecated name `old` of component `new` (of one kind), declared by the plugin that renamed it."""
+
+    kind: str
+    old: str
+    new: str
+    plugin: str
+    dist: str
+    version: str
+
+    def message(self) -> str:
+        return (f"{self.kind} {self.old!r} is a deprecated name of {self.kind} {self.new!r} (plugin {self.plugin!r}); "
+                f"write {self.new!r} instead")
+
+
+Patterns = str | Iterable[str] | None
+
+
+def matches(name: str, patterns: Patterns) -> bool:
+    """Whether `name` matches a shell-style pattern (`*`, `?`, `[..]`; case-insensitive), or any of several; None matches all."""
+    if patterns is None:
+        return True
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return any(fnmatchcase(name.lower(), p.lower()) for p in patterns)
+
+
 PREFER_VAR = "MDMT_NAS_PREFER"
 
 
@@ -58,10 +93,16 @@ class Registry:
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         self._conflicts: dict[tuple[str, str], list[Entry]] = {}
         self._prefer: dict[tuple[str | None, str], str] = {}
+        self._aliases: dict[tuple[str, str], list[Alias]] = {}
+
+    def _check_kind(self, kind: str | None) -> None:
+        if kind is not None and kind not in self._entries:
+            near = closest(kind, KINDS)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(f"unknown component kind {kind!r} ({hint}kinds: {', '.join(KINDS)})")
 
     def add(self, kind: str, name: str, obj: Any, plugin: str, dist: str, version: str) -> Entry:
-        if kind not in self._entries:
-            raise ValueError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+        self._check_kind(kind)
         if not isinstance(name, str) or not name:
             raise ValueError(f"plugin {plugin!r} registered a {kind} without a name: {obj!r}")
         old = self._entries[kind].get(name)
@@ -78,6 +119,58 @@ class Registry:
     def prefer(self, kind: str | None, name: str, plugin: str) -> None:
         """Resolve a conflict: `name` (of `kind`, or of any kind when None) is the one of `plugin` (plugin or distribution name)."""
         self._prefer[(kind, name)] = plugin
+
+    def add_alias(self, kind: str, old: str, new: str, plugin: str, dist: str, version: str) -> Alias:
+        """Declare `old` a deprecated name of `new` (a rename): looking up `old` gives `new` with a DeprecatedNameWarning.
+
+        A name that is registered for real wins over an alias of another plugin; one plugin registering a name
+        and also aliasing it, or aliasing a name to itself, is a bug of that plugin (ValueError).
+        """
+        self._check_kind(kind)
+        if not isinstance(old, str) or not old:
+            raise ValueError(f"plugin {plugin!r} declared a deprecated name {old!r} of {kind} {new!r}; it must be a non-empty string")
+        if old == new:
+            raise ValueError(f"plugin {plugin!r} declared {kind} {new!r} a deprecated name of itself")
+        own = self._entries[kind].get(old)
+        if own is not None and own.plugin == plugin:
+            raise ValueError(f"plugin {plugin!r} registers {kind} {old!r} and also declares it a deprecated name of {new!r}; "
+                             "drop one of the two")
+        alias = Alias(kind, old, new, plugin, dist, version)
+        known = self._aliases.setdefault((kind, old), [])
+        if not any(a.new == new and a.plugin == plugin for a in known):
+            known.append(alias)
+        return alias
+
+    def aliases(self, kind: str | None = None, pattern: Patterns = None) -> list[Alias]:
+        """The deprecated names (of `kind`, matching `pattern`), sorted by kind then old name; shadowed ones left out."""
+        self._check_kind(kind)
+        return [a for (k, old), group in sorted(self._aliases.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1]))
+                if (kind is None or k == kind) and matches(old, pattern) and not self._is_registered(k, old) for a in group]
+
+    def _is_registered(self, kind: str, name: str) -> bool:
+        return name in self._entries[kind] or (kind, name) in self._conflicts
+
+    def _alias(self, kind: str, name: str, where: str | None) -> Alias | None:
+        """The alias a lookup of `name` follows (None: not an alias); two plugins aliasing it differently is a conflict."""
+        if self._is_registered(kind, name):
+            return None
+        group = self._aliases.get((kind, name), [])
+        targets = {a.new for a in group}
+        if len(targets) > 1:
+            who = " and ".join(f"plugin {a.plugin!r} to {a.new!r}" for a in group)
+            loc = f"{where}: " if where else ""
+            raise DuplicateComponentError(f"{loc}{kind} {name!r} is a deprecated name of two components ({who}); "
+                                          f"write the new name you mean ({' or '.join(repr(t) for t in sorted(targets))})")
+        return group[0] if group else None
+
+    def canonical(self, kind: str, name: str, where: str | None = None) -> str:
+        """The registered name a lookup of `name` lands on: `name` itself, or the new name of a deprecated one (warned)."""
+        self._check_kind(kind)
+        alias = self._alias(kind, name, where)
+        if alias is None:
+            return name
+        warnings.warn(alias.message(), DeprecatedNameWarning, stacklevel=3)
+        return alias.new
 
     def conflicts(self) -> dict[tuple[str, str], list[Entry]]:
         """(kind, name) -> every entry registered under it, for names registered by more than one plugin."""
@@ -103,6 +196,10 @@ class Registry:
         for table in self._entries.values():
             for name in [n for n, e in table.items() if e.plugin == plugin]:
                 del table[name]
+        for key in list(self._aliases):
+            self._aliases[key] = [a for a in self._aliases[key] if a.plugin != plugin]
+            if not self._aliases[key]:
+                del self._aliases[key]
         for key in list(self._conflicts):
             rest = [e for e in self._conflicts[key] if e.plugin != plugin]
             if len(rest) > 1:
@@ -118,6 +215,7 @@ class Registry:
         return self.entry(kind, name, where).obj
 
     def entry(self, kind: str, name: str, where: str | None = None) -> Entry:
+        name = self.canonical(kind, name, where)
         if (kind, name) in self._conflicts:
             chosen = self.preferred(kind, name)
             if chosen is None:
@@ -142,18 +240,31 @@ class Registry:
             raise config_error(exc, prefix=f"{where}.params", unknown=f"unknown parameter of {kind} {spec.name!r} (allowed: {allowed})") from None
         return cls, params
 
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._entries[kind])
-
-    def entries(self, kind: str | None = None) -> list[Entry]:
-        """One entry per name (a conflicted name: the picked one, else the first registered)."""
+    def names(self, kind: str | None = None, pattern: Patterns = None, *, deprecated: bool = False) -> list[str]:
+        """Sorted registered names of `kind` (None: of every kind) matching `pattern` (e.g. "*topk*", or a list of
+        patterns); `deprecated=True` adds the deprecated names."""
+        self._check_kind(kind)
         kinds = [kind] if kind else list(KINDS)
-        return [self.preferred(k, n) or self._entries[k][n] for k in kinds for n in sorted(self._entries[k])]
+        found = {n for k in kinds for n in self._entries[k] if matches(n, pattern)}
+        if deprecated:
+            found |= {a.old for a in self.aliases(kind, pattern)}
+        return sorted(found)
+
+    def entries(self, kind: str | None = None, pattern: Patterns = None) -> list[Entry]:
+        """One entry per name (a conflicted name: the picked one, else the first registered), names matching `pattern`."""
+        self._check_kind(kind)
+        kinds = [kind] if kind else list(KINDS)
+        return [self.preferred(k, n) or self._entries[k][n] for k in kinds for n in sorted(self._entries[k]) if matches(n, pattern)]
 
     def all_entries(self) -> list[Entry]:
         """Every registered entry, both sides of a conflict included (fault attribution knows every class)."""
         return self.entries() + [e for es in self._conflicts.values() for e in es[1:]]
 
     def __contains__(self, key: tuple[str, str]) -> bool:
+        """(kind, name) is registered, or a deprecated name of a registered component (no warning: nothing is used yet)."""
         kind, name = key
-        return name in self._entries.get(kind, {})
+        if kind not in self._entries:
+            return False
+        if name in self._entries[kind]:
+            return True
+        return any(a.new in self._entries[kind] for a in self._aliases.get((kind, name), []))

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from mdmt_nas.arch import ComponentSpec
 from mdmt_nas.errors import ConfigError, UnknownComponentError
 from mdmt_nas.spaces.space import CHOICE_KEY, GROUPS, MERGE_KEY, TOP_KINDS, Space, is_placeholder, option_sources
+from mdmt_nas.spaces.template import Placeholders, TemplateVisitor, merge_options, top_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.plugins.registry import Registry
@@ -34,18 +35,25 @@ def check_components(space: Space, registry: Registry | None = None) -> None:
     _ComponentCheck(space, registry).top_at(space.template, "template")
 
 
-class _ComponentCheck:
-    """A walk over a space's template and every option of its choices, checking each component it meets."""
+class _ComponentCheck(TemplateVisitor):
+    """A walk over a space's template and every option of its choices, checking each component it meets.
+
+    The walk follows the Architecture's fields (a component, an expert group, a list
+    of experts), so it calls the visitor's hooks itself; a placeholder stands for each
+    of its options.
+    """
 
     def __init__(self, space: Space, registry: Registry):
+        super().__init__(space.choices)
         self.space = space
         self.registry = registry
         self.src = space.source or f"space {space.name!r}"
-        self.by_name = {c.name: c for c in space.choices}
         self.checked: set[tuple[str, str]] = set()
 
     def options(self, node: Any) -> list[tuple[Any, Any, str]]:
-        c = self.by_name[node[CHOICE_KEY]]
+        return self.placeholder(self.by_name[node[CHOICE_KEY]])
+
+    def placeholder(self, c: Any, *args: Any) -> list[tuple[Any, Any, str]]:
         return option_sources(c, f"choices.{c.name}")
 
     def spec_at(self, node: Any, kind: str, where: str) -> None:
@@ -70,7 +78,7 @@ class _ComponentCheck:
             return
         self.checked.add(key)
         params = node.get("params", {})
-        if not _has_placeholder(params):
+        if not _placeholders(self, params):
             self.resolve(kind, node, where)
             return
         for name, value, label in self._variants(params):  # every value of every choice inside the params
@@ -100,7 +108,7 @@ class _ComponentCheck:
         todo = [params]
         while todo:  # the placeholders in params, and those inside their options (transitively)
             node = todo.pop()
-            for ref in _placeholders(node):
+            for ref in _placeholders(self, node):
                 if ref not in names:
                     names.append(ref)
                     todo += [val for _pv, val, _w in option_sources(self.by_name[ref], "")]
@@ -140,42 +148,16 @@ class _ComponentCheck:
                 self.spec_at(v, kind, f"{where}[{i}]")
 
     def merge_at(self, v: Any, where: str, fn: Any) -> None:
-        for ph in v if isinstance(v, list) else [v]:
-            if not is_placeholder(ph):
-                raise ConfigError(f"{self.src}: {where}.{MERGE_KEY}: expected {{choice: NAME}} placeholders, got {ph!r}")
-            for _pv, val, w in self.options(ph):
-                if val is None or isinstance(val, bool):
-                    continue
-                if not isinstance(val, dict):
-                    raise ConfigError(f"{self.src}: {w}: a {MERGE_KEY} choice's value must be a mapping (or null), got {val!r}")
-                fn(val, w)
+        for val, w in merge_options(self, v, where, self.src):
+            fn(val, w)
 
     def top_at(self, node: dict, where: str) -> None:
-        for k, v in node.items():
-            w = f"{where}.{k}" if where else k
-            if k == MERGE_KEY:
-                self.merge_at(v, where or "template", self.top_at)
-            elif k in TOP_KINDS:
+        for k, v, w in top_fields(self, node, where, self.src):
+            if k in TOP_KINDS:
                 self.spec_at(v, TOP_KINDS[k], w)
             elif k in GROUPS:
                 self.group_at(v, w)
 
 
-def _placeholders(node: Any) -> list[str]:
-    if is_placeholder(node):
-        return [node[CHOICE_KEY]]
-    if isinstance(node, dict):
-        return [n for v in node.values() for n in _placeholders(v)]
-    if isinstance(node, list):
-        return [n for v in node for n in _placeholders(v)]
-    return []
-
-
-def _has_placeholder(node: Any) -> bool:
-    if is_placeholder(node):
-        return True
-    if isinstance(node, dict):
-        return any(_has_placeholder(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_placeholder(v) for v in node)
-    return False
+def _placeholders(visitor: TemplateVisitor, node: Any) -> list[str]:
+    return Placeholders(visitor.by_name.values()).visit(node)

@@ -43,9 +43,19 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.errors import ConfigError, closest
 from mdmt_nas.files import config_error
+from mdmt_nas.spaces.template import (
+    CHOICE_KEY,
+    MERGE_KEY,
+    OMIT,
+    TemplateVisitor,
+    is_placeholder,
+    merge_list,
+    option_sources,
+)
 
-CHOICE_KEY = "choice"
-MERGE_KEY = "$merge"
+__all__ = ["CHOICE_KEY", "GROUPS", "MERGE_KEY", "OMIT", "TOP_KINDS", "ChoicePoint", "KnownPoint", "Space", "auto_labels",
+           "is_placeholder", "option_sources"]
+
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 #: component kind of each Architecture field that holds a component spec
@@ -59,20 +69,6 @@ TOP_KINDS = {
     "balancer": "balancer",
 }
 GROUPS = ("shared", "domain", "task")
-
-
-class _Omit:
-    """Marker: an inactive choice's placeholder removes its key / list item."""
-
-    def __repr__(self) -> str:  # pragma: no cover
-        return "<omit>"
-
-
-OMIT = _Omit()
-
-
-def is_placeholder(node: Any) -> bool:
-    return isinstance(node, dict) and len(node) == 1 and CHOICE_KEY in node and isinstance(node[CHOICE_KEY], str)
 
 
 # --------------------------------------------------------------------------------- labels
@@ -344,31 +340,8 @@ class Space(BaseModel):
             raise ConfigError(str(err) + "\n(this combination of choices does not give a valid architecture; fix the space's template or options)") from None
 
     def _resolve(self, node: Any, values: dict[str, Any]) -> Any:
-        if is_placeholder(node):
-            c = self._by_name[node[CHOICE_KEY]]
-            if c.name not in values:
-                return OMIT
-            return self._resolve(c.value_of(values[c.name]), values)
-        if isinstance(node, dict):
-            out: dict[str, Any] = {}
-            for k, v in node.items():
-                if k == MERGE_KEY:
-                    for ph in v if isinstance(v, list) else [v]:
-                        r = self._resolve(ph, values)
-                        if r is OMIT or r is None or r is False or r is True:
-                            continue
-                        clash = set(r) & set(node) | set(r) & set(out)
-                        if clash:
-                            raise ConfigError(f"space {self.name!r}: {MERGE_KEY} of {ph} sets {sorted(clash)}, which the enclosing mapping already has")
-                        out.update(r)
-                    continue
-                r = self._resolve(v, values)
-                if r is not OMIT:
-                    out[k] = r
-            return out
-        if isinstance(node, list):
-            return [r for r in (self._resolve(v, values) for v in node) if r is not OMIT]
-        return copy.deepcopy(node)
+        """The template `node` with each placeholder replaced by its choice's value under `values` (OMIT: inactive)."""
+        return _Resolver(self, values).visit(node)
 
     # ------------------------------------------------------------------ size / enumerate / sample
     def _count(self, parent: str | None, value: Any) -> int:
@@ -430,10 +403,40 @@ class Space(BaseModel):
         return "\n".join(lines)
 
 
-def option_sources(c: ChoicePoint, where: str) -> list[tuple[Any, Any, str]]:
-    """(parent_value, template value, file path) of each option that can hold nested placeholders."""
-    if c.type == "categorical":
-        return [(lab, v, f"{where}.options[{i}]") for i, (lab, v) in enumerate(zip(c.labels(), c.options or []))]
-    if c.type == "bool":
-        return [(True, c.when_on, f"{where}.when_on"), (False, c.when_off, f"{where}.when_off")]
-    return []
+class _Resolver(TemplateVisitor):
+    """The fold of `Space._resolve`: placeholders by their values, `$merge` mappings merged, inactive choices omitted."""
+
+    def __init__(self, space: Space, values: dict[str, Any]):
+        super().__init__(space.choices)
+        self.space = space
+        self.values = values
+
+    def placeholder(self, c: ChoicePoint) -> Any:
+        if c.name not in self.values:
+            return OMIT
+        return self.visit(c.value_of(self.values[c.name]))
+
+    def mapping(self, node: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if k == MERGE_KEY:
+                for ph in merge_list(v):
+                    r = self.visit(ph)
+                    if r is OMIT or r is None or r is False or r is True:
+                        continue
+                    clash = set(r) & set(node) | set(r) & set(out)
+                    if clash:
+                        raise ConfigError(f"space {self.space.name!r}: {MERGE_KEY} of {ph} sets {sorted(clash)}, "
+                                          "which the enclosing mapping already has")
+                    out.update(r)
+                continue
+            r = self.visit(v)
+            if r is not OMIT:
+                out[k] = r
+        return out
+
+    def sequence(self, node: list[Any]) -> list[Any]:
+        return [r for r in (self.visit(v) for v in node) if r is not OMIT]
+
+    def leaf(self, node: Any) -> Any:
+        return copy.deepcopy(node)

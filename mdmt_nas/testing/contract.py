@@ -178,6 +178,19 @@ def _run_checks(checker: _Checker, kind: str, wanted: list[str], report: Report)
             blocked = f"'{name}' failed"
 
 
+def run_check(cls: type, kind: str | None, check: str, **options: Any) -> CheckResult:
+    """One contract check as one pytest item: its result if it passed, pytest.skip if skipped, ContractError if failed."""
+    import pytest
+
+    report = check_component(cls, kind, checks=[check], raise_on_fail=False, **options)
+    result = report.result(check)
+    if result.status == "skip":
+        pytest.skip(result.message)
+    if result.status == "fail":
+        raise ContractError(f"{report.component} failed contract check '{check}': {result.message}")
+    return result
+
+
 def contract_test(cls: type, kind: str | None = None, **options: Any) -> Callable[..., None]:
     """A pytest test function that runs each contract check of `cls` as its own test item.
 
@@ -190,13 +203,7 @@ def contract_test(cls: type, kind: str | None = None, **options: Any) -> Callabl
 
     @pytest.mark.parametrize("check", names)
     def test_contract(check: str) -> None:
-        opts = {k: v for k, v in options.items() if k != "skip"}
-        report = check_component(cls, kind, checks=[check], raise_on_fail=False, **opts)
-        result = report.result(check)
-        if result.status == "skip":
-            pytest.skip(result.message)
-        if result.status == "fail":
-            raise ContractError(f"{report.component} failed contract check '{check}': {result.message}")
+        run_check(cls, kind, check, **{k: v for k, v in options.items() if k != "skip"})
 
     test_contract.__name__ = f"test_contract_{getattr(cls, 'name', 'component')}"
     return test_contract

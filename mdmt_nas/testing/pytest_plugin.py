@@ -53,7 +53,7 @@ def _marked(marker: Any) -> tuple[type, str | None]:
 @pytest.fixture
 def contract_check(request: pytest.FixtureRequest) -> Any:
     """Run the check this item stands for (see the `mdmt_component` marker); returns its result."""
-    from mdmt_nas.testing import ContractError, check_component
+    from mdmt_nas.testing.contract import run_check
 
     marker = request.node.get_closest_marker("mdmt_component")
     if marker is None:
@@ -61,13 +61,7 @@ def contract_check(request: pytest.FixtureRequest) -> Any:
     check = request.param
     cls, kind = _marked(marker)
     options = {k: v for k, v in marker.kwargs.items() if k not in ("skip", "kind", "component")}
-    report = check_component(cls, kind, checks=[check], raise_on_fail=False, **options)
-    result = report.result(check)
-    if result.status == "skip":
-        pytest.skip(result.message)
-    if result.status == "fail":
-        raise ContractError(f"{report.component} failed contract check '{check}': {result.message}")
-    return result
+    return run_check(cls, kind, check, **options)
 
 
 @pytest.fixture(name="check_component")

@@ -18,22 +18,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers import tiny_space_yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY_SPACE = """\
-name: tiny
-description: tiny space of the bad-input tests (4 architectures)
-template:
-  embedding_dim: 4
-  shared: {expert: {choice: expert}, num: {choice: num_experts}}
-  tower: {name: mlp_tower, params: {hidden: [8]}}
-choices:
-  expert:
-    options:
-      - {label: mlp-8, value: {name: mlp, params: {hidden: [8]}}}
-      - {label: mlp-16, value: {name: mlp, params: {hidden: [16]}}}
-  num_experts: {type: int, low: 1, high: 2}
-"""
+TINY_SPACE = tiny_space_yaml(description="tiny space of the bad-input tests (4 architectures)")
 
 #: options that keep every command small (3000 synthetic rows, one epoch, one thread)
 TINY = ["--set", "dataset.params.n_rows=3000", "--set", "train.epochs=1", "--set", "train.batch_size=512",

@@ -7,35 +7,10 @@ import textwrap
 
 import pytest
 import torch
+from helpers import run_cli, tiny_space_yaml
 
 # a small search space so the TPE candidates train in seconds (the benchmark's default is m3oe)
-SPACE = """
-name: tiny-bench
-description: tiny benchmark test space
-template:
-  embedding_dim: 4
-  shared: {expert: {choice: expert}, num: {choice: num_experts}}
-  tower: {name: mlp_tower, params: {hidden: [8]}}
-choices:
-  expert:
-    options:
-      - {label: mlp-8, value: {name: mlp, params: {hidden: [8]}}}
-      - {label: mlp-16, value: {name: mlp, params: {hidden: [16, 8]}}}
-  num_experts: {type: int, low: 1, high: 2}
-"""
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    from mdmt_nas.cli.app import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+SPACE = tiny_space_yaml("tiny-bench", "tiny benchmark test space", {"mlp-8": [8], "mlp-16": [16, 8]})
 
 
 @pytest.fixture(autouse=True)

@@ -25,20 +25,6 @@ def make_dist(site: Path, dist: str, entry_points: dict[str, str], modules: dict
     return info
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `mdmt-nas ARGS` in-process; returns (exit status, stdout, stderr)."""
-    from mdmt_nas.cli.app import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def forget_modules(prefixes: tuple[str, ...]) -> None:
     for name in [m for m in sys.modules if m.split(".")[0] in prefixes]:
         del sys.modules[name]

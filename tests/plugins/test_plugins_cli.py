@@ -5,11 +5,12 @@ import json
 import sys
 
 import pytest
+from helpers import run_cli
+from plugin_helpers import make_dist
+from test_plugins_faults import PLUGINS
 
 from mdmt_nas.scaffold import KINDS, create_plugin
 from mdmt_nas.testing import check_component
-from plugin_helpers import make_dist, run_cli
-from test_plugins_faults import PLUGINS
 
 
 def test_listing_table_shows_every_plugin_with_components(site, capsys):

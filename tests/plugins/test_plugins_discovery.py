@@ -5,10 +5,11 @@ import json
 import re
 from pathlib import Path
 
-from mdmt_nas.plugins import hookspecs
-from mdmt_nas.plugins import HOOK_KINDS, get_host
-from plugin_helpers import make_dist, run_cli
+from helpers import run_cli
+from plugin_helpers import make_dist
 from test_plugins_faults import GOOD
+
+from mdmt_nas.plugins import HOOK_KINDS, get_host, hookspecs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
 

@@ -3,12 +3,20 @@
 import json
 
 import pytest
+from helpers import run_cli
+from plugin_helpers import make_dist
 
 from mdmt_nas.arch import Architecture
 from mdmt_nas.model import build_model
-from mdmt_nas.plugins import ComponentFailure, attribute_error, describe_component_error, find_culprit, get_host, guard_shapes
+from mdmt_nas.plugins import (
+    ComponentFailure,
+    attribute_error,
+    describe_component_error,
+    find_culprit,
+    get_host,
+    guard_shapes,
+)
 from mdmt_nas.testing import make_schema
-from plugin_helpers import make_dist, run_cli
 
 GOOD = '''
 from torch import nn

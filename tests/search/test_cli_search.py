@@ -13,8 +13,7 @@ import time
 import urllib.request
 
 import pytest
-
-from test_export import run_cli
+from helpers import run_cli
 from test_runner import _one_thread, mlflow_uri, runs_of, test_plugin, write_space  # noqa: F401
 
 SMALL = ["--set", "dataset.params.n_rows=3000", "--set", "train.batch_size=512", "--set", "train.threads=1", "--set", "train.patience=0"]

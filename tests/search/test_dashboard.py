@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from test_export import run_cli
+from helpers import run_cli
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, splits  # noqa: F401
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
+from helpers import run_cli
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, splits  # noqa: F401
 
 SMALL_M3OE = {
@@ -135,20 +135,6 @@ def test_exports_reproduce_predictions_without_mdmt_nas(tmp_path, mlflow_uri, sp
         assert [len(f["vocab"]) + 1 for f in enc["sparse"]] == [f.vocab_size for f in splits.schema.sparse]
         assert [f["column"] for f in enc["dense"]] == splits.schema.dense and all(f["std"] > 0 for f in enc["dense"])
     assert json.loads((tmp_path / "export" / "serving.json").read_text()) == specs["pt2"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """`mdmt-nas ARGS` in-process: (exit status, stdout, stderr)."""
-    from mdmt_nas.cli.app import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_export_of_a_search_output_directory(tmp_path, mlflow_uri, splits, capsys, monkeypatch):

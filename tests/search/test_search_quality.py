@@ -11,28 +11,16 @@ import textwrap
 
 import pytest
 import torch
-
+from helpers import tiny_space_yaml
 from test_runner import MLP_OPTIONS, load_tiny, make_config, mlflow_uri, runs_of, splits  # noqa: F401
 
-KNOWN_SPACE = """
-name: known_tiny
-template:
-  embedding_dim: 4
-  shared: {expert: {choice: expert}, num: {choice: num_experts}}
-  tower: {name: mlp_tower, params: {hidden: [8]}}
-choices:
-  expert:
-    default: mlp-8
-    options:
-      - {label: mlp-8, value: {name: mlp, params: {hidden: [8]}}}
-      - {label: mlp-16, value: {name: mlp, params: {hidden: [16, 8]}}}
-      - {label: mlp-4, value: {name: mlp, params: {hidden: [4]}}}
-  num_experts: {type: int, low: 1, high: 3, default: 1}
+KNOWN_SPACE = tiny_space_yaml("known_tiny", "tiny space with known points", {"mlp-8": [8], "mlp-16": [16, 8], "mlp-4": [4]}, high=3,
+                             default=("mlp-8", 1), known="""\
 known:
   - name: Ref-A
   - name: Ref-B
     assign: {expert: mlp-16, num_experts: 2}
-"""
+""")
 
 
 @pytest.fixture()
@@ -210,10 +198,10 @@ def test_rung_config_keeps_the_rows_and_cuts_epochs():
 
 
 def test_epoch_rows_cuts_passes_into_epochs(splits):
+    from mdmt_nas.arch import Architecture
     from mdmt_nas.config import TrainConfig
     from mdmt_nas.spaces import load_space  # noqa: F401
     from mdmt_nas.train import train_architecture
-    from mdmt_nas.arch import Architecture
 
     arch = Architecture.model_validate({"embedding_dim": 4, "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1},
                                         "tower": {"name": "mlp_tower", "params": {"hidden": [8]}}})

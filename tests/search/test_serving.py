@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from test_export import run_cli
+from helpers import run_cli
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, splits  # noqa: F401
 
 ARCH = {

@@ -37,6 +37,7 @@ import torch
 from mdmt_nas.arch import Architecture, ComponentSpec
 from mdmt_nas.errors import ConfigError
 from mdmt_nas.spaces import CHOICE_KEY, GROUPS, MERGE_KEY, OMIT, TOP_KINDS, Space, is_placeholder
+from mdmt_nas.spaces.template import Placeholders, TemplateVisitor, merge_list, top_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from mdmt_nas.search.darts.alphas import AlphaController
@@ -84,12 +85,19 @@ def _merge_terms(a: Term, b: Term, order: dict[str, int]) -> Term | None:
     return tuple(sorted(d.items(), key=lambda ci: (order[ci[0]], ci[1])))
 
 
-class _Expander:
+class _Expander(TemplateVisitor):
+    """The fold of the relaxation: every concrete value of a template node, each with the condition it arises under.
+
+    `visit(node, cond)` (also `full`) expands placeholders, `$merge` and every mapping
+    and list inside; `shallow(node, cond)` only the placeholders at `node` itself and
+    its `$merge`. Fixed choices take their kept value, no condition.
+    """
+
     def __init__(self, space: Space, fixed: dict[str, Any]):
+        super().__init__(space.choices)
         self.space = space
         self.fixed = fixed
         self.order = {c.name: i for i, c in enumerate(space.choices)}
-        self.by_name = {c.name: c for c in space.choices}
 
     def merge(self, a: Term, b: Term) -> Term | None:
         return _merge_terms(a, b, self.order)
@@ -113,114 +121,104 @@ class _Expander:
                         out.append((t, v == c.parent_value))
         return out
 
+    def alternatives(self, c: Any, cond: Term) -> list[tuple[Any, Term]]:
+        """(template value, condition) of each value choice `c` takes under `cond`; ABSENT where it is inactive."""
+        out: list[tuple[Any, Term]] = []
+        for term, act in self.activation(c.name):
+            t0 = self.merge(cond, term)
+            if t0 is None:
+                continue
+            if not act:
+                out.append((ABSENT, t0))
+            elif c.name in self.fixed:
+                out.append((c.value_of(self.fixed[c.name]), t0))
+            else:
+                for i, v in enumerate(c.values()):
+                    t = self.merge(t0, ((c.name, i),))
+                    if t is not None:
+                        out.append((c.value_of(v), t))
+        return out
+
+    def merged(self, node: dict, cond: Term) -> list[tuple[dict, Term]]:
+        """The variants of a mapping with a `$merge`: each option's mapping merged in (and their own `$merge`)."""
+        base = {k: v for k, v in node.items() if k != MERGE_KEY}
+        variants: list[tuple[dict, Term]] = [(base, cond)]
+        for ph in merge_list(node[MERGE_KEY]):
+            nxt = []
+            for d, t in variants:
+                for val, tv in self.shallow(ph, t):
+                    if val is ABSENT or val is None or isinstance(val, bool):
+                        nxt.append((d, tv))
+                    else:
+                        nxt.append(({**d, **val}, tv))
+            variants = nxt
+        out = []
+        for d, t in variants:
+            out.extend(self.shallow(d, t) if MERGE_KEY in d else [(d, t)])
+        return out
+
     def shallow(self, node: Any, cond: Term) -> list[tuple[Any, Term]]:
         """Expand placeholders at `node` itself (and `$merge` of a mapping), not inside it."""
         if is_placeholder(node):
-            name = node[CHOICE_KEY]
-            c = self.by_name[name]
-            out: list[tuple[Any, Term]] = []
-            for term, act in self.activation(name):
-                t0 = self.merge(cond, term)
-                if t0 is None:
-                    continue
-                if not act:
-                    out.append((ABSENT, t0))
-                elif name in self.fixed:
-                    out.extend(self.shallow(c.value_of(self.fixed[name]), t0))
-                else:
-                    for i, v in enumerate(c.values()):
-                        t = self.merge(t0, ((name, i),))
-                        if t is not None:
-                            out.extend(self.shallow(c.value_of(v), t))
-            return out
+            c = self.by_name[node[CHOICE_KEY]]
+            return [(v, t) for val, t0 in self.alternatives(c, cond)
+                    for v, t in ([(ABSENT, t0)] if val is ABSENT else self.shallow(val, t0))]
         if isinstance(node, dict) and MERGE_KEY in node:
-            base = {k: v for k, v in node.items() if k != MERGE_KEY}
-            variants: list[tuple[dict, Term]] = [(base, cond)]
-            phs = node[MERGE_KEY] if isinstance(node[MERGE_KEY], list) else [node[MERGE_KEY]]
-            for ph in phs:
-                nxt = []
-                for d, t in variants:
-                    for val, tv in self.shallow(ph, t):
-                        if val is ABSENT or val is None or isinstance(val, bool):
-                            nxt.append((d, tv))
-                        else:
-                            nxt.append(({**d, **val}, tv))
-                variants = nxt
-            out = []
-            for d, t in variants:
-                out.extend(self.shallow(d, t) if MERGE_KEY in d else [(d, t)])
-            return out
+            return self.merged(node, cond)
         return [(node, cond)]
 
     def full(self, node: Any, cond: Term) -> list[tuple[Any, Term]]:
         """Every concrete value of `node` with the condition under which it arises."""
-        out: list[tuple[Any, Term]] = []
-        for val, t in self.shallow(node, cond):
-            if isinstance(val, dict):
-                variants: list[tuple[dict, Term]] = [({}, t)]
-                for k, v in val.items():
-                    nxt = []
-                    for d, td in variants:
-                        for sub, ts in self.full(v, td):
-                            nxt.append(({**d, k: sub} if sub is not ABSENT else d, ts))
-                    variants = nxt
-                out.extend(variants)
-            elif isinstance(val, list):
-                lv: list[tuple[list, Term]] = [([], t)]
-                for item in val:
-                    nxt = []
-                    for lst, tl in lv:
-                        for sub, ts in self.full(item, tl):
-                            nxt.append((lst + [sub] if sub is not ABSENT else lst, ts))
-                    lv = nxt
-                out.extend(lv)
-            else:
-                out.append((val, t))
-        return out
+        return self.visit(node, cond)
+
+    def placeholder(self, c: Any, cond: Term) -> list[tuple[Any, Term]]:
+        return [(v, t) for val, t0 in self.alternatives(c, cond)
+                for v, t in ([(ABSENT, t0)] if val is ABSENT else self.visit(val, t0))]
+
+    def mapping(self, node: dict, cond: Term) -> list[tuple[Any, Term]]:
+        if MERGE_KEY in node:
+            return [x for d, t in self.merged(node, cond) for x in self.mapping(d, t)]
+        variants: list[tuple[dict, Term]] = [({}, cond)]
+        for k, v in node.items():
+            nxt = []
+            for d, td in variants:
+                for sub, ts in self.visit(v, td):
+                    nxt.append(({**d, k: sub} if sub is not ABSENT else d, ts))
+            variants = nxt
+        return variants
+
+    def sequence(self, node: list, cond: Term) -> list[tuple[Any, Term]]:
+        lv: list[tuple[list, Term]] = [([], cond)]
+        for item in node:
+            nxt = []
+            for lst, tl in lv:
+                for sub, ts in self.visit(item, tl):
+                    nxt.append((lst + [sub] if sub is not ABSENT else lst, ts))
+            lv = nxt
+        return lv
+
+    def leaf(self, node: Any, cond: Term) -> list[tuple[Any, Term]]:
+        return [(node, cond)]
 
 
 def _find_fixed(space: Space) -> dict[str, str]:
     """Choices the supernet cannot relax: used in scalar fields or the balancer (and their sub-choices)."""
-    by_name = {c.name: c for c in space.choices}
     reasons: dict[str, str] = {}
+    walk = TemplateVisitor(space.choices)
 
     def mark(node: Any, why: str) -> None:
-        if is_placeholder(node):
-            name = node[CHOICE_KEY]
-            if name not in reasons:
-                reasons[name] = why
-                c = by_name[name]
-                for v in c.options or []:
-                    mark(v, why)
-                if c.type == "bool":
-                    mark(c.when_on, why)
-                    mark(c.when_off, why)
-        elif isinstance(node, dict):
-            for v in node.values():
-                mark(v, why)
-        elif isinstance(node, list):
-            for v in node:
-                mark(v, why)
+        for name in Placeholders(space.choices, follow=True, seen=reasons).visit(node):
+            reasons[name] = why
 
-    def top(node: dict) -> None:
-        for k, v in node.items():
-            if k == MERGE_KEY:
-                for ph in v if isinstance(v, list) else [v]:
-                    c = by_name[ph[CHOICE_KEY]]
-                    vals = list(c.options or []) + ([c.when_on, c.when_off] if c.type == "bool" else [])
-                    for val in vals:
-                        if isinstance(val, dict):
-                            top(val)
-            elif k == "balancer":
-                mark(v, "the balancer is a training rule, not a differentiable op")
-            elif k not in TOP_KINDS and k not in GROUPS and k not in UNION_FIELDS + ("heads",):
-                mark(v, f"`{k}` changes the model's structure")
-            elif k in ("heads",):
-                mark(v, "`heads` changes the model's structure")
-            elif k in UNION_FIELDS:
-                mark(v, f"`{k}` changes the model's wiring")
-
-    top(space.template)
+    for k, v, _w in top_fields(walk, space.template, strict=False):
+        if k == "balancer":
+            mark(v, "the balancer is a training rule, not a differentiable op")
+        elif k not in TOP_KINDS and k not in GROUPS and k not in UNION_FIELDS + ("heads",):
+            mark(v, f"`{k}` changes the model's structure")
+        elif k in ("heads",):
+            mark(v, "`heads` changes the model's structure")
+        elif k in UNION_FIELDS:
+            mark(v, f"`{k}` changes the model's wiring")
     changed = True
     while changed:  # sub-choices of fixed choices are fixed too
         changed = False

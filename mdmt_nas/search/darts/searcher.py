@@ -93,10 +93,6 @@ class DartsParams(BaseModel):
 
 
 # ------------------------------------------------------------------------------ helpers
-def _atomic_save(obj: Any, path: Path) -> None:
-    save_torch(obj, path)
-
-
 @dataclass
 class _Supernet:
     """What one DARTS run trains and checkpoints."""
@@ -373,7 +369,7 @@ class DartsSearcher(Searcher):
                             train_config=self._retrain_config(ctx), kind="retrain", known=known)
 
     def _save_checkpoint(self, ctx: SearchContext, net: _Supernet, epoch: int) -> None:
-        _atomic_save({
+        save_torch({
             "version": CHECKPOINT_VERSION,
             "space": ctx.space.name,
             "supernet_id": net.relaxation.arch.id,
