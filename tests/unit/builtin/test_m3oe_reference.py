@@ -19,7 +19,7 @@ from mdmt_nas.config import load_config
 from mdmt_nas.data.schema import Schema, SparseField
 from mdmt_nas.model import build_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: distinct values per sparse column of ML-100K in the reference's layout (the reference's LabelEncoder vocabularies)
 ML100K_VOCAB = {"user_id": 943, "movie_id": 1682, "gender": 2, "occupation": 21, "zip": 795, "genre": 19}
 #: run_movielens.py's `trainable params` on that file

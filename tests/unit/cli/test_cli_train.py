@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ["--set", "dataset.params.n_rows=3000", "--set", "train.epochs=1", "--set", "train.batch_size=512"]
 
 

@@ -62,7 +62,7 @@ def make_config(uri: str, experiment: str | None = None, train: dict | None = No
     return ExperimentConfig.model_validate({
         "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
         "train": {"epochs": 2, "batch_size": 512, "threads": 1, "patience": 0, "progress": False, **(train or {})},
-        # log_model off: logging a model costs seconds per search; tests/search/test_serving.py covers it
+        # log_model off: logging a model costs seconds per search; tests/unit/search/test_serving.py covers it
         "tracking": {"uri": uri, "experiment": experiment or f"test-{uuid.uuid4().hex[:8]}", "log_model": False},
         "search": search,
     })

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, runs_of, splits  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_search_runs_read_by_themselves(tmp_path, mlflow_uri, splits, monkeypatch):

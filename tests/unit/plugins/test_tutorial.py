@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "writing-plugins.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "writing-plugins.md"
 
 
 def doc_commands() -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run(script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
@@ -65,7 +65,7 @@ def test_reference_m3oe_skips_without_a_checkout():
 
 @pytest.mark.skipif(not os.environ.get(M3OE_REFERENCE), reason=f"set {M3OE_REFERENCE} to a checkout of the public M3oE code")
 def test_reference_m3oe_runs_the_reference_and_ours(tmp_path):
-    sys.path.insert(0, str(ROOT / "tests" / "data"))
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "data"))
     from ml_files import write_recbole
 
     src = write_recbole(tmp_path / "ml-100k", n_users=60, n_items=40, n=3000)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from helpers import tiny_space_yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 TINY_SPACE = tiny_space_yaml(description="tiny space of the bad-input tests (4 architectures)")
 

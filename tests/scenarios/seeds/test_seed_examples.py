@@ -11,7 +11,7 @@ import torch
 from mdmt_nas.config import load_config
 from mdmt_nas.model import build_balancer, build_model
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SEED_EXAMPLES = ["cesaa", "hamur_mlp", "hamur_mmoe", "hamur_dcn", "dephn", "pmtrec"]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "writing-plugins.md").read_text()
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "writing-plugins.md").read_text()
 
 
 def _section(title: str) -> str:
@@ -58,7 +58,7 @@ def test_each_listed_helper_exists_with_those_parameters(name, params):
 
 
 def test_the_example_plugins_use_only_public_helpers():
-    root = Path(__file__).resolve().parents[2] / "plugins"
+    root = Path(__file__).resolve().parents[3] / "plugins"
     for f in root.glob("*/tests/*.py"):
         for line in f.read_text().splitlines():
             if line.startswith("from mdmt_nas"):

@@ -18,7 +18,7 @@ from mdmt_nas.errors import ConfigError, UnknownComponentError
 from mdmt_nas.search.darts.relax import discretize
 from mdmt_nas.spaces import Space, auto_labels, load_space, parse_space
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 SMALL = """
 name: small

@@ -11,7 +11,7 @@ from test_plugins_faults import GOOD
 
 from mdmt_nas.plugins import HOOK_KINDS, get_host, hookspecs
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
 
 
 def two_plugins(site):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 from rel_helpers import SMALL, cli_env, finish, start  # noqa: E402
 from scale_servers import free_port, pg_bin  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "scale-out.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "scale-out.md"
 
 
 def recipe_lines() -> list[str]:
