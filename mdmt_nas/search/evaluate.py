@@ -234,7 +234,8 @@ class Evaluator:
         (it wins if no candidate finished), then SearchStopped."""
         cand.state = "pruned"
         cand.fidelity = result.epochs_run / max(1, cfg.epochs)
-        cand.reason = f"{TIMEOUT_REASON}: stopped after epoch {result.epochs_run} of {cfg.epochs} (best epoch {result.best_epoch + 1})"
+        rounds = f"rounds of {cfg.epoch_rows:,} rows" if cfg.epoch_rows else "epochs"  # a multi-fidelity search reports per part-epoch
+        cand.reason = f"{TIMEOUT_REASON}: stopped after {result.epochs_run} of {cfg.epochs:,} {rounds} (best: {result.best_epoch + 1})"
         log_training(self.tracker, cand.run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
         if _finite(cand.valid_mean_auc):
             self._keep_top(cand, {k: v.detach().clone() for k, v in result.model.state_dict().items()})
