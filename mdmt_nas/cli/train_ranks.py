@@ -53,7 +53,9 @@ def _leader(cfg, out: Path, world, load_splits, run_training) -> None:
 
     existed = out.exists()
     with claim_output(out):
-        on_interrupt(lambda: [f"data-parallel training: nothing kept in {shown_path(out)} (written only when every rank has finished)"])
+        on_interrupt(lambda: [f"data-parallel training stopped on rank 0 (under torchrun, most likely because another rank failed: "
+                              "torchrun's summary below names it); nothing kept in "
+                              f"{shown_path(out)} (outputs are written only when every rank has finished)"])
         try:
             say_config(cfg)
             splits = load_splits(cfg)

@@ -1,0 +1,117 @@
+"""Data-parallel training: `torchrun --nproc-per-node 2 -m mdmt_nas train` on CPU (gloo, 127.0.0.1, 1 thread a rank).
+
+The result equals a 1-process run with the same global batch and seed (within a float tolerance), only rank 0
+creates an MLflow run, and a rank that dies makes the job exit non-zero with a clear message and nothing written.
+
+Tolerance: the 2-rank gradient is (sum of rank 0's rows' gradients + rank 1's) / all rows, summed in another order
+than one process's mean over the whole batch (and through gloo's all-reduce), so each step differs by float32
+rounding (~1e-7 relative); Adam over ~30 steps carries that to ~1e-6..1e-5 in the weights. 1e-4 (weights, absolute)
+and 1e-4 (mean AUC) are well above that and far below what a wrong shard or a missing average gives (~1e-2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from scale_servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHT_TOL = 1e-4
+AUC_TOL = 1e-4
+
+CONFIG = textwrap.dedent("""
+    dataset:
+      name: synthetic
+      params: {n_rows: 3000}
+    arch:
+      name: sb
+      bottom: {name: mlp, params: {hidden: [32]}}
+      heads: task
+      tower: {name: mlp_tower, params: {hidden: [16]}}
+    train:
+      lr: 0.003
+      batch_size: 255
+      epochs: 3
+      patience: 2
+      threads: 1
+      progress: false
+      seed: 3
+    tracking:
+      log_model: false
+""")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MDMT_NAS_DIST_TIMEOUT="60", COLUMNS="200", **extra)
+    return env
+
+
+def _train(tmp: Path, out: str, db: str, ranks: int, **env: str) -> subprocess.CompletedProcess:
+    cfg = tmp / "cfg.yaml"
+    cfg.write_text(CONFIG)
+    launcher = [sys.executable, "-m", "mdmt_nas"] if ranks == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--nnodes", "1",
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "mdmt_nas"]
+    cmd = [*launcher, "train", "-c", str(cfg), "-o", str(tmp / out), "--tracking-uri", f"sqlite:///{tmp / db}"]
+    return subprocess.run(cmd, cwd=tmp, env=_env(**env), capture_output=True, text=True, timeout=120)
+
+
+def _runs(tmp: Path, db: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / db}")
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    one = _train(tmp, "one", "one.db", 1)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = _train(tmp, "two", "two.db", 2)
+    assert two.returncode == 0, two.stdout + two.stderr
+    return tmp, one, two
+
+
+def test_two_ranks_equal_one_process(both):
+    tmp, _, two = both
+    assert "data-parallel on 2 ranks" in two.stdout
+    m1, m2 = (json.loads((tmp / d / "metrics.json").read_text())["summary"] for d in ("one", "two"))
+    assert m1["epochs_run"] == m2["epochs_run"] and m1["best_epoch"] == m2["best_epoch"]
+    for key in ("valid_mean_auc", "test_mean_auc"):
+        assert abs(m1[key] - m2[key]) <= AUC_TOL, (key, m1[key], m2[key])
+    w1, w2 = (torch.load(tmp / d / "weights.pt", weights_only=True) for d in ("one", "two"))
+    assert w1.keys() == w2.keys()
+    worst = max(float((w1[k].float() - w2[k].float()).abs().max()) for k in w1 if w1[k].numel())
+    assert worst <= WEIGHT_TOL, worst
+    # the test split is the full one on both (gathered from the ranks' shares)
+    t1, t2 = (json.loads((tmp / d / "metrics.json").read_text())["test"] for d in ("one", "two"))
+    assert json.dumps(t1, sort_keys=True).count("rows") == json.dumps(t2, sort_keys=True).count("rows")
+
+
+def test_only_rank_zero_creates_an_mlflow_run(both):
+    tmp, _, _ = both
+    runs = _runs(tmp, "two.db")
+    assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in runs]
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params.get("train.batch_size") == "255"  # the global batch, as given
+
+
+def test_a_dying_rank_fails_the_job_and_writes_nothing(tmp_path):
+    res = _train(tmp_path, "dead", "dead.db", 2, MDMT_NAS_TEST_DIE="1:5")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert "rank" in out and "exitcode" in out  # torchrun's summary: the rank that failed first
+    assert "data-parallel training stopped" in out or "another rank died" in out, out
+    assert not (tmp_path / "dead").exists(), list((tmp_path / "dead").rglob("*"))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".pt"))]
+    runs = _runs(tmp_path, "dead.db")
+    assert len(runs) <= 1 and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
