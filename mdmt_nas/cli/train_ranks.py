@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from mdmt_nas.cli.app import report_plugin_failures
-from mdmt_nas.cli.common import claim_output, console, default_output, on_interrupt, say_config
+from mdmt_nas.cli.common import claim_output, console, default_output, on_interrupt, say_config, say_result
 from mdmt_nas.errors import UserError
 from mdmt_nas.files import shown_path
 
@@ -49,7 +49,6 @@ def train_ranks(cfg, output: Path | None, resume: bool) -> None:
 def _leader(cfg, out: Path, world, load_splits, run_training) -> None:
     """Rank 0: claim the output directory, train, print the result; on failure leave nothing half-written."""
     from mdmt_nas import distributed
-    from mdmt_nas.cli.train import say_result
 
     existed = out.exists()
     with claim_output(out):
