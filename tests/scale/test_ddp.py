@@ -172,3 +172,15 @@ def test_two_ranks_train_on_streaming_parquet_and_score_the_full_test_split(tmp_
     rows = sum(c["rows"] for c in m["test"]["cells"] if c["task"] == "click")
     assert rows == len(load_dataset("parquet", params).test)  # every test row scored once (gathered from both ranks)
     assert m["summary"]["valid_mean_auc"] > 0.6
+
+
+def test_search_and_resume_are_refused_under_torchrun(tmp_path):
+    env = _env(WORLD_SIZE="2", RANK="0")
+    res = subprocess.run([sys.executable, "-m", "mdmt_nas", "search", "--space", "mmoe", "--budget", "1"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "search does not run under torchrun" in res.stdout + res.stderr, res.stdout + res.stderr
+    (tmp_path / "cfg.yaml").write_text(CONFIG)
+    res = subprocess.run([sys.executable, "-m", "mdmt_nas", "train", "-c", "cfg.yaml", "-o", "x", "--resume", "--no-track"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--resume is not available under torchrun" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert not (tmp_path / "x").exists()
