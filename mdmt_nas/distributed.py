@@ -180,7 +180,7 @@ class DistributedTrainer(Trainer):
             local = max(1, self.cfg.batch_size // world.size)
             rows = None if self.cfg.epoch_rows is None else max(local, self.cfg.epoch_rows // world.size)
             self.cfg = self.cfg.model_copy(update={"batch_size": local, "epoch_rows": rows})
-            self.splits = Splits(self.splits.schema, my_row_groups(self.splits.train, world), self.splits.valid,
+            self.splits = Splits(self.splits.schema, shard_of(self.splits.train, world), self.splits.valid,
                                  self.splits.test, self.splits.oracle, self.splits.encoder)
         self._eval_shards: dict[int, Any] = {}
         self._rows = 0
