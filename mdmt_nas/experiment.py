@@ -6,6 +6,7 @@ The CLI's `train` and the benchmark/search code call this; it owns no state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import ConfigError, UserError
 from mdmt_nas.files import save_torch, write_json, write_text
 from mdmt_nas.tracking import Tracker, flatten
-from mdmt_nas.train import TrainResult, train_architecture
+from mdmt_nas.train import Trainer, TrainResult, train_architecture
 from mdmt_nas.training_log import log_training
 
 
@@ -85,7 +86,11 @@ def run_training(config: ExperimentConfig, splits: Splits | None = None, output_
     With an output directory the training is resumable: schema.json at start, after every epoch checkpoint.pt and
     (when it is the best so far) weights.pt, written atomically; `resume` continues from checkpoint.pt under the same
     MLflow run. `progress` (a dict) is kept up to date with what is on disk (for the CLI's interruption message).
+    Under torchrun (a process group is up, distributed.py) it trains data-parallel and writes nothing before the training
+    has finished on every rank: no checkpoints, no early schema.json/mlflow_run.txt (no --resume then).
     """
+    from mdmt_nas import distributed
+
     if config.arch is None:
         raise ConfigError("config: arch: no architecture given; add an `arch:` section or pass --arch FILE.json")
     splits = splits if splits is not None else load_splits(config)
@@ -93,26 +98,28 @@ def run_training(config: ExperimentConfig, splits: Splits | None = None, output_
     validate_arch(arch, splits)
     tracker = tracker or Tracker(config.tracking)
     name = run_name or f"train-{arch.name or arch.id}"
+    world = distributed.active()
     state, previous = _resume_state(output_dir, arch, splits) if resume and output_dir is not None else (None, None)
-    if output_dir is not None:
+    if output_dir is not None and world is None:
         write_text(output_dir / "schema.json", splits.schema.model_dump_json(indent=2) + "\n")
     run_id = previous if previous and tracker.reopen(previous) else tracker.start_run(name, parent_run_id, tags={"mdmt_nas.kind": "train", "arch_id": arch.id})
     try:
-        if output_dir is not None and run_id:
+        if output_dir is not None and run_id and world is None:
             write_text(output_dir / RUN_FILE, run_id + "\n")
         tracker.log_params_again(run_id, training_params(arch, config), reopened=run_id == previous)
 
         def per_epoch(epoch: int, record: dict[str, float]) -> None:
             tracker.log_metrics(run_id, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
 
-        checkpoint = None
-        if output_dir is not None:
+        checkpoint, trainer = None, partial(distributed.DistributedTrainer, world=world) if world else None
+        if output_dir is not None and world is None:
             from mdmt_nas.checkpoint import EpochCheckpoint
 
             checkpoint = EpochCheckpoint(output_dir, state, on_save=lambda tr: _note_progress(progress, tr, output_dir))
             if state is not None and progress is not None:
                 progress.update(epoch=state["loop"]["epoch"], best_epoch=state["loop"]["best_epoch"], best_auc=state["loop"]["best_auc"])
-        result = train_architecture(arch, splits, config.train, callbacks=[per_epoch], checkpoint=checkpoint)
+        result = train_architecture(arch, splits, config.train, callbacks=[per_epoch], checkpoint=checkpoint,
+                                    trainer=trainer or Trainer)
         log_training(tracker, run_id, result, config, params=False)
         if output_dir is not None:
             save_outputs(output_dir, result, config)

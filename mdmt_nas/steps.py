@@ -70,10 +70,13 @@ def weight_step(
     grad_clip: float | None,
     clip_params: Sequence[nn.Parameter],
     nan_reason: Callable[[torch.Tensor, torch.Tensor], str],
+    sync: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Context, BalanceContext]:
     """One weight update: the balancer turns the batch's task losses into gradients, then the optimiser steps.
 
-    A non-finite total loss raises TrialFailed(nan_reason(total, per_task)) before the step.
+    A non-finite total loss raises TrialFailed(nan_reason(total, per_task)) before the step; `sync` (data-parallel
+    training, distributed.py) runs between the backward and the finite check: it averages the gradients over the
+    ranks and returns the ranks' average loss (so every rank sees a non-finite loss at the same step).
     Returns the total loss (detached), the forward's Context and the BalanceContext (for their metrics).
     """
     opt.zero_grad(set_to_none=True)
@@ -81,6 +84,8 @@ def weight_step(
     assert ctx.labels is not None
     bctx = BalanceContext(shared, all_params, ctx.embedding, ctx.domain, ctx.labels, ctx.aux.total_loss(), step)
     total = balancer.backward(per_task, row, bctx)
+    if sync is not None:
+        total = sync(total)
     if not torch.isfinite(total).all():
         raise TrialFailed(nan_reason(total, per_task))
     if grad_clip:

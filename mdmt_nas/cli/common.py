@@ -113,3 +113,15 @@ def print_model(publication) -> None:
         console.print(f"MLflow model: {lm.model_uri} (raw feature rows in, one probability per task out{reg})", highlight=False, soft_wrap=True)
     elif publication.error:
         console.print(f"[yellow]no MLflow model logged: {publication.error}[/yellow]", highlight=False, soft_wrap=True)
+
+
+def say_result(cfg: ExperimentConfig, outcome, out: Path, ranks: int = 1) -> None:
+    """The metrics table, speed and outputs of a finished training (`ranks`: its torchrun world size)."""
+    r = outcome.result
+    console.print(metrics_table(r.valid, r.test, f"{cfg.arch.name or cfg.arch.id}: per-(domain, task) metrics (best epoch {r.best_epoch + 1}/{r.epochs_run})"))
+    speed = f"{r.rows_per_second:,.0f} rows/s" if ranks == 1 else f"~{r.rows_per_second * ranks:,.0f} rows/s on {ranks} ranks"
+    console.print(f"params {r.num_params:,} | train {r.train_seconds:.1f}s ({speed}) | "
+                  f"latency {fmt(r.latency_ms_per_1k, 2)} ms/1k rows | mean test AUC {fmt(r.test.mean_auc)}")
+    console.print(f"outputs: {shown_path(out)}" + (f" | MLflow run {outcome.run_id}" if outcome.run_id else ""), highlight=False, soft_wrap=True)
+    print_model(outcome.model)
+

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
 from mdmt_nas.cli.app import app, err_console, report_plugin_failures
-from mdmt_nas.cli.common import build_config, claim_output, console, on_interrupt, print_model, resume_command, say_config
+from mdmt_nas.cli.common import (
+    build_config,
+    claim_output,
+    console,
+    on_interrupt,
+    print_model,
+    resume_command,
+    say_config,
+)
 from mdmt_nas.errors import UserError
 from mdmt_nas.files import shown_path
 
@@ -61,6 +70,9 @@ def search(
     cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="--executor ray: CPUs per candidate (default 1)."),
 ) -> None:
     """Search a space: train candidates (one MLflow child run each), print the leaderboard, save best_arch.json."""
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise UserError("search does not run under torchrun (every rank would run its own search); run it as one process "
+                        "(workers: docs/scale-out.md) and retrain best_arch.json with: torchrun ... -m mdmt_nas train --arch best_arch.json")
     overrides = list(sets or []) + _search_overrides(space, searcher, budget, timeout, seed, storage, study_name, objectives, pruner, epochs)
     if not warm_start:
         overrides.append(("search.warm_start=false", "--no-warm-start"))

@@ -10,6 +10,7 @@ the best weights so far and `--resume` continues.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -21,11 +22,10 @@ from mdmt_nas.cli.common import (
     console,
     default_output,
     fmt,
-    metrics_table,
     on_interrupt,
-    print_model,
     resume_command,
     say_config,
+    say_result,
 )
 from mdmt_nas.errors import UserError
 from mdmt_nas.files import shown_path
@@ -45,10 +45,14 @@ def train(
     register_model: str = typer.Option(None, "--register-model", help="Register the trained model in the MLflow Model Registry under this name."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted training in --output from its last checkpoint (same options)."),
 ) -> None:
-    """Train one architecture and print its per-(domain, task) AUC table."""
+    """Train one architecture and print its per-(domain, task) AUC table (under torchrun: data-parallel, docs/scale-out.md)."""
     cfg = build_config(config, arch, dataset, sets, tracking_uri, seed, no_track, register_model)
     if cfg.arch is None:
         raise UserError("no architecture: pass --config FILE with an `arch:` section or --arch FILE.json (see examples/)")
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # under torchrun (checked without importing torch)
+        from mdmt_nas.cli.train_ranks import train_ranks
+
+        return train_ranks(cfg, output, resume)
     if resume and output is None:
         raise UserError("--resume needs --output DIR: the directory of the training to continue")
     from mdmt_nas.preflight import check_experiment
@@ -77,12 +81,7 @@ def train(
         if resume:
             _say_resume(out)
         outcome = run_training(cfg, splits, out, resume=resume, progress=progress)
-    r = outcome.result
-    console.print(metrics_table(r.valid, r.test, f"{cfg.arch.name or cfg.arch.id}: per-(domain, task) metrics (best epoch {r.best_epoch + 1}/{r.epochs_run})"))
-    console.print(f"params {r.num_params:,} | train {r.train_seconds:.1f}s ({r.rows_per_second:,.0f} rows/s) | "
-                  f"latency {fmt(r.latency_ms_per_1k, 2)} ms/1k rows | mean test AUC {fmt(r.test.mean_auc)}")
-    console.print(f"outputs: {shown_path(out)}" + (f" | MLflow run {outcome.run_id}" if outcome.run_id else ""), highlight=False, soft_wrap=True)
-    print_model(outcome.model)
+    say_result(cfg, outcome, out)
 
 
 def _say_resume(out: Path) -> None:
