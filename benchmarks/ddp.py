@@ -60,8 +60,19 @@ def main() -> None:
         (tmp / "cfg.yaml").write_text(_config(args.rows, args.batch, args.epochs, 1))
         train = ["-m", "mdmt_nas", "train", "-c", "cfg.yaml", "--no-track"]
         walls = {"1 process": _run([sys.executable, *train, "-o", "one"], tmp)}
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.ranks), "--nnodes", "1",
-                    "--master-addr", "127.0.0.1", "--master-port", str(29400 + os.getpid() % 500)]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(args.ranks),
+            "--nnodes",
+            "1",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(29400 + os.getpid() % 500),
+        ]
         walls[f"{args.ranks} ranks"] = _run([*launcher, *train, "-o", "many"], tmp)
         rows = []
         for (name, wall), d, k in zip(walls.items(), ("one", "many"), (1, args.ranks)):
@@ -73,8 +84,10 @@ def main() -> None:
     print(f"{'run':<10} {'wall s':>8} {'train rows/s':>13} {'valid AUC':>10} {'test AUC':>10}")
     for name, wall, rps, va, te in rows:
         print(f"{name:<10} {wall:>8.1f} {rps:>13,.0f} {va:>10.5f} {te:>10.5f}")
-    print(f"speed-up (train rows/s): {rows[1][2] / rows[0][2]:.2f}x | |valid AUC diff| {abs(rows[0][3] - rows[1][3]):.2e} | "
-          f"|test AUC diff| {abs(rows[0][4] - rows[1][4]):.2e} | max |weight diff| {diff:.2e}")
+    print(
+        f"speed-up (train rows/s): {rows[1][2] / rows[0][2]:.2f}x | |valid AUC diff| {abs(rows[0][3] - rows[1][3]):.2e} | "
+        f"|test AUC diff| {abs(rows[0][4] - rows[1][4]):.2e} | max |weight diff| {diff:.2e}"
+    )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -81,9 +81,13 @@ def start(world: World) -> None:
         return
     seconds = float(os.environ.get("MDMT_NAS_DIST_TIMEOUT", "600"))
     try:
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=datetime.timedelta(seconds=seconds))
+        dist.init_process_group(
+            "gloo", rank=world.rank, world_size=world.size, timeout=datetime.timedelta(seconds=seconds)
+        )
     except Exception as exc:  # noqa: BLE001 - the rendezvous failed
-        raise DistributedFailure(f"rank {world.rank}: cannot join the torchrun process group: {type(exc).__name__}: {exc}") from None
+        raise DistributedFailure(
+            f"rank {world.rank}: cannot join the torchrun process group: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def stop() -> None:
@@ -116,14 +120,17 @@ def collective(world: World, what: str) -> Iterator[None]:
         raise DistributedFailure(
             f"data-parallel training stopped on rank {world.rank} of {world.size} during {what}: another rank died or "
             f"left ({type(exc).__name__}: {first}); torchrun's summary names the rank that failed first. "
-            "Nothing was written") from None
+            "Nothing was written"
+        ) from None
 
 
 def check_config(cfg: Any) -> None:
     """Settings data-parallel training cannot honour (ConfigError)."""
     if cfg.sparse_embedding:
-        raise ConfigError("train.sparse_embedding cannot be used under torchrun (sparse gradients are not all-reduced); "
-                          "set train.sparse_embedding=false")
+        raise ConfigError(
+            "train.sparse_embedding cannot be used under torchrun (sparse gradients are not all-reduced); "
+            "set train.sparse_embedding=false"
+        )
 
 
 # ------------------------------------------------------------------------------ data
@@ -141,8 +148,10 @@ def my_row_groups(source: Any, world: World) -> Any:
     keep = np.zeros_like(counts)
     keep[mine] = counts[mine]
     if keep.sum() == 0:
-        raise UserError(f"{source.name} split: {int((counts > 0).sum())} row group(s) for {world.size} ranks; "
-                        "write the Parquet file with more, smaller row groups")
+        raise UserError(
+            f"{source.name} split: {int((counts > 0).sum())} row group(s) for {world.size} ranks; "
+            "write the Parquet file with more, smaller row groups"
+        )
     return ParquetRowSource(source.plan, source.part, keep, source.encoder)
 
 
@@ -152,8 +161,10 @@ def shard_of(source: Any, world: World) -> Any:
         return source.index(part(len(source), world))
     if hasattr(source, "counts") and hasattr(source, "plan"):
         return my_row_groups(source, world)
-    raise UserError(f"data-parallel training cannot shard a split of type {type(source).__name__}; "
-                    "use in-memory data or streaming Parquet")
+    raise UserError(
+        f"data-parallel training cannot shard a split of type {type(source).__name__}; "
+        "use in-memory data or streaming Parquet"
+    )
 
 
 # ------------------------------------------------------------------------------ the trainer
@@ -169,8 +180,11 @@ class DistributedTrainer(Trainer):
         if not world.leader:
             self.cfg = self.cfg.model_copy(update={"progress": False})
         seen: set[int] = set()
-        self._params = [p for p in [*self.model.parameters(), *self.balancer.parameters()]
-                        if p.requires_grad and not (id(p) in seen or seen.add(id(p)))]
+        self._params = [
+            p
+            for p in [*self.model.parameters(), *self.balancer.parameters()]
+            if p.requires_grad and not (id(p) in seen or seen.add(id(p)))
+        ]
         with collective(world, "the start (broadcasting rank 0's weights)"):
             for t in [*self.model.state_dict().values(), *self.balancer.state_dict().values()]:
                 if isinstance(t, torch.Tensor) and t.is_floating_point():
@@ -180,8 +194,14 @@ class DistributedTrainer(Trainer):
             local = max(1, self.cfg.batch_size // world.size)
             rows = None if self.cfg.epoch_rows is None else max(local, self.cfg.epoch_rows // world.size)
             self.cfg = self.cfg.model_copy(update={"batch_size": local, "epoch_rows": rows})
-            self.splits = Splits(self.splits.schema, shard_of(self.splits.train, world), self.splits.valid,
-                                 self.splits.test, self.splits.oracle, self.splits.encoder)
+            self.splits = Splits(
+                self.splits.schema,
+                shard_of(self.splits.train, world),
+                self.splits.valid,
+                self.splits.test,
+                self.splits.oracle,
+                self.splits.encoder,
+            )
         self._eval_shards: dict[int, Any] = {}
         self._rows = 0
         self._die = _die_at(world)
@@ -194,7 +214,7 @@ class DistributedTrainer(Trainer):
         flat = torch.cat([*parts, present.to(parts[0].dtype if parts else torch.float32)])
         with collective(self.world, what):
             self.dist.all_reduce(flat)
-        flags = flat[-(len(params) + 2):]
+        flags = flat[-(len(params) + 2) :]
         total = max(float(flags[-2]), 1.0)
         offset = 0
         for i, p in enumerate(params):
@@ -289,6 +309,8 @@ def _die_at(world: World) -> int | None:
 def splits_note(splits: Splits, world: World) -> str:
     """One line about how the data is divided among the ranks."""
     if isinstance(splits.train, MDMTTensors):
-        return (f"data-parallel on {world.size} ranks (gloo): each takes 1/{world.size} of every global batch of the "
-                f"{len(splits.train):,} in-memory train rows; valid/test scored in shares and gathered")
+        return (
+            f"data-parallel on {world.size} ranks (gloo): each takes 1/{world.size} of every global batch of the "
+            f"{len(splits.train):,} in-memory train rows; valid/test scored in shares and gathered"
+        )
     return f"data-parallel on {world.size} ranks (gloo): each streams its own row groups of the Parquet train split"

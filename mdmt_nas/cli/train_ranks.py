@@ -27,10 +27,14 @@ def train_ranks(cfg, output: Path | None, resume: bool) -> None:
     world = distributed.launched()
     assert world is not None
     if resume:
-        raise UserError("--resume is not available under torchrun: data-parallel training keeps no checkpoints; start it again")
+        raise UserError(
+            "--resume is not available under torchrun: data-parallel training keeps no checkpoints; start it again"
+        )
     distributed.check_config(cfg.train)
     if not world.leader:
-        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False, "register_model": None})})
+        cfg = cfg.model_copy(
+            update={"tracking": cfg.tracking.model_copy(update={"enabled": False, "register_model": None})}
+        )
         console.quiet = True
     report_plugin_failures()
     check_experiment(cfg)
@@ -52,9 +56,13 @@ def _leader(cfg, out: Path, world, load_splits, run_training) -> None:
 
     existed = out.exists()
     with claim_output(out):
-        on_interrupt(lambda: [f"data-parallel training stopped on rank 0 (under torchrun, most likely because another rank failed: "
-                              "torchrun's summary below names it); nothing kept in "
-                              f"{shown_path(out)} (outputs are written only when every rank has finished)"])
+        on_interrupt(
+            lambda: [
+                f"data-parallel training stopped on rank 0 (under torchrun, most likely because another rank failed: "
+                "torchrun's summary below names it); nothing kept in "
+                f"{shown_path(out)} (outputs are written only when every rank has finished)"
+            ]
+        )
         try:
             say_config(cfg)
             splits = load_splits(cfg)

@@ -10,7 +10,14 @@ from pydantic import ValidationError
 from mdmt_nas.arch import Architecture
 from mdmt_nas.config import load_config
 
-EXPERT = st.fixed_dictionaries({"name": st.just("mlp"), "params": st.fixed_dictionaries({"hidden": st.lists(st.sampled_from([8, 16]), min_size=1, max_size=2).map(lambda h: h[:-1] + [8])})})
+EXPERT = st.fixed_dictionaries(
+    {
+        "name": st.just("mlp"),
+        "params": st.fixed_dictionaries(
+            {"hidden": st.lists(st.sampled_from([8, 16]), min_size=1, max_size=2).map(lambda h: h[:-1] + [8])}
+        ),
+    }
+)
 
 
 @st.composite

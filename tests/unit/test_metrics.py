@@ -16,7 +16,11 @@ from mdmt_nas.metrics import EPS, cell_auc_logloss, compute_metrics
 
 
 def schema(D: int, T: int) -> Schema:
-    return Schema(sparse=[SparseField(name="f", vocab_size=3)], domain_names=[f"d{i}" for i in range(D)], tasks=[f"t{j}" for j in range(T)])
+    return Schema(
+        sparse=[SparseField(name="f", vocab_size=3)],
+        domain_names=[f"d{i}" for i in range(D)],
+        tasks=[f"t{j}" for j in range(T)],
+    )
 
 
 @st.composite
@@ -27,7 +31,9 @@ def predictions(draw):
     pool = draw(st.sampled_from(["ties", "free"]))
     score = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.75, 1.0]) if pool == "ties" else st.floats(0, 1, width=32)
     p = np.array(draw(st.lists(score, min_size=n * T, max_size=n * T)), dtype=np.float32).reshape(n, T)
-    y = np.array(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=n * T, max_size=n * T)), dtype=np.float32).reshape(n, T)
+    y = np.array(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=n * T, max_size=n * T)), dtype=np.float32).reshape(
+        n, T
+    )
     dom = np.array(draw(st.lists(st.integers(0, D - 1), min_size=n, max_size=n)), dtype=np.int64)
     return D, T, p, y, dom
 
@@ -49,7 +55,9 @@ def test_every_cell_matches_scikit_learn(case):
                 assert math.isnan(m.auc[d, t])  # one class or no rows: undefined, as before
             if len(yt):
                 pc = np.clip(pt.astype(np.float64), EPS, 1 - EPS)
-                assert m.logloss[d, t] == pytest.approx(float(np.mean(-(yt * np.log(pc) + (1 - yt) * np.log(1 - pc)))), rel=1e-12, abs=1e-12)
+                assert m.logloss[d, t] == pytest.approx(
+                    float(np.mean(-(yt * np.log(pc) + (1 - yt) * np.log(1 - pc)))), rel=1e-12, abs=1e-12
+                )
             else:
                 assert math.isnan(m.logloss[d, t])
     defined = m.auc[~np.isnan(m.auc)]
@@ -58,9 +66,13 @@ def test_every_cell_matches_scikit_learn(case):
 
 def test_ties_count_half():
     """Two positives and two negatives on one score: AUC 0.5; a positive above a tied pair: 0.75."""
-    auc, *_ = cell_auc_logloss(torch.tensor([0.3, 0.3, 0.3, 0.3]), torch.tensor([1.0, 0, 1, 0]), torch.zeros(4, dtype=torch.long), 1)
+    auc, *_ = cell_auc_logloss(
+        torch.tensor([0.3, 0.3, 0.3, 0.3]), torch.tensor([1.0, 0, 1, 0]), torch.zeros(4, dtype=torch.long), 1
+    )
     assert auc.item() == 0.5
-    auc, *_ = cell_auc_logloss(torch.tensor([0.9, 0.3, 0.3]), torch.tensor([1.0, 1, 0]), torch.zeros(3, dtype=torch.long), 1)
+    auc, *_ = cell_auc_logloss(
+        torch.tensor([0.9, 0.3, 0.3]), torch.tensor([1.0, 1, 0]), torch.zeros(3, dtype=torch.long), 1
+    )
     assert auc.item() == 0.75
 
 

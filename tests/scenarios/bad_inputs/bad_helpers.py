@@ -25,8 +25,18 @@ ROOT = Path(__file__).resolve().parents[3]
 TINY_SPACE = tiny_space_yaml(description="tiny space of the bad-input tests (4 architectures)")
 
 #: options that keep every command small (3000 synthetic rows, one epoch, one thread)
-TINY = ["--set", "dataset.params.n_rows=3000", "--set", "train.epochs=1", "--set", "train.batch_size=512",
-        "--set", "train.threads=1", "--set", "train.progress=false"]
+TINY = [
+    "--set",
+    "dataset.params.n_rows=3000",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.batch_size=512",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.progress=false",
+]
 
 
 @dataclass
@@ -72,7 +82,14 @@ def cli(*argv: str, cwd: Path | None = None) -> Result:
 
 def cli_subprocess(*argv: str, cwd: Path, env_extra: dict[str, str] | None = None, timeout: float = 300) -> Result:
     env = {**os.environ, "COLUMNS": "200", **(env_extra or {})}
-    proc = subprocess.run([sys.executable, "-m", "mdmt_nas", *map(str, argv)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdmt_nas", *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -30,8 +30,20 @@ def bench(tmp_path_factory):
     space.write_text(textwrap.dedent(SPACE))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     out = root / "report"
-    args = ["benchmark", "--quick", "--models", "shared_bottom,mmoe,tpe", "--space", space, "--output", out, "--tracking-uri", uri,
-            "--set", "train.threads=1"]
+    args = [
+        "benchmark",
+        "--quick",
+        "--models",
+        "shared_bottom,mmoe,tpe",
+        "--space",
+        space,
+        "--output",
+        out,
+        "--tracking-uri",
+        uri,
+        "--set",
+        "train.threads=1",
+    ]
     return {"root": root, "out": out, "uri": uri, "args": args, "space": space}
 
 
@@ -66,12 +78,26 @@ def test_report_files_and_sections(ran):
     for name in ("report.md", "report.html", "auc_bar.png", "pareto.png", "results.json", "runs.csv", "summary.csv"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     md = (out / "report.md").read_text()
-    for section in ("# Benchmark: synthetic (quick run)", "## How it was made", "## Findings", "## Summary", "## Test AUC per (domain, task)",
-                    "## Test logloss per (domain, task)", "## Searches", "## Search candidates: valid AUC against parameters"):
+    for section in (
+        "# Benchmark: synthetic (quick run)",
+        "## How it was made",
+        "## Findings",
+        "## Summary",
+        "## Test AUC per (domain, task)",
+        "## Test logloss per (domain, task)",
+        "## Searches",
+        "## Search candidates: valid AUC against parameters",
+    ):
         assert section in md, section
     # which split, the regenerating command, the machine and the date
-    assert "test split** of synthetic — random 80/10/10 split with split seed 0, 2,400 / 300 / 300 train / valid / test rows" in md
-    assert f"mdmt-nas benchmark --space {ran['space']} --models shared_bottom,mmoe,tpe --output {out}" in md and md.count("--quick") == 1
+    assert (
+        "test split** of synthetic — random 80/10/10 split with split seed 0, 2,400 / 300 / 300 train / valid / test rows"
+        in md
+    )
+    assert (
+        f"mdmt-nas benchmark --space {ran['space']} --models shared_bottom,mmoe,tpe --output {out}" in md
+        and md.count("--quick") == 1
+    )
     assert "Machine: " in md and "thread(s)" in md and "Date: 20" in md and "after the runs" in md
     for label in ("Shared-Bottom", "MMoE", "Optuna TPE"):
         assert f"| {label} |" in md
@@ -80,7 +106,12 @@ def test_report_files_and_sections(ran):
     assert head.count("/") == 6 and head.endswith("| mean |")
     assert "![mean test AUC ± std per model](auc_bar.png)" in md
     html = (out / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and html.count("<table>") >= 4 and '<img src="auc_bar.png"' in html and "<h2>Findings</h2>" in html
+    assert (
+        html.startswith("<!DOCTYPE html>")
+        and html.count("<table>") >= 4
+        and '<img src="auc_bar.png"' in html
+        and "<h2>Findings</h2>" in html
+    )
     csv_lines = (out / "runs.csv").read_text().splitlines()
     assert len(csv_lines) == 4 and "test_auc/domain_0/task_0" in csv_lines[0]
     assert "seed 0 Optuna TPE: test AUC" in ran["stdout"] and "[3/3]" in ran["stdout"]
@@ -107,7 +138,9 @@ def test_findings_match_the_numbers(ran):
     best_fixed = max((r for r in recs if r.kind == "fixed"), key=lambda r: r.test_mean_auc)
     tpe = next(r for r in recs if r.model == "tpe")
     verdict = "beats" if tpe.test_mean_auc > best_fixed.test_mean_auc else "does not beat"
-    assert f"Verdict: the searched architecture {verdict} the best fixed baseline ({best_fixed.label})" in " ".join(expected)
+    assert f"Verdict: the searched architecture {verdict} the best fixed baseline ({best_fixed.label})" in " ".join(
+        expected
+    )
     # the TPE search: 2 candidates, each trained with the full (quick) budget
     tpe_run = data["runs"][2]
     assert tpe_run["search"]["candidates"] == 2 and (ran["out"] / tpe_run["search"]["dir"] / "best_arch.json").is_file()
@@ -130,7 +163,9 @@ def test_mlflow_one_parent_with_the_children(ran):
     assert [n.split(" · ")[0] for n in nested] == ["trial-0", "trial-1"]
     assert all(" · valid 0." in n or " · pruned · " in n for n in nested), nested  # trials named to read by themselves
     assert "test_mean_auc" in children["MMoE seed0"].data.metrics
-    assert "report.md" in {a.path for a in __import__("mlflow").tracking.MlflowClient(ran["uri"]).list_artifacts(parent)}
+    assert "report.md" in {
+        a.path for a in __import__("mlflow").tracking.MlflowClient(ran["uri"]).list_artifacts(parent)
+    }
 
 
 def test_resume_keeps_finished_runs(ran, capsys):
@@ -141,7 +176,9 @@ def test_resume_keeps_finished_runs(ran, capsys):
     assert len(_runs(ran["uri"])) == before  # no new training, the same parent run re-opened
     data = json.loads((ran["out"] / "results.json").read_text())
     assert len(data["runs"]) == 3 and data["complete"] is True
-    assert len(data["segments"]) == 1 and "continued with `--resume`" not in (ran["out"] / "report.md").read_text()  # only re-rendered
+    assert (
+        len(data["segments"]) == 1 and "continued with `--resume`" not in (ran["out"] / "report.md").read_text()
+    )  # only re-rendered
 
 
 def test_resume_in_another_tracking_store_names_the_old_parent(ran, tmp_path, capsys):
@@ -165,16 +202,23 @@ def test_resume_in_another_tracking_store_names_the_old_parent(ran, tmp_path, ca
     new_parent = data["mlflow"]["parent_run_id"]
     assert new_parent != old_parent and data["mlflow"]["unreachable_parent_run_ids"] == [old_parent]
     assert len(data["runs"]) == 3 and [s.get("parent_run_id") for s in data["segments"]][1:] == [new_parent]
-    assert [r.info.run_name for r in _runs(uri) if r.data.tags.get("mlflow.parentRunId") == new_parent] == ["Shared-Bottom seed0"]
+    assert [r.info.run_name for r in _runs(uri) if r.data.tags.get("mlflow.parentRunId") == new_parent] == [
+        "Shared-Bottom seed0"
+    ]
     md = (out / "report.md").read_text()
-    assert f"parent run `{new_parent}`" in md and f"parent run(s) `{old_parent}`, which the `--resume` could not re-open" in md
+    assert (
+        f"parent run `{new_parent}`" in md
+        and f"parent run(s) `{old_parent}`, which the `--resume` could not re-open" in md
+    )
 
 
 def test_usage_errors_exit_2_before_any_output(tmp_path, capsys):
     code, _, err = run_cli(["benchmark", "--models", "mmoe,dartz", "--output", tmp_path / "a", "--no-track"], capsys)
     assert code == 2 and "unknown model 'dartz'" in err and "darts" in err
     assert not (tmp_path / "a").exists()
-    code, _, err = run_cli(["benchmark", "--models", "tpe", "--space", "no-such-space", "--output", tmp_path / "b", "--no-track"], capsys)
+    code, _, err = run_cli(
+        ["benchmark", "--models", "tpe", "--space", "no-such-space", "--output", tmp_path / "b", "--no-track"], capsys
+    )
     assert code == 2 and not (tmp_path / "b").exists()
     code, _, err = run_cli(["benchmark", "--seeds", "0", "--output", tmp_path / "c", "--no-track"], capsys)
     assert code == 2 and "--seeds" in err

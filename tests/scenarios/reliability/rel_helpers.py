@@ -27,12 +27,25 @@ choices:
 {options}
   num_experts: {{type: int, low: 1, high: 3}}
 """
-MLP_OPTIONS = {"mlp-8": "{name: mlp, params: {hidden: [8]}}", "mlp-16": "{name: mlp, params: {hidden: [16]}}",
-               "mlp-8-8": "{name: mlp, params: {hidden: [8, 8]}}"}
+MLP_OPTIONS = {
+    "mlp-8": "{name: mlp, params: {hidden: [8]}}",
+    "mlp-16": "{name: mlp, params: {hidden: [16]}}",
+    "mlp-8-8": "{name: mlp, params: {hidden: [8, 8]}}",
+}
 
 #: settings that keep a candidate well under a second of training
-SMALL = ["--set", "dataset.params.n_rows=3000", "--set", "train.batch_size=256", "--set", "train.threads=1",
-         "--set", "train.patience=0", "--set", "train.progress=false"]
+SMALL = [
+    "--set",
+    "dataset.params.n_rows=3000",
+    "--set",
+    "train.batch_size=256",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.patience=0",
+    "--set",
+    "train.progress=false",
+]
 
 
 def write_space(directory: Path, options: dict[str, str] | None = None, name: str = "tiny") -> Path:
@@ -49,10 +62,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, log: Path | None = None) -> subprocess.Popen:
+def start(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, log: Path | None = None
+) -> subprocess.Popen:
     out = open(log, "a") if log else subprocess.PIPE
-    return subprocess.Popen([sys.executable, "-m", "mdmt_nas", *map(str, args)], env=env or cli_env(), cwd=cwd,
-                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mdmt_nas", *map(str, args)],
+        env=env or cli_env(),
+        cwd=cwd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
@@ -110,8 +131,10 @@ def run_statuses(db: Path) -> list[tuple[str, str]]:
         return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            rows = con.execute("select r.status, coalesce(t.value, '') from runs r left join tags t "
-                               "on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId'").fetchall()
+            rows = con.execute(
+                "select r.status, coalesce(t.value, '') from runs r left join tags t "
+                "on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId'"
+            ).fetchall()
             return [(s, p) for s, p in rows]
     except sqlite3.Error:
         return []

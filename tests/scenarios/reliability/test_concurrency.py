@@ -16,9 +16,32 @@ BUDGET = 4
 
 
 def _worker_args(space: Path, storage: str, study: str, out: Path, mlflow: str, experiment: str) -> list[str]:
-    return ["search", "--space", space, "--searcher", "optuna-random", "--budget", str(BUDGET), "--epochs", "1", "--seed", "3",
-            "--storage", storage, "--study-name", study, "--output", out, "--tracking-uri", mlflow, *SMALL,
-            "--set", f"tracking.experiment={experiment}", "--set", "search.params.pruner=none"]
+    return [
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "optuna-random",
+        "--budget",
+        str(BUDGET),
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--storage",
+        storage,
+        "--study-name",
+        study,
+        "--output",
+        out,
+        "--tracking-uri",
+        mlflow,
+        *SMALL,
+        "--set",
+        f"tracking.experiment={experiment}",
+        "--set",
+        "search.params.pruner=none",
+    ]
 
 
 def _check_shared_study(storage: str, study_name: str, mlflow: str, experiment: str, logs: list[str]) -> None:
@@ -32,7 +55,10 @@ def _check_shared_study(storage: str, study_name: str, mlflow: str, experiment: 
     assert len(numbers) == len(set(numbers)) == max(numbers) + 1, f"trial numbers lost or duplicated: {sorted(numbers)}"
     states = [t.state for t in trials]
     done = states.count(TrialState.COMPLETE)
-    assert BUDGET <= done <= BUDGET + WORKERS - 1, (states, logs)  # workers finish the trial they hold when the budget is reached
+    assert BUDGET <= done <= BUDGET + WORKERS - 1, (
+        states,
+        logs,
+    )  # workers finish the trial they hold when the budget is reached
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     client = MlflowClient(mlflow)
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
@@ -43,12 +69,17 @@ def _check_shared_study(storage: str, study_name: str, mlflow: str, experiment: 
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     trained = sorted(t.number for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs)
     logged = sorted(int(r.data.tags["number"]) for r in children if r.data.tags.get("mdmt_nas.kind") == "candidate")
-    assert logged == trained, f"MLflow children {logged} vs trained trials {trained}"  # each trained trial logged exactly once
+    assert logged == trained, (
+        f"MLflow children {logged} vs trained trials {trained}"
+    )  # each trained trial logged exactly once
     assert study.user_attrs["mdmt_nas.mlflow_parent_run_id"] == parents[0].info.run_id
 
 
 def _run_workers(tmp: Path, storage: str, study: str, mlflow: str, experiment: str, space: Path) -> None:
-    procs = [start(_worker_args(space, storage, study, tmp / f"worker-{i}", mlflow, experiment), cli_env()) for i in range(WORKERS)]
+    procs = [
+        start(_worker_args(space, storage, study, tmp / f"worker-{i}", mlflow, experiment), cli_env())
+        for i in range(WORKERS)
+    ]
     results = [finish(p, timeout=600) for p in procs]
     logs = [out[-3000:] for _, out in results]
     for code, out in results:

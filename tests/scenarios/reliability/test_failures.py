@@ -88,12 +88,14 @@ def _one_thread():
 def _config(uri: str, experiment: str, **train):
     from mdmt_nas.config import ExperimentConfig
 
-    return ExperimentConfig.model_validate({
-        "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
-        "train": {"epochs": 1, "batch_size": 256, "threads": 1, "patience": 0, "progress": False, **train},
-        "tracking": {"uri": uri, "experiment": experiment},
-        "search": {"searcher": "optuna-grid", "params": {"pruner": "none"}},
-    })
+    return ExperimentConfig.model_validate(
+        {
+            "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
+            "train": {"epochs": 1, "batch_size": 256, "threads": 1, "patience": 0, "progress": False, **train},
+            "tracking": {"uri": uri, "experiment": experiment},
+            "search": {"searcher": "optuna-grid", "params": {"pruner": "none"}},
+        }
+    )
 
 
 def test_each_kind_of_failure_is_a_failed_candidate_and_the_search_goes_on(tmp_path, misbehaving_plugin):
@@ -102,10 +104,17 @@ def test_each_kind_of_failure_is_a_failed_candidate_and_the_search_goes_on(tmp_p
     from mdmt_nas.train import _rss_mb
     from rel_helpers import mlflow_runs
 
-    options = {"mlp": "{name: mlp, params: {hidden: [8]}}", "nan": "{name: rel_nan}", "raise": "{name: rel_raise}",
-               "slow": "{name: rel_slow}", "hog": "{name: rel_hog}"}
+    options = {
+        "mlp": "{name: mlp, params: {hidden: [8]}}",
+        "nan": "{name: rel_nan}",
+        "raise": "{name: rel_raise}",
+        "slow": "{name: rel_slow}",
+        "hog": "{name: rel_hog}",
+    }
     space_path = write_space(tmp_path, options)
-    text = space_path.read_text().replace("num_experts: {type: int, low: 1, high: 3}", "num_experts: {type: int, low: 1, high: 1}")
+    text = space_path.read_text().replace(
+        "num_experts: {type: int, low: 1, high: 3}", "num_experts: {type: int, low: 1, high: 1}"
+    )
     space_path.write_text(text)
     space = load_space(str(space_path))
     db = tmp_path / "mlflow.db"
@@ -122,8 +131,12 @@ def test_each_kind_of_failure_is_a_failed_candidate_and_the_search_goes_on(tmp_p
     by_option = {c.assignment["expert"]: c for c in outcome.result.candidates}
     assert set(by_option) == set(options)
     assert by_option["mlp"].state == "finished" and outcome.best.assignment["expert"] == "mlp"
-    expected = {"nan": "loss became nan", "raise": "expert 'rel_raise' from plugin 'misbehave'",
-                "slow": "time limit exceeded", "hog": "memory limit exceeded"}
+    expected = {
+        "nan": "loss became nan",
+        "raise": "expert 'rel_raise' from plugin 'misbehave'",
+        "slow": "time limit exceeded",
+        "hog": "memory limit exceeded",
+    }
     for opt, needle in expected.items():
         assert by_option[opt].state == "failed" and needle in by_option[opt].reason, (opt, by_option[opt].reason)
     runs = mlflow_runs(db, exp)
@@ -145,10 +158,32 @@ def test_search_where_every_candidate_fails_stops_with_a_summary(tmp_path, misbe
     space = write_space(tmp_path, {"raise": "{name: rel_raise}", "nan": "{name: rel_nan}"})
     db = tmp_path / "mlflow.db"
     t0 = time.monotonic()
-    code, text = cli_inprocess("search", "--space", space, "--searcher", "optuna-random", "--budget", "8", "--epochs", "1",
-                               "--output", tmp_path / "out", "--tracking-uri", f"sqlite:///{db}", "--set", "tracking.experiment=allfail",
-                               "--set", "dataset.params.n_rows=3000", "--set", "train.batch_size=512", "--set", "train.threads=1",
-                               "--set", "search.params.pruner=none", cwd=tmp_path)
+    code, text = cli_inprocess(
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "optuna-random",
+        "--budget",
+        "8",
+        "--epochs",
+        "1",
+        "--output",
+        tmp_path / "out",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--set",
+        "tracking.experiment=allfail",
+        "--set",
+        "dataset.params.n_rows=3000",
+        "--set",
+        "train.batch_size=512",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "search.params.pruner=none",
+        cwd=tmp_path,
+    )
     assert code == 2, text
     assert "no candidate finished" in text and "rel_raise: broken on purpose" in text and "loss became nan" in text
     assert "fix the cause" in text and "Traceback" not in text
@@ -158,7 +193,9 @@ def test_search_where_every_candidate_fails_stops_with_a_summary(tmp_path, misbe
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FAILED" and parents[0].data.tags["state"] == "failed"
-    assert 1 <= len(children) <= 6 and all(r.info.status == "FAILED" for r in children)  # 6 architectures, none trained twice
+    assert 1 <= len(children) <= 6 and all(
+        r.info.status == "FAILED" for r in children
+    )  # 6 architectures, none trained twice
     import json
 
     summary = json.loads((tmp_path / "out" / "search.json").read_text())
@@ -180,17 +217,35 @@ def test_a_nan_loss_names_the_tasks_and_the_first_module_with_its_plugin(tmp_pat
 
     arch, db, out = tmp_path / "arch.yaml", tmp_path / "mlflow.db", tmp_path / "out"
     arch.write_text(NAN_ARCH)
-    code, text = cli_inprocess("train", "--arch", arch, *SMALL, "--set", "train.epochs=2", "--tracking-uri", f"sqlite:///{db}",
-                               "--set", "tracking.experiment=nan", "--output", out, cwd=tmp_path)
+    code, text = cli_inprocess(
+        "train",
+        "--arch",
+        arch,
+        *SMALL,
+        "--set",
+        "train.epochs=2",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--set",
+        "tracking.experiment=nan",
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert code == 2, text
     line = " ".join(text.split())
     assert "training failed: loss became nan at step 0" in line, text
     assert "non-finite loss of tasks 'task_0', 'task_1'" in line, text
-    assert "the first non-finite output is expert 'rel_nan' from plugin 'misbehave'" in line and "at model.levels.0.groups.shared." in line, text
+    assert (
+        "the first non-finite output is expert 'rel_nan' from plugin 'misbehave'" in line
+        and "at model.levels.0.groups.shared." in line
+    ), text
     assert "mdmt-nas plugins check misbehave" in line and "Traceback" not in text, text
     assert not (out / "weights.pt").exists()
     (run,) = mlflow_runs(db, "nan")
-    assert run.info.status == "FAILED" and "expert 'rel_nan' from plugin 'misbehave'" in run.data.tags["reason"], run.data.tags
+    assert run.info.status == "FAILED" and "expert 'rel_nan' from plugin 'misbehave'" in run.data.tags["reason"], (
+        run.data.tags
+    )
 
 
 def test_a_learning_rate_that_blows_up_names_the_tasks_and_the_first_module(tmp_path):
@@ -198,8 +253,20 @@ def test_a_learning_rate_that_blows_up_names_the_tasks_and_the_first_module(tmp_
     component, so the fix is the learning rate, not a plugin check)."""
     from rel_helpers import SMALL
 
-    code, text = cli_inprocess("train", "--config", "shared_bottom", *SMALL, "--set", "train.epochs=2", "--set", "train.lr=1e30",
-                               "--no-track", "--output", tmp_path / "out", cwd=tmp_path)
+    code, text = cli_inprocess(
+        "train",
+        "--config",
+        "shared_bottom",
+        *SMALL,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.lr=1e30",
+        "--no-track",
+        "--output",
+        tmp_path / "out",
+        cwd=tmp_path,
+    )
     assert code == 2, text
     line = " ".join(text.split())
     assert "training failed: loss became" in line and "non-finite loss of task" in line, text

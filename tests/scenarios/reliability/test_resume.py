@@ -27,17 +27,38 @@ def _no_run_left_running(db: Path) -> None:
 
 
 #: 8 expert options x 1..3 experts = 24 architectures: few repeated proposals (a repeat trains nothing)
-WIDE = {f"mlp-{'-'.join(map(str, h))}": f"{{name: mlp, params: {{hidden: {list(h)}}}}}"
-        for h in ((4,), (6,), (8,), (12,), (16,), (8, 8), (16, 8), (4, 4))}
+WIDE = {
+    f"mlp-{'-'.join(map(str, h))}": f"{{name: mlp, params: {{hidden: {list(h)}}}}}"
+    for h in ((4,), (6,), (8,), (12,), (16,), (8, 8), (16, 8), (4, 4))
+}
 
 
 def test_optuna_search_survives_sigkill_sigint_and_sigterm(tmp_path):
     space = write_space(tmp_path, WIDE)
     out, mlflow = tmp_path / "out", tmp_path / "mlflow.db"
     budget = 6
-    args = ["search", "--space", space, "--searcher", "optuna-random", "--budget", str(budget), "--epochs", "8", "--output", out,
-            "--tracking-uri", f"sqlite:///{mlflow}", *SMALL, "--set", "train.batch_size=128",  # ~1 s per candidate: time to hit it "--set", "tracking.experiment=resume", "--set", "search.params.pruner=none",
-            "--set", "search.params.heartbeat_interval=1", "--set", "search.params.grace_period=2"]
+    args = [
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "optuna-random",
+        "--budget",
+        str(budget),
+        "--epochs",
+        "8",
+        "--output",
+        out,
+        "--tracking-uri",
+        f"sqlite:///{mlflow}",
+        *SMALL,
+        "--set",
+        "train.batch_size=128",  # ~1 s per candidate: time to hit it "--set", "tracking.experiment=resume", "--set", "search.params.pruner=none",
+        "--set",
+        "search.params.heartbeat_interval=1",
+        "--set",
+        "search.params.grace_period=2",
+    ]
     db = out / "study.db"
     log = tmp_path / "log.txt"
 
@@ -51,14 +72,19 @@ def test_optuna_search_survives_sigkill_sigint_and_sigterm(tmp_path):
             s = trial_states(db)
             if s.count("COMPLETE") < n_complete or "RUNNING" not in s[n_before:]:
                 return False
-            return any(st == "RUNNING" and p for st, p in run_statuses(mlflow)) and len(run_statuses(mlflow)) > runs_before
+            return (
+                any(st == "RUNNING" and p for st, p in run_statuses(mlflow)) and len(run_statuses(mlflow)) > runs_before
+            )
+
         return cond
 
     # (signal, moment, exit status): startup (parent run opened, no trial yet), then mid-trial at growing progress
-    steps = [(signal.SIGKILL, lambda: lambda: (out / "parent_run.txt").exists(), -9, "startup"),
-             (signal.SIGKILL, lambda: running_after(1), -9, "a trial (1 complete)"),
-             (signal.SIGINT, lambda: running_after(0), 130, "the first trial of the resumed search"),
-             (signal.SIGTERM, lambda: running_after(0), 143, "the first trial of the resumed search")]
+    steps = [
+        (signal.SIGKILL, lambda: lambda: (out / "parent_run.txt").exists(), -9, "startup"),
+        (signal.SIGKILL, lambda: running_after(1), -9, "a trial (1 complete)"),
+        (signal.SIGINT, lambda: running_after(0), 130, "the first trial of the resumed search"),
+        (signal.SIGTERM, lambda: running_after(0), 143, "the first trial of the resumed search"),
+    ]
     for i, (sig, moment, status, what) in enumerate(steps):
         cond = moment()  # taken before the process starts: counts the trials already there
         proc = start([*args, *(["--resume"] if i else [])], cli_env(), log=log)
@@ -80,7 +106,9 @@ def test_optuna_search_survives_sigkill_sigint_and_sigterm(tmp_path):
     storage = f"sqlite:///{db}"
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
     states = [t.state for t in study.trials]
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == budget, states  # the budget counts both
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == budget, (
+        states
+    )  # the budget counts both
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     fails = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(fails) >= 3  # the SIGKILLed trial (stale) and the interrupted ones
@@ -93,10 +121,27 @@ def test_optuna_search_survives_sigkill_sigint_and_sigterm(tmp_path):
     assert summary["status"] == "finished" and summary["parent_run_id" if "parent_run_id" in summary else "mlflow"]
 
 
-DARTS_ARGS = ["--searcher", "darts", "--budget", "3", "--seed", "7", *SMALL,
-              "--set", "search.params.rows_per_epoch=1200", "--set", "search.params.batch_size=128",
-              "--set", "search.params.eval_rows=300", "--set", "search.params.warmup_epochs=1",
-              "--set", "search.params.retrain_epochs=1", "--set", "tracking.experiment=darts"]
+DARTS_ARGS = [
+    "--searcher",
+    "darts",
+    "--budget",
+    "3",
+    "--seed",
+    "7",
+    *SMALL,
+    "--set",
+    "search.params.rows_per_epoch=1200",
+    "--set",
+    "search.params.batch_size=128",
+    "--set",
+    "search.params.eval_rows=300",
+    "--set",
+    "search.params.warmup_epochs=1",
+    "--set",
+    "search.params.retrain_epochs=1",
+    "--set",
+    "tracking.experiment=darts",
+]
 
 
 def test_darts_search_resumes_to_the_same_architecture(tmp_path):
@@ -115,11 +160,14 @@ def test_darts_search_resumes_to_the_same_architecture(tmp_path):
                 return int(torch.load(ck, map_location="cpu", weights_only=True)["epoch"]) >= n
             except Exception:  # noqa: BLE001 - not written yet, or being replaced
                 return False
+
         return cond
 
-    steps = [(signal.SIGKILL, lambda: (out / "parent_run.txt").exists(), -9, "startup (before the first checkpoint)"),
-             (signal.SIGKILL, epoch_done(1), -9, "epoch 2"),
-             (signal.SIGTERM, epoch_done(2), 143, "epoch 3")]
+    steps = [
+        (signal.SIGKILL, lambda: (out / "parent_run.txt").exists(), -9, "startup (before the first checkpoint)"),
+        (signal.SIGKILL, epoch_done(1), -9, "epoch 2"),
+        (signal.SIGTERM, epoch_done(2), 143, "epoch 3"),
+    ]
     for i, (sig, moment, status, what) in enumerate(steps):
         proc = start([*args, *(["--resume"] if i else [])], cli_env(), log=log)
         wait_for(moment, proc, timeout=400, what=what, poll=0.02)

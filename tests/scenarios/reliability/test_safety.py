@@ -24,7 +24,11 @@ def _calls(path: Path):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
-            name = f"{f.value.id}.{f.attr}" if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else getattr(f, "id", "")
+            name = (
+                f"{f.value.id}.{f.attr}"
+                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                else getattr(f, "id", "")
+            )
             yield name, node
 
 
@@ -51,9 +55,11 @@ def test_yaml_python_tags_are_refused_in_configs_spaces_and_architectures(tmp_pa
     (tmp_path / "c.yaml").write_text(f"train: {evil}\n")
     (tmp_path / "space.yaml").write_text(f"name: x\ntemplate: {evil}\nchoices: {{}}\n")
     (tmp_path / "arch.yaml").write_text(f"shared: {evil}\n")
-    for argv in (["train", "--config", "c.yaml", "--no-track"],
-                 ["search", "--space", "space.yaml", "--searcher", "optuna-random", "--no-track", "--output", "o"],
-                 ["train", "--arch", "arch.yaml", "--no-track"]):
+    for argv in (
+        ["train", "--config", "c.yaml", "--no-track"],
+        ["search", "--space", "space.yaml", "--searcher", "optuna-random", "--no-track", "--output", "o"],
+        ["train", "--arch", "arch.yaml", "--no-track"],
+    ):
         code, text = cli_inprocess(*argv, cwd=tmp_path)
         assert code == 2, text
         assert "the Python tag !!python/object/apply:os.system is not allowed" in text and "Traceback" not in text, text
@@ -84,12 +90,16 @@ def test_ui_binds_loopback_unless_told_otherwise(tmp_path):
     line = next(ln for ln in text.splitlines() if " server " in ln)
     assert "--host 127.0.0.1" in line and "--backend-store-uri " + uri in line
     assert "anyone who can reach" not in text
-    code, text = cli_inprocess("ui", "--dry-run", "--tracking-uri", uri, "--host", "0.0.0.0", "--port", "5055", cwd=tmp_path)
+    code, text = cli_inprocess(
+        "ui", "--dry-run", "--tracking-uri", uri, "--host", "0.0.0.0", "--port", "5055", cwd=tmp_path
+    )
     assert code == 0 and "--host 0.0.0.0" in text and "--port 5055" in text
-    assert "anyone who can reach this machine can read the runs" in text  # binding elsewhere is explicit and warned about
+    assert (
+        "anyone who can reach this machine can read the runs" in text
+    )  # binding elsewhere is explicit and warned about
 
 
-PLUGIN = '''
+PLUGIN = """
 from pathlib import Path
 Path({marker!r}).write_text("imported")  # a plugin's code runs on import: the allow-list must keep it from running
 from mdmt_nas.components import Expert
@@ -106,16 +116,19 @@ class Spy(Expert):
 @hookimpl
 def register_experts(register):
     register(Spy)
-'''
+"""
 
 
-@pytest.mark.parametrize("allow, disable, loaded", [
-    (None, None, True),        # default: every installed plugin
-    ("", None, False),         # empty allow-list: built-ins only
-    ("other,third", None, False),
-    ("spy", None, True),
-    ("spy", "spy", False),     # the deny-list wins
-])
+@pytest.mark.parametrize(
+    "allow, disable, loaded",
+    [
+        (None, None, True),  # default: every installed plugin
+        ("", None, False),  # empty allow-list: built-ins only
+        ("other,third", None, False),
+        ("spy", None, True),
+        ("spy", "spy", False),  # the deny-list wins
+    ],
+)
 def test_plugin_allow_list(tmp_path, monkeypatch, allow, disable, loaded):
     from mdmt_nas import plugins
 

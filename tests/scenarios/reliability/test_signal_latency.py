@@ -15,7 +15,14 @@ from rel_helpers import SMALL, cli_env, kill, run_statuses, start, wait_for, wri
 BOUND = 15.0  # seconds from SIGTERM to exit; the watchdog (MDMT_NAS_STOP_GRACE) is set above it so it cannot hide a slow stop
 HUGE = "1000000000"
 LOADING = ["--set", "dataset.params.n_rows=300000"]  # seconds of data loading on this machine
-EVAL_HEAVY = ["--set", "dataset.params.n_rows=60000", "--set", "train.epoch_rows=256", "--set", "train.eval_batch_size=256"]
+EVAL_HEAVY = [
+    "--set",
+    "dataset.params.n_rows=60000",
+    "--set",
+    "train.epoch_rows=256",
+    "--set",
+    "train.eval_batch_size=256",
+]
 
 
 def _log(path):
@@ -51,11 +58,24 @@ def _check_intact(out, db, code, text, latency):
 def test_train_stops_within_seconds_of_sigterm(tmp_path, phase):
     out, db = tmp_path / "out", tmp_path / "mlflow.db"
     extra = {"loading": LOADING, "training": [], "evaluation": EVAL_HEAVY}[phase]
-    args = ["train", "--config", "shared_bottom", *SMALL, "--set", f"train.epochs={HUGE}", *extra,
-            "--tracking-uri", f"sqlite:///{db}", "--output", out]
-    ready = {"loading": lambda _: (out / "config.json").exists(),  # written before the data is read
-             "training": lambda _: (out / "schema.json").exists() and time.sleep(1.0) is None,
-             "evaluation": lambda _: (out / "checkpoint.pt").exists()}[phase]  # after an epoch of 256 rows: mostly evaluation
+    args = [
+        "train",
+        "--config",
+        "shared_bottom",
+        *SMALL,
+        "--set",
+        f"train.epochs={HUGE}",
+        *extra,
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--output",
+        out,
+    ]
+    ready = {
+        "loading": lambda _: (out / "config.json").exists(),  # written before the data is read
+        "training": lambda _: (out / "schema.json").exists() and time.sleep(1.0) is None,
+        "evaluation": lambda _: (out / "checkpoint.pt").exists(),
+    }[phase]  # after an epoch of 256 rows: mostly evaluation
     code, text, latency = _stop(args, tmp_path, ready, phase)
     if phase == "loading":
         assert not (out / "schema.json").exists(), "the data was loaded before SIGTERM: not the loading phase"
@@ -64,19 +84,49 @@ def test_train_stops_within_seconds_of_sigterm(tmp_path, phase):
         assert "--resume" in text and [s for s, _ in run_statuses(db)] == ["KILLED"], (text, run_statuses(db))
 
 
-@pytest.mark.parametrize("searcher, phase", [("optuna-random", "loading"), ("optuna-random", "training"),
-                                             ("darts", "training"), ("darts", "evaluation")])
+@pytest.mark.parametrize(
+    "searcher, phase",
+    [("optuna-random", "loading"), ("optuna-random", "training"), ("darts", "training"), ("darts", "evaluation")],
+)
 def test_search_stops_within_seconds_of_sigterm(tmp_path, searcher, phase):
     out, db = tmp_path / "out", tmp_path / "mlflow.db"
     extra = {"loading": LOADING, "training": [], "evaluation": EVAL_HEAVY}[phase]
     if searcher == "darts":  # its supernet: rows per epoch and a valid slice of its own
-        extra = {"training": [], "evaluation": ["--set", "dataset.params.n_rows=60000", "--set", "search.params.rows_per_epoch=256",
-                                                "--set", "search.params.eval_rows=50000", "--set", "train.eval_batch_size=256"]}[phase]
-    args = ["search", "--space", write_space(tmp_path), "--searcher", searcher, "--budget", "1000000" if searcher == "darts" else "50",
-            "--epochs", HUGE, *SMALL, *extra, "--tracking-uri", f"sqlite:///{db}", "--output", out]
-    ready = {"loading": lambda text: "search tiny with" in text,  # printed before the data is read
-             "training": lambda _: (out / "parent_run.txt").exists() and time.sleep(1.5) is None,
-             "evaluation": lambda _: (out / "darts" / "checkpoint.pt").exists()}[phase]
+        extra = {
+            "training": [],
+            "evaluation": [
+                "--set",
+                "dataset.params.n_rows=60000",
+                "--set",
+                "search.params.rows_per_epoch=256",
+                "--set",
+                "search.params.eval_rows=50000",
+                "--set",
+                "train.eval_batch_size=256",
+            ],
+        }[phase]
+    args = [
+        "search",
+        "--space",
+        write_space(tmp_path),
+        "--searcher",
+        searcher,
+        "--budget",
+        "1000000" if searcher == "darts" else "50",
+        "--epochs",
+        HUGE,
+        *SMALL,
+        *extra,
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--output",
+        out,
+    ]
+    ready = {
+        "loading": lambda text: "search tiny with" in text,  # printed before the data is read
+        "training": lambda _: (out / "parent_run.txt").exists() and time.sleep(1.5) is None,
+        "evaluation": lambda _: (out / "darts" / "checkpoint.pt").exists(),
+    }[phase]
     code, text, latency = _stop(args, tmp_path, ready, phase)
     if phase == "loading":
         assert not (out / "parent_run.txt").exists(), "the data was loaded before SIGTERM: not the loading phase"

@@ -23,10 +23,15 @@ main()
 def test_help_and_config_errors_do_not_import_torch(tmp_path, case):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: {name: synthetic}\ntrian: {epochs: 1}\n")
-    args = {"--help": ["--help"], "misspelt-key": ["train", "--config", str(bad), "--no-track"],
-            "bad-set": ["search", "--space", "m3oe", "--set", "train.epochs=abc", "--no-track"]}[case]
+    args = {
+        "--help": ["--help"],
+        "misspelt-key": ["train", "--config", str(bad), "--no-track"],
+        "bad-set": ["search", "--space", "m3oe", "--set", "train.epochs=abc", "--no-track"],
+    }[case]
     env = cli_env(PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", CHECK, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == (0 if case == "--help" else 2), out
     if case == "misspelt-key":

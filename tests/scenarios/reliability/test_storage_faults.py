@@ -59,7 +59,9 @@ def test_a_held_output_directory_is_refused_and_a_dead_holders_lock_is_taken_ove
     finally:
         holder.kill()
         holder.wait()
-    code, text = finish(start([*TRAIN, "--no-track", "--output", out], cli_env()))  # only the lock file in it: still empty
+    code, text = finish(
+        start([*TRAIN, "--no-track", "--output", out], cli_env())
+    )  # only the lock file in it: still empty
     assert code == 0, text
     assert "took over the lock of" in text and f"pid {holder.pid}" in text, text
     assert (out / "weights.pt").exists()
@@ -101,8 +103,22 @@ def _assert_one_line(text, db, code):
 @pytest.mark.parametrize("command", ["train", "search"])
 def test_a_read_only_mlflow_store_is_one_line_naming_it_and_the_fix(tmp_path, mlflow_db, command, what):
     """Refused before any data is read or the output directory is made; the store is unchanged; --no-track works."""
-    args = TRAIN if command == "train" else ["search", "--space", write_space(tmp_path), "--searcher", "optuna-random",
-                                             "--budget", "1", "--epochs", "1", *SMALL]
+    args = (
+        TRAIN
+        if command == "train"
+        else [
+            "search",
+            "--space",
+            write_space(tmp_path),
+            "--searcher",
+            "optuna-random",
+            "--budget",
+            "1",
+            "--epochs",
+            "1",
+            *SMALL,
+        ]
+    )
     out = tmp_path / "out"
     with contextlib.ExitStack() as stack:
         db, how = _read_only_store(tmp_path, mlflow_db, what, stack)

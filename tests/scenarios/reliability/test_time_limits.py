@@ -19,9 +19,27 @@ HUGE = "1000000000"
 def test_timeout_stops_the_running_candidate_and_keeps_the_results(tmp_path, searcher, timeout, budget):
     space, out, db = write_space(tmp_path), tmp_path / "out", tmp_path / "mlflow.db"
     t0 = time.monotonic()
-    code, text = cli_inprocess("search", "--space", space, "--searcher", searcher, "--budget", budget, "--epochs", HUGE,
-                               "--timeout", str(timeout), "--output", out, "--tracking-uri", f"sqlite:///{db}",
-                               "--set", f"tracking.experiment=t-{searcher}", *SMALL, cwd=tmp_path)
+    code, text = cli_inprocess(
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        searcher,
+        "--budget",
+        budget,
+        "--epochs",
+        HUGE,
+        "--timeout",
+        str(timeout),
+        "--output",
+        out,
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--set",
+        f"tracking.experiment=t-{searcher}",
+        *SMALL,
+        cwd=tmp_path,
+    )
     elapsed = time.monotonic() - t0
     assert code == 0, text
     assert elapsed < timeout + 60, elapsed  # the deadline, plus the final report and the MLflow model
@@ -30,7 +48,10 @@ def test_timeout_stops_the_running_candidate_and_keeps_the_results(tmp_path, sea
     cut = [r for r in rows if r["reason"].startswith("search timeout")]
     assert cut and all(r["state"] == "pruned" for r in cut), rows
     # the 10^9-epoch training was cut (Optuna counts its rungs, train.reports_per_epoch per epoch: 'of 2000000000')
-    assert any(re.search(r"stopped after \d+ of [12],000,000,000 (epochs|rounds of [\d,]+ rows) \(best: \d+\)", r["reason"]) for r in cut), [r["reason"] for r in cut]
+    assert any(
+        re.search(r"stopped after \d+ of [12],000,000,000 (epochs|rounds of [\d,]+ rows) \(best: \d+\)", r["reason"])
+        for r in cut
+    ), [r["reason"] for r in cut]
     assert (out / "best_arch.json").exists() and (out / "weights.pt").exists()
     assert json.loads((out / "search.json").read_text())["status"] == "finished"
     assert not list(out.rglob(".*.tmp")), list(out.rglob(".*.tmp"))
@@ -39,5 +60,6 @@ def test_timeout_stops_the_running_candidate_and_keeps_the_results(tmp_path, sea
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     cut_runs = [r for r in runs if r.data.tags.get("reason", "").startswith("search timeout")]
-    assert cut_runs and all(r.info.status == "KILLED" and r.data.tags["state"] == "pruned" for r in cut_runs), \
-        [(r.info.run_name, r.info.status, r.data.tags) for r in runs]
+    assert cut_runs and all(r.info.status == "KILLED" and r.data.tags["state"] == "pruned" for r in cut_runs), [
+        (r.info.run_name, r.info.status, r.data.tags) for r in runs
+    ]

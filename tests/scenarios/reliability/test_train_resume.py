@@ -16,8 +16,11 @@ TRAIN = ["train", "--config", "mmoe", *SMALL, "--set", "dataset.params.n_rows=20
 
 def _metrics(out: Path) -> dict:
     m = json.loads((out / "metrics.json").read_text())
-    return {"valid": m["valid"], "test": m["test"], "history": [{k: v for k, v in h.items() if "time" not in k and "rows_per" not in k}
-                                                                for h in m["history"]]}
+    return {
+        "valid": m["valid"],
+        "test": m["test"],
+        "history": [{k: v for k, v in h.items() if "time" not in k and "rows_per" not in k} for h in m["history"]],
+    }
 
 
 def _epochs_done(ck: Path, n: int):
@@ -26,6 +29,7 @@ def _epochs_done(ck: Path, n: int):
             return int(torch.load(ck, map_location="cpu", weights_only=True)["loop"]["epoch"]) >= n
         except Exception:  # noqa: BLE001 - not written yet, being replaced, or another layout
             return False
+
     return cond
 
 
@@ -50,4 +54,6 @@ def test_interrupted_training_resumes_to_the_metrics_of_an_uninterrupted_one(tmp
     assert code == 0, text[-2000:]
     assert _metrics(out) == _metrics(tmp_path / "reference")
     statuses = run_statuses(db)
-    assert len(statuses) == 2 and all(s == "FINISHED" for s, _ in statuses), statuses  # the resumed run is the same MLflow run
+    assert len(statuses) == 2 and all(s == "FINISHED" for s, _ in statuses), (
+        statuses
+    )  # the resumed run is the same MLflow run

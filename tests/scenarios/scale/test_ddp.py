@@ -54,7 +54,11 @@ CONFIG = textwrap.dedent("""
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MDMT_NAS_DIST_TIMEOUT="60", COLUMNS="200", **extra)
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on loopback, whatever the host name resolves to
@@ -64,9 +68,25 @@ def _env(**extra: str) -> dict[str, str]:
 def _train(tmp: Path, out: str, db: str, ranks: int, **env: str) -> subprocess.CompletedProcess:
     cfg = tmp / "cfg.yaml"
     cfg.write_text(CONFIG)
-    launcher = [sys.executable, "-m", "mdmt_nas"] if ranks == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--nnodes", "1",
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "mdmt_nas"]
+    launcher = (
+        [sys.executable, "-m", "mdmt_nas"]
+        if ranks == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(ranks),
+            "--nnodes",
+            "1",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "mdmt_nas",
+        ]
+    )
     cmd = [*launcher, "train", "-c", str(cfg), "-o", str(tmp / out), "--tracking-uri", f"sqlite:///{tmp / db}"]
     return subprocess.run(cmd, cwd=tmp, env=_env(**env), capture_output=True, text=True, timeout=120)
 
@@ -121,7 +141,9 @@ def test_a_dying_rank_fails_the_job_and_writes_nothing(tmp_path):
     assert not (tmp_path / "dead").exists(), list((tmp_path / "dead").rglob("*"))
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".pt"))]
     runs = _runs(tmp_path, "dead.db")
-    assert len(runs) <= 1 and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    assert len(runs) <= 1 and all(r.info.status != "RUNNING" for r in runs), [
+        (r.info.run_name, r.info.status) for r in runs
+    ]
 
 
 def _parquet(tmp: Path, n: int = 2400, groups_of: int = 100) -> Path:
@@ -132,15 +154,25 @@ def _parquet(tmp: Path, n: int = 2400, groups_of: int = 100) -> Path:
     scene = rng.integers(1, 4, n)
     user = rng.integers(0, 50, n)
     click = (rng.random(n) < 0.2 + 0.5 * (user % 2)).astype(int)  # learnable: the user id says a lot
-    table = pd.DataFrame({"user": user, "item": rng.choice(list("abcde"), n), "price": rng.normal(50, 10, n),
-                          "scene": scene, "click": click, "buy": (click & (rng.random(n) < 0.5)).astype(int)})
+    table = pd.DataFrame(
+        {
+            "user": user,
+            "item": rng.choice(list("abcde"), n),
+            "price": rng.normal(50, 10, n),
+            "scene": scene,
+            "click": click,
+            "buy": (click & (rng.random(n) < 0.5)).astype(int),
+        }
+    )
     path = tmp / "rows.parquet"
     table.to_parquet(path, row_group_size=groups_of)
     return path
 
 
-PARQUET_PARAMS = {"columns": {"domain": "scene", "labels": ["click", "buy"], "sparse": ["user", "item"], "dense": ["price"]},
-                  "streaming": True}
+PARQUET_PARAMS = {
+    "columns": {"domain": "scene", "labels": ["click", "buy"], "sparse": ["user", "item"], "dense": ["price"]},
+    "streaming": True,
+}
 
 
 def test_ranks_stream_disjoint_row_groups_that_cover_the_split(tmp_path):
@@ -161,12 +193,36 @@ def test_two_ranks_train_on_streaming_parquet_and_score_the_full_test_split(tmp_
 
     path = _parquet(tmp_path)
     params = {"path": str(path), **PARQUET_PARAMS}
-    cfg = CONFIG.replace("  name: synthetic\n  params: {n_rows: 2870}", f"  name: parquet\n  params: {json.dumps(params)}")
+    cfg = CONFIG.replace(
+        "  name: synthetic\n  params: {n_rows: 2870}", f"  name: parquet\n  params: {json.dumps(params)}"
+    )
     assert cfg != CONFIG
     (tmp_path / "pq.yaml").write_text(cfg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1", "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), "-m", "mdmt_nas", "train", "-c", "pq.yaml", "-o", "pq", "--no-track",
-           "--set", "train.optimizer=adam", "--set", "train.lr=0.01"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--nnodes",
+        "1",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "mdmt_nas",
+        "train",
+        "-c",
+        "pq.yaml",
+        "-o",
+        "pq",
+        "--no-track",
+        "--set",
+        "train.optimizer=adam",
+        "--set",
+        "train.lr=0.01",
+    ]
     res = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "each streams its own row groups" in res.stdout
@@ -178,11 +234,27 @@ def test_two_ranks_train_on_streaming_parquet_and_score_the_full_test_split(tmp_
 
 def test_search_and_resume_are_refused_under_torchrun(tmp_path):
     env = _env(WORLD_SIZE="2", RANK="0")
-    res = subprocess.run([sys.executable, "-m", "mdmt_nas", "search", "--space", "mmoe", "--budget", "1"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "search does not run under torchrun" in res.stdout + res.stderr, res.stdout + res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "mdmt_nas", "search", "--space", "mmoe", "--budget", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "search does not run under torchrun" in res.stdout + res.stderr, (
+        res.stdout + res.stderr
+    )
     (tmp_path / "cfg.yaml").write_text(CONFIG)
-    res = subprocess.run([sys.executable, "-m", "mdmt_nas", "train", "-c", "cfg.yaml", "-o", "x", "--resume", "--no-track"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "--resume is not available under torchrun" in res.stdout + res.stderr, res.stdout + res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "mdmt_nas", "train", "-c", "cfg.yaml", "-o", "x", "--resume", "--no-track"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "--resume is not available under torchrun" in res.stdout + res.stderr, (
+        res.stdout + res.stderr
+    )
     assert not (tmp_path / "x").exists()

@@ -37,13 +37,21 @@ def local_ray():
 def _config(uri: str, exp: str, workers: int = 2, **search):
     from mdmt_nas.config import ExperimentConfig
 
-    return ExperimentConfig.model_validate({
-        "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
-        "train": {"epochs": 2, "batch_size": 256, "threads": 1, "patience": 0, "progress": False},
-        "tracking": {"uri": uri, "experiment": exp, "log_model": False},
-        "search": {"searcher": "optuna-random", "budget": 5, "seed": 4, "executor": {"kind": "ray", "workers": workers},
-                   "params": {"pruner": "asha", "reports_per_epoch": 2}, **search},
-    })
+    return ExperimentConfig.model_validate(
+        {
+            "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
+            "train": {"epochs": 2, "batch_size": 256, "threads": 1, "patience": 0, "progress": False},
+            "tracking": {"uri": uri, "experiment": exp, "log_model": False},
+            "search": {
+                "searcher": "optuna-random",
+                "budget": 5,
+                "seed": 4,
+                "executor": {"kind": "ray", "workers": workers},
+                "params": {"pruner": "asha", "reports_per_epoch": 2},
+                **search,
+            },
+        }
+    )
 
 
 def _runs(uri: str, exp: str):
@@ -81,12 +89,16 @@ def test_candidates_train_on_ray_actors_each_logged_once_with_rungs_and_the_fina
     cfg = _config(uri, exp, final_top_k=2, final_seeds=2)
     outcome = run_search(cfg, tmp_path / "out", space=load_space(str(write_space(tmp_path))))
     summary = json.loads((tmp_path / "out" / "search.json").read_text())
-    study = optuna.load_study(study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"])
+    study = optuna.load_study(
+        study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"]
+    )
     assert len(_counted(study)) == 5, [t.state for t in study.trials]  # the driver sends no more than the budget needs
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     parent, children = _layout(uri, exp)
     assert outcome.parent_run_id == parent.info.run_id == study.user_attrs["mdmt_nas.mlflow_parent_run_id"]
-    trained = sorted(t.number for t in study.trials if "duplicate_of" not in t.user_attrs and t.state != TrialState.FAIL)
+    trained = sorted(
+        t.number for t in study.trials if "duplicate_of" not in t.user_attrs and t.state != TrialState.FAIL
+    )
     cands = [r for r in children if r.data.tags["mdmt_nas.kind"] == "candidate"]
     assert sorted(int(r.data.tags["number"]) for r in cands) == trained  # each trial once
     # trained by the actors, not by this process, and by more than one of them
@@ -100,7 +112,9 @@ def test_candidates_train_on_ray_actors_each_logged_once_with_rungs_and_the_fina
     finals = [r for r in children if r.data.tags["mdmt_nas.kind"] == "final"]
     assert len(finals) == 2 and all(r.data.tags["mdmt_nas.worker"].split(":")[1] != str(os.getpid()) for r in finals)
     assert len(summary["final_stage"]) == 2 and all(len(e["runs"]) == 2 for e in summary["final_stage"])
-    assert not [r for r in children if r.data.tags["mdmt_nas.kind"] == "retrain"], "the winner's weights were not brought back"
+    assert not [r for r in children if r.data.tags["mdmt_nas.kind"] == "retrain"], (
+        "the winner's weights were not brought back"
+    )
     assert (tmp_path / "out" / "weights.pt").exists() and (tmp_path / "out" / "best_arch.json").exists()
     assert summary["best"]["arch_id"] == outcome.best.arch.id
 
@@ -119,7 +133,9 @@ def test_known_architectures_go_first_on_ray(tmp_path, local_ray):
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
     run_search(cfg, tmp_path / "out", space=space)
     summary = json.loads((tmp_path / "out" / "search.json").read_text())
-    study = optuna.load_study(study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"])
+    study = optuna.load_study(
+        study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"]
+    )
     first = [t.user_attrs.get("mdmt_nas.known", "") for t in sorted(study.trials, key=lambda t: t.number)[: len(known)]]
     assert first == known
     assert summary["warm_start"] == known
@@ -127,10 +143,39 @@ def test_known_architectures_go_first_on_ray(tmp_path, local_ray):
 
 # ------------------------------------------------------------------------------ the CLI driver
 def _cli_args(space: Path, out: Path, uri: str, exp: str, budget: int, extra: list[str] = ()) -> list[str]:
-    return ["search", "--space", space, "--searcher", "optuna-random", "--budget", str(budget), "--epochs", "2", "--seed", "1",
-            "--executor", "ray", "--workers", "2", "--output", out, "--tracking-uri", uri, *SMALL,
-            "--set", f"tracking.experiment={exp}", "--set", "search.params.pruner=none", "--set", "tracking.log_model=false",
-            "--set", "search.params.heartbeat_interval=1", "--set", "search.params.grace_period=3", *extra]
+    return [
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "optuna-random",
+        "--budget",
+        str(budget),
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+        "--output",
+        out,
+        "--tracking-uri",
+        uri,
+        *SMALL,
+        "--set",
+        f"tracking.experiment={exp}",
+        "--set",
+        "search.params.pruner=none",
+        "--set",
+        "tracking.log_model=false",
+        "--set",
+        "search.params.heartbeat_interval=1",
+        "--set",
+        "search.params.grace_period=3",
+        *extra,
+    ]
 
 
 def test_an_interrupted_driver_resumes_to_exactly_the_budget(tmp_path):
@@ -143,8 +188,12 @@ def test_an_interrupted_driver_resumes_to_exactly_the_budget(tmp_path):
     # a bigger dataset: candidates take long enough for the interruption to land mid-training
     big = ["--set", "dataset.params.n_rows=20000"]
     proc = start(_cli_args(space, out, uri, exp, budget, big), cli_env())
-    wait_for(lambda: trial_states(out / "study.db").count("COMPLETE") >= 1 and "RUNNING" in trial_states(out / "study.db"),
-             proc, timeout=600, what="a finished trial while others train")
+    wait_for(
+        lambda: trial_states(out / "study.db").count("COMPLETE") >= 1 and "RUNNING" in trial_states(out / "study.db"),
+        proc,
+        timeout=600,
+        what="a finished trial while others train",
+    )
     assert kill(proc, signal.SIGINT) == 130
     states = trial_states(out / "study.db")
     assert "RUNNING" not in states, states  # in-flight trials ended FAIL at once
@@ -155,9 +204,14 @@ def test_an_interrupted_driver_resumes_to_exactly_the_budget(tmp_path):
     study = optuna.load_study(study_name="tiny-optuna-random-synthetic-seed1", storage=f"sqlite:///{out / 'study.db'}")
     assert len(_counted(study)) == budget, [t.state for t in study.trials]
     parent, children = _layout(uri, exp)
-    done = sorted(t.number for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs)
-    finished = sorted(int(r.data.tags["number"]) for r in children
-                      if r.data.tags["mdmt_nas.kind"] == "candidate" and r.info.status == "FINISHED")
+    done = sorted(
+        t.number for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    )
+    finished = sorted(
+        int(r.data.tags["number"])
+        for r in children
+        if r.data.tags["mdmt_nas.kind"] == "candidate" and r.info.status == "FINISHED"
+    )
     assert finished == done  # every trained trial logged once, under the one parent the resumed driver re-opened
     killed = [r for r in children if r.info.status == "KILLED"]
     failed_trials = {t.number for t in study.trials if t.state == TrialState.FAIL}
@@ -221,12 +275,23 @@ def test_a_worker_that_raises_or_dies_fails_only_its_candidate(tmp_path):
     from optuna.trial import TrialState
 
     _install_plugin(tmp_path / "site")
-    options = {"mlp": "{name: mlp, params: {hidden: [8]}}", "raise": "{name: fault_raise}", "die": "{name: fault_die}",
-               "mlp-16": "{name: mlp, params: {hidden: [16]}}"}
+    options = {
+        "mlp": "{name: mlp, params: {hidden: [8]}}",
+        "raise": "{name: fault_raise}",
+        "die": "{name: fault_die}",
+        "mlp-16": "{name: mlp, params: {hidden: [16]}}",
+    }
     space = write_space(tmp_path, options)
-    space.write_text(space.read_text().replace("num_experts: {type: int, low: 1, high: 3}", "num_experts: {type: int, low: 1, high: 1}"))
+    space.write_text(
+        space.read_text().replace(
+            "num_experts: {type: int, low: 1, high: 3}", "num_experts: {type: int, low: 1, high: 1}"
+        )
+    )
     out, uri, exp = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}", "ray-faults"
-    env = cli_env(MDMT_NAS_LOAD_PLUGINS="faults", PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    env = cli_env(
+        MDMT_NAS_LOAD_PLUGINS="faults",
+        PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+    )
     args = _cli_args(space, out, uri, exp, 4)
     args[args.index("optuna-random")] = "optuna-grid"
     code, text = finish(start(args, env), timeout=900)
@@ -248,12 +313,32 @@ def test_a_worker_that_raises_or_dies_fails_only_its_candidate(tmp_path):
 
 def test_ray_executor_refuses_darts_and_says_how_to_install_ray(tmp_path, monkeypatch):
     space = write_space(tmp_path)
-    code, text = cli_inprocess("search", "--space", space, "--searcher", "darts", "--executor", "ray", "--no-track",
-                               "--output", tmp_path / "o1")
+    code, text = cli_inprocess(
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "darts",
+        "--executor",
+        "ray",
+        "--no-track",
+        "--output",
+        tmp_path / "o1",
+    )
     assert code == 2 and "--executor ray runs the trials of an Optuna searcher" in text, text
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    code, text = cli_inprocess("search", "--space", space, "--searcher", "optuna-tpe", "--executor", "ray", "--no-track",
-                               "--output", tmp_path / "o2")
+    code, text = cli_inprocess(
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "optuna-tpe",
+        "--executor",
+        "ray",
+        "--no-track",
+        "--output",
+        tmp_path / "o2",
+    )
     assert code == 2 and "pip install 'mdmt-nas[ray]'" in text, text
     assert not (tmp_path / "o2").exists(), "refused before any output"
 
@@ -265,11 +350,28 @@ def test_ray_executor_refuses_a_cluster_with_files_for_study_or_tracking_and_str
     code, text = cli_inprocess(*base, "--no-track", "--output", tmp_path / "o1")
     assert code == 2 and "cannot open the Optuna study the default sqlite:///<output>/study.db" in text, text
     assert "--storage postgresql://" in text and "leave out --address" in text
-    code, text = cli_inprocess(*base, "--storage", "postgresql://u@db.example/studies", "--tracking-uri",
-                               f"sqlite:///{tmp_path / 'mlflow.db'}", "--output", tmp_path / "o2")
+    code, text = cli_inprocess(
+        *base,
+        "--storage",
+        "postgresql://u@db.example/studies",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--output",
+        tmp_path / "o2",
+    )
     assert code == 2 and "cannot log into sqlite:///" in text and "mdmt-nas server" in text, text
-    code, text = cli_inprocess("search", "--space", space, "--searcher", "optuna-tpe", "--workers", "4", "--no-track",
-                               "--output", tmp_path / "o3")
+    code, text = cli_inprocess(
+        "search",
+        "--space",
+        space,
+        "--searcher",
+        "optuna-tpe",
+        "--workers",
+        "4",
+        "--no-track",
+        "--output",
+        tmp_path / "o3",
+    )
     assert code == 2 and "options of --executor ray" in text, text
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3")), "refused before any output"
 
@@ -287,8 +389,12 @@ def test_the_time_limit_stops_candidates_on_the_actors_keeping_their_best_epoch(
 
     uri, exp = f"sqlite:///{tmp_path / 'mlflow.db'}", "ray-timeout"
     cfg = _config(uri, exp, budget=50, timeout=12, params={"pruner": "none", "reports_per_epoch": 1})
-    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"params": {"n_rows": 20000}}),
-                                 "train": cfg.train.model_copy(update={"epochs": 30})})
+    cfg = cfg.model_copy(
+        update={
+            "dataset": cfg.dataset.model_copy(update={"params": {"n_rows": 20000}}),
+            "train": cfg.train.model_copy(update={"epochs": 30}),
+        }
+    )
     t0 = time.monotonic()
     outcome = run_search(cfg, tmp_path / "out", space=load_space(str(write_space(tmp_path))))
     wall = time.monotonic() - t0
@@ -298,7 +404,9 @@ def test_the_time_limit_stops_candidates_on_the_actors_keeping_their_best_epoch(
     cut = [c for c in outcome.result.candidates if c.reason.startswith("search timeout")]
     assert cut, [(c.state, c.reason) for c in outcome.result.candidates]
     assert all(c.state == "pruned" for c in cut)
-    study = optuna.load_study(study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"])
+    study = optuna.load_study(
+        study_name=summary["searcher_info"]["study_name"], storage=summary["searcher_info"]["storage"]
+    )
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert len(_counted(study)) < 50
     _layout(uri, exp)  # one parent, nothing RUNNING

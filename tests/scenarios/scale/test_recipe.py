@@ -28,9 +28,13 @@ def recipe_lines() -> list[str]:
 
 
 def _loopback(line: str, pg_port: int, track_port: int, artifacts: Path) -> str:
-    return (line.replace("DBHOST:5432", f"127.0.0.1:{pg_port}").replace("TRACKHOST:5000", f"127.0.0.1:{track_port}")
-            .replace("--host 0.0.0.0", "--host 127.0.0.1").replace("--port 5000", f"--port {track_port}")
-            .replace("/srv/mlflow-artifacts", str(artifacts)))
+    return (
+        line.replace("DBHOST:5432", f"127.0.0.1:{pg_port}")
+        .replace("TRACKHOST:5000", f"127.0.0.1:{track_port}")
+        .replace("--host 0.0.0.0", "--host 127.0.0.1")
+        .replace("--port 5000", f"--port {track_port}")
+        .replace("/srv/mlflow-artifacts", str(artifacts))
+    )
 
 
 def test_the_n_machines_recipe_runs_as_written_on_loopback(tmp_path, postgres):
@@ -39,19 +43,32 @@ def test_the_n_machines_recipe_runs_as_written_on_loopback(tmp_path, postgres):
     from optuna.trial import TrialState
 
     createdb, server, worker = recipe_lines()
-    assert createdb.startswith("createdb") and server.startswith("mdmt-nas server") and worker.startswith("mdmt-nas search")
+    assert (
+        createdb.startswith("createdb")
+        and server.startswith("mdmt-nas server")
+        and worker.startswith("mdmt-nas search")
+    )
     track_port = free_port()
     server, worker = (_loopback(x, postgres.port, track_port, tmp_path / "artifacts") for x in (server, worker))
     bindir = str(Path(pg_bin("createdb") or "createdb").parent)
-    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(postgres.port), "PGUSER": "mdmt",
-           "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(postgres.port),
+        "PGUSER": "mdmt",
+        "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
+    }
     done = subprocess.run(["bash", "-c", createdb], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mdmt_nas", *shlex.split(server)[1:]], stdout=log, stderr=subprocess.STDOUT,
-                            env={**cli_env(), "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdmt_nas", *shlex.split(server)[1:]],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**cli_env(), "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])},
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{track_port}"
     try:
         deadline = time.monotonic() + 180
@@ -65,7 +82,17 @@ def test_the_n_machines_recipe_runs_as_written_on_loopback(tmp_path, postgres):
             time.sleep(0.5)
         assert f"--tracking-uri {uri}" in (tmp_path / "server.log").read_text()  # what the recipe says it prints
 
-        small = [*SMALL, "--budget", "3", "--epochs", "1", "--set", "search.params.pruner=none", "--set", "tracking.log_model=false"]
+        small = [
+            *SMALL,
+            "--budget",
+            "3",
+            "--epochs",
+            "1",
+            "--set",
+            "search.params.pruner=none",
+            "--set",
+            "tracking.log_model=false",
+        ]
         args = shlex.split(worker)[1:]
         procs = [start([*args, *small, "--output", tmp_path / f"worker-{i}"], cli_env()) for i in (1, 2)]
         for code, out in [finish(p, timeout=900) for p in procs]:

@@ -43,12 +43,22 @@ def make_model(arch: dict[str, Any] | Architecture, schema: Schema | None = None
     return build_model(arch, schema)
 
 
-def step(model: MDMTModel, balancer, b: dict[str, torch.Tensor], step_no: int = 0) -> tuple[torch.Tensor, BalanceContext]:
+def step(
+    model: MDMTModel, balancer, b: dict[str, torch.Tensor], step_no: int = 0
+) -> tuple[torch.Tensor, BalanceContext]:
     """One training step as the trainer runs it (balancer.backward fills .grad); returns (total, bctx)."""
     ctx = model.make_context(b["sparse"], b["dense"], b["domain"], b["labels"])
     logits = model.forward_context(ctx)
     row = F.binary_cross_entropy_with_logits(logits, b["labels"], reduction="none")
-    bctx = BalanceContext(model.shared_parameters(), list(model.parameters()), ctx.embedding, b["domain"], b["labels"], ctx.aux.total_loss(), step_no)
+    bctx = BalanceContext(
+        model.shared_parameters(),
+        list(model.parameters()),
+        ctx.embedding,
+        b["domain"],
+        b["labels"],
+        ctx.aux.total_loss(),
+        step_no,
+    )
     total = balancer.backward(row.mean(0), row, bctx)
     return total, bctx
 

@@ -10,16 +10,28 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdmt_nas.builtin.balancers import GradNorm, GradNormParams, UncertaintyParams, UncertaintyWeighting, pcgrad, task_gradients
+from mdmt_nas.builtin.balancers import (
+    GradNorm,
+    GradNormParams,
+    UncertaintyParams,
+    UncertaintyWeighting,
+    pcgrad,
+    task_gradients,
+)
 from mdmt_nas.builtin.pmtrec import PMTRec, PMTRecParams, focus_and_balance, row_task_weights
 from mdmt_nas.components import BalanceContext, Dims
 from mdmt_nas.model import build_balancer
 from seed_helpers import batch, make_model, step, tiny_schema, train_steps
 
-CESAA = {"shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 4},
-         "gate": {"name": "noisy_topk", "params": {"k": 2, "mi_weight": 0.05}}}
-MMOE = {"shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 3}, "task": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 1},
-        "gate_scope": ["shared", "task"]}
+CESAA = {
+    "shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 4},
+    "gate": {"name": "noisy_topk", "params": {"k": 2, "mi_weight": 0.05}},
+}
+MMOE = {
+    "shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 3},
+    "task": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 1},
+    "gate_scope": ["shared", "task"],
+}
 
 
 def _forward(model, b):
@@ -29,7 +41,9 @@ def _forward(model, b):
 
 
 def _shared_grad(model) -> torch.Tensor:
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in model.shared_parameters()])
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in model.shared_parameters()]
+    )
 
 
 # ----------------------------------------------------------------------------- PMTRec
@@ -53,7 +67,14 @@ def test_row_weights_follow_per_row_gradient_norms():
 
 
 @settings(max_examples=80, deadline=None)
-@given(T=st.integers(2, 5), P=st.integers(1, 12), main=st.integers(0, 4), seed=st.integers(0, 100_000), balance=st.booleans(), r=st.floats(0, 1))
+@given(
+    T=st.integers(2, 5),
+    P=st.integers(1, 12),
+    main=st.integers(0, 4),
+    seed=st.integers(0, 100_000),
+    balance=st.booleans(),
+    r=st.floats(0, 1),
+)
 def test_task_focusing_never_opposes_the_main_task(T, P, main, seed, balance, r):
     main = main % T
     g = torch.randn(T, P, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -69,7 +90,9 @@ def test_task_focusing_never_opposes_the_main_task(T, P, main, seed, balance, r)
 
 
 @settings(max_examples=60, deadline=None)
-@given(norms=st.lists(st.floats(0.01, 100.0), min_size=2, max_size=5), r=st.floats(0.05, 1.0), beta=st.floats(0.0, 0.99))
+@given(
+    norms=st.lists(st.floats(0.01, 100.0), min_size=2, max_size=5), r=st.floats(0.05, 1.0), beta=st.floats(0.0, 0.99)
+)
 def test_gradient_magnitude_balancing_moves_aux_norms_toward_main(norms, r, beta):
     T = len(norms)
     dirs = torch.nn.functional.normalize(torch.rand(T, 6, dtype=torch.float64) + 0.1, dim=1)  # no conflicts
@@ -87,7 +110,9 @@ def test_gradient_magnitude_balancing_moves_aux_norms_toward_main(norms, r, beta
 @pytest.mark.parametrize("mode", ["reduce", "enlarge"])
 def test_gradient_magnitude_balancing_modes_touch_one_side_only(mode):
     g = torch.tensor([[2.0, 0.0], [0.5, 0.5], [3.0, 3.0]], dtype=torch.float64)  # main norm 2; aux below, above
-    new, _, _ = focus_and_balance(g, 0, torch.zeros(3, dtype=torch.float64), focus=False, balance=True, r=1.0, mode=mode)
+    new, _, _ = focus_and_balance(
+        g, 0, torch.zeros(3, dtype=torch.float64), focus=False, balance=True, r=1.0, mode=mode
+    )
     norms = new.norm(dim=1)
     if mode == "reduce":
         assert torch.equal(new[1], g[1]) and norms[2] == pytest.approx(2.0)
@@ -143,7 +168,15 @@ def test_gradnorm_weights_stay_normalised_and_favour_the_small_gradient_task():
     for s in range(30):
         opt.zero_grad()
         losses = torch.stack([(shared**2).sum() * 0.1, (shared**2).sum() * 5.0])  # task b: 50x larger gradients
-        bctx = BalanceContext([shared], [shared], shared.detach().unsqueeze(0), torch.zeros(1, dtype=torch.long), torch.zeros(1, 2), None, s)
+        bctx = BalanceContext(
+            [shared],
+            [shared],
+            shared.detach().unsqueeze(0),
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(1, 2),
+            None,
+            s,
+        )
         bal.backward(losses, losses.unsqueeze(0), bctx)
         opt.step()
     w = bal.task_weights.detach()
@@ -171,7 +204,11 @@ def test_single_task_gradients_equal_plain_backward_with_aux_loss(name):
     b = batch(schema, n=36)
     grads = {}
     for bal_name in ("equal", name):
-        arch = {**CESAA, "gate": {"name": "noisy_topk", "params": {"k": 2, "mi_weight": 0.05, "noise": False}}, "balancer": bal_name}
+        arch = {
+            **CESAA,
+            "gate": {"name": "noisy_topk", "params": {"k": 2, "mi_weight": 0.05, "noise": False}},
+            "balancer": bal_name,
+        }
         model = make_model(arch, schema).train()
         step(model, build_balancer(model.arch, schema), b)
         grads[bal_name] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -180,7 +217,9 @@ def test_single_task_gradients_equal_plain_backward_with_aux_loss(name):
         assert torch.allclose(grads[name][n], g, atol=1e-6), n
 
 
-@pytest.mark.parametrize("name,params", [("pmtrec", {"main_task": "t0"}), ("pcgrad", {}), ("gradnorm", {"alpha": 1.5}), ("uncertainty", {})])
+@pytest.mark.parametrize(
+    "name,params", [("pmtrec", {"main_task": "t0"}), ("pcgrad", {}), ("gradnorm", {"alpha": 1.5}), ("uncertainty", {})]
+)
 def test_balancers_train_a_model_with_finite_loss(name, params):
     losses = train_steps({**CESAA, "balancer": {"name": name, "params": params}}, steps=4)
     assert all(math.isfinite(v) for v in losses)

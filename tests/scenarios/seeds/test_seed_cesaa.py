@@ -21,12 +21,22 @@ D = 3
 def ctx_for(n: int, num_tasks: int = 2, seed: int = 0) -> Context:
     g = torch.Generator().manual_seed(seed)
     fields = torch.randn(n, 4, 2, generator=g)
-    return Context(domain=torch.arange(n) % D, fields=fields, embedding=fields.flatten(1), num_domains=D, num_tasks=num_tasks,
-                   labels=None, training=True)
+    return Context(
+        domain=torch.arange(n) % D,
+        fields=fields,
+        embedding=fields.flatten(1),
+        num_domains=D,
+        num_tasks=num_tasks,
+        labels=None,
+        training=True,
+    )
 
 
 def gate(n_exp: int, k: int, always: int = 0, tasks: int = 2, per_domain: bool = False, **kw) -> NoisyTopKGate:
-    return NoisyTopKGate(NoisyTopKParams(k=k, num_always_on=always, **kw), Dims(in_dim=6, num_experts=n_exp, num_tasks=tasks, num_domains=D, per_domain=per_domain))
+    return NoisyTopKGate(
+        NoisyTopKParams(k=k, num_always_on=always, **kw),
+        Dims(in_dim=6, num_experts=n_exp, num_tasks=tasks, num_domains=D, per_domain=per_domain),
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -120,8 +130,10 @@ def _capture_gate(model) -> list[torch.Tensor]:
 @pytest.mark.parametrize("tasks,select", [(1, "task"), (2, "task"), (2, "row")])
 def test_unselected_experts_receive_no_rows(tasks, select):
     schema = tiny_schema(num_tasks=tasks)
-    arch = {"shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 8},
-            "gate": {"name": "noisy_topk", "params": {"k": 2, "num_always_on": 1, "select": select}}}
+    arch = {
+        "shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 8},
+        "gate": {"name": "noisy_topk", "params": {"k": 2, "num_always_on": 1, "select": select}},
+    }
     model = make_model(arch, schema).train()
     counts, seen = _count_rows(model), _capture_gate(model)
     b = batch(schema, n=60)
@@ -138,8 +150,10 @@ def test_compute_grows_with_k_not_pool_size():
     rows = {}
     for pool in (8, 16):
         for k in (1, 2, 4):
-            arch = {"shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": pool},
-                    "gate": {"name": "noisy_topk", "params": {"k": k}}}
+            arch = {
+                "shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": pool},
+                "gate": {"name": "noisy_topk", "params": {"k": k}},
+            }
             model = make_model(arch, schema).train()
             counts = _count_rows(model)
             b = batch(schema, n=50)
@@ -172,7 +186,9 @@ def test_mi_loss_is_minimal_for_one_to_one_assignment(d, n_rows, seed, sharp):
 
 def test_mutual_information_of_joint():
     domain = torch.tensor([0, 0, 1, 1])
-    assert math.isclose(float(mutual_information(joint(one_hot_assignment(domain, 2, [0, 1]), domain, 2))), math.log(2), rel_tol=1e-5)
+    assert math.isclose(
+        float(mutual_information(joint(one_hot_assignment(domain, 2, [0, 1]), domain, 2))), math.log(2), rel_tol=1e-5
+    )
     assert float(mutual_information(joint(torch.full((4, 2), 0.5), domain, 2))) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -196,7 +212,9 @@ def test_mi_loss_alone_raises_measured_mi():
     opt = torch.optim.Adam(g.parameters(), lr=0.05)
     mis = []
     for _ in range(60):
-        ctx = Context(domain=ctx0.domain, fields=ctx0.fields, embedding=ctx0.embedding, num_domains=D, num_tasks=2, training=True)
+        ctx = Context(
+            domain=ctx0.domain, fields=ctx0.fields, embedding=ctx0.embedding, num_domains=D, num_tasks=2, training=True
+        )
         g(h, ctx)
         mis.append(ctx.aux.metrics["cesaa.mi"])
         opt.zero_grad()
@@ -217,8 +235,13 @@ def test_load_metrics_count_dispatched_rows():
 
 
 def test_trains_in_a_model_with_finite_loss():
-    arch = {"shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 6},
-            "gate": {"name": "noisy_topk", "params": {"k": 2, "num_always_on": 2, "mi_weight": 0.01, "balance_weight": 0.01}},
-            "heads": "domain_task"}
+    arch = {
+        "shared": {"expert": {"name": "mlp", "params": {"hidden": [16]}}, "num": 6},
+        "gate": {
+            "name": "noisy_topk",
+            "params": {"k": 2, "num_always_on": 2, "mi_weight": 0.01, "balance_weight": 0.01},
+        },
+        "heads": "domain_task",
+    }
     losses = train_steps(arch, steps=5)
     assert all(math.isfinite(v) for v in losses)

@@ -27,7 +27,14 @@ D = 2
 
 def ctx_for(fields: torch.Tensor, labels: torch.Tensor | None = None, tasks: int = 2) -> Context:
     n = fields.shape[0]
-    return Context(domain=torch.arange(n) % D, fields=fields, embedding=fields.flatten(1), num_domains=D, num_tasks=tasks, labels=labels)
+    return Context(
+        domain=torch.arange(n) % D,
+        fields=fields,
+        embedding=fields.flatten(1),
+        num_domains=D,
+        num_tasks=tasks,
+        labels=labels,
+    )
 
 
 def relu(v: float) -> float:
@@ -108,7 +115,9 @@ def test_soft_selection_mixes_attention_and_input():
     sa, _ = sel.attn(f, f, f, need_weights=False)
     g = torch.sigmoid(sel.gate)
     assert torch.allclose(sel(f, ctx_for(f)), g * sa + (1 - g) * f, atol=1e-6)
-    closed = SoftSelection(SoftSelectionParams(heads=2, gate_init=-30.0), Dims(in_dim=24, num_fields=4, field_dim=6, num_domains=D))
+    closed = SoftSelection(
+        SoftSelectionParams(heads=2, gate_init=-30.0), Dims(in_dim=24, num_fields=4, field_dim=6, num_domains=D)
+    )
     assert torch.allclose(closed(f, ctx_for(f)), f, atol=1e-6)
 
 
@@ -119,7 +128,10 @@ def test_soft_selection_rejects_bad_heads():
 
 # ----------------------------------------------------------------------------- gate: maps and virtual gradient
 def dephn_gate(vg: bool, tasks: int = 3, n: int = 2, maps=("identity", "sin", "cos"), per_domain=False) -> DephnGate:
-    g = DephnGate(DephnGateParams(maps=list(maps), virtual_gradient=vg), Dims(in_dim=4, num_experts=n, num_tasks=tasks, num_domains=D, per_domain=per_domain))
+    g = DephnGate(
+        DephnGateParams(maps=list(maps), virtual_gradient=vg),
+        Dims(in_dim=4, num_experts=n, num_tasks=tasks, num_domains=D, per_domain=per_domain),
+    )
     with torch.no_grad():
         g.gates.copy_(torch.linspace(-0.9, 1.3, g.gates.numel()).view_as(g.gates) ** 2 - 0.4)
     return g
@@ -139,7 +151,15 @@ def test_combine_mixes_explicit_feature_maps():
     assert torch.allclose(g.combine(w, cands), want, atol=1e-6)
     assert torch.allclose(w, G.sum(-1).expand(3, -1, -1))
     per_head = torch.randn(3, 2, 2, 5)
-    assert torch.allclose(g.combine(w, per_head)[:, 1], sum(G[1, e, m] * f(per_head[:, 1, e]) for e in range(2) for m, f in enumerate((lambda v: v, torch.sin, torch.cos))), atol=1e-6)
+    assert torch.allclose(
+        g.combine(w, per_head)[:, 1],
+        sum(
+            G[1, e, m] * f(per_head[:, 1, e])
+            for e in range(2)
+            for m, f in enumerate((lambda v: v, torch.sin, torch.cos))
+        ),
+        atol=1e-6,
+    )
     # weights from elsewhere (e.g. mixed by a supernet) combine like a plain gate
     foreign = torch.softmax(torch.randn(3, 2, 2), -1)
     assert torch.allclose(g.combine(foreign, cands), torch.einsum("btn,bnh->bth", foreign, cands), atol=1e-6)
@@ -161,7 +181,9 @@ def hand_gamma(G: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def test_virtual_gradient_scales_the_gradient_not_the_value():
-    labels = torch.tensor([[1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float)
+    labels = torch.tensor(
+        [[1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float
+    )
     fields = torch.randn(8, 2, 2)
     cands = torch.randn(8, 2, 5)
     R = torch.randn(8, 3, 5)
@@ -175,7 +197,9 @@ def test_virtual_gradient_scales_the_gradient_not_the_value():
         outs.append(out.detach())
         grads.append(g.gates.grad[0].clone())
     assert torch.equal(outs[0], outs[1]), "the virtual gradient must not change the forward value"
-    gamma = hand_gamma(dephn_gate(False).gates[0].detach().numpy().astype(np.float64), labels.numpy().astype(np.float64))
+    gamma = hand_gamma(
+        dephn_gate(False).gates[0].detach().numpy().astype(np.float64), labels.numpy().astype(np.float64)
+    )
     assert (np.abs(gamma - 1) > 0.1).sum() >= gamma.size // 2  # the check is not trivial
     assert torch.allclose(grads[1], grads[0] * torch.tensor(gamma, dtype=torch.float), rtol=1e-4, atol=1e-6)
 
@@ -201,7 +225,12 @@ def test_per_domain_gates_follow_the_row_domain():
 # ----------------------------------------------------------------------------- in a model
 DEPHN_LAYOUT = {
     "shared": {"experts": [{"name": "mlp", "params": {"hidden": [16, 8]}}]},
-    "task": {"experts": [{"name": "cross", "params": {"layers": 3, "out_dim": 8}}, {"name": "fint", "params": {"layers": 2, "out_dim": 8}}]},
+    "task": {
+        "experts": [
+            {"name": "cross", "params": {"layers": 3, "out_dim": 8}},
+            {"name": "fint", "params": {"layers": 2, "out_dim": 8}},
+        ]
+    },
     "gate_scope": ["shared", "task"],
     "gate": "dephn",
     "input_adapter": {"name": "soft_selection", "params": {"heads": 2}},
@@ -212,8 +241,20 @@ DEPHN_LAYOUT = {
     "arch",
     [
         DEPHN_LAYOUT,
-        {**DEPHN_LAYOUT, "heads": "domain_task", "gate": {"name": "dephn", "params": {"normalize": "softmax", "maps": ["identity", "sin"]}}},
-        {"shared": {"experts": [{"name": "cross", "params": {"out_dim": 8}}, {"name": "fint", "params": {"out_dim": 8}}, {"name": "mlp", "params": {"hidden": [8]}}]}},
+        {
+            **DEPHN_LAYOUT,
+            "heads": "domain_task",
+            "gate": {"name": "dephn", "params": {"normalize": "softmax", "maps": ["identity", "sin"]}},
+        },
+        {
+            "shared": {
+                "experts": [
+                    {"name": "cross", "params": {"out_dim": 8}},
+                    {"name": "fint", "params": {"out_dim": 8}},
+                    {"name": "mlp", "params": {"hidden": [8]}},
+                ]
+            }
+        },
     ],
     ids=["paper layout", "per-domain heads", "heterogeneous mmoe"],
 )

@@ -34,7 +34,9 @@ def test_example_builds_and_runs(name):
 
 def test_cesaa_example_trains_and_logs_aux_metrics():
     train = pytest.importorskip("mdmt_nas.train")
-    config = load_config(EXAMPLES / "cesaa.yaml", overrides=["train.epochs=1", "train.batch_size=128", "train.progress=false"])
+    config = load_config(
+        EXAMPLES / "cesaa.yaml", overrides=["train.epochs=1", "train.batch_size=128", "train.progress=false"]
+    )
     result = train.train_architecture(config.arch, _splits(config), config.train)
     record = result.history[-1]
     assert math.isfinite(record["train_loss"])

@@ -24,7 +24,10 @@ def ctx_of(embedding: torch.Tensor, domain: torch.Tensor) -> Context:
 
 def adapter(**kw) -> HyperAdapter:
     torch.manual_seed(0)
-    return HyperAdapter(HamurParams(bottleneck=5, k=4, hyper_hidden=[8], **kw), Dims(in_dim=DIM, num_fields=NF, field_dim=E, num_domains=D))
+    return HyperAdapter(
+        HamurParams(bottleneck=5, k=4, hyper_hidden=[8], **kw),
+        Dims(in_dim=DIM, num_fields=NF, field_dim=E, num_domains=D),
+    )
 
 
 def test_rows_of_different_domains_or_embeddings_get_different_weights():
@@ -84,11 +87,22 @@ def test_batch_norm_variant_uses_batch_statistics():
 
 
 BACKBONES = {
-    "mlp tower": {"bottom": {"name": "mlp", "params": {"hidden": [16]}}, "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
-                  "adapter": "hamur", "adapter_sites": ["towers"]},
-    "mmoe expert": {"shared": {"expert": {"name": "mlp", "params": {"hidden": [16, 12]}}, "num": 3},
-                    "adapter": "hamur", "adapter_sites": ["experts"]},
-    "dcn bottom": {"bottom": {"name": "cross", "params": {"layers": 3, "out_dim": 16}}, "adapter": "hamur", "adapter_sites": ["bottom"]},
+    "mlp tower": {
+        "bottom": {"name": "mlp", "params": {"hidden": [16]}},
+        "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
+        "adapter": "hamur",
+        "adapter_sites": ["towers"],
+    },
+    "mmoe expert": {
+        "shared": {"expert": {"name": "mlp", "params": {"hidden": [16, 12]}}, "num": 3},
+        "adapter": "hamur",
+        "adapter_sites": ["experts"],
+    },
+    "dcn bottom": {
+        "bottom": {"name": "cross", "params": {"layers": 3, "out_dim": 16}},
+        "adapter": "hamur",
+        "adapter_sites": ["bottom"],
+    },
 }
 
 

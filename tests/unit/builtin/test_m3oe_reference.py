@@ -26,8 +26,17 @@ ML100K_VOCAB = {"user_id": 943, "movie_id": 1682, "gender": 2, "occupation": 21,
 REFERENCE_PARAMS_ML100K = 631_922
 
 
-def reference_param_count(vocab: list[int], num_dense: int, D: int, T: int, E: int = 16, star: int = 512,
-                          rep: int = 256, out: int = 64, n_shared: int = 4) -> tuple[int, int]:
+def reference_param_count(
+    vocab: list[int],
+    num_dense: int,
+    D: int,
+    T: int,
+    E: int = 16,
+    star: int = 512,
+    rep: int = 256,
+    out: int = 64,
+    n_shared: int = 4,
+) -> tuple[int, int]:
     """(embedding, other) parameters of the reference MDMTRec with fcn_dims [star, rep, rep, out].
 
     Its input is one E-dim embedding per sparse field plus the domain indicator (a sparse feature
@@ -45,15 +54,27 @@ def reference_param_count(vocab: list[int], num_dense: int, D: int, T: int, E: i
 
     inp = E * (len(vocab) + 1) + num_dense
     embedding = E * (sum(vocab) + D)
-    other = (block(inp, rep) + (1 + D) * lin(inp, star) + block(star, rep) + (n_shared + D + T) * block(rep, out)
-             + D * T * lin(rep, n_shared) + D * T * (block(out, out) + lin(out, 1)) + 4)
+    other = (
+        block(inp, rep)
+        + (1 + D) * lin(inp, star)
+        + block(star, rep)
+        + (n_shared + D + T) * block(rep, out)
+        + D * T * lin(rep, n_shared)
+        + D * T * (block(out, out) + lin(out, 1))
+        + 4
+    )
     return embedding, other
 
 
 def ml100k_schema() -> Schema:
     """The schema mdmt-nas's encoder gives that file: each vocabulary + 1 (id 0 = unknown), age dense."""
-    return Schema(sparse=[SparseField(name=n, vocab_size=v + 1) for n, v in ML100K_VOCAB.items()], dense=["age"],
-                  domain="age", domain_names=["under25", "25to34", "35plus"], tasks=["click", "like"])
+    return Schema(
+        sparse=[SparseField(name=n, vocab_size=v + 1) for n, v in ML100K_VOCAB.items()],
+        dense=["age"],
+        domain="age",
+        domain_names=["under25", "25to34", "35plus"],
+        tasks=["click", "like"],
+    )
 
 
 def test_the_formula_gives_the_reference_figure():
@@ -82,7 +103,10 @@ def test_hidden_lists_layer_outputs():
     assert model.num_parameters() - 16 * len(ML100K_VOCAB) == REFERENCE_PARAMS_ML100K + 9 * (256 * 256 + 256 + 2 * 256)
 
 
-@pytest.mark.skipif(not os.environ.get("MDMT_NAS_M3OE_REFERENCE"), reason="set MDMT_NAS_M3OE_REFERENCE to a checkout of the M3oE reference code")
+@pytest.mark.skipif(
+    not os.environ.get("MDMT_NAS_M3OE_REFERENCE"),
+    reason="set MDMT_NAS_M3OE_REFERENCE to a checkout of the M3oE reference code",
+)
 def test_the_formula_matches_the_reference_code():
     ref = Path(os.environ["MDMT_NAS_M3OE_REFERENCE"])
     sys.path.insert(0, str(ref))
@@ -93,5 +117,17 @@ def test_the_formula_matches_the_reference_code():
         sys.path.remove(str(ref))
     vocab = list(ML100K_VOCAB.values()) + [3]  # the domain indicator is the reference's last sparse feature
     features = [DenseFeature(3)] + [SparseFeature(i, vocab_size=v, embed_dim=16) for i, v in enumerate(vocab)]
-    model = MDMTRec(features, domain_num=3, task_num=2, fcn_dims=[512, 256, 256, 64], expert_num=4, exp_d=1, exp_t=1, bal_d=1, bal_t=1)
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(reference_param_count(vocab[:-1], 1, 3, 2))
+    model = MDMTRec(
+        features,
+        domain_num=3,
+        task_num=2,
+        fcn_dims=[512, 256, 256, 64],
+        expert_num=4,
+        exp_d=1,
+        exp_t=1,
+        bal_d=1,
+        bal_t=1,
+    )
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(
+        reference_param_count(vocab[:-1], 1, 3, 2)
+    )

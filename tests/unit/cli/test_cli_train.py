@@ -22,7 +22,9 @@ def run_cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> s
     # (mlflow.set_tracking_uri in an earlier in-process test exports MLFLOW_TRACKING_URI)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "mdmt_nas", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mdmt_nas", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_train_prints_table_and_logs_mlflow_run(tmp_path):
@@ -54,7 +56,9 @@ def test_train_prints_table_and_logs_mlflow_run(tmp_path):
 
 def test_train_from_arch_json_alone(tmp_path):
     arch = tmp_path / "a.json"
-    arch.write_text(json.dumps({"name": "tiny", "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 2}}))
+    arch.write_text(
+        json.dumps({"name": "tiny", "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 2}})
+    )
     proc = run_cli("train", "--arch", str(arch), *TINY, "--no-track", "--output", str(tmp_path / "o"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
@@ -75,7 +79,10 @@ def test_unknown_component_exits_2_with_field_and_suggestion(tmp_path):
         ("train:\n  lrr: 0.1\n", ["train.lrr", "did you mean 'lr'"]),
         ("train:\n  batch_size: -3\n", ["train.batch_size", "greater than or equal to 1"]),
         ("train: [1, 2\n", ["invalid YAML"]),
-        ("arch:\n  shared: {expert: mlp}\n  gate: {name: softmax, params: {temperatur: 2}}\n", ["arch.gate.params", "unknown parameter", "temperature"]),
+        (
+            "arch:\n  shared: {expert: mlp}\n  gate: {name: softmax, params: {temperatur: 2}}\n",
+            ["arch.gate.params", "unknown parameter", "temperature"],
+        ),
     ],
 )
 def test_bad_config_is_reported_with_path(tmp_path, content, needles):
@@ -98,7 +105,8 @@ def test_throwaway_plugin_distribution_adds_an_expert(tmp_path):
     site = tmp_path / "site"
     pkg = site / "toy_expert_plugin"
     pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text(textwrap.dedent('''
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent('''
         import torch
         from pydantic import BaseModel, ConfigDict
         from mdmt_nas.components import Expert
@@ -124,15 +132,24 @@ def test_throwaway_plugin_distribution_adds_an_expert(tmp_path):
         @hookimpl
         def register_experts(register):
             register(ToyExpert)
-    '''))
+    ''')
+    )
     dist = site / "toy_expert_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-expert-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[mdmt_nas]\ntoy = toy_expert_plugin\n")
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("arch:\n  shared: {expert: {name: toy_expert, params: {width: 6}}, num: 2}\n")
-    proc = run_cli("train", "--config", str(cfg), *TINY, "--output", str(tmp_path / "o"), cwd=tmp_path,
-                   env_extra={"PYTHONPATH": str(site)})
+    proc = run_cli(
+        "train",
+        "--config",
+        str(cfg),
+        *TINY,
+        "--output",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+        env_extra={"PYTHONPATH": str(site)},
+    )
     assert proc.returncode == 0, proc.stderr
     arch = json.loads((tmp_path / "o" / "arch.json").read_text())
     assert arch["shared"]["experts"][0]["name"] == "toy_expert"
@@ -144,5 +161,7 @@ def test_throwaway_plugin_distribution_adds_an_expert(tmp_path):
     # the registry attributes it to the distribution
     code = "from mdmt_nas.plugins import get_host; e = get_host().registry.entry('expert', 'toy_expert'); print(e.plugin, e.dist, e.version)"
     env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
-    probe = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(site)}, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "PYTHONPATH": str(site)}, capture_output=True, text=True
+    )
     assert probe.stdout.split() == ["toy", "toy-expert-plugin", "0.1"], probe.stderr

@@ -24,6 +24,6 @@ def small_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
     )
 
 
-SMALL_MAPPING = ColumnMapping(domain="scene", labels=["click", "buy"], sparse=["user", "item"], dense=["price", "age"], timestamp="ts")
-
-
+SMALL_MAPPING = ColumnMapping(
+    domain="scene", labels=["click", "buy"], sparse=["user", "item"], dense=["price", "age"], timestamp="ts"
+)

@@ -32,7 +32,7 @@ def write_recbole(d: Path, n_users: int = 30, n_items: int = 20, n: int = 400, s
     (d / "ml-100k.user").write_text("\n".join(users) + "\n")
     items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
     for i in range(1, n_items + 1):
-        items.append(f"{i}\tMovie \"{i}\"\t1995\t{GENRES_1M[i % 5].replace('|', ' ')}")
+        items.append(f'{i}\tMovie "{i}"\t1995\t{GENRES_1M[i % 5].replace("|", " ")}')
     (d / "ml-100k.item").write_text("\n".join(items) + "\n")
     return d
 
@@ -62,7 +62,10 @@ def write_ml1m(d: Path, n_users: int = 30, n_items: int = 20, n: int = 400, seed
     r = _ratings(n_users, n_items, n, seed)
     r = r[np.lexsort((r[:, 3], r[:, 0]))]  # ratings.dat is sorted by user
     (d / "ratings.dat").write_text("\n".join("::".join(map(str, row)) for row in r) + "\n")
-    users = [f"{u}::{'MF'[u % 2]}::{AGES_1M[u % 7]}::{u % 21}::{['48067', '70072', 'T8H1N'][u % 3]}" for u in range(1, n_users + 1)]
+    users = [
+        f"{u}::{'MF'[u % 2]}::{AGES_1M[u % 7]}::{u % 21}::{['48067', '70072', 'T8H1N'][u % 3]}"
+        for u in range(1, n_users + 1)
+    ]
     (d / "users.dat").write_text("\n".join(users) + "\n")
     movies = [f"{i}::Amélie {i} (2001)::{GENRES_1M[i % 5]}" for i in range(1, n_items + 1)]
     (d / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))

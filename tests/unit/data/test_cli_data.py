@@ -55,7 +55,9 @@ def test_describe_bare_params_file_and_notes(tmp_path):
 
 def test_describe_errors():
     r = invoke("describe", "--dataset", "synthetic", "--set", "n_rowz=10")
-    assert isinstance(r.exception, ConfigError) and "dataset.params.n_rowz: unknown parameter (did you mean 'n_rows'?)" in str(r.exception)
+    assert isinstance(
+        r.exception, ConfigError
+    ) and "dataset.params.n_rowz: unknown parameter (did you mean 'n_rows'?)" in str(r.exception)
     r = invoke("describe")
     assert isinstance(r.exception, UserError) and "--dataset" in str(r.exception)
     r = invoke("describe", "--dataset", "synthetik")
@@ -74,7 +76,9 @@ def test_get_ml100k_offline(tmp_path, monkeypatch):
     monkeypatch.setattr("mdmt_nas.data.fetch.pip_download", fake)
     import mdmt_nas.data.fetch as fetch
 
-    monkeypatch.setitem(fetch.FETCHERS, "ml-100k", lambda cache, force=False: fetch.fetch_ml100k(cache, force, downloader=fake))
+    monkeypatch.setitem(
+        fetch.FETCHERS, "ml-100k", lambda cache, force=False: fetch.fetch_ml100k(cache, force, downloader=fake)
+    )
     r = invoke("get", "ml-100k", "--cache-dir", str(tmp_path / "cache"))
     assert r.exit_code == 0, r.output
     assert "ready in" in r.output and (tmp_path / "cache" / "ml-100k" / "ml-100k.inter").exists()
@@ -82,7 +86,9 @@ def test_get_ml100k_offline(tmp_path, monkeypatch):
 
 def test_get_unknown_and_manual():
     r = invoke("get", "ml-1m")
-    assert isinstance(r.exception, UserError) and "cannot be downloaded by mdmt-nas; get it from https://grouplens.org" in str(r.exception)
+    assert isinstance(
+        r.exception, UserError
+    ) and "cannot be downloaded by mdmt-nas; get it from https://grouplens.org" in str(r.exception)
     r = invoke("get", "imagenet")
     assert isinstance(r.exception, UserError) and "fetchable: ml-100k" in str(r.exception)
 
@@ -97,7 +103,16 @@ def test_convert_with_config_and_flags(tmp_path):
     assert r.exit_code == 0, r.output
     assert "500 rows in 5 row groups" in r.output
     f = pq.ParquetFile(out)
-    assert f.metadata.num_row_groups == 5 and set(f.schema_arrow.names) == {"scene", "click", "buy", "user", "item", "price", "age", "ts"}
+    assert f.metadata.num_row_groups == 5 and set(f.schema_arrow.names) == {
+        "scene",
+        "click",
+        "buy",
+        "user",
+        "item",
+        "price",
+        "age",
+        "ts",
+    }
 
 
 def test_convert_flags_only_and_errors(tmp_path):

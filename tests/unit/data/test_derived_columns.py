@@ -67,19 +67,30 @@ OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equa
 
 
 @settings(max_examples=60, deadline=None)
-@given(values=st.lists(st.integers(-5, 5) | st.floats(-10, 10, allow_nan=False), min_size=1, max_size=50),
-       op=st.sampled_from(sorted(OPS)), threshold=st.integers(-5, 5) | st.floats(-10, 10, allow_nan=False),
-       spaces=st.sampled_from(["", " ", "  "]))
+@given(
+    values=st.lists(st.integers(-5, 5) | st.floats(-10, 10, allow_nan=False), min_size=1, max_size=50),
+    op=st.sampled_from(sorted(OPS)),
+    threshold=st.integers(-5, 5) | st.floats(-10, 10, allow_nan=False),
+    spaces=st.sampled_from(["", " ", "  "]),
+)
 def test_label_rule_equals_the_comparison(values, op, threshold, spaces):
     rule = LabelRule.parse(f"{spaces}score{spaces}{op}{spaces}{threshold!r}{spaces}", "t")
     assert (rule.column, rule.op) == ("score", op)
     got = rule.apply(pd.Series(values), "t", "data")
-    np.testing.assert_array_equal(got, OPS[op](np.asarray(values, dtype=np.float64), float(threshold)).astype(np.float32))
+    np.testing.assert_array_equal(
+        got, OPS[op](np.asarray(values, dtype=np.float64), float(threshold)).astype(np.float32)
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(lists=st.lists(st.lists(st.text("abcXY-' ", min_size=1, max_size=6).filter(lambda t: t.strip()), min_size=1, max_size=4),
-                      min_size=1, max_size=30), sep=st.sampled_from(["|", ",", "::"]))
+@given(
+    lists=st.lists(
+        st.lists(st.text("abcXY-' ", min_size=1, max_size=6).filter(lambda t: t.strip()), min_size=1, max_size=4),
+        min_size=1,
+        max_size=30,
+    ),
+    sep=st.sampled_from(["|", ",", "::"]),
+)
 def test_first_of_is_the_first_element(lists, sep):
     got = FirstOf(first_of="g", separator=sep).apply(pd.Series([sep.join(x) for x in lists]))
     assert got.tolist() == [x[0].strip() for x in lists]
@@ -125,7 +136,10 @@ def test_a_rule_on_text_or_missing_values_is_a_data_error(tmp_path):
     df = ratings_table(50).astype({"rating": object})
     df.loc[3, "rating"] = "five"
     df.to_csv(tmp_path / "r.csv", index=False)
-    with pytest.raises(DataError, match=r"column 'rating' must be numeric for the label rule 'click': rating > 3; found \['five'\] in 1 rows"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'rating' must be numeric for the label rule 'click': rating > 3; found \['five'\] in 1 rows",
+    ):
         load_dataset("csv", {"path": str(tmp_path / "r.csv"), "columns": MAPPING})
     df.loc[3, "rating"] = None
     df.to_csv(tmp_path / "r.csv", index=False)

@@ -29,7 +29,10 @@ def test_unknown_dataset_suggests():
     "params,message",
     [
         ({"n_rows": 5}, r"dataset.params.n_rows: Input should be greater than or equal to 30 \(got 5\)"),
-        ({"split": {"kind": "weekly"}}, r"dataset.params.split.kind: Input should be 'random', 'sequential', 'time', 'column', 'hash' or 'grouped'"),
+        (
+            {"split": {"kind": "weekly"}},
+            r"dataset.params.split.kind: Input should be 'random', 'sequential', 'time', 'column', 'hash' or 'grouped'",
+        ),
         ({"num_rows": 10}, r"dataset.params.num_rows: unknown parameter \(did you mean 'n_rows'\?\)"),
         ({"positive_rates": [0.3]}, r"dataset.params: positive_rates has 1 values; num_tasks is 2"),
     ],
@@ -61,7 +64,9 @@ def test_a_third_party_dataset_through_the_hook():
             from mdmt_nas.data.encode import encode_table
 
             df = pd.DataFrame({"d": [0, 1] * 20, "y": [0, 0, 1, 1] * 10, "x": range(40)})
-            return encode_table(df, ColumnMapping(domain="d", labels=["y"], dense=["x"]), SplitConfig(kind="sequential"))
+            return encode_table(
+                df, ColumnMapping(domain="d", labels=["y"], dense=["x"]), SplitConfig(kind="sequential")
+            )
 
     class Plugin:
         @hookimpl

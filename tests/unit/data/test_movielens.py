@@ -64,7 +64,9 @@ def test_time_split(tmp_path):
 
 
 def test_ml100k_missing_files_tell_to_get(tmp_path):
-    with pytest.raises(DataError, match=r"missing: ml-100k.inter, ml-100k.user, ml-100k.item\); run `mdmt-nas data get ml-100k`"):
+    with pytest.raises(
+        DataError, match=r"missing: ml-100k.inter, ml-100k.user, ml-100k.item\); run `mdmt-nas data get ml-100k`"
+    ):
         load_dataset("ml-100k", {"dir": str(tmp_path)})
 
 
@@ -85,7 +87,9 @@ def test_ml100k_not_atomic_header(tmp_path):
 
 def test_ml100k_comma_separated(tmp_path):
     d = write_recbole(tmp_path / "ml")
-    (d / "ml-100k.user").write_text("user_id:token,age:token,gender:token,occupation:token,zip_code:token\n1,24,M,x,85711\n")
+    (d / "ml-100k.user").write_text(
+        "user_id:token,age:token,gender:token,occupation:token,zip_code:token\n1,24,M,x,85711\n"
+    )
     with pytest.raises(DataError, match=r"ml-100k.user: the header .* is not tab-separated"):
         load_dataset("ml-100k", {"dir": str(d)})
 
@@ -94,7 +98,10 @@ def test_ml100k_missing_field(tmp_path):
     d = write_recbole(tmp_path / "ml")
     text = (d / "ml-100k.inter").read_text().replace("rating:float", "score:float")
     (d / "ml-100k.inter").write_text(text)
-    with pytest.raises(DataError, match=r"ml-100k.inter: header lacks field\(s\) 'rating'; found user_id:token, item_id:token, score:float"):
+    with pytest.raises(
+        DataError,
+        match=r"ml-100k.inter: header lacks field\(s\) 'rating'; found user_id:token, item_id:token, score:float",
+    ):
         load_dataset("ml-100k", {"dir": str(d)})
 
 
@@ -134,7 +141,10 @@ def test_ml100k_original_same_as_recbole(tmp_path):
 def test_ml100k_original_wrong_separator(tmp_path):
     d = write_original_100k(tmp_path / "ml")
     (d / "u.user").write_text("1,24,M,technician,85711\n")
-    with pytest.raises(DataError, match=r"u.user line 1: expected 5 fields separated by '\|' \(user id\|age\|gender\|occupation\|zip code\), found 1"):
+    with pytest.raises(
+        DataError,
+        match=r"u.user line 1: expected 5 fields separated by '\|' \(user id\|age\|gender\|occupation\|zip code\), found 1",
+    ):
         load_dataset("ml-100k-original", {"dir": str(d)})
 
 
@@ -159,7 +169,10 @@ def test_ml100k_original_short_line(tmp_path):
     d = write_original_100k(tmp_path / "ml")
     with open(d / "u.data", "a") as fh:
         fh.write("1\t2\t3\n")
-    with pytest.raises(DataError, match=r"u.data line 401: 3 fields, expected 4 separated by '\\t' \(user id<TAB>item id<TAB>rating<TAB>timestamp\); 1 such line"):
+    with pytest.raises(
+        DataError,
+        match=r"u.data line 401: 3 fields, expected 4 separated by '\\t' \(user id<TAB>item id<TAB>rating<TAB>timestamp\); 1 such line",
+    ):
         load_dataset("ml-100k-original", {"dir": str(d)})
 
 
@@ -181,7 +194,10 @@ def test_ml1m(tmp_path):
 def test_ml1m_tab_instead_of_double_colon(tmp_path):
     d = write_ml1m(tmp_path / "ml")
     (d / "ratings.dat").write_text("1\t1193\t5\t978300760\n")
-    with pytest.raises(DataError, match=r"ratings.dat line 1: expected 4 fields separated by '::' \(UserID::MovieID::Rating::Timestamp\), found 1"):
+    with pytest.raises(
+        DataError,
+        match=r"ratings.dat line 1: expected 4 fields separated by '::' \(UserID::MovieID::Rating::Timestamp\), found 1",
+    ):
         load_dataset("ml-1m", {"dir": str(d)})
 
 
@@ -189,7 +205,9 @@ def test_ml1m_unknown_age_code(tmp_path):
     d = write_ml1m(tmp_path / "ml")
     text = (d / "users.dat").read_text().replace("::M::18::", "::M::17::")
     (d / "users.dat").write_text(text)
-    with pytest.raises(DataError, match=r"users.dat: unknown age code\(s\) \[17\]; MovieLens-1M uses \[1, 18, 25, 35, 45, 50, 56\]"):
+    with pytest.raises(
+        DataError, match=r"users.dat: unknown age code\(s\) \[17\]; MovieLens-1M uses \[1, 18, 25, 35, 45, 50, 56\]"
+    ):
         load_dataset("ml-1m", {"dir": str(d)})
 
 
@@ -241,7 +259,9 @@ def test_fetch_extracts_only_three_files_and_deletes_wheel(tmp_path):
 
 def test_fetch_failure_is_a_user_error(tmp_path):
     def failing(req, dest):
-        return CompletedProcess([], 1, "", "ERROR: Could not find a version that satisfies the requirement recbole==1.2.1")
+        return CompletedProcess(
+            [], 1, "", "ERROR: Could not find a version that satisfies the requirement recbole==1.2.1"
+        )
 
     with pytest.raises(UserError, match=r"(?s)could not download recbole==1.2.1.*Could not find a version"):
         fetch_ml100k(tmp_path, downloader=failing)

@@ -43,7 +43,10 @@ def test_kuairand_tab_choice_rule():
 
 def test_kuairand_chosen_tabs_tasks_and_time_split(tmp_path):
     d = write_kuairand(tmp_path / "kr")
-    s = load_dataset("kuairand", {"dir": str(d), "tabs": [2, 1], "tasks": ["is_click", "long_view", "is_follow"], "split": {"kind": "time"}})
+    s = load_dataset(
+        "kuairand",
+        {"dir": str(d), "tabs": [2, 1], "tasks": ["is_click", "long_view", "is_follow"], "split": {"kind": "time"}},
+    )
     assert s.schema.domain_names == ["tab2", "tab1"] and s.schema.num_tasks == 3
 
 
@@ -51,7 +54,10 @@ def test_kuairand_missing_log_column(tmp_path):
     d = write_kuairand(tmp_path / "kr")
     f = d / "log_standard_4_08_to_4_21_pure.csv"
     pd.read_csv(f).drop(columns=["tab"]).to_csv(f, index=False)
-    with pytest.raises(DataError, match=r"log_standard_4_08_to_4_21_pure.csv: column 'tab' not found; available columns: user_id, video_id"):
+    with pytest.raises(
+        DataError,
+        match=r"log_standard_4_08_to_4_21_pure.csv: column 'tab' not found; available columns: user_id, video_id",
+    ):
         load_dataset("kuairand", {"dir": str(d)})
 
 
@@ -59,7 +65,10 @@ def test_kuairand_wrong_separator(tmp_path):
     d = write_kuairand(tmp_path / "kr")
     f = d / "user_features_pure.csv"
     pd.read_csv(f).to_csv(f, index=False, sep="\t")
-    with pytest.raises(DataError, match=r"user_features_pure.csv: the file has a single column .* seems to be separated by '\\t' \(tab' but was read with separator ','"):
+    with pytest.raises(
+        DataError,
+        match=r"user_features_pure.csv: the file has a single column .* seems to be separated by '\\t' \(tab' but was read with separator ','",
+    ):
         load_dataset("kuairand", {"dir": str(d)})
 
 
@@ -126,14 +135,19 @@ def test_aliccp_unknown_scenario(tmp_path):
     df = aliccp_frame()
     df.loc[7, "301"] = 4
     df.to_csv(f, index=False)
-    with pytest.raises(DataError, match=r"domain column '301' has values not listed in domain_names: \['4'\] \(1 rows\)"):
+    with pytest.raises(
+        DataError, match=r"domain column '301' has values not listed in domain_names: \['4'\] \(1 rows\)"
+    ):
         load_dataset("aliccp", {"path": str(f)})
 
 
 def test_aliccp_raw_format_rejected(tmp_path):
     f = tmp_path / "sample_skeleton_train.csv"
     f.write_text("sample_id,click,purchase,md5,feature_num,301,feature_list\n1,0,0,abc,2,1,x\n")
-    with pytest.raises(DataError, match=r"unexpected column\(s\) \['sample_id', 'md5', 'feature_num', 'feature_list'\]; a preprocessed Ali-CCP CSV"):
+    with pytest.raises(
+        DataError,
+        match=r"unexpected column\(s\) \['sample_id', 'md5', 'feature_num', 'feature_list'\]; a preprocessed Ali-CCP CSV",
+    ):
         load_dataset("aliccp", {"path": str(f)})
 
 
@@ -172,7 +186,9 @@ def test_aliexpress_missing_numerical_column(tmp_path):
     d = write_aliexpress(tmp_path / "ae", countries=("NL",))
     f = d / "AliExpress_NL" / "test.csv"
     pd.read_csv(f).drop(columns=["numerical_63"]).to_csv(f, index=False)
-    with pytest.raises(DataError, match=r"AliExpress_NL/test.csv: column 'numerical_63' not found; available columns: search_id"):
+    with pytest.raises(
+        DataError, match=r"AliExpress_NL/test.csv: column 'numerical_63' not found; available columns: search_id"
+    ):
         load_dataset("aliexpress", {"dir": str(d)})
 
 
@@ -187,7 +203,9 @@ def test_aliexpress_semicolon_file(tmp_path):
 def test_aliexpress_folder_without_test(tmp_path):
     d = write_aliexpress(tmp_path / "ae", countries=("NL", "ES"))
     (d / "AliExpress_ES" / "test.csv").unlink()
-    with pytest.raises(DataError, match=r"AliExpress_ES: found only train.csv; a country folder needs train.csv and test.csv"):
+    with pytest.raises(
+        DataError, match=r"AliExpress_ES: found only train.csv; a country folder needs train.csv and test.csv"
+    ):
         load_dataset("aliexpress", {"dir": str(d)})
 
 

@@ -46,7 +46,14 @@ def test_domain_imbalance():
 
 @pytest.mark.parametrize("kind,sign", [("positive", 1), ("negative", -1), ("none", 0)])
 def test_task_correlation_knob(kind, sign):
-    p = SyntheticParams(n_rows=15_000, task_correlation=kind, correlation_strength=0.9, positive_rates=[0.3, 0.3], noise=0, domain_bias_std=0)
+    p = SyntheticParams(
+        n_rows=15_000,
+        task_correlation=kind,
+        correlation_strength=0.9,
+        positive_rates=[0.3, 0.3],
+        noise=0,
+        domain_bias_std=0,
+    )
     df = generate_frame(p)
     r = np.corrcoef(df.task_0, df.task_1)[0, 1]
     if sign == 0:
@@ -65,7 +72,9 @@ def _onehot(t, schema):
     offs = np.cumsum([0] + [f.vocab_size for f in schema.sparse[:-1]])
     ids = t.sparse.numpy() + offs
     n, f = ids.shape
-    x = sp.csr_matrix((np.ones(n * f), ids.ravel(), np.arange(0, n * f + 1, f)), shape=(n, sum(f.vocab_size for f in schema.sparse)))
+    x = sp.csr_matrix(
+        (np.ones(n * f), ids.ravel(), np.arange(0, n * f + 1, f)), shape=(n, sum(f.vocab_size for f in schema.sparse))
+    )
     return sp.hstack([x, sp.csr_matrix(t.dense.numpy())]).tocsr()
 
 
@@ -135,9 +144,16 @@ def test_bayes_auc_beats_a_trained_model():
     from mdmt_nas.train import train_architecture
 
     s = _load(preset="structure", n_rows=60_000)
-    arch = Architecture.model_validate({"shared": {"expert": {"name": "mlp", "params": {"hidden": [64, 32]}}, "num": 2},
-                                        "heads": "domain_task", "tower": {"name": "mlp_tower", "params": {"hidden": [16]}}})
-    r = train_architecture(arch, s, TrainConfig(epochs=3, batch_size=1024, lr=3e-3, patience=0, progress=False, threads=1))
+    arch = Architecture.model_validate(
+        {
+            "shared": {"expert": {"name": "mlp", "params": {"hidden": [64, 32]}}, "num": 2},
+            "heads": "domain_task",
+            "tower": {"name": "mlp_tower", "params": {"hidden": [16]}},
+        }
+    )
+    r = train_architecture(
+        arch, s, TrainConfig(epochs=3, batch_size=1024, lr=3e-3, patience=0, progress=False, threads=1)
+    )
     bayes = compute_metrics(s.oracle["test"], s.test.labels, s.test.domain, s.schema)
     assert bayes.mean_auc > r.test.mean_auc + 0.02
     assert (bayes.auc >= r.test.auc - 0.01).all()  # cell by cell, up to sampling noise of small cells

@@ -36,7 +36,9 @@ def test_csv_other_separator_and_max_rows(tmp_path):
 
 
 def test_csv_wrong_separator(tmp_path):
-    with pytest.raises(DataError, match=r"seems to be separated by ';' but was read with separator ','. Set the separator"):
+    with pytest.raises(
+        DataError, match=r"seems to be separated by ';' but was read with separator ','. Set the separator"
+    ):
         load_dataset("csv", {"path": str(_csv(tmp_path, sep=";")), "columns": COLS})
 
 
@@ -86,7 +88,10 @@ def test_convert_errors(tmp_path):
     df["price"] = df["price"].astype(object)
     df.loc[40, "price"] = "n/a?"
     df.to_csv(f, index=False)
-    with pytest.raises(DataError, match=r"bad.csv: cannot parse rows 0..: In column 'price': CSV conversion error to float: invalid value 'n/a\?'"):
+    with pytest.raises(
+        DataError,
+        match=r"bad.csv: cannot parse rows 0..: In column 'price': CSV conversion error to float: invalid value 'n/a\?'",
+    ):
         csv_to_parquet(f, tmp_path / "o.parquet", SMALL_MAPPING)
     assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "o.parquet.part").exists()
 

@@ -15,8 +15,12 @@ from mdmt_nas.data.schema import Schema, SparseField
 from mdmt_nas.model import build_model
 from mdmt_nas.routing import DomainRouting, masked_reference
 
-SCHEMA = Schema(sparse=[SparseField(name=f"f{i}", vocab_size=30) for i in range(3)], dense=["x"],
-                domain_names=["a", "b", "c"], tasks=["click", "like"])
+SCHEMA = Schema(
+    sparse=[SparseField(name=f"f{i}", vocab_size=30) for i in range(3)],
+    dense=["x"],
+    domain_names=["a", "b", "c"],
+    tasks=["click", "like"],
+)
 EXAMPLES = ["shared_bottom", "mmoe", "ple", "star", "m3oe"]
 
 
@@ -85,7 +89,9 @@ def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     model = build_model(small(load_config(f"examples/{name}.yaml").arch), SCHEMA)
     model(*batch(64, 1)).sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not missing, f"no gradient reached {missing}"
 
 
@@ -144,7 +150,12 @@ def test_mlp_expert_matches_hand_computation():
 def test_arch_parameters_are_separated_from_weights():
     model = build_model(small(load_config("examples/m3oe.yaml").arch), SCHEMA)
     names = {n for n, p in model.named_parameters() if any(p is q for q in model.arch_parameters())}
-    assert names == {"group_fusion.domain.arch_b", "group_fusion.task.arch_b", "fusion.arch_a_domain", "fusion.arch_a_task"}
+    assert names == {
+        "group_fusion.domain.arch_b",
+        "group_fusion.task.arch_b",
+        "fusion.arch_a_domain",
+        "fusion.arch_a_task",
+    }
     assert len(model.weight_parameters()) + 4 == len(list(model.parameters()))
 
 
@@ -177,7 +188,13 @@ def test_field_wise_components_work_with_raw_dense():
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 60), d_in=st.integers(1, 12), star=st.integers(1, 24), out=st.integers(1, 10), seed=st.integers(0, 99))
+@given(
+    n=st.integers(1, 60),
+    d_in=st.integers(1, 12),
+    star=st.integers(1, 24),
+    out=st.integers(1, 10),
+    seed=st.integers(0, 99),
+)
 def test_m3oe_star_composed_maps_equal_the_two_layers(n, d_in, star, out, seed):
     """M3oEStar composes its linear star layer with star_mlp's Linear when that is cheaper: the same
     outputs and gradients (up to rounding) as running the two layers."""
@@ -185,7 +202,9 @@ def test_m3oe_star_composed_maps_equal_the_two_layers(n, d_in, star, out, seed):
     from mdmt_nas.components import Context, Dims
 
     torch.manual_seed(seed)
-    star_ = M3oEStar(M3oEStarParams(star_dim=star, out_dim=out), Dims(in_dim=d_in, num_fields=1, field_dim=d_in, num_domains=3))
+    star_ = M3oEStar(
+        M3oEStarParams(star_dim=star, out_dim=out), Dims(in_dim=d_in, num_fields=1, field_dim=d_in, num_domains=3)
+    )
     x = torch.randn(n, d_in)
     domain = torch.sort(torch.randint(0, 3, (n,)))[0]
     results = []
@@ -208,8 +227,12 @@ def test_m3oe_star_composes_only_when_cheaper():
     from mdmt_nas.builtin.m3oe import M3oEStar, M3oEStarParams
     from mdmt_nas.components import Dims
 
-    star_ = M3oEStar(M3oEStarParams(star_dim=512, out_dim=256), Dims(in_dim=113, num_fields=7, field_dim=16, num_domains=3))
-    assert star_.compose(4096) and not star_.compose(1)  # the reference M3oE's sizes: break-even near 278 rows for 3 domains
+    star_ = M3oEStar(
+        M3oEStarParams(star_dim=512, out_dim=256), Dims(in_dim=113, num_fields=7, field_dim=16, num_domains=3)
+    )
+    assert star_.compose(4096) and not star_.compose(
+        1
+    )  # the reference M3oE's sizes: break-even near 278 rows for 3 domains
     assert star_.compose(279) and not star_.compose(277)
 
 
@@ -226,7 +249,11 @@ def test_m3oe_balance_and_weighted_fusions_follow_the_reference_formulas(M, n, i
     b = torch.sigmoid(torch.tensor(init))
     want = x if M == 1 else torch.stack([b * x[:, i] + (1 - b) / (M - 1) * (x.sum(1) - x[:, i]) for i in range(M)], 1)
     torch.testing.assert_close(f(x, None), want, rtol=1e-5, atol=1e-5)
-    parts = {"shared": torch.randn(n, 2, 6), "domain": torch.randn(n, 1, 6).expand(-1, 2, -1), "task": torch.randn(n, 2, 6)}
+    parts = {
+        "shared": torch.randn(n, 2, 6),
+        "domain": torch.randn(n, 1, 6).expand(-1, 2, -1),
+        "task": torch.randn(n, 2, 6),
+    }
     w = WeightedFusion(WeightedParams(init_domain=init, init_task=-init), Dims(in_dim=6, members=list(parts)))
     want = parts["shared"] + b * parts["domain"] + torch.sigmoid(torch.tensor(-init)) * parts["task"]
     torch.testing.assert_close(w(parts, None), want, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,9 @@ import textwrap
 from pathlib import Path
 
 
-def make_dist(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str], version: str = "0.1.0") -> Path:
+def make_dist(
+    site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str], version: str = "0.1.0"
+) -> Path:
     """Write `modules` (relative path -> source) and a `.dist-info` declaring `entry_points` in group mdmt_nas.
 
     With `site` on sys.path, importlib.metadata sees an installed distribution,

@@ -14,7 +14,9 @@ BUILTIN = [(e.kind, e.name) for kind in KINDS for e in _HOST.registry.entries(ki
 
 
 def _param(kind: str, name: str):
-    marks = [pytest.mark.xfail(reason=KNOWN_FAILURES[(kind, name)], strict=True)] if (kind, name) in KNOWN_FAILURES else []
+    marks = (
+        [pytest.mark.xfail(reason=KNOWN_FAILURES[(kind, name)], strict=True)] if (kind, name) in KNOWN_FAILURES else []
+    )
     return pytest.param(kind, name, id=f"{kind}:{name}", marks=marks)
 
 

@@ -39,7 +39,16 @@ def _helpers() -> list[tuple[str, list[str]]]:
 
 def test_the_helper_table_lists_the_public_helpers():
     names = [n for n, _ in _helpers()]
-    for n in ("contract_test", "check_component", "checks_for", "make_context", "make_schema", "make_batch", "build_model", "load_space_file"):
+    for n in (
+        "contract_test",
+        "check_component",
+        "checks_for",
+        "make_context",
+        "make_schema",
+        "make_batch",
+        "build_model",
+        "load_space_file",
+    ):
         assert any(x.endswith("." + n) for x in names), n
     for fixture in ("mdmt_plugin_host", "check_component", "mdmt_component"):
         assert fixture in _section("Test helpers")
@@ -65,7 +74,14 @@ def test_the_example_plugins_use_only_public_helpers():
                 assert not re.search(r"import .*\b_\w", line), f"{f.relative_to(root)} imports a private helper: {line}"
 
 
-BUILTINS = {"expert": "mlp", "gate": "softmax", "fusion": "sum", "adapter": "bottleneck", "tower": "mlp_tower", "balancer": "uncertainty"}
+BUILTINS = {
+    "expert": "mlp",
+    "gate": "softmax",
+    "fusion": "sum",
+    "adapter": "bottleneck",
+    "tower": "mlp_tower",
+    "balancer": "uncertainty",
+}
 
 
 @pytest.mark.parametrize("kind", list(BUILTINS))
@@ -78,8 +94,18 @@ def test_the_attributes_the_doc_says_the_base_class_sets_are_set(kind):
     attrs = re.findall(r"`self\.(\w+)`", row.group(1))
     assert attrs and "params" in attrs
     cls = get_registry().get(kind, BUILTINS[kind])
-    dims = Dims(in_dim=8, num_fields=5, field_dim=4, num_domains=3, num_tasks=2, num_experts=3, members=("shared", "task"),
-                task_names=("a", "b"))
+    dims = Dims(
+        in_dim=8,
+        num_fields=5,
+        field_dim=4,
+        num_domains=3,
+        num_tasks=2,
+        num_experts=3,
+        members=("shared", "task"),
+        task_names=("a", "b"),
+    )
     obj = build(cls, cls.Params(), dims)
     for a in attrs:
-        assert hasattr(obj, a), f"{kind} {BUILTINS[kind]!r} has no attribute {a!r} though the doc says the base class sets it"
+        assert hasattr(obj, a), (
+            f"{kind} {BUILTINS[kind]!r} has no attribute {a!r} though the doc says the base class sets it"
+        )

@@ -28,8 +28,15 @@ def test_listing_json(site, monkeypatch, capsys):
     data = json.loads(out)
     assert code == 0 and data["failures"] == []
     good = next(p for p in data["plugins"] if p["name"] == "good")
-    assert good == {"name": "good", "distribution": "mdmt-nas-good", "version": "1.2.3", "module": "good_plugin", "builtin": False,
-                    "hooks": ["register_experts"], "components": [{"kind": "expert", "name": "good_expert"}]}
+    assert good == {
+        "name": "good",
+        "distribution": "mdmt-nas-good",
+        "version": "1.2.3",
+        "module": "good_plugin",
+        "builtin": False,
+        "hooks": ["register_experts"],
+        "components": [{"kind": "expert", "name": "good_expert"}],
+    }
     basic = next(p for p in data["plugins"] if p["name"] == "basic")
     assert basic["builtin"] and {"kind": "gate", "name": "softmax"} in basic["components"]
 
@@ -62,8 +69,11 @@ def test_show_prints_kind_docstring_distribution_and_parameter_table(site, monke
 
     assert "expert mlp" in out and "plugin basic, distribution mdmt-nas" in out and "(built-in)" in out
     assert MLPExpert.__doc__.strip().splitlines()[0] in out and "mdmt_nas.builtin.basic.MLPExpert" in out
-    for row in (["hidden", "list[int]", "[256, 64]", "length >= 1", "the last is the expert's output"],
-                ["activation", "str", '"relu"', "one of relu, gelu, silu, tanh"], ["dropout", "float", "0.0", ">= 0, < 1"]):
+    for row in (
+        ["hidden", "list[int]", "[256, 64]", "length >= 1", "the last is the expert's output"],
+        ["activation", "str", '"relu"', "one of relu, gelu, silu, tanh"],
+        ["dropout", "float", "0.0", ">= 0, < 1"],
+    ):
         line = next((ln for ln in out.splitlines() if f" {row[0]} " in ln), "")
         assert all(cell in line for cell in row), (row, line)
     code, out, _ = run_cli(["plugins", "show", "noisy_topk"], capsys)
@@ -96,7 +106,9 @@ def test_show_json_is_a_valid_json_schema_of_the_params(site, capsys, name):
     schema = json.loads(out)
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    assert validator.is_valid({}) and not validator.is_valid({"no_such_param": 1})  # defaults are valid; unknown keys are not
+    assert validator.is_valid({}) and not validator.is_valid(
+        {"no_such_param": 1}
+    )  # defaults are valid; unknown keys are not
     assert schema["x-mdmt-nas"]["name"] == name and schema["x-mdmt-nas"]["distribution"] == "mdmt-nas"
     from mdmt_nas.plugins import get_registry
 
@@ -105,9 +117,13 @@ def test_show_json_is_a_valid_json_schema_of_the_params(site, capsys, name):
     for field, prop in schema["properties"].items():  # every default in the schema is the component's own
         if "default" in prop:
             assert prop["default"] == params.model_fields[field].get_default(call_default_factory=True) or hasattr(
-                params.model_fields[field].get_default(call_default_factory=True), "model_dump")
+                params.model_fields[field].get_default(call_default_factory=True), "model_dump"
+            )
     if name == "mlp":
-        assert schema["properties"]["hidden"]["default"] == [256, 64] and schema["properties"]["dropout"]["exclusiveMaximum"] == 1
+        assert (
+            schema["properties"]["hidden"]["default"] == [256, 64]
+            and schema["properties"]["dropout"]["exclusiveMaximum"] == 1
+        )
         assert not validator.is_valid({"hidden": "wide"}) and not validator.is_valid({"activation": "swish"})
         assert validator.is_valid({"hidden": [16], "activation": "gelu", "dropout": 0.5})
 
@@ -116,8 +132,14 @@ def test_new_writes_a_package_that_loads_and_passes(site, monkeypatch, capsys, t
     code, out, err = run_cli(["plugins", "new", "my-expert", "--kind", "expert", "--dir", str(tmp_path)], capsys)
     assert code == 0, err
     root = tmp_path / "mdmt-nas-my-expert"
-    for rel in ("pyproject.toml", "README.md", "mdmt_nas_my_expert/__init__.py", "mdmt_nas_my_expert/expert.py",
-                "mdmt_nas_my_expert/my_expert.yaml", "tests/test_my_expert.py"):
+    for rel in (
+        "pyproject.toml",
+        "README.md",
+        "mdmt_nas_my_expert/__init__.py",
+        "mdmt_nas_my_expert/expert.py",
+        "mdmt_nas_my_expert/my_expert.yaml",
+        "tests/test_my_expert.py",
+    ):
         assert (root / rel).is_file(), rel
         assert rel.split("/")[-1] in out
     pyproject = (root / "pyproject.toml").read_text()
@@ -128,7 +150,10 @@ def test_new_writes_a_package_that_loads_and_passes(site, monkeypatch, capsys, t
     monkeypatch.setenv("MDMT_NAS_LOAD_PLUGINS", "my_expert")
     code, out, err = run_cli(["plugins", "--json"], capsys)
     mine = next(p for p in json.loads(out)["plugins"] if p["name"] == "my_expert")
-    assert {"kind": "expert", "name": "my_expert"} in mine["components"] and {"kind": "space", "name": "my_expert"} in mine["components"]
+    assert {"kind": "expert", "name": "my_expert"} in mine["components"] and {
+        "kind": "space",
+        "name": "my_expert",
+    } in mine["components"]
     code, out, err = run_cli(["plugins", "check", "my_expert"], capsys)
     assert code == 0, out + err
     # refuses to overwrite without --force

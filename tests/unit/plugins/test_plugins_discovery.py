@@ -16,7 +16,10 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
 
 def two_plugins(site):
     for name, cname in (("alpha", "alpha_expert"), ("beta", "beta_expert")):
-        src = GOOD.replace('"good_expert"', f'"{cname}"') + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n"
+        src = (
+            GOOD.replace('"good_expert"', f'"{cname}"')
+            + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n"
+        )
         make_dist(site, f"mdmt-nas-{name}", {name: f"{name}_plugin"}, {f"{name}_plugin.py": src})
 
 

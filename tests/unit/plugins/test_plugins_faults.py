@@ -44,15 +44,36 @@ class GoodExpert(Expert):
 PLUGINS = {
     "good": ("mdmt-nas-good", GOOD + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n"),
     "broken": ("mdmt-nas-broken", "import faiss_not_installed_xyz\n"),
-    "raiser": ("mdmt-nas-raiser", GOOD + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert, name='raiser_expert')\n    raise RuntimeError('config file missing')\n"),
+    "raiser": (
+        "mdmt-nas-raiser",
+        GOOD
+        + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert, name='raiser_expert')\n    raise RuntimeError('config file missing')\n",
+    ),
     "twin": ("mdmt-nas-twin", GOOD + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n"),
-    "typo": ("mdmt-nas-typo", GOOD + "\n@hookimpl\ndef register_expert(register):\n    register(GoodExpert, name='typo_expert')\n"),
-    "unmarked": ("mdmt-nas-unmarked", GOOD + "\ndef register_experts(register):\n    register(GoodExpert, name='unmarked_expert')\n"),
-    "wrongbase": ("mdmt-nas-wrongbase", GOOD + "\n@hookimpl\ndef register_experts(register):\n    register(dict, name='wrongbase_expert')\n"),
-    "crashy": ("mdmt-nas-crashy", GOOD.replace("return self.lin(x)", "raise RuntimeError('boom: lookup table not loaded')").replace('"good_expert"', '"crashy_expert"')
-               + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n"),
-    "shapeshifter": ("mdmt-nas-shapeshifter", GOOD.replace("return self.lin(x)", "return self.lin(x)[:, :3]").replace('"good_expert"', '"shifty_expert"')
-                     + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n"),
+    "typo": (
+        "mdmt-nas-typo",
+        GOOD + "\n@hookimpl\ndef register_expert(register):\n    register(GoodExpert, name='typo_expert')\n",
+    ),
+    "unmarked": (
+        "mdmt-nas-unmarked",
+        GOOD + "\ndef register_experts(register):\n    register(GoodExpert, name='unmarked_expert')\n",
+    ),
+    "wrongbase": (
+        "mdmt-nas-wrongbase",
+        GOOD + "\n@hookimpl\ndef register_experts(register):\n    register(dict, name='wrongbase_expert')\n",
+    ),
+    "crashy": (
+        "mdmt-nas-crashy",
+        GOOD.replace("return self.lin(x)", "raise RuntimeError('boom: lookup table not loaded')").replace(
+            '"good_expert"', '"crashy_expert"'
+        )
+        + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n",
+    ),
+    "shapeshifter": (
+        "mdmt-nas-shapeshifter",
+        GOOD.replace("return self.lin(x)", "return self.lin(x)[:, :3]").replace('"good_expert"', '"shifty_expert"')
+        + "\n@hookimpl\ndef register_experts(register):\n    register(GoodExpert)\n",
+    ),
 }
 
 
@@ -76,8 +97,20 @@ def failure_of(data, plugin):
 @pytest.mark.parametrize(
     "bad,stage,words",
     [
-        ("broken", "import", ['Error importing plugin "broken" (distribution mdmt-nas-broken)', "faiss_not_installed_xyz"]),
-        ("raiser", "register", ['Error registering plugin "raiser" (distribution mdmt-nas-raiser)', "register_experts raised RuntimeError: config file missing", "raiser_plugin.py"]),
+        (
+            "broken",
+            "import",
+            ['Error importing plugin "broken" (distribution mdmt-nas-broken)', "faiss_not_installed_xyz"],
+        ),
+        (
+            "raiser",
+            "register",
+            [
+                'Error registering plugin "raiser" (distribution mdmt-nas-raiser)',
+                "register_experts raised RuntimeError: config file missing",
+                "raiser_plugin.py",
+            ],
+        ),
         ("typo", "hook", ['Invalid hook in plugin "typo"', "'register_expert' (did you mean 'register_experts'?)"]),
         ("unmarked", "hook", ['Invalid hook in plugin "unmarked"', "@hookimpl"]),
         ("wrongbase", "register", ["wrongbase_expert", "not a subclass of mdmt_nas.components.Expert"]),
@@ -116,12 +149,17 @@ def test_taken_name_is_unusable_until_picked_and_names_both_distributions(site, 
     from mdmt_nas.errors import DuplicateComponentError
 
     reg = get_host().registry
-    with pytest.raises(DuplicateComponentError, match=r"arch\.shared: expert 'good_expert' is registered by 2 plugins.*mdmt-nas-good.*mdmt-nas-twin"):
+    with pytest.raises(
+        DuplicateComponentError,
+        match=r"arch\.shared: expert 'good_expert' is registered by 2 plugins.*mdmt-nas-good.*mdmt-nas-twin",
+    ):
         reg.entry("expert", "good_expert", where="arch.shared")
     assert ("expert", "mlp") in reg and reg.entry("expert", "mlp").plugin == "basic"  # the rest works
 
 
-@pytest.mark.parametrize("pick,dist", [("twin", "mdmt-nas-twin"), ("good", "mdmt-nas-good"), ("mdmt-nas-twin", "mdmt-nas-twin")])
+@pytest.mark.parametrize(
+    "pick,dist", [("twin", "mdmt-nas-twin"), ("good", "mdmt-nas-good"), ("mdmt-nas-twin", "mdmt-nas-twin")]
+)
 def test_a_picked_plugin_resolves_the_conflict(site, monkeypatch, capsys, pick, dist):
     install(site, monkeypatch, "good", "twin")
     monkeypatch.setenv("MDMT_NAS_PREFER", f"expert:good_expert={pick}")
@@ -130,9 +168,14 @@ def test_a_picked_plugin_resolves_the_conflict(site, monkeypatch, capsys, pick, 
     assert get_host().registry.entry("expert", "good_expert").dist == dist
 
 
-@pytest.mark.parametrize("prefer,needle", [("expert:good_expert=twn", "'twn' does not register 'expert:good_expert'"),
-                                           ("expert:mlp=basic", "no two plugins register 'expert:mlp'"),
-                                           ("good_expert", "is not KIND:NAME=PLUGIN")])
+@pytest.mark.parametrize(
+    "prefer,needle",
+    [
+        ("expert:good_expert=twn", "'twn' does not register 'expert:good_expert'"),
+        ("expert:mlp=basic", "no two plugins register 'expert:mlp'"),
+        ("good_expert", "is not KIND:NAME=PLUGIN"),
+    ],
+)
 def test_a_bad_pick_is_a_warning_and_the_conflict_stays(site, monkeypatch, capsys, prefer, needle):
     install(site, monkeypatch, "good", "twin")
     monkeypatch.setenv("MDMT_NAS_PREFER", prefer)
@@ -144,7 +187,12 @@ def test_a_bad_pick_is_a_warning_and_the_conflict_stays(site, monkeypatch, capsy
 
 def test_taken_builtin_name(site, monkeypatch, capsys):
     dist, src = PLUGINS["good"]
-    make_dist(site, "mdmt-nas-mlp-clash", {"clash": "clash_plugin"}, {"clash_plugin.py": src.replace('name = "good_expert"', 'name = "mlp"')})
+    make_dist(
+        site,
+        "mdmt-nas-mlp-clash",
+        {"clash": "clash_plugin"},
+        {"clash_plugin.py": src.replace('name = "good_expert"', 'name = "mlp"')},
+    )
     monkeypatch.setenv("MDMT_NAS_LOAD_PLUGINS", "clash")
     code, data, err = listing(capsys)
     msg = failure_of(data, "clash")["message"]
@@ -190,7 +238,9 @@ def test_check_of_a_plugin_that_failed_to_load(site, monkeypatch, capsys):
 
 def _arch(expert):
     first = {"name": expert, "params": {"hidden": [8]} if expert == "mlp" else {}}
-    return Architecture.model_validate({"embedding_dim": 4, "shared": {"experts": [first, {"name": "mlp", "params": {"hidden": [8]}}]}})
+    return Architecture.model_validate(
+        {"embedding_dim": 4, "shared": {"experts": [first, {"name": "mlp", "params": {"hidden": [8]}}]}}
+    )
 
 
 def _batch():
@@ -208,7 +258,14 @@ def test_component_crash_during_a_run_names_the_plugin(site, monkeypatch, capsys
     assert (ref.kind, ref.name, ref.plugin, ref.dist) == ("expert", "crashy_expert", "crashy", "mdmt-nas-crashy")
     assert ref.path.startswith("levels.0.groups.shared.banks")
     msg = describe_component_error(info.value, model)
-    for w in ("expert 'crashy_expert'", "plugin 'crashy'", "mdmt-nas-crashy", "boom: lookup table not loaded", "crashy_plugin.py", "mdmt-nas plugins check crashy"):
+    for w in (
+        "expert 'crashy_expert'",
+        "plugin 'crashy'",
+        "mdmt-nas-crashy",
+        "boom: lookup table not loaded",
+        "crashy_plugin.py",
+        "mdmt-nas plugins check crashy",
+    ):
         assert w in msg, msg
     wrapped = attribute_error(info.value, model)
     assert isinstance(wrapped, ComponentFailure) and wrapped.__cause__ is info.value
@@ -271,8 +328,25 @@ def test_search_survives_broken_components_and_names_them(site, monkeypatch, cap
     space = tmp_path / "faulty.yaml"
     space.write_text(SPACE)
     out_dir = tmp_path / "out"
-    code, out, err = run_cli(["search", "--space", str(space), "--searcher", "optuna-grid", "--budget", "3", "--epochs", "1",
-                              "--no-track", "--set", "dataset.params.n_rows=2000", "--output", str(out_dir)], capsys)
+    code, out, err = run_cli(
+        [
+            "search",
+            "--space",
+            str(space),
+            "--searcher",
+            "optuna-grid",
+            "--budget",
+            "3",
+            "--epochs",
+            "1",
+            "--no-track",
+            "--set",
+            "dataset.params.n_rows=2000",
+            "--output",
+            str(out_dir),
+        ],
+        capsys,
+    )
     assert code == 0, out + err
     rows = list(csv.DictReader((out_dir / "leaderboard.csv").open()))
     by_state = {}
@@ -280,6 +354,12 @@ def test_search_survives_broken_components_and_names_them(site, monkeypatch, cap
         by_state.setdefault(r["state"], []).append(r)
     assert len(by_state.get("finished", [])) == 1 and len(by_state.get("failed", [])) == 2, rows
     reasons = " | ".join(r["reason"] for r in by_state["failed"])
-    assert "expert 'crashy_expert' from plugin 'crashy' (distribution mdmt-nas-crashy" in reasons and "boom: lookup table not loaded" in reasons
-    assert "expert 'shifty_expert' from plugin 'shapeshifter' (distribution mdmt-nas-shapeshifter" in reasons and "returned shape" in reasons
+    assert (
+        "expert 'crashy_expert' from plugin 'crashy' (distribution mdmt-nas-crashy" in reasons
+        and "boom: lookup table not loaded" in reasons
+    )
+    assert (
+        "expert 'shifty_expert' from plugin 'shapeshifter' (distribution mdmt-nas-shapeshifter" in reasons
+        and "returned shape" in reasons
+    )
     assert "mdmt-nas plugins check crashy" in reasons

@@ -296,7 +296,8 @@ def test_options_checks_skip_params_and_unknown_check():
 
 def test_contract_test_marker_and_fixtures_in_a_pytest_run(tmp_path):
     """The pytest11 plugin is active: contract_test, the marker and the fixtures work in a fresh run."""
-    (tmp_path / "test_author.py").write_text(textwrap.dedent('''
+    (tmp_path / "test_author.py").write_text(
+        textwrap.dedent("""
         import pytest
         from mdmt_nas.builtin.basic import MLPExpert, SumFusion
         from mdmt_nas.testing import contract_test
@@ -312,9 +313,15 @@ def test_contract_test_marker_and_fixtures_in_a_pytest_run(tmp_path):
             host = mdmt_plugin_host()
             assert ("expert", "mlp") in host.registry
             assert check_component(basic.IdentityExpert, checks=["shapes"]).ok
-    '''))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     n_mlp = len(checks_for(MLPExpert)) - 1
     n_sum = len(checks_for(SumFusion))
@@ -336,7 +343,9 @@ def test_mixed_op_runs_inside_the_darts_supernet(monkeypatch):
 
     monkeypatch.setattr(kit, "_supernet", lambda: (spy, controller))
     assert check_component(MLPExpert, checks=["mixed_op"]).ok
-    assert len(seen) == 2 and all(s.choices[0].name == "c" for s in seen)  # as a mixed bottom and as mixed group experts
+    assert len(seen) == 2 and all(
+        s.choices[0].name == "c" for s in seen
+    )  # as a mixed bottom and as mixed group experts
 
     def broken(space):
         raise RuntimeError("cannot relax")

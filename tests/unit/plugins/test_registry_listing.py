@@ -63,7 +63,11 @@ def test_an_unknown_kind_names_the_closest_kind(host):
 def test_deprecated_names_are_listed_only_when_asked(host):
     assert list_components("gate", "*softmax*", registry=host.registry) == ["renamed_softmax", "softmax"]
     assert list_components("gate", "*softmax*", deprecated=True, registry=host.registry) == [
-        "old_softmax", "older_softmax", "renamed_softmax", "softmax"]
+        "old_softmax",
+        "older_softmax",
+        "renamed_softmax",
+        "softmax",
+    ]
 
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789.", min_size=1, max_size=12)
@@ -71,7 +75,7 @@ names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789.", min_size=1, m
 
 @given(name=names, cut=st.integers(0, 12), length=st.integers(0, 12))
 def test_a_substring_between_stars_matches(name, cut, length):
-    part = name[cut:cut + length]
+    part = name[cut : cut + length]
     assert matches(name, f"*{part}*")
     assert matches(name, "*") and matches(name, None) and matches(name, name) and matches(name.upper(), name)
     assert not matches(name, name + "x")
@@ -88,8 +92,11 @@ def test_a_pattern_lists_a_sorted_subset_of_the_kind(host, pattern, kind):
 
 # ------------------------------------------------------------------------------ deprecated names
 def test_an_old_name_resolves_to_the_new_component_with_a_warning_naming_both(host):
-    with pytest.warns(DeprecatedNameWarning, match=r"gate 'old_softmax' is a deprecated name of gate 'renamed_softmax' "
-                                                   r"\(plugin 'renamer'\); write 'renamed_softmax' instead"):
+    with pytest.warns(
+        DeprecatedNameWarning,
+        match=r"gate 'old_softmax' is a deprecated name of gate 'renamed_softmax' "
+        r"\(plugin 'renamer'\); write 'renamed_softmax' instead",
+    ):
         entry = host.registry.entry("gate", "old_softmax")
     assert entry.name == "renamed_softmax" and entry.plugin == "renamer"
     assert issubclass(DeprecatedNameWarning, DeprecationWarning)
@@ -114,8 +121,9 @@ def test_a_space_naming_the_old_name_loads(host, tmp_path):
     from mdmt_nas.spaces import load_space_file
 
     path = tmp_path / "s.yaml"
-    path.write_text("template: {shared: {expert: mlp, num: {choice: n}}, gate: older_softmax}\n"
-                    "choices: {n: {low: 1, high: 2}}\n")
+    path.write_text(
+        "template: {shared: {expert: mlp, num: {choice: n}}, gate: older_softmax}\nchoices: {n: {low: 1, high: 2}}\n"
+    )
     with pytest.warns(DeprecatedNameWarning, match="older_softmax"):
         space = load_space_file(path, registry=host.registry)
     assert space.size() == 2
@@ -123,8 +131,10 @@ def test_a_space_naming_the_old_name_loads(host, tmp_path):
 
 def test_a_real_name_wins_over_another_plugins_alias():
     shadow = _renamed_gate("old_softmax")
-    h = _host(("renamer", _plugin(g=(_renamed_gate(), {"deprecated_names": "old_softmax"}))),
-              ("other", _plugin(g=(shadow, {}))))
+    h = _host(
+        ("renamer", _plugin(g=(_renamed_gate(), {"deprecated_names": "old_softmax"}))),
+        ("other", _plugin(g=(shadow, {}))),
+    )
     assert h.failures == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -133,14 +143,19 @@ def test_a_real_name_wins_over_another_plugins_alias():
 
 
 def test_two_plugins_renaming_to_different_names_make_the_old_name_ambiguous():
-    h = _host(("renamer", _plugin(g=(_renamed_gate("new_a"), {"deprecated_names": ["old_gate"]}))),
-              ("other", _plugin(g=(_renamed_gate("new_b"), {"deprecated_names": ["old_gate"]}))))
-    with pytest.raises(DuplicateComponentError, match=r"'old_gate' is a deprecated name of two components .*'new_a' or 'new_b'"):
+    h = _host(
+        ("renamer", _plugin(g=(_renamed_gate("new_a"), {"deprecated_names": ["old_gate"]}))),
+        ("other", _plugin(g=(_renamed_gate("new_b"), {"deprecated_names": ["old_gate"]}))),
+    )
+    with pytest.raises(
+        DuplicateComponentError, match=r"'old_gate' is a deprecated name of two components .*'new_a' or 'new_b'"
+    ):
         h.registry.get("gate", "old_gate")
 
 
-@pytest.mark.parametrize("olds, message", [(["renamed_softmax"], "a deprecated name of itself"),
-                                           ([""], "must be a non-empty string")])
+@pytest.mark.parametrize(
+    "olds, message", [(["renamed_softmax"], "a deprecated name of itself"), ([""], "must be a non-empty string")]
+)
 def test_a_plugin_declaring_a_bad_deprecated_name_fails_to_load_by_name(olds, message):
     h = _host(("renamer", _plugin(g=(_renamed_gate(), {"deprecated_names": olds}))))
     assert [f.plugin for f in h.failures] == ["renamer"] and message in h.failures[0].message
@@ -149,7 +164,9 @@ def test_a_plugin_declaring_a_bad_deprecated_name_fails_to_load_by_name(olds, me
 
 
 def test_a_plugin_that_registers_and_aliases_one_name_fails_to_load():
-    h = _host(("renamer", _plugin(a=(_renamed_gate("old_x"), {}), b=(_renamed_gate(), {"deprecated_names": ["old_x"]}))))
+    h = _host(
+        ("renamer", _plugin(a=(_renamed_gate("old_x"), {}), b=(_renamed_gate(), {"deprecated_names": ["old_x"]})))
+    )
     assert "registers gate 'old_x' and also declares it a deprecated name" in h.failures[0].message
 
 

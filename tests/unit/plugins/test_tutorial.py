@@ -85,8 +85,13 @@ def test_every_tutorial_command_runs(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               COLUMNS="200", MLFLOW_TRACKING_URI=uri, MDMT_NAS_LOAD_PLUGINS="my_expert")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        COLUMNS="200",
+        MLFLOW_TRACKING_URI=uri,
+        MDMT_NAS_LOAD_PLUGINS="my_expert",
+    )
     env.pop("MDMT_NAS_DISABLE_PLUGINS", None)
     outputs: dict[str, str] = {}
     for cmd in doc_commands():
@@ -119,6 +124,8 @@ def test_every_tutorial_command_runs(tmp_path):
             children = [p for p in _mlflow_params(uri) if p["_parent"]]
             assert children, "the search logged no candidate runs"
             with_expert = [p for p in children if p.get("assignment.expert") == "my_expert"]
-            assert with_expert, f"no candidate run has my_expert in its params: {json.dumps(children[:2], indent=1)[:2000]}"
+            assert with_expert, (
+                f"no candidate run has my_expert in its params: {json.dumps(children[:2], indent=1)[:2000]}"
+            )
             assert with_expert[0]["arch.shared.experts.0.name"] == "my_expert"
             assert (work / "runs" / "my-search" / "best_arch.json").is_file()

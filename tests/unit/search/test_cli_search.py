@@ -16,7 +16,16 @@ import pytest
 from helpers import run_cli
 from test_runner import _one_thread, mlflow_uri, runs_of, test_plugin, write_space  # noqa: F401
 
-SMALL = ["--set", "dataset.params.n_rows=3000", "--set", "train.batch_size=512", "--set", "train.threads=1", "--set", "train.patience=0"]
+SMALL = [
+    "--set",
+    "dataset.params.n_rows=3000",
+    "--set",
+    "train.batch_size=512",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.patience=0",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +35,31 @@ def _wide(monkeypatch):
 
 def test_search_prints_leaderboard_and_best_arch_path(tmp_path, mlflow_uri, capsys):
     out = tmp_path / "out"
-    code, text, err = run_cli(["search", "--space", write_space(tmp_path), "--searcher", "optuna-tpe", "--budget", "3", "--epochs", "1",
-                               "--pruner", "none", "--output", out, "--tracking-uri", mlflow_uri, "--seed", "3", *SMALL,
-                               "--set", "tracking.experiment=cli-search"], capsys)
+    code, text, err = run_cli(
+        [
+            "search",
+            "--space",
+            write_space(tmp_path),
+            "--searcher",
+            "optuna-tpe",
+            "--budget",
+            "3",
+            "--epochs",
+            "1",
+            "--pruner",
+            "none",
+            "--output",
+            out,
+            "--tracking-uri",
+            mlflow_uri,
+            "--seed",
+            "3",
+            *SMALL,
+            "--set",
+            "tracking.experiment=cli-search",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "tiny / optuna-tpe:" in text and "valid AUC" in text
     assert f"best architecture: {out / 'best_arch.json'}" in text
@@ -44,19 +75,65 @@ def test_search_prints_leaderboard_and_best_arch_path(tmp_path, mlflow_uri, caps
     assert all(c.data.params["train.seed"] == "3" for c in children)
 
     # the same output again: refused without --resume, continued with it
-    code, _, err = run_cli(["search", "--space", write_space(tmp_path), "--searcher", "optuna-tpe", "--budget", "4", "--output", out,
-                            "--tracking-uri", mlflow_uri, "--seed", "3", "--epochs", "1", *SMALL, "--set", "tracking.experiment=cli-search"], capsys)
+    code, _, err = run_cli(
+        [
+            "search",
+            "--space",
+            write_space(tmp_path),
+            "--searcher",
+            "optuna-tpe",
+            "--budget",
+            "4",
+            "--output",
+            out,
+            "--tracking-uri",
+            mlflow_uri,
+            "--seed",
+            "3",
+            "--epochs",
+            "1",
+            *SMALL,
+            "--set",
+            "tracking.experiment=cli-search",
+        ],
+        capsys,
+    )
     assert code == 2 and "already exists and is not empty" in err and "--resume" in err
-    code, text, err = run_cli(["search", "--space", write_space(tmp_path), "--searcher", "optuna-tpe", "--budget", "4", "--output", out,
-                               "--tracking-uri", mlflow_uri, "--seed", "3", "--epochs", "1", "--pruner", "none", "--resume", *SMALL,
-                               "--set", "tracking.experiment=cli-search"], capsys)
+    code, text, err = run_cli(
+        [
+            "search",
+            "--space",
+            write_space(tmp_path),
+            "--searcher",
+            "optuna-tpe",
+            "--budget",
+            "4",
+            "--output",
+            out,
+            "--tracking-uri",
+            mlflow_uri,
+            "--seed",
+            "3",
+            "--epochs",
+            "1",
+            "--pruner",
+            "none",
+            "--resume",
+            *SMALL,
+            "--set",
+            "tracking.experiment=cli-search",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((out / "search.json").read_text())["budget"] == 4
     assert len(runs_of(mlflow_uri, "cli-search")[0]) == 1
 
 
 def test_unknown_searcher_suggests_the_closest_names(tmp_path, capsys):
-    code, _, err = run_cli(["search", "--space", write_space(tmp_path), "--searcher", "optuna-tp", "--output", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["search", "--space", write_space(tmp_path), "--searcher", "optuna-tp", "--output", tmp_path / "o"], capsys
+    )
     assert code == 2
     assert "unknown searcher 'optuna-tp'" in err and "optuna-tpe" in err
     assert not (tmp_path / "o").exists()
@@ -66,13 +143,46 @@ def test_cli_errors_exit_2(tmp_path, mlflow_uri, capsys):
     space = write_space(tmp_path)
     code, _, err = run_cli(["search", "--searcher", "optuna-tpe"], capsys)
     assert code == 2 and "--space" in err
-    code, _, err = run_cli(["search", "--space", space, "--searcher", "optuna-tpe", "--objectives", "auc,params", "--output", tmp_path / "a",
-                            "--tracking-uri", mlflow_uri, *SMALL], capsys)
+    code, _, err = run_cli(
+        [
+            "search",
+            "--space",
+            space,
+            "--searcher",
+            "optuna-tpe",
+            "--objectives",
+            "auc,params",
+            "--output",
+            tmp_path / "a",
+            "--tracking-uri",
+            mlflow_uri,
+            *SMALL,
+        ],
+        capsys,
+    )
     assert code == 2 and "optuna-nsga2" in err
-    code, _, err = run_cli(["search", "--space", space, "--searcher", "optuna-tpe", "--objectives", "params", "--output", tmp_path / "b"], capsys)
+    code, _, err = run_cli(
+        ["search", "--space", space, "--searcher", "optuna-tpe", "--objectives", "params", "--output", tmp_path / "b"],
+        capsys,
+    )
     assert code == 2 and "objectives must start with 'auc'" in err
-    code, _, err = run_cli(["search", "--space", space, "--searcher", "optuna-tpe", "--pruner", "sometimes", "--output", tmp_path / "c",
-                            "--tracking-uri", mlflow_uri, *SMALL], capsys)
+    code, _, err = run_cli(
+        [
+            "search",
+            "--space",
+            space,
+            "--searcher",
+            "optuna-tpe",
+            "--pruner",
+            "sometimes",
+            "--output",
+            tmp_path / "c",
+            "--tracking-uri",
+            mlflow_uri,
+            *SMALL,
+        ],
+        capsys,
+    )
     assert code == 2 and "search.params.pruner" in err
 
 
@@ -80,8 +190,23 @@ def test_all_candidates_failing_exits_2_with_a_summary(tmp_path, mlflow_uri, cap
     from test_runner import write_space as ws
 
     space = ws(tmp_path, {"boom": {"name": "boom"}})
-    code, text, err = run_cli(["search", "--space", space, "--searcher", "optuna-random", "--budget", "2", "--output", tmp_path / "o",
-                               "--tracking-uri", mlflow_uri, *SMALL], capsys)
+    code, text, err = run_cli(
+        [
+            "search",
+            "--space",
+            space,
+            "--searcher",
+            "optuna-random",
+            "--budget",
+            "2",
+            "--output",
+            tmp_path / "o",
+            "--tracking-uri",
+            mlflow_uri,
+            *SMALL,
+        ],
+        capsys,
+    )
     assert code == 2
     assert "no candidate finished" in err and "expert 'boom' from plugin 'searchtest'" in err
     assert "Traceback" not in err + text
@@ -93,8 +218,23 @@ def test_default_searcher_is_darts(tmp_path, mlflow_uri, capsys):
     if "darts" not in get_registry().names("searcher"):
         pytest.skip("the darts searcher is not registered in this tree yet")
     out = tmp_path / "out"
-    code, text, err = run_cli(["search", "--space", write_space(tmp_path), "--budget", "1", "--output", out, "--tracking-uri", mlflow_uri,
-                               *SMALL, "--set", "train.epochs=1"], capsys)
+    code, text, err = run_cli(
+        [
+            "search",
+            "--space",
+            write_space(tmp_path),
+            "--budget",
+            "1",
+            "--output",
+            out,
+            "--tracking-uri",
+            mlflow_uri,
+            *SMALL,
+            "--set",
+            "train.epochs=1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((out / "search.json").read_text())["searcher"] == "darts"
     assert (out / "best_arch.json").exists() and (out / "weights.pt").exists()
@@ -103,7 +243,12 @@ def test_default_searcher_is_darts(tmp_path, mlflow_uri, capsys):
 def test_ui_dry_run_and_remote_store(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     code, text, _ = run_cli(["ui", "--dry-run", "--tracking-uri", uri, "--port", "5123"], capsys)
-    assert code == 0 and "http://127.0.0.1:5123" in text and f"--backend-store-uri {uri}" in text and "--host 127.0.0.1" in text
+    assert (
+        code == 0
+        and "http://127.0.0.1:5123" in text
+        and f"--backend-store-uri {uri}" in text
+        and "--host 127.0.0.1" in text
+    )
     code, text, _ = run_cli(["ui", "--tracking-uri", "http://mlflow.example:5000"], capsys)
     assert code == 0 and "server already" in text
 
@@ -118,8 +263,22 @@ def test_ui_serves_and_stops_cleanly(tmp_path):
     psutil = pytest.importorskip("psutil")
     port = _free_port()
     env = {**os.environ, "MDMT_NAS_LOAD_PLUGINS": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "mdmt_nas", "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mdmt_nas",
+            "ui",
+            "--port",
+            str(port),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

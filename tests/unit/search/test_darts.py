@@ -47,14 +47,37 @@ def _loss(model, batch):
     return per_task.sum() + (aux if aux is not None else 0)
 
 
-def _ctx(space, splits, out: Path, tracking: TrackingConfig | None = None, resume: bool = False, budget: int | None = None) -> SearchContext:
-    cfg = ExperimentConfig(train=TrainConfig(epochs=1, batch_size=256, progress=False), tracking=tracking or TrackingConfig(enabled=False))
-    return SearchContext(space=space, splits=splits, config=cfg, budget=budget, timeout=None, seed=3, output_dir=out,
-                         tracker=Tracker(cfg.tracking), parent_run_id=None, evaluate=local_evaluate(splits, cfg.train), resume=resume)
+def _ctx(
+    space, splits, out: Path, tracking: TrackingConfig | None = None, resume: bool = False, budget: int | None = None
+) -> SearchContext:
+    cfg = ExperimentConfig(
+        train=TrainConfig(epochs=1, batch_size=256, progress=False), tracking=tracking or TrackingConfig(enabled=False)
+    )
+    return SearchContext(
+        space=space,
+        splits=splits,
+        config=cfg,
+        budget=budget,
+        timeout=None,
+        seed=3,
+        output_dir=out,
+        tracker=Tracker(cfg.tracking),
+        parent_run_id=None,
+        evaluate=local_evaluate(splits, cfg.train),
+        resume=resume,
+    )
 
 
 # top_k 1: derive the argmax and retrain it (the screening of the top k is tested in test_search_quality.py)
-FAST = {"epochs": 2, "warmup_epochs": 0, "rows_per_epoch": 1024, "batch_size": 256, "eval_rows": 256, "retrain": False, "top_k": 1}
+FAST = {
+    "epochs": 2,
+    "warmup_epochs": 0,
+    "rows_per_epoch": 1024,
+    "batch_size": 256,
+    "eval_rows": 256,
+    "retrain": False,
+    "top_k": 1,
+}
 
 
 # ------------------------------------------------------------------------------ relaxation
@@ -78,7 +101,13 @@ def test_relaxation_of_the_small_space(small_space):
 def test_relaxation_keeps_structural_choices_at_their_default():
     m3oe = relax(load_space("m3oe"))
     # not differentiable: the balancer and the structural fields (the domain as an input field, the heads, the gate's stop-gradient, how dense values enter)
-    structural = {"balancer": "equal", "domain_feature": True, "heads": "domain_task", "gate_detach_input": True, "dense_input": "raw"}
+    structural = {
+        "balancer": "equal",
+        "domain_feature": True,
+        "heads": "domain_task",
+        "gate_detach_input": True,
+        "dense_input": "raw",
+    }
     assert m3oe.fixed == structural
     assert set(m3oe.relaxed) == {c.name for c in load_space("m3oe").choices} - set(structural)
     ple = relax(load_space("ple"))
@@ -86,11 +115,14 @@ def test_relaxation_keeps_structural_choices_at_their_default():
 
 
 def test_mixed_expert_pads_and_mixes():
-    p = MixedExpertParams(candidates=[
-        {"spec": {"name": "mlp", "params": {"hidden": [4]}}, "terms": [[[["c", 0]]]]},
-        {"spec": {"name": "mlp", "params": {"hidden": [6]}}, "terms": [[[["c", 1]]]]},
-        {"spec": None, "terms": [[[["c", 2]]]]},
-    ], choices={"c": 3})
+    p = MixedExpertParams(
+        candidates=[
+            {"spec": {"name": "mlp", "params": {"hidden": [4]}}, "terms": [[[["c", 0]]]]},
+            {"spec": {"name": "mlp", "params": {"hidden": [6]}}, "terms": [[[["c", 1]]]]},
+            {"spec": None, "terms": [[[["c", 2]]]]},
+        ],
+        choices={"c": 3},
+    )
     m = MixedExpert(p, Dims(in_dim=5, num_fields=1, field_dim=5))
     assert m.out_dim == 6
     from mdmt_nas.testing import make_context
@@ -113,7 +145,9 @@ def test_supernet_shapes_and_alpha_gradients(small_space, tiny_splits):
     model, ctl = build_supernet(r, tiny_splits.schema)
     alphas = model.arch_parameters()
     assert {id(a) for a in alphas} == {id(a) for a in ctl.parameters()}  # tied: one parameter per choice
-    assert {n.rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "arch_" in n} == {f"arch_{c}" for c in r.relaxed}
+    assert {n.rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "arch_" in n} == {
+        f"arch_{c}" for c in r.relaxed
+    }
     b = next(iter(tiny_splits.valid.batches(64)))
     assert model(b.sparse, b.dense, b.domain).shape == (64, tiny_splits.schema.num_tasks)
     _loss(model, b).backward()
@@ -128,7 +162,9 @@ def test_m3oe_supernet_runs_and_alphas_learn(tiny_splits):
     _loss(model, b).backward()
     grads = {c: float(a.grad.abs().sum()) for c, a in ctl.alphas.items()}
     assert all(torch.isfinite(torch.tensor(v)) for v in grads.values())
-    assert sum(v > 0 for v in grads.values()) >= len(grads) - 1, grads  # gated == sum at init: fusion_no_shared may be flat
+    assert sum(v > 0 for v in grads.values()) >= len(grads) - 1, (
+        grads
+    )  # gated == sum at init: fusion_no_shared may be flat
 
 
 def test_discretize_and_rebuild_from_json(small_space, tiny_splits):
@@ -196,8 +232,12 @@ def test_darts_search_derives_and_retrains(small_space, tiny_splits, tmp_path):
     s = DartsSearcher(DartsParams(**{**FAST, "retrain": True}))
     res = s.run(_ctx(small_space, tiny_splits, tmp_path))
     assert res.best.id == small_space.to_arch(res.extra["assignment"]).id
-    assert len(res.candidates) == 1 and res.candidates[0].state == "finished" and res.candidates[0].arch.id == res.best.id
-    assert (tmp_path / "darts" / "checkpoint.pt").exists() and (tmp_path / "darts" / "alphas" / "epoch_001.png").exists()
+    assert (
+        len(res.candidates) == 1 and res.candidates[0].state == "finished" and res.candidates[0].arch.id == res.best.id
+    )
+    assert (tmp_path / "darts" / "checkpoint.pt").exists() and (
+        tmp_path / "darts" / "alphas" / "epoch_001.png"
+    ).exists()
     assert Architecture.load(tmp_path / "darts" / "derived_arch.json").id == res.best.id
     ck = torch.load(tmp_path / "darts" / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 2 and set(ck["alphas"]) == set(relax(small_space).relaxed)
@@ -245,13 +285,17 @@ def test_tracked_search_logs_alphas_and_heatmaps(small_space, tiny_splits, tmp_p
     cfg = ExperimentConfig(
         train=TrainConfig(epochs=1, batch_size=256, progress=False),
         tracking=TrackingConfig(uri=mlflow_uri, experiment="darts-test"),
-        search=SearchConfig(searcher="darts", budget=2, params={k: v for k, v in FAST.items() if k not in ("epochs", "retrain")}),
+        search=SearchConfig(
+            searcher="darts", budget=2, params={k: v for k, v in FAST.items() if k not in ("epochs", "retrain")}
+        ),
     )
     outcome = run_search(cfg, tmp_path / "out", space=small_space, splits=tiny_splits)
     assert outcome.best is not None and outcome.best.state == "finished"
     assert Architecture.load(tmp_path / "out" / "best_arch.json").id == outcome.result.best.id
     tracker = Tracker(cfg.tracking)
-    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'"
+    )
     kinds = {r.data.tags.get("mdmt_nas.kind"): r for r in runs}
     sup = kinds["supernet"]
     hist = tracker.client.get_metric_history(sup.info.run_id, "alpha/expert/big")
@@ -276,7 +320,11 @@ def test_derive_never_returns_an_architecture_without_experts():
         ctl.alphas["task_module"].copy_(torch.tensor([0.2, 0.0]))
     assert discretize(space, ctl.state())[1].groups() == {}
     assignment, arch, note = derive(space, r, ctl)
-    assert assignment["domain_module"] is True and assignment["shared_module"] is False and assignment["task_module"] is False
+    assert (
+        assignment["domain_module"] is True
+        and assignment["shared_module"] is False
+        and assignment["task_module"] is False
+    )
     assert set(arch.groups()) == {"domain"} and "domain_module=True" in note
     with torch.no_grad():
         ctl.alphas["domain_module"].copy_(torch.tensor([0.0, 0.5]))

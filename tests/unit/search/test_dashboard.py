@@ -30,13 +30,20 @@ def test_dashboard_serves_the_study_of_a_search(tmp_path, mlflow_uri, splits):
     from mdmt_nas.search.runner import run_search
 
     out = tmp_path / "search"
-    outcome = run_search(make_config(mlflow_uri, searcher="optuna-random", budget=2), out, space=load_tiny(tmp_path), splits=splits)
+    outcome = run_search(
+        make_config(mlflow_uri, searcher="optuna-random", budget=2), out, space=load_tiny(tmp_path), splits=splits
+    )
     info = outcome.summary["searcher_info"]
     assert find_study(out) == (info["storage"], info["study_name"])
     port = _free_port()
     log = open(tmp_path / "dashboard.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mdmt_nas", "dashboard", str(out), "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdmt_nas", "dashboard", str(out), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -15,24 +15,34 @@ from helpers import run_cli
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, splits  # noqa: F401
 
 SMALL_M3OE = {
-    "name": "small-m3oe", "embedding_dim": 4,
+    "name": "small-m3oe",
+    "embedding_dim": 4,
     "bottom": {"name": "m3oe_star", "params": {"star_dim": 16, "out_dim": 8, "skip": True}},
     "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 2},
     "domain": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1, "fusion": {"name": "balance"}},
     "task": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1, "fusion": {"name": "balance"}},
-    "gate": "softmax", "gate_scope": ["shared"], "gate_detach_input": True,
-    "fusion": {"name": "weighted"}, "heads": "domain_task", "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
+    "gate": "softmax",
+    "gate_scope": ["shared"],
+    "gate_detach_input": True,
+    "fusion": {"name": "weighted"},
+    "heads": "domain_task",
+    "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
 }
 ROUTED_MMOE = {
-    "name": "routed", "embedding_dim": 4,
+    "name": "routed",
+    "embedding_dim": 4,
     "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 2},
     "domain": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1},
-    "gate_scope": ["shared", "domain"], "heads": "domain_task", "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
+    "gate_scope": ["shared", "domain"],
+    "heads": "domain_task",
+    "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
 }
 SPARSE_GATE = {  # rows dispatched only to their top-k experts (data-dependent in eager mode)
-    "name": "topk", "embedding_dim": 4,
+    "name": "topk",
+    "embedding_dim": 4,
     "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 3},
-    "gate": {"name": "noisy_topk", "params": {"k": 1, "domain_dim": 2}}, "heads": "domain_task",
+    "gate": {"name": "noisy_topk", "params": {"k": 1, "domain_dim": 2}},
+    "heads": "domain_task",
     "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
 }
 
@@ -83,7 +93,9 @@ def _batches(schema, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, to
 
 def _guard_batch(schema) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row 0: sparse ids outside their vocabularies (-1, vocab_size); row 1: a domain id the model does not know."""
-    sparse = torch.tensor([[-1 if j % 2 else f.vocab_size for j, f in enumerate(schema.sparse)], [1] * schema.num_sparse])
+    sparse = torch.tensor(
+        [[-1 if j % 2 else f.vocab_size for j, f in enumerate(schema.sparse)], [1] * schema.num_sparse]
+    )
     return sparse, torch.zeros(2, schema.num_dense), torch.tensor([0, schema.num_domains])
 
 
@@ -95,8 +107,14 @@ def _check_exported(folder: Path, trained: torch.nn.Module, schema, tmp_path: Pa
     script = tmp_path / "run_exported.py"
     script.write_text(RUNNER)
     cmd, env = _torch_only_env()
-    proc = subprocess.run([*cmd, str(script), str(folder), str(inputs), str(outputs)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*cmd, str(script), str(folder), str(inputs), str(outputs)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.load(outputs)
     trained.eval()
@@ -107,20 +125,35 @@ def _check_exported(folder: Path, trained: torch.nn.Module, schema, tmp_path: Pa
                 assert g.shape == (len(domain), schema.num_tasks)
                 assert torch.allclose(g, want, atol=1e-5, rtol=0), (fmt, float((g - want).abs().max()))
             guarded = got[fmt][-1]
-            unknown = torch.sigmoid(trained(torch.zeros(1, schema.num_sparse, dtype=torch.long), torch.zeros(1, schema.num_dense), torch.tensor([0])))
-            assert torch.allclose(guarded[0], unknown[0], atol=1e-5, rtol=0), fmt  # out-of-range ids score as unknown (0)
+            unknown = torch.sigmoid(
+                trained(
+                    torch.zeros(1, schema.num_sparse, dtype=torch.long),
+                    torch.zeros(1, schema.num_dense),
+                    torch.tensor([0]),
+                )
+            )
+            assert torch.allclose(guarded[0], unknown[0], atol=1e-5, rtol=0), (
+                fmt
+            )  # out-of-range ids score as unknown (0)
             assert torch.isnan(guarded[1]).all(), fmt  # an unknown domain gives NaN, not an index error
     return json.loads((tmp_path / "outputs.pt.json").read_text())
 
 
-@pytest.mark.parametrize("arch", [SMALL_M3OE, ROUTED_MMOE, SPARSE_GATE], ids=["m3oe-routing", "domain-experts", "sparse-gate"])
+@pytest.mark.parametrize(
+    "arch", [SMALL_M3OE, ROUTED_MMOE, SPARSE_GATE], ids=["m3oe-routing", "domain-experts", "sparse-gate"]
+)
 def test_exports_reproduce_predictions_without_mdmt_nas(tmp_path, mlflow_uri, splits, arch):
     from mdmt_nas.config import ExperimentConfig
     from mdmt_nas.experiment import run_training
     from mdmt_nas.serving.export import export_model
 
-    cfg = ExperimentConfig.model_validate({**make_config(mlflow_uri).model_dump(), "arch": arch,
-                                           "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}})
+    cfg = ExperimentConfig.model_validate(
+        {
+            **make_config(mlflow_uri).model_dump(),
+            "arch": arch,
+            "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False},
+        }
+    )
     out = tmp_path / "train"
     outcome = run_training(cfg, splits, out)
     info = export_model(out / "arch.json", out / "weights.pt", tmp_path / "export")
@@ -145,16 +178,43 @@ def test_export_of_a_search_output_directory(tmp_path, mlflow_uri, splits, capsy
 
     monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "search"
-    code, text, err = run_cli(["search", "--space", write_space(tmp_path), "--searcher", "optuna-random", "--budget", "2", "--epochs", "1",
-                               "--output", out, "--tracking-uri", mlflow_uri, "--set", "dataset.params.n_rows=3000",
-                               "--set", "train.batch_size=512", "--set", "train.threads=1", "--set", "tracking.log_model=false"], capsys)
+    code, text, err = run_cli(
+        [
+            "search",
+            "--space",
+            write_space(tmp_path),
+            "--searcher",
+            "optuna-random",
+            "--budget",
+            "2",
+            "--epochs",
+            "1",
+            "--output",
+            out,
+            "--tracking-uri",
+            mlflow_uri,
+            "--set",
+            "dataset.params.n_rows=3000",
+            "--set",
+            "train.batch_size=512",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "tracking.log_model=false",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert f"export it: mdmt-nas export {out}" in text
     assert (out / "encoding.json").exists()
     code, text, err = run_cli(["export", out], capsys)
     assert code == 0, err
     folder = out / "export"
-    assert f"wrote {folder / 'model.pt2'}" in text and f"wrote {folder / 'model.onnx'}" in text and "domain int64 [batch]" in text
+    assert (
+        f"wrote {folder / 'model.pt2'}" in text
+        and f"wrote {folder / 'model.onnx'}" in text
+        and "domain int64 [batch]" in text
+    )
     code, _, err = run_cli(["export", out, "--format", "pt2"], capsys)
     assert code == 2 and "already exists" in err and "--force" in err
     model, _, schema = load_trained(out / "best_arch.json", out / "weights.pt")
@@ -177,7 +237,9 @@ def test_export_errors(tmp_path, mlflow_uri, splits, capsys):
     from mdmt_nas.serving.export import export_model
 
     out = tmp_path / "search"
-    run_search(make_config(mlflow_uri, searcher="optuna-random", budget=1), out, space=load_tiny(tmp_path), splits=splits)
+    run_search(
+        make_config(mlflow_uri, searcher="optuna-random", budget=1), out, space=load_tiny(tmp_path), splits=splits
+    )
     (tmp_path / "lonely").mkdir()
     (tmp_path / "lonely" / "weights.pt").write_bytes((out / "weights.pt").read_bytes())
     with pytest.raises(UserError, match="no data schema"):
@@ -201,7 +263,12 @@ def test_static_routing_equals_sorted_routing_with_missing_domains():
 
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(4, 3, 5, generator=g), torch.randn(4, 5, generator=g)
-    for domain in (torch.tensor([0, 0, 2, 2, 2]), torch.tensor([3, 1, 3, 0]), torch.tensor([2]), torch.tensor([1, 1, 1])):
+    for domain in (
+        torch.tensor([0, 0, 2, 2, 2]),
+        torch.tensor([3, 1, 3, 0]),
+        torch.tensor([2]),
+        torch.tensor([1, 1, 1]),
+    ):
         x = torch.randn(len(domain), 3, generator=g)
         want = DomainRouting(domain, 4).grouped_linear(x, w, b)
         assert not is_static()

@@ -22,7 +22,11 @@ def test_search_runs_read_by_themselves(tmp_path, mlflow_uri, splits, monkeypatc
 
     titles: list[str] = []
     real = Tracker.log_figure
-    monkeypatch.setattr(Tracker, "log_figure", lambda self, run_id, fig, name: (titles.append(fig.axes[0].get_title()), real(self, run_id, fig, name)))
+    monkeypatch.setattr(
+        Tracker,
+        "log_figure",
+        lambda self, run_id, fig, name: (titles.append(fig.axes[0].get_title()), real(self, run_id, fig, name)),
+    )
     cfg = make_config(mlflow_uri, searcher="optuna-random", budget=3, epochs=2)
     outcome = run_search(cfg, tmp_path / "out", space=load_tiny(tmp_path), splits=splits)
     parents, children = runs_of(mlflow_uri, cfg.tracking.experiment)
@@ -31,10 +35,16 @@ def test_search_runs_read_by_themselves(tmp_path, mlflow_uri, splits, monkeypatc
     assert finished
     for c in finished:
         number = c.data.tags["number"]
-        assert re.fullmatch(rf"trial-{number} · valid 0\.\d{{4}} · (\d+x )?mlp( \+ (\d+x )?mlp)*", c.info.run_name), c.info.run_name
+        assert re.fullmatch(rf"trial-{number} · valid 0\.\d{{4}} · (\d+x )?mlp( \+ (\d+x )?mlp)*", c.info.run_name), (
+            c.info.run_name
+        )
         assert f"{c.data.metrics['valid_auc']:.4f}" in c.info.run_name
         m = c.data.metrics
-        assert m["valid_auc"] == m["valid_mean_auc"] and m["test_auc"] == m["test_mean_auc"] and m["params"] == m["num_params"]
+        assert (
+            m["valid_auc"] == m["valid_mean_auc"]
+            and m["test_auc"] == m["test_mean_auc"]
+            and m["params"] == m["num_params"]
+        )
         assert m["latency_ms_1k"] == m["latency_ms_per_1k"] and "latency_load_1m" in m
         steps = sorted(h.step for h in client.get_metric_history(c.info.run_id, "valid_mean_auc"))
         # one point per report (optuna reports twice per epoch by default) at its step, not logged twice, then the final value
@@ -51,16 +61,44 @@ def test_search_runs_read_by_themselves(tmp_path, mlflow_uri, splits, monkeypatc
 
 
 def test_train_logs_each_epoch_once_and_prints_a_line_per_epoch_when_piped(tmp_path, mlflow_uri):
-    proc = subprocess.run([sys.executable, "-m", "mdmt_nas", "train", "--config", str(ROOT / "examples" / "mmoe.yaml"),
-                           "--set", "train.epochs=2", "--set", "train.patience=0", "--set", "dataset.params.n_rows=2000",
-                           "--set", "train.threads=1", "--set", "tracking.log_model=false", "--set", "tracking.experiment=piped",
-                           "--tracking-uri", mlflow_uri, "--output", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mdmt_nas",
+            "train",
+            "--config",
+            str(ROOT / "examples" / "mmoe.yaml"),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.patience=0",
+            "--set",
+            "dataset.params.n_rows=2000",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "tracking.log_model=false",
+            "--set",
+            "tracking.experiment=piped",
+            "--tracking-uri",
+            mlflow_uri,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if re.search(r"epoch \d/2: ", ln)]
     assert len(lines) == 2, proc.stdout
     for i, ln in enumerate(lines, 1):
-        assert re.search(rf"train epoch {i}/2: train loss \d\.\d{{4}}, valid AUC \d\.\d{{4}}, [\d,]+ rows/s, elapsed \d:\d\d:\d\d, ETA \d:\d\d:\d\d$", ln), ln
+        assert re.search(
+            rf"train epoch {i}/2: train loss \d\.\d{{4}}, valid AUC \d\.\d{{4}}, [\d,]+ rows/s, elapsed \d:\d\d:\d\d, ETA \d:\d\d:\d\d$",
+            ln,
+        ), ln
     parents, _ = runs_of(mlflow_uri, "piped")
     history = MlflowClient(mlflow_uri).get_metric_history(parents[0].info.run_id, "train_loss")
     assert [h.step for h in history] == [0, 1]

@@ -19,8 +19,18 @@ import pytest
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, runs_of, splits  # noqa: F401
 
 #: the flags that work on these machines (no network beyond loopback, root, no GPU)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1500,1100"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1500,1100",
+]
 
 
 def _chromium() -> str:
@@ -41,8 +51,12 @@ def _free_port() -> int:
 def _render(exe: str, url: str, profile: Path, screenshot: Path | None = None) -> str:
     """The page's DOM after its scripts ran (and a screenshot of it)."""
     extra = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    proc = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=25000", *extra, url],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [exe, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=25000", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -59,8 +73,12 @@ def test_mlflow_ui_shows_the_leaderboard_and_the_auc_tables(tmp_path, mlflow_uri
     child = next(c for c in children if c.data.tags.get("state") == "finished")
     port = _free_port()
     log = open(tmp_path / "ui.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mdmt_nas", "ui", "--port", str(port), "--tracking-uri", mlflow_uri], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdmt_nas", "ui", "--port", str(port), "--tracking-uri", mlflow_uri],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     shots = tmp_path / "screenshots"
     shots.mkdir()

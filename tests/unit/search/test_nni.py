@@ -28,7 +28,9 @@ needs_nni = pytest.mark.skipif(bool(_nni_importable()), reason=_nni_importable()
 
 def _children_processes() -> list:
     psutil = pytest.importorskip("psutil")
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [
+        p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 @needs_nni
@@ -63,10 +65,14 @@ def test_nni_evolution_mutates_after_the_initial_population(tmp_path, mlflow_uri
     from mdmt_nas.search.runner import run_search
 
     out = tmp_path / "out"
-    cfg = make_config(mlflow_uri, searcher="nni-evolution", budget=5, epochs=1, params={"population_size": 2, "sample_size": 1})
+    cfg = make_config(
+        mlflow_uri, searcher="nni-evolution", budget=5, epochs=1, params={"population_size": 2, "sample_size": 1}
+    )
     run_search(cfg, out, space=load_tiny(tmp_path), splits=splits)
     log = (out / "nni" / "nni.log").read_text()
-    assert "Random:" in log and "Mutated:" in log  # NNI's own RegularizedEvolution: 2 random individuals, then mutations
+    assert (
+        "Random:" in log and "Mutated:" in log
+    )  # NNI's own RegularizedEvolution: 2 random individuals, then mutations
 
 
 @needs_nni

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_runner import MLP_OPTIONS, _one_thread, load_tiny, make_config, mlflow_uri, runs_of, splits, test_plugin, write_space  # noqa: F401
+from test_runner import MLP_OPTIONS, _one_thread, load_tiny, make_config, mlflow_uri, runs_of, splits, test_plugin, write_space  # noqa: F401  # fmt: skip
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -57,7 +57,9 @@ def test_shared_storage_and_study_name_continue_one_study(tmp_path, mlflow_uri, 
 
     space = load_tiny(tmp_path)
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    cfg = make_config(mlflow_uri, searcher="optuna-tpe", budget=2, storage=storage, study_name="shared", params={"pruner": "none"})
+    cfg = make_config(
+        mlflow_uri, searcher="optuna-tpe", budget=2, storage=storage, study_name="shared", params={"pruner": "none"}
+    )
     a = run_search(cfg, tmp_path / "machine-a", space=space, splits=splits)
     cfg4 = cfg.model_copy(update={"search": cfg.search.model_copy(update={"budget": 4})})
     b = run_search(cfg4, tmp_path / "machine-b", space=space, splits=splits)
@@ -79,7 +81,9 @@ def test_study_for_another_space_is_refused(tmp_path, mlflow_uri, splits):
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mdmt_nas", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mdmt_nas", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _db_states(db: Path, beating: bool = False) -> list[str]:
@@ -88,8 +92,10 @@ def _db_states(db: Path, beating: bool = False) -> list[str]:
         return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            rows = con.execute("select t.state, count(h.trial_id) from trials t left join trial_heartbeats h on h.trial_id = t.trial_id "
-                               "group by t.trial_id").fetchall()
+            rows = con.execute(
+                "select t.state, count(h.trial_id) from trials t left join trial_heartbeats h on h.trial_id = t.trial_id "
+                "group by t.trial_id"
+            ).fetchall()
     except sqlite3.Error:
         return []
     return [s if not (beating and s == "RUNNING" and n == 0) else "STARTING" for s, n in rows]
@@ -102,7 +108,8 @@ def _training_children(uri: str, experiment: str) -> int:
             return con.execute(
                 "select count(*) from runs r join experiments e on e.experiment_id = r.experiment_id "
                 "where e.name = ? and r.status = 'RUNNING' and r.run_uuid in (select run_uuid from tags where key = 'mlflow.parentRunId')",
-                (experiment,)).fetchone()[0]
+                (experiment,),
+            ).fetchone()[0]
     except sqlite3.Error:
         return 0
 
@@ -111,10 +118,37 @@ def test_sigkilled_search_resumes_to_exactly_the_budget(tmp_path, mlflow_uri):
     """Kill -9 a search while its 4th trial runs; --resume fails the stale trial, retries it and ends with 6 complete."""
     space = write_space(tmp_path)
     out = tmp_path / "out"
-    args = ["search", "--space", str(space), "--searcher", "optuna-random", "--budget", "6", "--epochs", "8", "--output", str(out),
-            "--tracking-uri", mlflow_uri, "--set", "dataset.params.n_rows=3000", "--set", "train.threads=1", "--set", "train.batch_size=256",
-            "--set", "train.patience=0", "--set", "search.params.pruner=none", "--set", "search.params.heartbeat_interval=1",
-            "--set", "search.params.grace_period=2", "--set", "tracking.experiment=sigkill"]
+    args = [
+        "search",
+        "--space",
+        str(space),
+        "--searcher",
+        "optuna-random",
+        "--budget",
+        "6",
+        "--epochs",
+        "8",
+        "--output",
+        str(out),
+        "--tracking-uri",
+        mlflow_uri,
+        "--set",
+        "dataset.params.n_rows=3000",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "train.batch_size=256",
+        "--set",
+        "train.patience=0",
+        "--set",
+        "search.params.pruner=none",
+        "--set",
+        "search.params.heartbeat_interval=1",
+        "--set",
+        "search.params.grace_period=2",
+        "--set",
+        "tracking.experiment=sigkill",
+    ]
     env = {**os.environ, "COLUMNS": "200", "MDMT_NAS_LOAD_PLUGINS": ""}
     proc = _cli(args, env)
     db = out / "study.db"
@@ -122,7 +156,9 @@ def test_sigkilled_search_resumes_to_exactly_the_budget(tmp_path, mlflow_uri):
     try:
         while time.monotonic() < deadline:
             s = _db_states(db, beating=True)
-            if s.count("COMPLETE") >= 3 and "RUNNING" in s and _training_children(mlflow_uri, "sigkill"):  # a candidate trains
+            if (
+                s.count("COMPLETE") >= 3 and "RUNNING" in s and _training_children(mlflow_uri, "sigkill")
+            ):  # a candidate trains
                 break
             if proc.poll() is not None:
                 pytest.fail("the search ended before it could be killed:\n" + proc.stdout.read())
@@ -147,10 +183,14 @@ def test_sigkilled_search_resumes_to_exactly_the_budget(tmp_path, mlflow_uri):
     study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{db}")[0], storage=f"sqlite:///{db}")
     stale = [t for t in study.trials if t.state == TrialState.FAIL]
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") in {s.number for s in stale}]
-    assert retried and all(r.params == next(s for s in stale if s.number == r.system_attrs["failed_trial"]).params for r in retried)
+    assert retried and all(
+        r.params == next(s for s in stale if s.number == r.system_attrs["failed_trial"]).params for r in retried
+    )
     parents, children = runs_of(mlflow_uri, "sigkill")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert any(c.info.status == "KILLED" and c.data.tags.get("state") == "killed" for c in children)  # the candidate the kill interrupted
+    assert any(
+        c.info.status == "KILLED" and c.data.tags.get("state") == "killed" for c in children
+    )  # the candidate the kill interrupted
     assert "best architecture:" in text and "best_arch.json" in text
 
 
@@ -159,7 +199,9 @@ def test_nsga2_reports_a_pareto_front(tmp_path, mlflow_uri, splits):
     from mdmt_nas.search.runner import run_search
 
     out = tmp_path / "out"
-    cfg = make_config(mlflow_uri, searcher="optuna-nsga2", budget=6, objectives=["auc", "params"], params={"population_size": 4})
+    cfg = make_config(
+        mlflow_uri, searcher="optuna-nsga2", budget=6, objectives=["auc", "params"], params={"population_size": 4}
+    )
     outcome = run_search(cfg, out, space=load_tiny(tmp_path), splits=splits)
     front = outcome.result.pareto
     assert front
@@ -169,13 +211,21 @@ def test_nsga2_reports_a_pareto_front(tmp_path, mlflow_uri, splits):
         assert not any(report.dominates(report.objective_vector(o, ["auc", "params"]), v) for o in done)
     for c in done:
         if all(c.arch.id != f.arch.id for f in front):
-            assert any(report.dominates(report.objective_vector(f, ["auc", "params"]), report.objective_vector(c, ["auc", "params"])) for f in front)
+            assert any(
+                report.dominates(
+                    report.objective_vector(f, ["auc", "params"]), report.objective_vector(c, ["auc", "params"])
+                )
+                for f in front
+            )
     assert (out / "pareto.png").exists()
     summary = json.loads((out / "search.json").read_text())
     assert {p["arch_id"] for p in summary["pareto"]} == {c.arch.id for c in front}
     csv_rows = (out / "leaderboard.csv").read_text().splitlines()
     assert sum(",True," in r for r in csv_rows) == len(front)
-    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{out / 'study.db'}")[0], storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(
+        study_name=optuna.get_all_study_names(f"sqlite:///{out / 'study.db'}")[0],
+        storage=f"sqlite:///{out / 'study.db'}",
+    )
     assert len(study.directions) == 2
     from mlflow.tracking import MlflowClient
 
@@ -188,13 +238,22 @@ def test_median_pruner_prunes_poor_candidates(tmp_path, mlflow_uri, splits, test
     from mdmt_nas.search.runner import run_search
 
     space = load_tiny(tmp_path, {"mlp-16": MLP_OPTIONS["mlp-16"], "zero": {"name": "zero_expert"}})
-    cfg = make_config(mlflow_uri, train={"epochs": 4, "lr": 0.01}, searcher="optuna-grid", budget=9,
-                      params={"pruner": "median", "n_startup_trials": 2, "reports_per_epoch": 1})
+    cfg = make_config(
+        mlflow_uri,
+        train={"epochs": 4, "lr": 0.01},
+        searcher="optuna-grid",
+        budget=9,
+        params={"pruner": "median", "n_startup_trials": 2, "reports_per_epoch": 1},
+    )
     out = tmp_path / "out"
     outcome = run_search(cfg, out, space=space, splits=splits)
     pruned = [c for c in outcome.result.candidates if c.state == "pruned"]
-    zero = [c for c in outcome.result.candidates if c.assignment["expert"] == "zero" and not c.assignment["task_experts"]]
-    assert len(zero) == 1 and zero[0].state == "pruned"  # only zero-output experts: AUC 0.5 (with task experts it can learn)
+    zero = [
+        c for c in outcome.result.candidates if c.assignment["expert"] == "zero" and not c.assignment["task_experts"]
+    ]
+    assert (
+        len(zero) == 1 and zero[0].state == "pruned"
+    )  # only zero-output experts: AUC 0.5 (with task experts it can learn)
     assert outcome.best.assignment["expert"] == "mlp-16"
     assert all(c.reason.startswith("pruned after epoch") for c in pruned)
     assert states(f"sqlite:///{out / 'study.db'}").count(TrialState.PRUNED) == len(pruned)

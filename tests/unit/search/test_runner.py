@@ -38,7 +38,10 @@ choices:
     when_on: {{task: {{expert: {{name: mlp, params: {{hidden: [8]}}}}, num: {{choice: task_num}}}}, gate_scope: [shared, task]}}
   task_num: {{type: int, low: 1, high: 2}}
 """
-MLP_OPTIONS = {"mlp-8": {"name": "mlp", "params": {"hidden": [8]}}, "mlp-16": {"name": "mlp", "params": {"hidden": [16, 8]}}}
+MLP_OPTIONS = {
+    "mlp-8": {"name": "mlp", "params": {"hidden": [8]}},
+    "mlp-16": {"name": "mlp", "params": {"hidden": [16, 8]}},
+}
 
 
 def write_space(directory: Path, options: dict[str, dict] | None = None, name: str = "tiny") -> Path:
@@ -59,13 +62,15 @@ def load_tiny(directory: Path, options: dict[str, dict] | None = None, name: str
 def make_config(uri: str, experiment: str | None = None, train: dict | None = None, **search):
     from mdmt_nas.config import ExperimentConfig
 
-    return ExperimentConfig.model_validate({
-        "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
-        "train": {"epochs": 2, "batch_size": 512, "threads": 1, "patience": 0, "progress": False, **(train or {})},
-        # log_model off: logging a model costs seconds per search; tests/unit/search/test_serving.py covers it
-        "tracking": {"uri": uri, "experiment": experiment or f"test-{uuid.uuid4().hex[:8]}", "log_model": False},
-        "search": search,
-    })
+    return ExperimentConfig.model_validate(
+        {
+            "dataset": {"name": "synthetic", "params": {"n_rows": 3000}},
+            "train": {"epochs": 2, "batch_size": 512, "threads": 1, "patience": 0, "progress": False, **(train or {})},
+            # log_model off: logging a model costs seconds per search; tests/unit/search/test_serving.py covers it
+            "tracking": {"uri": uri, "experiment": experiment or f"test-{uuid.uuid4().hex[:8]}", "log_model": False},
+            "search": search,
+        }
+    )
 
 
 def runs_of(uri: str, experiment: str) -> tuple[list, list]:
@@ -209,7 +214,16 @@ def test_search_logs_one_parent_with_children_per_candidate(tmp_path, mlflow_uri
     history = MlflowClient(mlflow_uri).get_metric_history(children[0].info.run_id, "valid_mean_auc")
     assert sorted(h.step for h in history if h.step < 2) == [0, 1]  # per-epoch valid AUC (+ the final value)
 
-    for name in ("best_arch.json", "leaderboard.csv", "search.json", "auc_vs_trial.png", "study.db", "arch.json", "weights.pt", "schema.json"):
+    for name in (
+        "best_arch.json",
+        "leaderboard.csv",
+        "search.json",
+        "auc_vs_trial.png",
+        "study.db",
+        "arch.json",
+        "weights.pt",
+        "schema.json",
+    ):
         assert (out / name).exists(), name
     summary = json.loads((out / "search.json").read_text())
     assert summary["status"] == "finished" and summary["best"]["arch_id"] == outcome.result.best.id
@@ -219,7 +233,11 @@ def test_search_logs_one_parent_with_children_per_candidate(tmp_path, mlflow_uri
     # the weights belong to the best architecture
     from mdmt_nas.arch import Architecture
 
-    assert Architecture.load(out / "arch.json").id == Architecture.load(out / "best_arch.json").id == outcome.result.best.id
+    assert (
+        Architecture.load(out / "arch.json").id
+        == Architecture.load(out / "best_arch.json").id
+        == outcome.result.best.id
+    )
 
 
 def test_failed_candidate_is_recorded_and_the_search_goes_on(tmp_path, mlflow_uri, splits, test_plugin):
@@ -254,8 +272,17 @@ def test_nan_loss_is_a_failed_candidate(tmp_path, mlflow_uri, splits, test_plugi
 
     space = load_tiny(tmp_path, {"nan": {"name": "nan_expert"}})
     cfg = make_config(mlflow_uri)
-    ev = CandidateEvaluator(splits, cfg, Tracker(cfg.tracking), tmp_path, "test", "tiny", max_failures=5, deadline=None,
-                            display=SearchDisplay(None, 1, "trials"))
+    ev = CandidateEvaluator(
+        splits,
+        cfg,
+        Tracker(cfg.tracking),
+        tmp_path,
+        "test",
+        "tiny",
+        max_failures=5,
+        deadline=None,
+        display=SearchDisplay(None, 1, "trials"),
+    )
     a = space.default_assignment()
     cand = ev(space.to_arch(a), "nan-0", assignment=a)
     assert isinstance(cand, Candidate) and cand.state == "failed"
@@ -314,11 +341,21 @@ def test_bad_searcher_params_and_unknown_searcher(tmp_path, mlflow_uri, splits):
 
     space = load_tiny(tmp_path)
     with pytest.raises(ConfigError, match=r"search.params.prunr: unknown parameter of searcher 'optuna-tpe'"):
-        run_search(make_config(mlflow_uri, searcher="optuna-tpe", params={"prunr": "median"}), tmp_path / "a", space=space, splits=splits)
+        run_search(
+            make_config(mlflow_uri, searcher="optuna-tpe", params={"prunr": "median"}),
+            tmp_path / "a",
+            space=space,
+            splits=splits,
+        )
     with pytest.raises(UnknownComponentError, match="optuna-tpe"):
         run_search(make_config(mlflow_uri, searcher="optuna-tpee"), tmp_path / "b", space=space, splits=splits)
     with pytest.raises(Exception, match="multi-objective searcher"):
-        run_search(make_config(mlflow_uri, searcher="optuna-tpe", objectives=["auc", "params"]), tmp_path / "c", space=space, splits=splits)
+        run_search(
+            make_config(mlflow_uri, searcher="optuna-tpe", objectives=["auc", "params"]),
+            tmp_path / "c",
+            space=space,
+            splits=splits,
+        )
 
 
 def test_real_spaces_load_and_convert(tmp_path):

@@ -14,13 +14,19 @@ import torch
 from helpers import tiny_space_yaml
 from test_runner import MLP_OPTIONS, load_tiny, make_config, mlflow_uri, runs_of, splits  # noqa: F401
 
-KNOWN_SPACE = tiny_space_yaml("known_tiny", "tiny space with known points", {"mlp-8": [8], "mlp-16": [16, 8], "mlp-4": [4]}, high=3,
-                             default=("mlp-8", 1), known="""\
+KNOWN_SPACE = tiny_space_yaml(
+    "known_tiny",
+    "tiny space with known points",
+    {"mlp-8": [8], "mlp-16": [16, 8], "mlp-4": [4]},
+    high=3,
+    default=("mlp-8", 1),
+    known="""\
 known:
   - name: Ref-A
   - name: Ref-B
     assign: {expert: mlp-16, num_experts: 2}
-""")
+""",
+)
 
 
 @pytest.fixture()
@@ -43,7 +49,9 @@ def test_known_points_are_the_shipped_examples(space_name):
     for point, arch in space.known_points():
         assert arch.name == point.name
         if point.example:
-            assert arch.id == load_config(point.example).arch.id, f"{space_name}: {point.name} differs from examples/{point.example}.yaml"
+            assert arch.id == load_config(point.example).arch.id, (
+                f"{space_name}: {point.name} differs from examples/{point.example}.yaml"
+            )
     # the seed systems' spaces have their paper's configuration as the default point
     first = space.known[0]
     assert space.to_arch(space.default_assignment()).id == space.to_arch(first.assignment).id
@@ -56,7 +64,9 @@ def test_known_point_errors_name_the_entry(tmp_path):
     bad = textwrap.dedent(KNOWN_SPACE).replace("assign: {expert: mlp-16, num_experts: 2}", "assign: {expertt: mlp-16}")
     path = tmp_path / "bad.yaml"
     path.write_text(bad)
-    with pytest.raises(ConfigError, match=r"known\.1 \(Ref-B\)\.assign: unknown choice 'expertt' \(did you mean 'expert'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"known\.1 \(Ref-B\)\.assign: unknown choice 'expertt' \(did you mean 'expert'\?\)"
+    ):
         load_space(path)
     path.write_text(textwrap.dedent(KNOWN_SPACE).replace("num_experts: 2}", "num_experts: 9}"))
     with pytest.raises(ConfigError, match=r"Ref-B"):
@@ -64,7 +74,9 @@ def test_known_point_errors_name_the_entry(tmp_path):
 
 
 @pytest.mark.parametrize("searcher", ["optuna-tpe", "optuna-random", "nni-random"])
-def test_warm_start_points_are_evaluated_first_and_logged_as_children(tmp_path, mlflow_uri, splits, known_space, searcher):
+def test_warm_start_points_are_evaluated_first_and_logged_as_children(
+    tmp_path, mlflow_uri, splits, known_space, searcher
+):
     if searcher.startswith("nni"):
         pytest.importorskip("nni")
     from mdmt_nas.search.runner import run_search
@@ -96,8 +108,12 @@ def test_no_warm_start_opts_out(tmp_path, mlflow_uri, splits, known_space):
 def test_darts_screens_known_and_top_k_and_retrains_the_best(tmp_path, mlflow_uri, splits, known_space):
     from mdmt_nas.search.runner import run_search
 
-    cfg = make_config(mlflow_uri, searcher="darts", budget=2,
-                      params={"rows_per_epoch": 1024, "batch_size": 256, "warmup_epochs": 0, "top_k": 2, "eval_rows": 256})
+    cfg = make_config(
+        mlflow_uri,
+        searcher="darts",
+        budget=2,
+        params={"rows_per_epoch": 1024, "batch_size": 256, "warmup_epochs": 0, "top_k": 2, "eval_rows": 256},
+    )
     out = run_search(cfg, tmp_path / "out", space=known_space, splits=splits)
     info = out.summary["searcher_info"]
     screened = info["screened"]
@@ -112,7 +128,9 @@ def test_darts_screens_known_and_top_k_and_retrains_the_best(tmp_path, mlflow_ur
     assert kinds.count("screen") == len(screened) and kinds.count("retrain") == 1 and kinds.count("supernet") == 1
     # the verdict compares where the known ones were trained alike (the screening), whichever architecture won
     v = out.summary["verdict"]
-    best_known = max((s for s in screened if s["known"] and s["state"] == "finished"), key=lambda s: s["valid_mean_auc"])
+    best_known = max(
+        (s for s in screened if s["known"] and s["state"] == "finished"), key=lambda s: s["valid_mean_auc"]
+    )
     assert v["winner_is_known"] == bool(best_screen["known"])
     if not best_screen["known"]:  # no known one was trained fully: compared at the screening budget
         assert v["best_known"] == best_known["known"] and v["fidelity"] < 1
@@ -162,7 +180,9 @@ def test_darts_same_seed_and_threads_give_the_same_architecture(tmp_path):
     """)
     results = []
     for i in range(2):
-        p = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"run{i}")], capture_output=True, text=True, timeout=900)
+        p = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / f"run{i}")], capture_output=True, text=True, timeout=900
+        )
         assert p.returncode == 0, p.stderr[-3000:]
         results.append(json.loads(p.stdout.strip().splitlines()[-1]))
     assert results[0] == results[1]
@@ -175,8 +195,13 @@ def test_hyperband_prunes_a_clearly_bad_candidate_before_its_full_budget(tmp_pat
 
     options = {**MLP_OPTIONS, "const": {"name": "mlp", "params": {"hidden": [8], "dropout": 0.99}}}
     space = load_tiny(tmp_path, options)
-    cfg = make_config(mlflow_uri, searcher="optuna-random", budget=12, train={"epochs": 3},
-                      params={"pruner": "hyperband", "reports_per_epoch": 2})
+    cfg = make_config(
+        mlflow_uri,
+        searcher="optuna-random",
+        budget=12,
+        train={"epochs": 3},
+        params={"pruner": "hyperband", "reports_per_epoch": 2},
+    )
     out = run_search(cfg, tmp_path / "out", space=space, splits=splits)
     pruned = [c for c in out.result.candidates if c.state == "pruned"]
     assert pruned, "nothing was pruned"
@@ -203,10 +228,17 @@ def test_epoch_rows_cuts_passes_into_epochs(splits):
     from mdmt_nas.spaces import load_space  # noqa: F401
     from mdmt_nas.train import train_architecture
 
-    arch = Architecture.model_validate({"embedding_dim": 4, "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1},
-                                        "tower": {"name": "mlp_tower", "params": {"hidden": [8]}}})
+    arch = Architecture.model_validate(
+        {
+            "embedding_dim": 4,
+            "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1},
+            "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
+        }
+    )
     n = len(splits.train)
-    r = train_architecture(arch, splits, TrainConfig(epochs=3, epoch_rows=n // 2, batch_size=256, patience=0, progress=False, threads=1))
+    r = train_architecture(
+        arch, splits, TrainConfig(epochs=3, epoch_rows=n // 2, batch_size=256, patience=0, progress=False, threads=1)
+    )
     assert r.epochs_run == 3 and len(r.history) == 3
     rows_per_epoch = r.rows_per_second * r.train_seconds / 3
     assert n // 2 <= rows_per_epoch < n // 2 + 256
@@ -224,7 +256,9 @@ def test_tpe_says_when_the_budget_ends_inside_its_startup(tmp_path, mlflow_uri, 
 def test_final_stage_trains_seeds_and_picks_by_mean_valid_auc(tmp_path, mlflow_uri, splits, known_space):
     from mdmt_nas.search.runner import run_search
 
-    cfg = make_config(mlflow_uri, searcher="optuna-random", budget=4, final_seeds=2, final_top_k=2, params={"pruner": "none"})
+    cfg = make_config(
+        mlflow_uri, searcher="optuna-random", budget=4, final_seeds=2, final_top_k=2, params={"pruner": "none"}
+    )
     out = run_search(cfg, tmp_path / "out", space=known_space, splits=splits)
     final = out.summary["final_stage"]
     assert 2 <= len(final) <= 3  # top 2, plus the best known one if it is not among them

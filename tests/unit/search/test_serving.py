@@ -22,12 +22,21 @@ from helpers import run_cli
 from test_runner import _one_thread, load_tiny, make_config, mlflow_uri, splits  # noqa: F401
 
 ARCH = {
-    "name": "raw-mmoe", "embedding_dim": 4,
+    "name": "raw-mmoe",
+    "embedding_dim": 4,
     "shared": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 2},
     "domain": {"expert": {"name": "mlp", "params": {"hidden": [8]}}, "num": 1},
-    "gate_scope": ["shared", "domain"], "heads": "domain_task", "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
+    "gate_scope": ["shared", "domain"],
+    "heads": "domain_task",
+    "tower": {"name": "mlp_tower", "params": {"hidden": [8]}},
 }
-COLUMNS = {"domain": "site", "labels": ["click", "buy"], "sparse": ["user", "item"], "dense": ["age", "price"], "min_count": 2}
+COLUMNS = {
+    "domain": "site",
+    "labels": ["click", "buy"],
+    "sparse": ["user", "item"],
+    "dense": ["age", "price"],
+    "min_count": 2,
+}
 
 
 def raw_table(n: int = 1500, seed: int = 0) -> pd.DataFrame:
@@ -41,15 +50,20 @@ def raw_table(n: int = 1500, seed: int = 0) -> pd.DataFrame:
     logit = 0.04 * (age - 35) + (user % 3 == 0) - 0.02 * price + (site == "app")
     click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     buy = (click & (rng.random(n) < 0.5)).astype(int)
-    return pd.DataFrame({"site": site, "user": user, "item": item, "age": age, "price": price, "click": click, "buy": buy})
+    return pd.DataFrame(
+        {"site": site, "user": user, "item": item, "age": age, "price": price, "click": click, "buy": buy}
+    )
 
 
 def _config(tmp_path: Path, uri: str, csv: Path) -> Path:
     import yaml
 
-    cfg = {"dataset": {"name": "csv", "params": {"path": str(csv), "columns": COLUMNS}}, "arch": ARCH,
-           "train": {"epochs": 1, "batch_size": 256, "threads": 1, "progress": False},
-           "tracking": {"uri": uri, "experiment": "serving"}}
+    cfg = {
+        "dataset": {"name": "csv", "params": {"path": str(csv), "columns": COLUMNS}},
+        "arch": ARCH,
+        "train": {"epochs": 1, "batch_size": 256, "threads": 1, "progress": False},
+        "tracking": {"uri": uri, "experiment": "serving"},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -70,7 +84,15 @@ def _reference(out: Path, rows: pd.DataFrame, csv: Path) -> np.ndarray:
 def _requests(table: pd.DataFrame) -> pd.DataFrame:
     """40 raw rows without labels, plus rows with values never seen in training (they must score as unknown)."""
     rows = table.drop(columns=["click", "buy"]).iloc[:40].copy()
-    unseen = pd.DataFrame({"site": ["tv", "web"], "user": [10**9, 7], "item": ["never-seen", "i3"], "age": [80.5, 20.0], "price": [0.5, 99.0]})
+    unseen = pd.DataFrame(
+        {
+            "site": ["tv", "web"],
+            "user": [10**9, 7],
+            "item": ["never-seen", "i3"],
+            "age": [80.5, 20.0],
+            "price": [0.5, 99.0],
+        }
+    )
     return pd.concat([rows, unseen], ignore_index=True)
 
 
@@ -99,7 +121,10 @@ def test_registered_model_is_served_over_http_with_the_in_process_scores(tmp_pat
     csv = tmp_path / "events.csv"
     table.to_csv(csv, index=False)
     out = tmp_path / "train"
-    code, text, err = run_cli(["train", "--config", _config(tmp_path, mlflow_uri, csv), "--output", out, "--register-model", "raw-mmoe"], capsys)
+    code, text, err = run_cli(
+        ["train", "--config", _config(tmp_path, mlflow_uri, csv), "--output", out, "--register-model", "raw-mmoe"],
+        capsys,
+    )
     assert code == 0, err
     assert "registered as models:/raw-mmoe/1" in text
     enc = json.loads((out / "encoding.json").read_text())
@@ -115,7 +140,12 @@ def test_registered_model_is_served_over_http_with_the_in_process_scores(tmp_pat
     signature = pyfunc.metadata.get_input_schema()
     assert signature.input_names() == ["site", "user", "item", "age", "price"]
     assert dict(zip(signature.input_names(), [str(t) for t in signature.input_types()])) == {
-        "site": "DataType.string", "user": "DataType.long", "item": "DataType.string", "age": "DataType.double", "price": "DataType.double"}
+        "site": "DataType.string",
+        "user": "DataType.long",
+        "item": "DataType.string",
+        "age": "DataType.double",
+        "price": "DataType.double",
+    }
     assert pyfunc.metadata.get_output_schema().input_names() == ["click", "buy"]
     example = pyfunc.input_example
     assert example is not None and set(example["site"]) == {"web", "app", "tv"}
@@ -130,10 +160,33 @@ def test_registered_model_is_served_over_http_with_the_in_process_scores(tmp_pat
     port = _free_port()
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     bin_dir = str(Path(sys.executable).parent)  # mlflow models serve runs `uvicorn` from PATH: this environment's
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+    }
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([exe, "models", "serve", "-m", "models:/raw-mmoe/1", "--env-manager", "local", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "models",
+            "serve",
+            "-m",
+            "models:/raw-mmoe/1",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -153,7 +206,9 @@ def test_registered_model_is_served_over_http_with_the_in_process_scores(tmp_pat
         served = pd.DataFrame(body["predictions"])
         assert list(served.columns) == ["click", "buy"]
         assert np.allclose(served.to_numpy(), want, atol=1e-5, rtol=0), float(np.abs(served.to_numpy() - want).max())
-        status, body = _post(base + "/invocations", {"dataframe_records": [{k: v for k, v in records[0].items() if k != "item"}]})
+        status, body = _post(
+            base + "/invocations", {"dataframe_records": [{k: v for k, v in records[0].items() if k != "item"}]}
+        )
         assert status == 400 and "item" in body["message"]
         status, body = _post(base + "/invocations", {"dataframe_records": [{**records[0], "site": "radio"}]})
         assert status == 400 and "never trained on" in json.dumps(body) and "radio" in json.dumps(body)
@@ -170,7 +225,9 @@ def test_search_logs_its_best_model_on_the_parent_run(tmp_path, mlflow_uri, spli
     from mdmt_nas.search.runner import run_search
 
     cfg = make_config(mlflow_uri, searcher="optuna-random", budget=2)
-    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"log_model": True, "register_model": "tiny-best"})})
+    cfg = cfg.model_copy(
+        update={"tracking": cfg.tracking.model_copy(update={"log_model": True, "register_model": "tiny-best"})}
+    )
     outcome = run_search(cfg, tmp_path / "out", space=load_tiny(tmp_path), splits=splits)
     assert outcome.model.logged is not None and outcome.model.logged.version == "1"
     version = MlflowClient(mlflow_uri).get_model_version("tiny-best", "1")
@@ -194,7 +251,9 @@ def _encoder():
     from mdmt_nas.data.encode import ColumnMapping, fit_encoder
     from mdmt_nas.serving.pyfunc_model import RawEncoder
 
-    rare = pd.DataFrame({"site": ["web"], "user": [999], "item": ["once"], "age": [50.0], "price": [5.0], "click": [1], "buy": [0]})
+    rare = pd.DataFrame(
+        {"site": ["web"], "user": [999], "item": ["once"], "age": [50.0], "price": [5.0], "click": [1], "buy": [0]}
+    )
     table = pd.concat([raw_table(400), rare], ignore_index=True)  # user 999 and item "once" occur once: below min_count
     enc = fit_encoder(table, ColumnMapping(**COLUMNS))
     return enc, RawEncoder(enc.serving_spec()), table
@@ -217,7 +276,10 @@ def test_raw_encoder_unknown_values_types_and_errors():
     assert np.array_equal(raw.encode(other_types)[0], raw.encode(row)[0])
     unseen = row.assign(user=10**9, item=None)
     assert raw.encode(unseen)[0].tolist() == [[0, 0]]
-    with pytest.raises(ValueError, match=r"missing input column\(s\) 'item'.*raw feature columns 'site', 'user', 'item', 'age', 'price'.*'itme'"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing input column\(s\) 'item'.*raw feature columns 'site', 'user', 'item', 'age', 'price'.*'itme'",
+    ):
         raw.encode(row.rename(columns={"item": "itme"}))
     with pytest.raises(ValueError, match=r"domain column 'site' has value\(s\) \['radio'\].*known domains"):
         raw.encode(row.assign(site="radio"))
@@ -240,9 +302,13 @@ def test_pre_encoded_data_gets_a_model_over_the_encoded_columns():
     enc = identity_encoding(schema)
     raw = RawEncoder(enc)
     sparse, dense, domain, _ = make_batch(6)
-    df = pd.DataFrame({"domain": [schema.domain_names[d] for d in domain.tolist()],
-                       **{f.name: sparse[:, j].numpy() for j, f in enumerate(schema.sparse)},
-                       **{c: dense[:, j].numpy() for j, c in enumerate(schema.dense)}})
+    df = pd.DataFrame(
+        {
+            "domain": [schema.domain_names[d] for d in domain.tolist()],
+            **{f.name: sparse[:, j].numpy() for j, f in enumerate(schema.sparse)},
+            **{c: dense[:, j].numpy() for j, c in enumerate(schema.dense)},
+        }
+    )
     s, d, dom = raw.encode(df)
     assert np.array_equal(s, sparse.numpy()) and np.array_equal(dom, domain.numpy()) and np.allclose(d, dense.numpy())
     raw.encode(input_example(enc))
@@ -262,14 +328,18 @@ def test_a_model_that_cannot_be_logged_does_not_lose_the_training(tmp_path, mlfl
     monkeypatch.setattr(mm, "log_serving_model", broken)
     base = make_config(mlflow_uri).model_dump()
     base["tracking"]["log_model"] = True
-    cfg = ExperimentConfig.model_validate({**base, "arch": ARCH, "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}})
+    cfg = ExperimentConfig.model_validate(
+        {**base, "arch": ARCH, "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}}
+    )
     outcome = run_training(cfg, splits, tmp_path / "out")
     assert (tmp_path / "out" / "weights.pt").exists() and (tmp_path / "out" / "encoding.json").exists()
     assert outcome.model.logged is None and "RuntimeError: artifact store is read-only" in outcome.model.error
     run = MlflowClient(mlflow_uri).get_run(outcome.run_id)
     assert run.info.status == "FINISHED" and "read-only" in run.data.tags["mdmt_nas.model_error"]
     base["tracking"]["register_model"] = "wanted"
-    cfg = ExperimentConfig.model_validate({**base, "arch": ARCH, "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}})
+    cfg = ExperimentConfig.model_validate(
+        {**base, "arch": ARCH, "train": {"epochs": 1, "batch_size": 512, "threads": 1, "progress": False}}
+    )
     with pytest.raises(UserError, match="cannot register the model as 'wanted': RuntimeError"):
         run_training(cfg, splits, tmp_path / "out2")
     assert (tmp_path / "out2" / "weights.pt").exists()  # saved before the model was logged

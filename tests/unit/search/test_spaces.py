@@ -93,7 +93,13 @@ def test_active_follows_the_parent_chain(tmp_path):
 
 
 def test_labels_are_unique_and_mlflow_safe():
-    opts = [{"name": "mlp", "params": {"hidden": [64, 32]}}, {"name": "mlp", "params": {"hidden": [128, 64]}}, "softmax", None, 3]
+    opts = [
+        {"name": "mlp", "params": {"hidden": [64, 32]}},
+        {"name": "mlp", "params": {"hidden": [128, 64]}},
+        "softmax",
+        None,
+        3,
+    ]
     labels = auto_labels(opts)
     assert labels == ["mlp-hidden64x32", "mlp-hidden128x64", "softmax", "none", "3"]
     import re
@@ -103,8 +109,12 @@ def test_labels_are_unique_and_mlflow_safe():
 
 def test_discretize_picks_the_argmax_of_active_choices(tmp_path):
     s = small(tmp_path)
-    alphas = {"expert": torch.tensor([0.1, 0.9]), "num": torch.tensor([0.0, 0.0, 2.0]), "task_module": torch.tensor([1.0, 0.0]),
-              "task_num": torch.tensor([0.0, 5.0])}
+    alphas = {
+        "expert": torch.tensor([0.1, 0.9]),
+        "num": torch.tensor([0.0, 0.0, 2.0]),
+        "task_module": torch.tensor([1.0, 0.0]),
+        "task_num": torch.tensor([0.0, 5.0]),
+    }
     a, arch = discretize(s, alphas)  # tower_width has no alpha: its default
     assert a == {"expert": "big", "num": 3, "task_module": False, "tower_width": "4"}
     assert arch.shared is not None and len(arch.shared.experts) == 3 and arch.task is None
@@ -152,11 +162,28 @@ def test_reference_m3oe_is_a_point_of_the_m3oe_space():
     ref = Architecture.load(ROOT / "examples" / "m3oe.yaml")
     space = load_space("m3oe")
     assignment = {
-        "input_adapter": "none", "bottom": "m3oe_star", "shared_module": True, "shared_expert": "mlp", "shared_num": 4,
-        "gate": "softmax", "fusion": "weighted", "domain_module": True, "domain_expert": "mlp", "domain_num": 1,
-        "domain_fusion": "balance", "task_module": True, "task_expert": "mlp", "task_num": 1, "task_fusion": "balance",
-        "adapter": "none", "tower": "mlp-64", "balancer": "equal",
-        "domain_feature": True, "heads": "domain_task", "gate_detach_input": True, "dense_input": "raw",
+        "input_adapter": "none",
+        "bottom": "m3oe_star",
+        "shared_module": True,
+        "shared_expert": "mlp",
+        "shared_num": 4,
+        "gate": "softmax",
+        "fusion": "weighted",
+        "domain_module": True,
+        "domain_expert": "mlp",
+        "domain_num": 1,
+        "domain_fusion": "balance",
+        "task_module": True,
+        "task_expert": "mlp",
+        "task_num": 1,
+        "task_fusion": "balance",
+        "adapter": "none",
+        "tower": "mlp-64",
+        "balancer": "equal",
+        "domain_feature": True,
+        "heads": "domain_task",
+        "gate_detach_input": True,
+        "dense_input": "raw",
     }
     assert space.to_arch(assignment).id == ref.id
     assert space.to_arch(space.default_assignment()).id == ref.id  # the default point is the reference
@@ -164,9 +191,31 @@ def test_reference_m3oe_is_a_point_of_the_m3oe_space():
 
 def test_mmoe_and_ple_examples_are_points_of_their_spaces():
     for name, assignment in (
-        ("mmoe", {"bottom": "none", "expert": "mlp-256", "num_experts": 6, "gate": "softmax", "adapter": "none", "tower": "mlp-64", "balancer": "equal"}),
-        ("ple", {"shared_expert": "mlp-128", "shared_num": 2, "task_expert": "mlp-128", "task_num": 2, "levels": 2, "gate": "softmax",
-                 "tower": "mlp-64", "balancer": "equal"}),
+        (
+            "mmoe",
+            {
+                "bottom": "none",
+                "expert": "mlp-256",
+                "num_experts": 6,
+                "gate": "softmax",
+                "adapter": "none",
+                "tower": "mlp-64",
+                "balancer": "equal",
+            },
+        ),
+        (
+            "ple",
+            {
+                "shared_expert": "mlp-128",
+                "shared_num": 2,
+                "task_expert": "mlp-128",
+                "task_num": 2,
+                "levels": 2,
+                "gate": "softmax",
+                "tower": "mlp-64",
+                "balancer": "equal",
+            },
+        ),
     ):
         assert load_space(name).to_arch(assignment).id == Architecture.load(ROOT / "examples" / f"{name}.yaml").id
 
@@ -176,8 +225,12 @@ def test_m3oe_space_offers_every_registered_expert_gate_adapter_and_balancer():
 
     reg = get_registry()
     text = (ROOT / "search_spaces" / "m3oe.yaml").read_text()
-    builtin = {e.name for kind in ("expert", "gate", "adapter", "balancer") for e in reg.entries(kind)
-               if e.dist == "mdmt-nas" and not e.name.startswith("darts.")}
+    builtin = {
+        e.name
+        for kind in ("expert", "gate", "adapter", "balancer")
+        for e in reg.entries(kind)
+        if e.dist == "mdmt-nas" and not e.name.startswith("darts.")
+    }
     missing = sorted(n for n in builtin if n not in text)
     assert not missing, f"m3oe space lacks {missing}"
 
@@ -208,18 +261,24 @@ def test_bad_component_params_are_reported(tmp_path):
         load_space(p)
 
 
-@pytest.mark.parametrize("replace,match", [
-    (("num: {type: int, low: 1, high: 3}", "num: {type: int, low: 3, high: 1}"), "empty range"),
-    (("num: {type: int, low: 1, high: 3}", "num: {type: int, low: 1, high: 3, step: 0}"), "step: must be >= 1"),
-    (("num: {type: int, low: 1, high: 3}", "num: {type: int, low: 1}"), "needs `low` and `high`"),
-    (("tower_width: {options: [4, 8]}", "tower_width: {options: []}"), "at least one option"),
-    (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 4]}"), "duplicate labels"),
-    (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 8], default: 16}"), "default"),
-    (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 8], low: 1}"), "do not apply"),
-    (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 8], colour: red}"), "unknown key"),
-    (("{choice: tower_width}", "{choice: tower_wdth}"), "unknown choice 'tower_wdth'.*did you mean 'tower_width'"),
-    (("  tower_width: {options: [4, 8]}", "  tower_width: {options: [4, 8]}\n  unused: {options: [1, 2]}"), "never used"),
-])
+@pytest.mark.parametrize(
+    "replace,match",
+    [
+        (("num: {type: int, low: 1, high: 3}", "num: {type: int, low: 3, high: 1}"), "empty range"),
+        (("num: {type: int, low: 1, high: 3}", "num: {type: int, low: 1, high: 3, step: 0}"), "step: must be >= 1"),
+        (("num: {type: int, low: 1, high: 3}", "num: {type: int, low: 1}"), "needs `low` and `high`"),
+        (("tower_width: {options: [4, 8]}", "tower_width: {options: []}"), "at least one option"),
+        (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 4]}"), "duplicate labels"),
+        (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 8], default: 16}"), "default"),
+        (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 8], low: 1}"), "do not apply"),
+        (("tower_width: {options: [4, 8]}", "tower_width: {options: [4, 8], colour: red}"), "unknown key"),
+        (("{choice: tower_width}", "{choice: tower_wdth}"), "unknown choice 'tower_wdth'.*did you mean 'tower_width'"),
+        (
+            ("  tower_width: {options: [4, 8]}", "  tower_width: {options: [4, 8]}\n  unused: {options: [1, 2]}"),
+            "never used",
+        ),
+    ],
+)
 def test_bad_choices_are_config_errors(tmp_path, replace, match):
     p = write(tmp_path, SMALL.replace(*replace))
     with pytest.raises(ConfigError, match=match) as exc:
@@ -237,17 +296,24 @@ def test_unknown_and_contradictory_parents(tmp_path):
     text = SMALL.replace("  tower_width: {options: [4, 8]}", "  tower_width: {options: [4, 8], parent: task_modul}")
     with pytest.raises(ConfigError, match="unknown choice 'task_modul'.*'task_module'"):
         load_space(write(tmp_path, text, "a.yaml"))
-    text = SMALL.replace("  task_num: {type: int, low: 1, high: 2}", "  task_num: {type: int, low: 1, high: 2, parent: expert, parent_value: big}")
+    text = SMALL.replace(
+        "  task_num: {type: int, low: 1, high: 2}",
+        "  task_num: {type: int, low: 1, high: 2, parent: expert, parent_value: big}",
+    )
     with pytest.raises(ConfigError, match="contradicts its placement"):
         load_space(write(tmp_path, text, "b.yaml"))
-    text = SMALL.replace("  tower_width: {options: [4, 8]}", "  tower_width: {options: [4, 8], parent: expert, parent_value: huge}")
+    text = SMALL.replace(
+        "  tower_width: {options: [4, 8]}", "  tower_width: {options: [4, 8], parent: expert, parent_value: huge}"
+    )
     with pytest.raises(ConfigError, match="parent_value.*unknown option 'huge'"):
         load_space(write(tmp_path, text, "c.yaml"))
 
 
 def test_choice_used_under_two_parents_is_contradictory(tmp_path):
-    text = SMALL.replace("task: {expert: {name: mlp, params: {hidden: [8]}}, num: {choice: task_num}}",
-                         "task: {expert: {name: mlp, params: {hidden: [8]}}, num: {choice: num}}")
+    text = SMALL.replace(
+        "task: {expert: {name: mlp, params: {hidden: [8]}}, num: {choice: task_num}}",
+        "task: {expert: {name: mlp, params: {hidden: [8]}}, num: {choice: num}}",
+    )
     with pytest.raises(ConfigError, match="choice 'num' is used under task_module=True here but under the template"):
         load_space(write(tmp_path, text.replace("  task_num: {type: int, low: 1, high: 2}\n", "")))
 
@@ -261,7 +327,9 @@ def test_explicit_parent_of_a_template_choice(tmp_path):
 
 
 def test_invalid_combination_names_the_space(tmp_path):
-    text = SMALL.replace("embedding_dim: 4", "embedding_dim: {choice: emb}").replace("  tower_width:", "  emb: {options: [4, 0]}\n  tower_width:")
+    text = SMALL.replace("embedding_dim: 4", "embedding_dim: {choice: emb}").replace(
+        "  tower_width:", "  emb: {options: [4, 0]}\n  tower_width:"
+    )
     s = load_space(write(tmp_path, text))
     with pytest.raises(ConfigError, match="space 'small'.*embedding_dim"):
         s.to_arch({**s.default_assignment(), "emb": "0"})
@@ -291,7 +359,9 @@ def _build(node, choices: dict, counter: list[int]):
     if kind == "int":
         choices[name] = {"type": "int", "low": 1, "high": node[1]}
     elif kind == "cat":
-        choices[name] = {"options": [{"label": f"o{i}", "value": _build(k, choices, counter)} for i, k in enumerate(node[1])]}
+        choices[name] = {
+            "options": [{"label": f"o{i}", "value": _build(k, choices, counter)} for i, k in enumerate(node[1])]
+        }
     else:
         choices[name] = {"type": "bool", "when_on": _build(node[1], choices, counter), "when_off": 2}
     return {"choice": name}
@@ -318,7 +388,11 @@ def test_size_counts_conditional_choices(roots):
         choices["extra"] = {"options": [1, 2]}
         hidden.append({"choice": "extra"})
         roots = roots + [("cat", [("const", 1), ("const", 2)])]
-    data = {"name": "h", "template": {"embedding_dim": 4, "tower": {"name": "mlp_tower", "params": {"hidden": hidden}}}, "choices": choices}
+    data = {
+        "name": "h",
+        "template": {"embedding_dim": 4, "tower": {"name": "mlp_tower", "params": {"hidden": hidden}}},
+        "choices": choices,
+    }
     space = parse_space(data)
     expected = 1
     for r in roots:

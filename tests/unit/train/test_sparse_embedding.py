@@ -18,7 +18,9 @@ def trainer(tiny_splits, balancer: str = "equal", **cfg):
     arch = type(arch).model_validate({**arch.model_dump(), "balancer": {"name": balancer}})
     torch.manual_seed(0)
     model = build_model(arch, tiny_splits.schema)
-    return Trainer(model, build_balancer(arch, tiny_splits.schema), tiny_splits, TrainConfig(progress=False, lr=1e-2, **cfg))
+    return Trainer(
+        model, build_balancer(arch, tiny_splits.schema), tiny_splits, TrainConfig(progress=False, lr=1e-2, **cfg)
+    )
 
 
 def test_a_step_touches_only_the_batch_rows(tiny_splits):
