@@ -69,7 +69,16 @@ def instrument() -> None:
     timed(train.copy, "deepcopy", "best-state copies")
     timed(tracking, "auc_heatmap", "AUC heatmap (matplotlib)")
     timed(tracking.Tracker, "log_figure", "AUC heatmap (matplotlib)")
-    for name in ("start_child", "log_params", "log_metrics", "log_batch", "set_tags", "log_text", "log_texts", "end_run"):
+    for name in (
+        "start_child",
+        "log_params",
+        "log_metrics",
+        "log_batch",
+        "set_tags",
+        "log_text",
+        "log_texts",
+        "end_run",
+    ):
         timed(tracking.Tracker, name, "MLflow logging")
     del model_mod
 
@@ -91,9 +100,18 @@ def main() -> None:
 
     splits = load_dataset("synthetic", {"n_rows": args.rows})
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(args.config, overrides=[f"train.epochs={args.epochs}", "train.progress=false", f"train.threads={args.threads}",
-                                                     "train.patience=0"])
-        config = config.model_copy(update={"tracking": TrackingConfig(uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}", experiment="overhead")})
+        config = load_config(
+            args.config,
+            overrides=[
+                f"train.epochs={args.epochs}",
+                "train.progress=false",
+                f"train.threads={args.threads}",
+                "train.patience=0",
+            ],
+        )
+        config = config.model_copy(
+            update={"tracking": TrackingConfig(uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}", experiment="overhead")}
+        )
         tracker = Tracker(config.tracking)
         evaluator = Evaluator(splits, config, tracker, output_dir=Path(tmp) / "out", searcher="bench", space="m3oe")
         evaluator.parent_run_id = tracker.start_run("overhead-parent")
@@ -110,15 +128,21 @@ def main() -> None:
     med = {k: statistics.median(r.get(k, 0.0) for r in keep) for k in runs[0]}
     total = med["candidate"]
     other = total - sum(v for k, v in med.items() if k != "candidate")
-    print(f"\nper-candidate time, {args.config}, {len(splits.train):,} train rows, {args.epochs} epoch(s), {args.threads} threads, "
-          f"median of {len(keep)} candidates; load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(
+        f"\nper-candidate time, {args.config}, {len(splits.train):,} train rows, {args.epochs} epoch(s), {args.threads} threads, "
+        f"median of {len(keep)} candidates; load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
     print(f"{'piece':<36}{'seconds':>9}{'share':>8}")
     print("-" * 53)
-    for k, v in sorted(((k, v) for k, v in med.items() if k != "candidate"), key=lambda kv: -kv[1]) + [("other (evaluator, guard set-up, ...)", other)]:
+    for k, v in sorted(((k, v) for k, v in med.items() if k != "candidate"), key=lambda kv: -kv[1]) + [
+        ("other (evaluator, guard set-up, ...)", other)
+    ]:
         print(f"{k:<36}{v:>9.3f}{100 * v / total:>7.1f}%")
     print(f"{'candidate':<36}{total:>9.3f}{100.0:>7.1f}%")
     fixed = total - med.get("train epochs", 0.0) - med.get("evaluation forward passes", 0.0)
-    print(f"\nfixed overhead (all but train epochs and evaluation forward passes): {fixed:.3f} s = {100 * fixed / total:.1f}% of the candidate")
+    print(
+        f"\nfixed overhead (all but train epochs and evaluation forward passes): {fixed:.3f} s = {100 * fixed / total:.1f}% of the candidate"
+    )
 
 
 if __name__ == "__main__":

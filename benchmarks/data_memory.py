@@ -98,7 +98,9 @@ def phase_in_memory(parquet: Path) -> dict:
     from mdmt_nas.data.split import SplitConfig
     from mdmt_nas.data.tabular import ParquetDataset, ParquetParams
 
-    s = ParquetDataset(ParquetParams(path=parquet, columns=ColumnMapping(**MAPPING), split=SplitConfig(kind="hash"))).load()
+    s = ParquetDataset(
+        ParquetParams(path=parquet, columns=ColumnMapping(**MAPPING), split=SplitConfig(kind="hash"))
+    ).load()
     return {"rows": len(s.train) + len(s.valid) + len(s.test)}
 
 
@@ -141,14 +143,27 @@ def _run_size(rows: int, workdir: Path, batch_size: int, in_memory: bool) -> lis
     phases = ["generate", "convert", "stream"] + (["in-memory"] if in_memory else [])
     results = []
     for ph in phases:
-        cmd = [sys.executable, __file__, "--phase", ph, "--rows", str(rows), "--batch-size", str(batch_size), "--workdir", str(workdir)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--phase",
+            ph,
+            "--rows",
+            str(rows),
+            "--batch-size",
+            str(batch_size),
+            "--workdir",
+            str(workdir),
+        ]
         print(f"[{rows:,} rows] {ph} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"phase {ph} failed:\n{proc.stderr}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         r["csv_mib"] = (workdir / "data.csv").stat().st_size / 2**20
-        r["parquet_mib"] = (workdir / "data.parquet").stat().st_size / 2**20 if (workdir / "data.parquet").exists() else 0.0
+        r["parquet_mib"] = (
+            (workdir / "data.parquet").stat().st_size / 2**20 if (workdir / "data.parquet").exists() else 0.0
+        )
         r["data_rows"] = rows
         results.append(r)
     return results
@@ -156,9 +171,13 @@ def _run_size(rows: int, workdir: Path, batch_size: int, in_memory: bool) -> lis
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", default="5000000", help="rows, or comma-separated sizes to compare (e.g. 1000000,5000000)")
+    ap.add_argument(
+        "--rows", default="5000000", help="rows, or comma-separated sizes to compare (e.g. 1000000,5000000)"
+    )
     ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--workdir", type=Path, default=None, help="where to put the CSV/Parquet (default: a temp dir, deleted)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="where to put the CSV/Parquet (default: a temp dir, deleted)"
+    )
     ap.add_argument("--in-memory", action="store_true", help="also load the Parquet fully in memory, for contrast")
     ap.add_argument("--phase", choices=["generate", "convert", "stream", "in-memory"], help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -134,7 +134,9 @@ class Reference:
 
         self.TorchDataset = TorchDataset
         rm.setup_seed(seed)
-        dense, sparse, x_train, y_train, x_val, y_val, x_test, y_test, domain_num = rm.get_movielens_data_rank_multidomain("all", "all", str(data_dir))
+        dense, sparse, x_train, y_train, x_val, y_val, x_test, y_test, domain_num = (
+            rm.get_movielens_data_rank_multidomain("all", "all", str(data_dir))
+        )
         self.x_train, self.y_train, self.domain_num = x_train, y_train, domain_num
         kw = {} if workers is None else {"num_workers": workers}
         self.train_loader, self.val_loader, _ = DataGenerator(x_train, y_train).generate_dataloader(
@@ -179,7 +181,9 @@ class Ours:
         from mdmt_nas.model import build_balancer, build_model
         from mdmt_nas.train import Trainer, set_seed
 
-        self.splits = load_dataset("csv", {"path": str(data_dir / "ml-1m.csv"), "columns": ours_mapping(), "split": {"kind": "sequential"}})
+        self.splits = load_dataset(
+            "csv", {"path": str(data_dir / "ml-1m.csv"), "columns": ours_mapping(), "split": {"kind": "sequential"}}
+        )
         cfg = load_config(config)
         arch = cfg.arch
         train = cfg.train.model_copy(update={"lr": 1e-2, "weight_decay": 1e-5, "arch_lr": 1e-3, "batch_size": batch, "seed": seed,
@@ -217,30 +221,55 @@ def load() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reference", type=Path, default=os.environ.get(ENV_REFERENCE) or None, help=f"M3oE checkout (default ${ENV_REFERENCE})")
-    ap.add_argument("--data-dir", type=Path, default=None, help="RecBole ml-100k files (default: the `mdmt-nas data get ml-100k` cache)")
-    ap.add_argument("--workdir", type=Path, default=None, help="where ml-1m.csv is written (default: a temporary folder)")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        default=os.environ.get(ENV_REFERENCE) or None,
+        help=f"M3oE checkout (default ${ENV_REFERENCE})",
+    )
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="RecBole ml-100k files (default: the `mdmt-nas data get ml-100k` cache)",
+    )
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="where ml-1m.csv is written (default: a temporary folder)"
+    )
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2022)
-    ap.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default: the reference's own, 8)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="reference DataLoader workers (default: the reference's own, 8)"
+    )
     ap.add_argument("--config", default="examples/m3oe.yaml", help="mdmt-nas architecture (default: the M3oE example)")
     ap.add_argument("--verbose", action="store_true", help="show the reference's own output")
     args = ap.parse_args()
     if args.reference is None:
-        print(f"reference_m3oe: skipped: no M3oE reference checkout given (--reference PATH or ${ENV_REFERENCE}); "
-              "get one with `git clone https://github.com/Applied-Machine-Learning-Lab/M3oE` (this script never downloads it)")
+        print(
+            f"reference_m3oe: skipped: no M3oE reference checkout given (--reference PATH or ${ENV_REFERENCE}); "
+            "get one with `git clone https://github.com/Applied-Machine-Learning-Lab/M3oE` (this script never downloads it)"
+        )
         return 0
-    if not (args.reference / "MDMTRec" / "models" / "multi_domain" / "model.py").is_file() or not (args.reference / "examples" / "run_movielens.py").is_file():
-        print(f"reference_m3oe: {args.reference} is not a checkout of the M3oE reference code (no MDMTRec/models/multi_domain/model.py "
-              "or examples/run_movielens.py)", file=sys.stderr)
+    if (
+        not (args.reference / "MDMTRec" / "models" / "multi_domain" / "model.py").is_file()
+        or not (args.reference / "examples" / "run_movielens.py").is_file()
+    ):
+        print(
+            f"reference_m3oe: {args.reference} is not a checkout of the M3oE reference code (no MDMTRec/models/multi_domain/model.py "
+            "or examples/run_movielens.py)",
+            file=sys.stderr,
+        )
         return 2
     from mdmt_nas.data.fetch import ml100k_dir
 
     src = args.data_dir or ml100k_dir()
     if not (src / "ml-100k.inter").is_file():
-        print(f"reference_m3oe: no ml-100k files in {src}; run `mdmt-nas data get ml-100k` or pass --data-dir", file=sys.stderr)
+        print(
+            f"reference_m3oe: no ml-100k files in {src}; run `mdmt-nas data get ml-100k` or pass --data-dir",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,30 +278,43 @@ def main() -> int:
         with quiet(not args.verbose):
             ref = Reference(args.reference.resolve(), work, args.batch, args.seed, args.workers)
         ours = Ours(work, args.batch, args.seed, args.threads, args.config)
-        print(f"\nM3oE: reference code ({args.reference}) vs mdmt-nas ({args.config}), MovieLens-100K in the reference's ml-1m.csv "
-              f"layout ({rows:,} rows, {len(ref.x_train):,} train rows; mdmt-nas {len(ours.splits.train):,}), batch {args.batch}, "
-              f"{args.threads} threads, load average before: {load()}")
+        print(
+            f"\nM3oE: reference code ({args.reference}) vs mdmt-nas ({args.config}), MovieLens-100K in the reference's ml-1m.csv "
+            f"layout ({rows:,} rows, {len(ref.x_train):,} train rows; mdmt-nas {len(ours.splits.train):,}), batch {args.batch}, "
+            f"{args.threads} threads, load average before: {load()}"
+        )
         peak = matmul_peak_gflops()
         ref_rps, ours_rps = [], []
         for e in range(args.epochs):
             with quiet(not args.verbose):
                 ref_rps.append(ref.epoch())
             ours_rps.append(ours.epoch())
-            print(f"  epoch {e}: reference {ref_rps[-1]:>9,.0f} rows/s   mdmt-nas {ours_rps[-1]:>9,.0f} rows/s   ({ours_rps[-1] / ref_rps[-1]:.2f}x)   load {load()}")
+            print(
+                f"  epoch {e}: reference {ref_rps[-1]:>9,.0f} rows/s   mdmt-nas {ours_rps[-1]:>9,.0f} rows/s   ({ours_rps[-1] / ref_rps[-1]:.2f}x)   load {load()}"
+            )
         peak2 = matmul_peak_gflops()
         with quiet(not args.verbose):
             f_ref, auc_ref = ref.flops_per_row(args.batch), ref.valid_auc()
         f_ours, auc_ours = ours.flops_per_row(), ours.valid_auc()
     r_ref, r_ours = statistics.median(ref_rps), statistics.median(ours_rps)
-    print(f"fp32 matmul peak (1024x1024): {peak:.1f} GFLOP/s (before) / {peak2:.1f} GFLOP/s (after); load average after: {load()}\n")
+    print(
+        f"fp32 matmul peak (1024x1024): {peak:.1f} GFLOP/s (before) / {peak2:.1f} GFLOP/s (after); load average after: {load()}\n"
+    )
     hdr = f"{'model':<24}{'params':>10}{'FLOPs/row':>12}{'rows/s':>10}{'GFLOP/s':>9}{'% peak':>8}{'valid AUC':>11}"
     print(hdr)
     print("-" * len(hdr))
-    for name, n, f, r, auc in (("reference (M3oE code)", ref.params, f_ref, r_ref, auc_ref), ("mdmt-nas", ours.params, f_ours, r_ours, auc_ours)):
+    for name, n, f, r, auc in (
+        ("reference (M3oE code)", ref.params, f_ref, r_ref, auc_ref),
+        ("mdmt-nas", ours.params, f_ours, r_ours, auc_ours),
+    ):
         gf = f * r / 1e9
-        print(f"{name:<24}{n:>10,}{f / 1e6:>10.2f}M{r:>10,.0f}{gf:>9.1f}{100 * gf / max(peak, peak2):>7.1f}%{auc:>11.4f}")
-    print(f"\nrows/s median of {args.epochs} epochs each, alternated. speed-up mdmt-nas / reference: {r_ours / r_ref:.2f}x   "
-          f"FLOPs/row reference / mdmt-nas: {f_ref / f_ours:.2f}x")
+        print(
+            f"{name:<24}{n:>10,}{f / 1e6:>10.2f}M{r:>10,.0f}{gf:>9.1f}{100 * gf / max(peak, peak2):>7.1f}%{auc:>11.4f}"
+        )
+    print(
+        f"\nrows/s median of {args.epochs} epochs each, alternated. speed-up mdmt-nas / reference: {r_ours / r_ref:.2f}x   "
+        f"FLOPs/row reference / mdmt-nas: {f_ref / f_ours:.2f}x"
+    )
     return 0
 
 

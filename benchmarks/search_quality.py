@@ -40,16 +40,29 @@ SEARCH_TRAIN = {"lr": 0.003, "batch_size": 4096, "patience": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="20k rows, 6 trials, 2 epochs everywhere, 2 supernet epochs")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rows", type=int, default=None, help="synthetic rows (default 200000; 20000 with --quick)")
     p.add_argument("--trials", type=int, default=None, help="Optuna trials per search (default 20; 6 with --quick)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of fixed models and of DARTS' retraining (default: the examples' 8; 2 with --quick)")
-    p.add_argument("--candidate-epochs", type=int, default=None, help="epochs of each Optuna candidate (default: --epochs or 8)")
-    p.add_argument("--darts-epochs", type=int, default=None, help="DARTS supernet epochs (default: the searcher's; 2 with --quick)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of fixed models and of DARTS' retraining (default: the examples' 8; 2 with --quick)",
+    )
+    p.add_argument(
+        "--candidate-epochs", type=int, default=None, help="epochs of each Optuna candidate (default: --epochs or 8)"
+    )
+    p.add_argument(
+        "--darts-epochs", type=int, default=None, help="DARTS supernet epochs (default: the searcher's; 2 with --quick)"
+    )
     p.add_argument("--space", default="m3oe")
-    p.add_argument("--methods", default=",".join(SEARCHED + FIXED), help="comma-separated subset of " + ", ".join(SEARCHED + FIXED))
+    p.add_argument(
+        "--methods", default=",".join(SEARCHED + FIXED), help="comma-separated subset of " + ", ".join(SEARCHED + FIXED)
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--output", type=Path, default=None, help="default runs/search-quality-<time>")
     a = p.parse_args(argv)
@@ -69,8 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def base_overrides(a: argparse.Namespace, seed: int, uri: str) -> list[str]:
-    out = [f"dataset.params.n_rows={a.rows}", f"train.seed={seed}", "train.progress=false", f"tracking.uri={uri}",
-           "tracking.experiment=search-quality"]
+    out = [
+        f"dataset.params.n_rows={a.rows}",
+        f"train.seed={seed}",
+        "train.progress=false",
+        f"tracking.uri={uri}",
+        "tracking.experiment=search-quality",
+    ]
     if a.threads:
         out.append(f"train.threads={a.threads}")
     return out
@@ -84,8 +102,13 @@ def run_fixed(name: str, a: argparse.Namespace, seed: int, splits: Any, uri: str
     cfg = load_config(ROOT / "examples" / f"{name}.yaml", sets)
     t0 = time.perf_counter()
     r = run_training(cfg, splits, run_name=f"{name}-seed{seed}").result
-    return {"test_auc": r.test.mean_auc, "valid_auc": r.valid.mean_auc, "wall": time.perf_counter() - t0, "params": r.num_params,
-            "arch_id": r.arch.id}
+    return {
+        "test_auc": r.test.mean_auc,
+        "valid_auc": r.valid.mean_auc,
+        "wall": time.perf_counter() - t0,
+        "params": r.num_params,
+        "arch_id": r.arch.id,
+    }
 
 
 def run_searched(name: str, a: argparse.Namespace, seed: int, splits: Any, uri: str, out: Path) -> dict[str, Any]:
@@ -100,15 +123,27 @@ def run_searched(name: str, a: argparse.Namespace, seed: int, splits: Any, uri: 
         if a.epochs:
             sets.append(f"train.epochs={a.epochs}")
     else:
-        sets += [f"search.budget={a.trials}", f"search.epochs={a.candidate_epochs}", f"train.epochs={a.candidate_epochs}"]
+        sets += [
+            f"search.budget={a.trials}",
+            f"search.epochs={a.candidate_epochs}",
+            f"train.epochs={a.candidate_epochs}",
+        ]
     cfg = load_config(None, sets)
     t0 = time.perf_counter()
     outcome = run_search(cfg, out / f"{name}-seed{seed}", splits=splits)
     wall = time.perf_counter() - t0
     best = outcome.best
-    res = {"test_auc": best.test_mean_auc if best else math.nan, "valid_auc": best.valid_mean_auc if best else math.nan, "wall": wall,
-           "params": best.num_params if best else 0, "arch_id": outcome.result.best.id, "candidates": len(outcome.result.candidates),
-           "finished": outcome.summary["finished"], "pruned": outcome.summary["pruned"], "failed": outcome.summary["failed"]}
+    res = {
+        "test_auc": best.test_mean_auc if best else math.nan,
+        "valid_auc": best.valid_mean_auc if best else math.nan,
+        "wall": wall,
+        "params": best.num_params if best else 0,
+        "arch_id": outcome.result.best.id,
+        "candidates": len(outcome.result.candidates),
+        "finished": outcome.summary["finished"],
+        "pruned": outcome.summary["pruned"],
+        "failed": outcome.summary["failed"],
+    }
     if name == "darts" and best is not None and best.run_id:
         from mlflow.tracking import MlflowClient
 
@@ -128,19 +163,32 @@ def mean_std(values: list[float], digits: int = 4) -> str:
 
 
 def report(a: argparse.Namespace, results: dict[str, list[dict[str, Any]]], total: float) -> str:
-    lines = [f"# Search quality on synthetic ({a.rows:,} rows, {a.seeds} seeds, space `{a.space}`)", "",
-             f"settings: trials {a.trials} x {a.candidate_epochs} epochs (Optuna), DARTS supernet {a.darts_epochs or 'default'} epochs, "
-             f"fixed/retrain epochs {a.epochs or 'example defaults'}; total {total / 60:.1f} min", "",
-             "| method | test mean AUC | valid mean AUC | wall time (s) | params (last seed) | candidates |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Search quality on synthetic ({a.rows:,} rows, {a.seeds} seeds, space `{a.space}`)",
+        "",
+        f"settings: trials {a.trials} x {a.candidate_epochs} epochs (Optuna), DARTS supernet {a.darts_epochs or 'default'} epochs, "
+        f"fixed/retrain epochs {a.epochs or 'example defaults'}; total {total / 60:.1f} min",
+        "",
+        "| method | test mean AUC | valid mean AUC | wall time (s) | params (last seed) | candidates |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, rs in results.items():
-        cands = "" if "candidates" not in rs[0] else " / ".join(f"{r['finished']}f {r['pruned']}p {r['failed']}x" for r in rs)
-        lines.append(f"| {m} | {mean_std([r['test_auc'] for r in rs])} | {mean_std([r['valid_auc'] for r in rs])} | "
-                     f"{mean_std([r['wall'] for r in rs], 1)} | {rs[-1]['params']:,} | {cands} |")
+        cands = (
+            ""
+            if "candidates" not in rs[0]
+            else " / ".join(f"{r['finished']}f {r['pruned']}p {r['failed']}x" for r in rs)
+        )
+        lines.append(
+            f"| {m} | {mean_std([r['test_auc'] for r in rs])} | {mean_std([r['valid_auc'] for r in rs])} | "
+            f"{mean_std([r['wall'] for r in rs], 1)} | {rs[-1]['params']:,} | {cands} |"
+        )
     if "darts" in results:
         ratios = [r.get("ratio", math.nan) for r in results["darts"]]
-        lines += ["", f"DARTS cost: (supernet search + retraining) / one training of the derived architecture = {mean_std(ratios, 2)} "
-                      f"(retraining {mean_std([r.get('retrain_wall', math.nan) for r in results['darts']], 1)} s)"]
+        lines += [
+            "",
+            f"DARTS cost: (supernet search + retraining) / one training of the derived architecture = {mean_std(ratios, 2)} "
+            f"(retraining {mean_std([r.get('retrain_wall', math.nan) for r in results['darts']], 1)} s)",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -163,9 +211,16 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             r = run_searched(m, a, seed, splits, uri, a.output) if m in SEARCHED else run_fixed(m, a, seed, splits, uri)
             results[m].append(r)
-            print(f"seed {seed} {m:14} test AUC {r['test_auc']:.4f}  valid AUC {r['valid_auc']:.4f}  {time.perf_counter() - t:7.1f}s"
-                  + (f"  ratio {r['ratio']:.2f}" if "ratio" in r else ""), flush=True)
-            (a.output / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "results": results}, indent=2, default=float))
+            print(
+                f"seed {seed} {m:14} test AUC {r['test_auc']:.4f}  valid AUC {r['valid_auc']:.4f}  {time.perf_counter() - t:7.1f}s"
+                + (f"  ratio {r['ratio']:.2f}" if "ratio" in r else ""),
+                flush=True,
+            )
+            (a.output / "results.json").write_text(
+                json.dumps(
+                    {"args": {k: str(v) for k, v in vars(a).items()}, "results": results}, indent=2, default=float
+                )
+            )
     text = report(a, results, time.perf_counter() - t_all)
     (a.output / "search_quality.md").write_text(text)
     print()

@@ -58,7 +58,12 @@ DEPHN = {
     "input_adapter": {"name": "soft_selection", "params": {"heads": 2}},
     "shared": {"experts": [EXPERT]},
     # DCN-v2's low-rank cross (rank 32) keeps the 5-layer cross affordable on 2 cores
-    "task": {"experts": [{"name": "cross", "params": {"layers": 5, "low_rank": 32, "out_dim": 32}}, {"name": "fint", "params": {"layers": 3, "out_dim": 32}}]},
+    "task": {
+        "experts": [
+            {"name": "cross", "params": {"layers": 5, "low_rank": 32, "out_dim": 32}},
+            {"name": "fint", "params": {"layers": 3, "out_dim": 32}},
+        ]
+    },
     "gate_scope": ["shared", "task"],
     "gate": "dephn",
     "tower": TOWER,
@@ -120,11 +125,15 @@ class Bench:
 
     def train(self, arch: dict[str, Any], splits: Splits, seed: int) -> TrainResult:
         a = self.args
-        cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, patience=0, seed=seed, progress=False, threads=a.threads)
+        cfg = TrainConfig(
+            epochs=a.epochs, batch_size=a.batch, lr=a.lr, patience=0, seed=seed, progress=False, threads=a.threads
+        )
         t0 = time.perf_counter()
         result = train_architecture(Architecture.model_validate({"embedding_dim": 16, **arch}), splits, cfg)
         if a.verbose:
-            print(f"    trained in {time.perf_counter() - t0:.1f}s: test AUC {result.test.mean_auc:.4f}", file=sys.stderr)
+            print(
+                f"    trained in {time.perf_counter() - t0:.1f}s: test AUC {result.test.mean_auc:.4f}", file=sys.stderr
+            )
         return result
 
     @staticmethod
@@ -144,12 +153,27 @@ class Bench:
             variants = {
                 "dense softmax, 16 experts": {"gate": "softmax", "num": 16},
                 "noisy_topk k=2 of 16 (per task)": {"gate": {"name": "noisy_topk", "params": {"k": 2}}, "num": 16},
-                "noisy_topk k=2 of 16 (per row)": {"gate": {"name": "noisy_topk", "params": {"k": 2, "select": "row"}}, "num": 16},
-                "noisy_topk k=2 of 32 (per row)": {"gate": {"name": "noisy_topk", "params": {"k": 2, "select": "row"}}, "num": 32},
-                "noisy_topk k=4 of 16 (per row)": {"gate": {"name": "noisy_topk", "params": {"k": 4, "select": "row"}}, "num": 16},
+                "noisy_topk k=2 of 16 (per row)": {
+                    "gate": {"name": "noisy_topk", "params": {"k": 2, "select": "row"}},
+                    "num": 16,
+                },
+                "noisy_topk k=2 of 32 (per row)": {
+                    "gate": {"name": "noisy_topk", "params": {"k": 2, "select": "row"}},
+                    "num": 32,
+                },
+                "noisy_topk k=4 of 16 (per row)": {
+                    "gate": {"name": "noisy_topk", "params": {"k": 4, "select": "row"}},
+                    "num": 16,
+                },
             }
-            fns = {name: self._step_fn({"shared": {"expert": mlp(hidden), "num": v["num"]}, "gate": v["gate"], "tower": TOWER}, splits, batch)
-                   for name, v in variants.items()}
+            fns = {
+                name: self._step_fn(
+                    {"shared": {"expert": mlp(hidden), "num": v["num"]}, "gate": v["gate"], "tower": TOWER},
+                    splits,
+                    batch,
+                )
+                for name, v in variants.items()
+            }
             times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
             for f in fns.values():  # warm-up
                 f()
@@ -160,10 +184,27 @@ class Bench:
             for name, ts in times.items():
                 med = statistics.median(a + b for a, b in ts)
                 fb, opt = statistics.median(a for a, _ in ts), statistics.median(b for _, b in ts)
-                rows.append([f"mlp {hidden}", name, f"{med * 1000:.1f}", f"{fb * 1000:.1f}", f"{opt * 1000:.1f}", f"{med / dense:.3f}"])
-                self.results.setdefault("speed", {})[f"{hidden} {name}"] = {"ms": med * 1000, "fwd_bwd_ms": fb * 1000, "optimizer_ms": opt * 1000, "ratio": med / dense}
-        table(f"CESAA speed: training step time, batch {B}, {self.args.threads} thread(s), median of {steps} interleaved steps (target: k=2 of 16 <= 0.3x dense)",
-              ["experts", "gate", "ms/step", "fwd+bwd", "optimizer", "x dense"], rows)
+                rows.append(
+                    [
+                        f"mlp {hidden}",
+                        name,
+                        f"{med * 1000:.1f}",
+                        f"{fb * 1000:.1f}",
+                        f"{opt * 1000:.1f}",
+                        f"{med / dense:.3f}",
+                    ]
+                )
+                self.results.setdefault("speed", {})[f"{hidden} {name}"] = {
+                    "ms": med * 1000,
+                    "fwd_bwd_ms": fb * 1000,
+                    "optimizer_ms": opt * 1000,
+                    "ratio": med / dense,
+                }
+        table(
+            f"CESAA speed: training step time, batch {B}, {self.args.threads} thread(s), median of {steps} interleaved steps (target: k=2 of 16 <= 0.3x dense)",
+            ["experts", "gate", "ms/step", "fwd+bwd", "optimizer", "x dense"],
+            rows,
+        )
 
     def _step_fn(self, arch: dict[str, Any], splits: Splits, b) -> Any:
         torch.manual_seed(0)
@@ -193,7 +234,10 @@ class Bench:
         out = []
         for w, on in variants:
             if (w, on) not in cache:
-                cache[w, on] = [(self.train(self.cesaa_arch(w, on), self.data(DATA["cesaa"], s), s), self.data(DATA["cesaa"], s)) for s in self.seeds]
+                cache[w, on] = [
+                    (self.train(self.cesaa_arch(w, on), self.data(DATA["cesaa"], s), s), self.data(DATA["cesaa"], s))
+                    for s in self.seeds
+                ]
             out.append((f"k=2 of 16, w_MI={w:g}" + ("" if on == "weights" else f" (mi_on {on})"), cache[w, on]))
         return out
 
@@ -206,9 +250,18 @@ class Bench:
         diff = [b - a for a, b in zip(d_auc, s_auc)]
         rows = [
             ["dense softmax, 16 experts", fmt(d_auc), f"{statistics.mean(r.rows_per_second for r in dense):.0f}", ""],
-            ["noisy_topk k=2 of 16, w_MI=0.01", fmt(s_auc), f"{statistics.mean(r.rows_per_second for r in sparse):.0f}", fmt(diff)],
+            [
+                "noisy_topk k=2 of 16, w_MI=0.01",
+                fmt(s_auc),
+                f"{statistics.mean(r.rows_per_second for r in sparse):.0f}",
+                fmt(diff),
+            ],
         ]
-        table("CESAA: test mean AUC, k=2 of 16 vs all 16 dense (4 domains, shared_signal 0.3)", ["model", "test AUC", "train rows/s", "AUC diff (sparse - dense)"], rows)
+        table(
+            "CESAA: test mean AUC, k=2 of 16 vs all 16 dense (4 domains, shared_signal 0.3)",
+            ["model", "test AUC", "train rows/s", "AUC diff (sparse - dense)"],
+            rows,
+        )
         self.results["cesaa"] = {"dense": d_auc, "sparse": s_auc}
 
     def mi(self) -> None:
@@ -226,8 +279,11 @@ class Bench:
                 auc.append(result.test.mean_auc)
             rows.append([key, fmt(soft), fmt(sel), fmt(cv, 3), fmt(auc)])
             self.results.setdefault("mi", {})[key] = {"mi": soft, "mi_sel": sel, "load_cv": cv, "auc": auc}
-        table(f"CESAA: expert-domain mutual information on the test split (nats; max log 4 = {math.log(4):.3f})",
-              ["model", "MI (gate weights)", "MI (selections)", "load CV", "test AUC"], rows)
+        table(
+            f"CESAA: expert-domain mutual information on the test split (nats; max log 4 = {math.log(4):.3f})",
+            ["model", "MI (gate weights)", "MI (selections)", "load CV", "test AUC"],
+            rows,
+        )
 
     @staticmethod
     def _gate_metrics(result: TrainResult, splits: Splits) -> dict[str, float]:
@@ -243,18 +299,31 @@ class Bench:
         rows = []
         archs = {"mmoe (4 x mlp)": MMOE, "dephn": DEPHN}
         if self.args.all:
-            archs["dephn, no virtual gradient"] = {**DEPHN, "gate": {"name": "dephn", "params": {"virtual_gradient": False}}}
+            archs["dephn, no virtual gradient"] = {
+                **DEPHN,
+                "gate": {"name": "dephn", "params": {"virtual_gradient": False}},
+            }
             archs["dephn, identity map only"] = {**DEPHN, "gate": {"name": "dephn", "params": {"maps": ["identity"]}}}
         for corr in ("negative", "nonlinear"):
             base = None
             for name, arch in archs.items():
                 res = [self.train(arch, self.data({"task_correlation": corr}, s), s) for s in self.seeds]
-                t0, t1, mean = ([self.task_auc(r, 0) for r in res], [self.task_auc(r, 1) for r in res], [r.test.mean_auc for r in res])
+                t0, t1, mean = (
+                    [self.task_auc(r, 0) for r in res],
+                    [self.task_auc(r, 1) for r in res],
+                    [r.test.mean_auc for r in res],
+                )
                 base = mean if base is None else base
                 diff = fmt([b - a for a, b in zip(base, mean)]) if mean is not base else ""
-                rows.append([corr, name, fmt(t0), fmt(t1), fmt(mean), diff, f"{statistics.mean(r.num_params for r in res):.0f}"])
+                rows.append(
+                    [corr, name, fmt(t0), fmt(t1), fmt(mean), diff, f"{statistics.mean(r.num_params for r in res):.0f}"]
+                )
                 self.results.setdefault("dephn", {})[f"{corr} {name}"] = mean
-        table("DEPHN vs MMoE: test AUC per task (2 tasks, 3 domains)", ["tasks", "model", "AUC task_0", "AUC task_1", "mean AUC", "diff vs mmoe", "params"], rows)
+        table(
+            "DEPHN vs MMoE: test AUC per task (2 tasks, 3 domains)",
+            ["tasks", "model", "AUC task_0", "AUC task_1", "mean AUC", "diff vs mmoe", "params"],
+            rows,
+        )
 
     # ------------------------------------------------------------------------- HAMUR
     def hamur(self) -> None:
@@ -263,34 +332,72 @@ class Bench:
         for name in names:
             arch, sites = BACKBONES[name]
             bare = [self.train(arch, self.data(DATA["hamur"], s), s) for s in self.seeds]
-            adapted = [self.train({**arch, "adapter": HAMUR, "adapter_sites": sites}, self.data(DATA["hamur"], s), s) for s in self.seeds]
+            adapted = [
+                self.train({**arch, "adapter": HAMUR, "adapter_sites": sites}, self.data(DATA["hamur"], s), s)
+                for s in self.seeds
+            ]
             a, b = [r.test.mean_auc for r in bare], [r.test.mean_auc for r in adapted]
-            rows.append([name, fmt(a), fmt(b), fmt([y - x for x, y in zip(a, b)]), f"{bare[0].num_params} -> {adapted[0].num_params}"])
+            rows.append(
+                [
+                    name,
+                    fmt(a),
+                    fmt(b),
+                    fmt([y - x for x, y in zip(a, b)]),
+                    f"{bare[0].num_params} -> {adapted[0].num_params}",
+                ]
+            )
             self.results.setdefault("hamur", {})[name] = {"bare": a, "hamur": b}
-        table("HAMUR: same backbone without / with the hyper adapter (4 domains, shared_signal 0.2, feature shift 1.5)",
-              ["backbone (adapter site)", "test AUC bare", "test AUC + hamur", "diff", "params"], rows)
+        table(
+            "HAMUR: same backbone without / with the hyper adapter (4 domains, shared_signal 0.2, feature shift 1.5)",
+            ["backbone (adapter site)", "test AUC bare", "test AUC + hamur", "diff", "params"],
+            rows,
+        )
 
     # ------------------------------------------------------------------------- PMTRec
     def pmtrec(self) -> None:
         flip = ([1, 2], self.args.aux_noise)
         balancers: dict[str, Any] = {"equal": "equal", "pmtrec": {"name": "pmtrec", "params": {"main_task": "task_0"}}}
         if self.args.all:
-            balancers.update({
-                "pmtrec, no personal weights": {"name": "pmtrec", "params": {"main_task": "task_0", "personalize": False}},
-                "pmtrec, focusing only": {"name": "pmtrec", "params": {"main_task": "task_0", "personalize": False, "balance": False}},
-                "pmtrec, GMB reduce-only": {"name": "pmtrec", "params": {"main_task": "task_0", "balance_mode": "reduce"}},
-                "pcgrad": "pcgrad", "uncertainty": "uncertainty", "gradnorm": "gradnorm",
-            })
+            balancers.update(
+                {
+                    "pmtrec, no personal weights": {
+                        "name": "pmtrec",
+                        "params": {"main_task": "task_0", "personalize": False},
+                    },
+                    "pmtrec, focusing only": {
+                        "name": "pmtrec",
+                        "params": {"main_task": "task_0", "personalize": False, "balance": False},
+                    },
+                    "pmtrec, GMB reduce-only": {
+                        "name": "pmtrec",
+                        "params": {"main_task": "task_0", "balance_mode": "reduce"},
+                    },
+                    "pcgrad": "pcgrad",
+                    "uncertainty": "uncertainty",
+                    "gradnorm": "gradnorm",
+                }
+            )
         rows, base = [], None
         for name, bal in balancers.items():
             res = [self.train({**MMOE, "balancer": bal}, self.data(DATA["pmtrec"], s, flip), s) for s in self.seeds]
             main = [self.task_auc(r, 0) for r in res]
             base = main if base is None else base
             diff = fmt([b - a for a, b in zip(base, main)]) if main is not base else ""
-            rows.append([name, fmt(main), diff, fmt([self.task_auc(r, 1) for r in res]), f"{statistics.mean(r.rows_per_second for r in res):.0f}"])
+            rows.append(
+                [
+                    name,
+                    fmt(main),
+                    diff,
+                    fmt([self.task_auc(r, 1) for r in res]),
+                    f"{statistics.mean(r.rows_per_second for r in res):.0f}",
+                ]
+            )
             self.results.setdefault("pmtrec", {})[name] = main
-        table(f"PMTRec vs equal weights: main task (task_0) test AUC; auxiliary tasks 1, 2 with {self.args.aux_noise:.0%} labels flipped",
-              ["balancer", "main-task AUC", "diff vs equal", "aux task_1 AUC", "train rows/s"], rows)
+        table(
+            f"PMTRec vs equal weights: main task (task_0) test AUC; auxiliary tasks 1, 2 with {self.args.aux_noise:.0%} labels flipped",
+            ["balancer", "main-task AUC", "diff vs equal", "aux task_1 AUC", "train rows/s"],
+            rows,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,15 +411,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is the most stable on a shared machine)")
     ap.add_argument("--speed-batch", type=int, default=4096)
     ap.add_argument("--speed-steps", type=int, default=5)
-    ap.add_argument("--aux-noise", type=float, default=0.3, help="share of auxiliary-task labels flipped for the PMTRec claim")
-    ap.add_argument("--all", action="store_true", help="also: smaller experts in the speed table, MI ablations, DEPHN ablations, HAMUR on MMoE and DCN, all balancers")
+    ap.add_argument(
+        "--aux-noise", type=float, default=0.3, help="share of auxiliary-task labels flipped for the PMTRec claim"
+    )
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="also: smaller experts in the speed table, MI ablations, DEPHN ablations, HAMUR on MMoE and DCN, all balancers",
+    )
     ap.add_argument("--json", default=None, help="also write the raw figures to this file")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bench = Bench(args)
     t0 = time.perf_counter()
-    print(f"# seed claims: rows={args.rows} epochs={args.epochs} batch={args.batch} lr={args.lr} seeds={args.seeds} threads={args.threads}")
+    print(
+        f"# seed claims: rows={args.rows} epochs={args.epochs} batch={args.batch} lr={args.lr} seeds={args.seeds} threads={args.threads}"
+    )
     for claim in [c.strip() for c in args.only.split(",") if c.strip()]:
         if claim not in CLAIMS:
             ap.error(f"unknown claim {claim!r}; choose from {', '.join(CLAIMS)}")

@@ -48,10 +48,16 @@ CASES = [
 
 def run_once(args: list[str], report: Path, cwd: Path) -> tuple[float, int, list[str], str]:
     """(seconds, exit status, heavy modules imported, output tail) of one fresh `mdmt-nas ARGS`."""
-    env = {**os.environ, "MDMT_NAS_STARTUP_REPORT": str(report), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "MDMT_NAS_STARTUP_REPORT": str(report),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     report.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     seconds = time.perf_counter() - t0
     imported = json.loads(report.read_text()) if report.exists() else ["?"]
     return seconds, proc.returncode, imported, (proc.stdout + proc.stderr).strip()[-300:]
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         bad.write_text("dataset: {name: synthetic}\ntrian: {epochs: 1}\n")
         report = tmp_path / "imported.json"
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        print("\n| command | median s | fastest s | runs | exit | imports | torch needed |\n|---|---:|---:|---:|---:|---|---|")
+        print(
+            "\n| command | median s | fastest s | runs | exit | imports | torch needed |\n|---|---:|---:|---:|---:|---|---|"
+        )
         for name, case_args, want_code, light in CASES:
             case_args = [a.replace("{bad}", str(bad)) for a in case_args]
             times, codes, imported, tail = [], set(), [], ""
@@ -79,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             bad_code = codes != {want_code}
             bad_import = light and "torch" in imported
             ok = ok and not bad_code and not bad_import
-            print(f"| `mdmt-nas {' '.join(a if a != str(bad) else 'BAD.yaml' for a in case_args)}` | {statistics.median(times):.2f} | "
-                  f"{min(times):.2f} | {len(times)} | {','.join(map(str, sorted(codes)))}{f' (expected {want_code})' if bad_code else ''} | "
-                  f"{', '.join(imported) or 'none of ' + '/'.join(HEAVY)} | {'no' if light else 'yes (the component registry)'}"
-                  f"{' -- IMPORTED TORCH' if bad_import else ''} |")
+            print(
+                f"| `mdmt-nas {' '.join(a if a != str(bad) else 'BAD.yaml' for a in case_args)}` | {statistics.median(times):.2f} | "
+                f"{min(times):.2f} | {len(times)} | {','.join(map(str, sorted(codes)))}{f' (expected {want_code})' if bad_code else ''} | "
+                f"{', '.join(imported) or 'none of ' + '/'.join(HEAVY)} | {'no' if light else 'yes (the component registry)'}"
+                f"{' -- IMPORTED TORCH' if bad_import else ''} |"
+            )
             if bad_code:
                 print(f"  output: {tail}")
         print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -74,8 +74,19 @@ def _candidate_step(arch, schema, reduction: str):
     shared = model.shared_parameters()
 
     def step(batch, _valid) -> None:
-        weight_step(model, balancer, opt, batch, reduction=reduction, shared=shared, all_params=params, step=0,
-                    grad_clip=None, clip_params=params, nan_reason=lambda *_: "nan")
+        weight_step(
+            model,
+            balancer,
+            opt,
+            batch,
+            reduction=reduction,
+            shared=shared,
+            all_params=params,
+            step=0,
+            grad_clip=None,
+            clip_params=params,
+            nan_reason=lambda *_: "nan",
+        )
 
     return step
 
@@ -150,13 +161,17 @@ def main() -> None:
     ms = _time(fns, batches, valids, a.steps)
     ref_key = max((k for k in ms if k.startswith("candidate")), key=lambda k: ms[k])
     ref = ms[ref_key]
-    print(f"\n{a.space} space, batch {a.batch}, {a.threads} threads, median of {a.steps} interleaved steps; "
-          f"load average {' / '.join(f'{x:.2f}' for x in load0)} before, {' / '.join(f'{x:.2f}' for x in os.getloadavg())} after\n")
+    print(
+        f"\n{a.space} space, batch {a.batch}, {a.threads} threads, median of {a.steps} interleaved steps; "
+        f"load average {' / '.join(f'{x:.2f}' for x in load0)} before, {' / '.join(f'{x:.2f}' for x in os.getloadavg())} after\n"
+    )
     print(f"{'step':<62}{'params':>11}{'ms/step':>9}{'x largest':>11}")
     print("-" * 93)
     for k, v in ms.items():
         print(f"{k:<62}{sizes[k]:>11,}{v:>9.1f}{v / ref:>10.2f}x")
-    print(f"\nreference: the slowest of the {len(largest)} largest candidates ({ref_key}), {ref:.1f} ms/step; target: supernet step <= 2.5x")
+    print(
+        f"\nreference: the slowest of the {len(largest)} largest candidates ({ref_key}), {ref:.1f} ms/step; target: supernet step <= 2.5x"
+    )
 
 
 if __name__ == "__main__":

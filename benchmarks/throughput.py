@@ -40,8 +40,19 @@ def _block(a: int, b: int) -> nn.Sequential:
 class ReferenceStyleM3oE(nn.Module):
     """M3oE computed as the reference code does: all branches on all rows, then masked."""
 
-    def __init__(self, vocab: list[int], num_dense: int, D: int, T: int, E: int = 16, star: int = 512, rep: int = 256,
-                 hidden: tuple[int, ...] = (64,), n_shared: int = 4, raw_dense: bool = True):
+    def __init__(
+        self,
+        vocab: list[int],
+        num_dense: int,
+        D: int,
+        T: int,
+        E: int = 16,
+        star: int = 512,
+        rep: int = 256,
+        hidden: tuple[int, ...] = (64,),
+        n_shared: int = 4,
+        raw_dense: bool = True,
+    ):
         super().__init__()
         self.D, self.T = D, T
         self.embeddings = nn.ModuleList(nn.Embedding(v, E) for v in vocab)  # one table per field, as the reference
@@ -56,7 +67,9 @@ class ReferenceStyleM3oE(nn.Module):
 
         self.shared_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(inp, star)))
         self.shared_bias = nn.Parameter(torch.zeros(star))
-        self.slot_weight = nn.ParameterList(nn.Parameter(nn.init.xavier_uniform_(torch.empty(inp, star))) for _ in range(D))
+        self.slot_weight = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_uniform_(torch.empty(inp, star))) for _ in range(D)
+        )
         self.slot_bias = nn.ParameterList(nn.Parameter(torch.zeros(star)) for _ in range(D))
         self.star_mlp = _block(star, rep)
         self.skip = _block(inp, rep)
@@ -82,8 +95,12 @@ class ReferenceStyleM3oE(nn.Module):
         dom = [e(h) for e in self.domain_experts]
         tsk = [e(h) for e in self.task_experts]
         bd, bt = torch.sigmoid(self.b_d), torch.sigmoid(self.b_t)
-        wd = [bd * dom[i] + sum((1 - bd) / (self.D - 1) * dom[j] for j in range(self.D) if j != i) for i in range(self.D)]
-        wt = [bt * tsk[i] + sum((1 - bt) / (self.T - 1) * tsk[j] for j in range(self.T) if j != i) for i in range(self.T)]
+        wd = [
+            bd * dom[i] + sum((1 - bd) / (self.D - 1) * dom[j] for j in range(self.D) if j != i) for i in range(self.D)
+        ]
+        wt = [
+            bt * tsk[i] + sum((1 - bt) / (self.T - 1) * tsk[j] for j in range(self.T) if j != i) for i in range(self.T)
+        ]
         ad, at = torch.sigmoid(self.a_d), torch.sigmoid(self.a_t)
         out = torch.zeros(x.shape[0], self.T)
         for t in range(self.T):
@@ -124,6 +141,7 @@ def step_fn(model, opt):
         loss = F.binary_cross_entropy_with_logits(model(sparse, dense, domain), labels)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -148,7 +166,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--config", default="examples/m3oe.yaml", help="an M3oE config (its expert sizes and dense_input shape both models)")
+    ap.add_argument(
+        "--config",
+        default="examples/m3oe.yaml",
+        help="an M3oE config (its expert sizes and dense_input shape both models)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -157,13 +179,22 @@ def main() -> None:
     arch = load_config(args.config).arch
     ours = build_model(arch, schema)
     assert arch.shared is not None
-    ref = ReferenceStyleM3oE([f.vocab_size for f in schema.sparse], schema.num_dense, schema.num_domains, schema.num_tasks,
-                             hidden=tuple(arch.shared.experts[0].params["hidden"]), raw_dense=arch.dense_input == "raw")
+    ref = ReferenceStyleM3oE(
+        [f.vocab_size for f in schema.sparse],
+        schema.num_dense,
+        schema.num_domains,
+        schema.num_tasks,
+        hidden=tuple(arch.shared.experts[0].params["hidden"]),
+        raw_dense=arch.dense_input == "raw",
+    )
     n_ours = sum(p.numel() for p in ours.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
 
     gen = torch.Generator().manual_seed(0)
-    ours_batches = [(b.sparse, b.dense, b.domain, b.labels) for _, b in zip(range(args.steps + 1), train.batches(args.batch, shuffle=True, generator=gen))]
+    ours_batches = [
+        (b.sparse, b.dense, b.domain, b.labels)
+        for _, b in zip(range(args.steps + 1), train.batches(args.batch, shuffle=True, generator=gen))
+    ]
     probe = next(train.batches(args.batch))
     f_ours, f_ref = flops_per_row(ours, probe), flops_per_row(ref, probe)
 
@@ -199,7 +230,12 @@ def main() -> None:
     from mdmt_nas.model import build_balancer
     from mdmt_nas.train import Trainer
 
-    trainer = Trainer(ours, build_balancer(arch, schema), splits, TrainConfig(lr=1e-3, loss_reduction="domain_task_mean", progress=False))
+    trainer = Trainer(
+        ours,
+        build_balancer(arch, schema),
+        splits,
+        TrainConfig(lr=1e-3, loss_reduction="domain_task_mean", progress=False),
+    )
     t = time.perf_counter()
     rows = 0
     for i, b in enumerate(train.batches(args.batch, shuffle=True, generator=gen)):
@@ -210,15 +246,22 @@ def main() -> None:
     e2e_ours = rows / (time.perf_counter() - t)
     peak2 = matmul_peak_gflops()
 
-    print(f"\n{args.config}: M3oE reference architecture, synthetic default ({schema.num_domains} domains x {schema.num_tasks} tasks), batch {args.batch}, {args.threads} threads")
+    print(
+        f"\n{args.config}: M3oE reference architecture, synthetic default ({schema.num_domains} domains x {schema.num_tasks} tasks), batch {args.batch}, {args.threads} threads"
+    )
     print(f"fp32 matmul peak (1024x1024): {peak:.1f} GFLOP/s (before) / {peak2:.1f} GFLOP/s (after)\n")
     hdr = f"{'model':<28}{'params':>10}{'FLOPs/row':>12}{'rows/s':>10}{'GFLOP/s':>9}{'% peak':>8}{'e2e rows/s':>12}"
     print(hdr)
     print("-" * len(hdr))
-    for name, n, f, r, e in (("mdmt-nas (routed, stacked)", n_ours, f_ours, rps_ours, e2e_ours), ("reference-style (masked)", n_ref, f_ref, rps_ref, e2e_ref)):
+    for name, n, f, r, e in (
+        ("mdmt-nas (routed, stacked)", n_ours, f_ours, rps_ours, e2e_ours),
+        ("reference-style (masked)", n_ref, f_ref, rps_ref, e2e_ref),
+    ):
         gf = f * r / 1e9
         print(f"{name:<28}{n:>10,}{f / 1e6:>10.2f}M{r:>10,.0f}{gf:>9.1f}{100 * gf / peak:>7.1f}%{e:>12,.0f}")
-    print(f"\nspeed-up (model step): {rps_ours / rps_ref:.2f}x   speed-up (end to end): {e2e_ours / e2e_ref:.2f}x   FLOPs ratio ref/ours: {f_ref / f_ours:.2f}x")
+    print(
+        f"\nspeed-up (model step): {rps_ours / rps_ref:.2f}x   speed-up (end to end): {e2e_ours / e2e_ref:.2f}x   FLOPs ratio ref/ours: {f_ref / f_ours:.2f}x"
+    )
 
 
 if __name__ == "__main__":

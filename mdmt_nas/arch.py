@@ -78,7 +78,10 @@ class Architecture(BaseModel):
 
     name: str = Field(default="", description="label only; not part of the id")
     embedding_dim: int = Field(default=16, ge=1, le=1024)
-    domain_feature: bool = Field(default=True, description="add a learned domain embedding as an input field (the M3oE reference feeds the domain indicator as a feature)")
+    domain_feature: bool = Field(
+        default=True,
+        description="add a learned domain embedding as an input field (the M3oE reference feeds the domain indicator as a feature)",
+    )
     dense_input: Literal["project", "raw"] = Field(
         default="project",
         description="project: each dense value times a learned embedding_dim vector (one input field per dense column); "
@@ -92,7 +95,9 @@ class Architecture(BaseModel):
     task: ExpertGroup | None = None
     levels: int = Field(default=1, ge=1, le=8, description="PLE-style extraction levels")
     gate: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="softmax"))
-    gate_scope: list[GroupName] | None = Field(default=None, description="groups the per-head gate mixes; default: ['shared'] if there is a shared group")
+    gate_scope: list[GroupName] | None = Field(
+        default=None, description="groups the per-head gate mixes; default: ['shared'] if there is a shared group"
+    )
     gate_detach_input: bool = False
     fusion: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="sum"))
     heads: Literal["task", "domain_task"] = "task"
@@ -115,13 +120,19 @@ class Architecture(BaseModel):
             self.gate_scope = ["shared"] if "shared" in groups else []
         for g in self.gate_scope:
             if g not in groups:
-                raise ValueError(f"gate_scope names {g!r} but the architecture has no {g!r} expert group; remove it from gate_scope or add the group")
+                raise ValueError(
+                    f"gate_scope names {g!r} but the architecture has no {g!r} expert group; remove it from gate_scope or add the group"
+                )
         if "shared" in groups and "shared" not in self.gate_scope:
-            raise ValueError("the shared expert group must be in gate_scope (it has no level-1 fusion); add 'shared' to gate_scope")
+            raise ValueError(
+                "the shared expert group must be in gate_scope (it has no level-1 fusion); add 'shared' to gate_scope"
+            )
         if self.adapter_sites and self.adapter is None:
             raise ValueError("adapter_sites is set but no adapter is given; set `adapter` or clear `adapter_sites`")
         if self.adapter is not None and not self.adapter_sites:
-            raise ValueError("an adapter is given but adapter_sites is empty; choose where it goes: bottom, experts, towers")
+            raise ValueError(
+                "an adapter is given but adapter_sites is empty; choose where it goes: bottom, experts, towers"
+            )
         if "bottom" in self.adapter_sites and self.bottom is None:
             raise ValueError("adapter_sites includes 'bottom' but there is no bottom")
         if "experts" in self.adapter_sites and not groups:
@@ -187,7 +198,9 @@ class Architecture(BaseModel):
             return " + ".join(f"{n}x {k}" for k, n in counts.items())
 
         lines = [f"Architecture {self.id}" + (f" ({self.name})" if self.name else "")]
-        lines.append(f"  input      emb={self.embedding_dim} adapter={comp(self.input_adapter)} bottom={comp(self.bottom)}")
+        lines.append(
+            f"  input      emb={self.embedding_dim} adapter={comp(self.input_adapter)} bottom={comp(self.bottom)}"
+        )
         per = {"shared": "", "domain": " per domain", "task": " per task"}
         for g, grp in self.groups().items():
             fusion = "" if g in self.gate_scope or g == "shared" else f", level-1 fusion {comp(grp.fusion)}"
@@ -199,8 +212,12 @@ class Architecture(BaseModel):
                 f"{' (stop-gradient input)' if self.gate_detach_input else ''}, levels={self.levels}"
             )
         elif self.groups():
-            lines.append(f"  gate       none (no expert group in gate_scope: each group has its level-1 fusion), levels={self.levels}")
-        lines.append(f"  fusion     {comp(self.fusion)}; heads per {self.heads.replace('_', ' x ')}; tower {comp(self.tower)}")
+            lines.append(
+                f"  gate       none (no expert group in gate_scope: each group has its level-1 fusion), levels={self.levels}"
+            )
+        lines.append(
+            f"  fusion     {comp(self.fusion)}; heads per {self.heads.replace('_', ' x ')}; tower {comp(self.tower)}"
+        )
         if self.adapter:
             lines.append(f"  adapter    {comp(self.adapter)} at {', '.join(self.adapter_sites)}")
         lines.append(f"  balancer   {comp(self.balancer)}")

@@ -38,8 +38,12 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
     }
 
 
@@ -73,9 +77,17 @@ def capture(trainer: Any) -> dict[str, Any]:
         "opt": trainer.opt.state_dict(),
         "structure_opt": trainer.structure.opt.state_dict() if trainer.structure is not None else None,
         "step_count": trainer.step_count,
-        "loop": {"epoch": loop.epoch, "history": loop.history, "best_auc": loop.best_auc, "best_epoch": loop.best_epoch,
-                 "best_state": loop.best_state, "bad_epochs": loop.bad_epochs, "stopped_early": loop.stopped_early,
-                 "rows_seen": loop.rows_seen, "train_time": loop.train_time},
+        "loop": {
+            "epoch": loop.epoch,
+            "history": loop.history,
+            "best_auc": loop.best_auc,
+            "best_epoch": loop.best_epoch,
+            "best_state": loop.best_state,
+            "bad_epochs": loop.bad_epochs,
+            "stopped_early": loop.stopped_early,
+            "rows_seen": loop.rows_seen,
+            "train_time": loop.train_time,
+        },
         "gen": trainer.gen.get_state(),
         "stream": trainer.stream.state(),
         "arch_stream": trainer.arch_stream.state() if trainer.arch_stream is not None else None,
@@ -111,7 +123,9 @@ def load(path: Path, arch_id: str) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a torn or foreign file
-        raise ConfigError(f"{path}: cannot read the training checkpoint ({type(exc).__name__}: {exc}); delete it to start over") from None
+        raise ConfigError(
+            f"{path}: cannot read the training checkpoint ({type(exc).__name__}: {exc}); delete it to start over"
+        ) from None
     if not isinstance(ck, dict) or ck.get("version") != VERSION:
         raise ConfigError(f"{path}: not a training checkpoint of this mdmt-nas version; delete it to start over")
     if ck.get("arch_id") != arch_id:
@@ -136,7 +150,9 @@ class EpochCheckpoint:
 
     def save(self, trainer: Any) -> None:
         loop = trainer.loop
-        if loop.best_state is not None and loop.best_epoch != self.best_saved:  # the best weights so far: usable at once
+        if (
+            loop.best_state is not None and loop.best_epoch != self.best_saved
+        ):  # the best weights so far: usable at once
             save_torch(loop.best_state, self.out / "weights.pt")
             self.best_saved = loop.best_epoch
         save_torch(capture(trainer), self.path)

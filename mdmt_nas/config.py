@@ -13,8 +13,16 @@ from mdmt_nas.arch import Architecture
 from mdmt_nas.errors import ConfigError, closest
 from mdmt_nas.files import config_error, load_yaml_or_json, python_tag, shipped_example, yaml_error
 
-__all__ = ["DatasetConfig", "ExperimentConfig", "SearchConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "load_config",
-           "load_yaml_or_json"]
+__all__ = [
+    "DatasetConfig",
+    "ExperimentConfig",
+    "SearchConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "load_yaml_or_json",
+]
 
 
 class DatasetConfig(BaseModel):
@@ -36,11 +44,14 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(default=16384, ge=1)
     epochs: int = Field(default=10, ge=1)
     epoch_rows: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="training rows per epoch (evaluation, early stopping and pruning happen per epoch): the shuffled passes "
         "over the train split are cut into epochs of this many rows; null = one epoch is one pass",
     )
-    patience: int = Field(default=2, ge=0, description="epochs without valid-AUC improvement before stopping; 0 = never stop early")
+    patience: int = Field(
+        default=2, ge=0, description="epochs without valid-AUC improvement before stopping; 0 = never stop early"
+    )
     min_delta: float = Field(default=1e-4, ge=0)
     seed: int = 0
     loss_reduction: Literal["row_mean", "domain_task_mean"] = Field(
@@ -52,7 +63,9 @@ class TrainConfig(BaseModel):
         description="train `arch_*` parameters with a second Adam on a separate batch of this split (M3oE's alternating AutoML step)",
     )
     arch_lr: float = Field(default=1e-3, gt=0)
-    arch_step_every: Literal["batch", "epoch"] = Field(default="batch", description="structure step after every batch, or once per epoch (the M3oE reference)")
+    arch_step_every: Literal["batch", "epoch"] = Field(
+        default="batch", description="structure step after every batch, or once per epoch (the M3oE reference)"
+    )
     grad_clip: float | None = Field(default=None, gt=0)
     sparse_embedding: bool = Field(
         default=False,
@@ -60,8 +73,12 @@ class TrainConfig(BaseModel):
         "a step touches only the rows of the batch's ids, not the whole table (for large vocabularies); the table then gets "
         "no weight decay, lazy Adam moments, and the plain summed gradient under gradient-level balancers",
     )
-    max_seconds: float | None = Field(default=None, gt=0, description="time limit for one training; exceeded -> failed trial")
-    max_memory_mb: float | None = Field(default=None, gt=0, description="peak RSS limit for one training; exceeded -> failed trial")
+    max_seconds: float | None = Field(
+        default=None, gt=0, description="time limit for one training; exceeded -> failed trial"
+    )
+    max_memory_mb: float | None = Field(
+        default=None, gt=0, description="peak RSS limit for one training; exceeded -> failed trial"
+    )
     threads: int | None = Field(default=None, ge=1)
     progress: bool = True
 
@@ -69,21 +86,38 @@ class TrainConfig(BaseModel):
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    uri: str | None = Field(default=None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or MLflow's own default (sqlite mlflow.db)")
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or MLflow's own default (sqlite mlflow.db)",
+    )
     experiment: str = "mdmt-nas"
-    log_model: bool = Field(default=True, description="log the trained model (train) or the best one (search) as an MLflow "
-                            "pyfunc model that scores raw feature rows")
-    register_model: str | None = Field(default=None, description="register the logged model in the MLflow Model Registry "
-                                       "under this name (a new version each time)")
+    log_model: bool = Field(
+        default=True,
+        description="log the trained model (train) or the best one (search) as an MLflow "
+        "pyfunc model that scores raw feature rows",
+    )
+    register_model: str | None = Field(
+        default=None,
+        description="register the logged model in the MLflow Model Registry under this name (a new version each time)",
+    )
     plots: Literal["best", "all"] = Field(
         default="best",
         description="AUC heatmap of a search candidate: only when it leads the leaderboard so far, and for retrained/final "
         "models (best; ~0.5 s saved per other candidate), or for every candidate (all)",
     )
-    timeout: float = Field(default=10.0, gt=0, description="seconds an MLflow tracking server has to answer: the reachability "
-                           "check at start and each request (http(s) URIs)")
-    retries: int = Field(default=3, ge=0, le=10, description="retries of a failed request to an MLflow tracking server "
-                         "(back-off 1, 2, 4 ... s), so a server that went away ends the run in seconds, not minutes")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds an MLflow tracking server has to answer: the reachability "
+        "check at start and each request (http(s) URIs)",
+    )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="retries of a failed request to an MLflow tracking server "
+        "(back-off 1, 2, 4 ... s), so a server that went away ends the run in seconds, not minutes",
+    )
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -105,49 +139,100 @@ class ExecutorConfig(BaseModel):
     """Where a search's candidates train: `local` (this process) or `ray` (Ray actors; docs/scale-out.md)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["local", "ray"] = Field(default="local", description="local: candidates train in this process; ray: as Ray actors")
-    address: str | None = Field(default=None, description="Ray cluster address (ray://host:10001, host:6379, auto); default: a local Ray")
+    kind: Literal["local", "ray"] = Field(
+        default="local", description="local: candidates train in this process; ray: as Ray actors"
+    )
+    address: str | None = Field(
+        default=None, description="Ray cluster address (ray://host:10001, host:6379, auto); default: a local Ray"
+    )
     workers: int = Field(default=2, ge=1, description="candidates training at once (Ray actors)")
-    cpus_per_trial: float = Field(default=1, gt=0, description="CPUs Ray reserves for each candidate (torch threads: the integer part, at least 1)")
+    cpus_per_trial: float = Field(
+        default=1,
+        gt=0,
+        description="CPUs Ray reserves for each candidate (torch threads: the integer part, at least 1)",
+    )
 
 
 class SearchConfig(BaseModel):
     """The `search:` section: which searcher explores which space, and how long (CLI flags override it)."""
 
     model_config = ConfigDict(extra="forbid")
-    space: str | None = Field(default=None, description="search space name (`mdmt-nas spaces list`) or a space YAML file")
-    searcher: str = Field(default="darts", description="registered searcher: darts, optuna-tpe, optuna-nsga2, optuna-random, optuna-grid, nni-random, nni-evolution")
-    budget: int | None = Field(default=None, ge=1, description="trials (multi-trial) or epochs (one-shot); default: the searcher's own. "
-                               "A duration (90s, 30m, 2h) is a wall-time budget: candidates until that time (search.timeout)")
+    space: str | None = Field(
+        default=None, description="search space name (`mdmt-nas spaces list`) or a space YAML file"
+    )
+    searcher: str = Field(
+        default="darts",
+        description="registered searcher: darts, optuna-tpe, optuna-nsga2, optuna-random, optuna-grid, nni-random, nni-evolution",
+    )
+    budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="trials (multi-trial) or epochs (one-shot); default: the searcher's own. "
+        "A duration (90s, 30m, 2h) is a wall-time budget: candidates until that time (search.timeout)",
+    )
     timeout: float | None = Field(default=None, gt=0, description="seconds; no new candidate starts after this")
     #: set when `budget` was given as a duration: multi-trial searchers run until `timeout`, not a trial count
     until_timeout: bool = False
-    warm_start: bool = Field(default=True, description="evaluate the space's known architectures (M3oE, MMoE, ...) first and mark them on the leaderboard")
-    final_top_k: int = Field(default=3, ge=1, description="after a multi-trial search: the best k architectures (by valid AUC) are trained with final_seeds seeds each")
-    final_seeds: int = Field(default=1, ge=1, description="seeds per final architecture (the search's own training counts as the first); the winner has the best mean valid AUC")
+    warm_start: bool = Field(
+        default=True,
+        description="evaluate the space's known architectures (M3oE, MMoE, ...) first and mark them on the leaderboard",
+    )
+    final_top_k: int = Field(
+        default=3,
+        ge=1,
+        description="after a multi-trial search: the best k architectures (by valid AUC) are trained with final_seeds seeds each",
+    )
+    final_seeds: int = Field(
+        default=1,
+        ge=1,
+        description="seeds per final architecture (the search's own training counts as the first); the winner has the best mean valid AUC",
+    )
     seed: int = 0
-    epochs: int | None = Field(default=None, ge=1, description="training epochs of each candidate (default: train.epochs)")
-    objectives: list[Literal["auc", "params", "latency"]] = Field(default_factory=lambda: ["auc"], description="auc first; params/latency are minimised (multi-objective searchers)")
-    max_failures: int | None = Field(default=None, ge=1, description="stop after this many failed candidates in one run (default: the budget)")
-    retrain: bool = Field(default=True, description="train the best architecture again (train.epochs) when the search kept no weights of it")
-    storage: str | None = Field(default=None, description="Optuna storage shared between processes: sqlite:///, postgresql://, journal:///file.log (default sqlite in the output directory)")
+    epochs: int | None = Field(
+        default=None, ge=1, description="training epochs of each candidate (default: train.epochs)"
+    )
+    objectives: list[Literal["auc", "params", "latency"]] = Field(
+        default_factory=lambda: ["auc"],
+        description="auc first; params/latency are minimised (multi-objective searchers)",
+    )
+    max_failures: int | None = Field(
+        default=None, ge=1, description="stop after this many failed candidates in one run (default: the budget)"
+    )
+    retrain: bool = Field(
+        default=True,
+        description="train the best architecture again (train.epochs) when the search kept no weights of it",
+    )
+    storage: str | None = Field(
+        default=None,
+        description="Optuna storage shared between processes: sqlite:///, postgresql://, journal:///file.log (default sqlite in the output directory)",
+    )
     study_name: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict, description="searcher-specific parameters, validated by the searcher's Params")
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where candidates train (--executor, --workers)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="searcher-specific parameters, validated by the searcher's Params"
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig, description="where candidates train (--executor, --workers)"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _duration_budget(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("budget"), str) and not data["budget"].strip().isdigit():
             seconds = parse_duration(data["budget"])
-            data = {**data, "budget": None, "until_timeout": True,
-                    "timeout": min(seconds, float(data["timeout"])) if data.get("timeout") else seconds}
+            data = {
+                **data,
+                "budget": None,
+                "until_timeout": True,
+                "timeout": min(seconds, float(data["timeout"])) if data.get("timeout") else seconds,
+            }
         return data
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchConfig:
         if not self.objectives or self.objectives[0] != "auc" or len(set(self.objectives)) != len(self.objectives):
-            raise ValueError(f"objectives must start with 'auc' and not repeat, e.g. [auc, params]; got {self.objectives}")
+            raise ValueError(
+                f"objectives must start with 'auc' and not repeat, e.g. [auc, params]; got {self.objectives}"
+            )
         return self
 
 
@@ -159,7 +244,9 @@ class ExperimentConfig(BaseModel):
     arch: Architecture | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig, description="searcher settings (see `mdmt-nas search --help`)")
+    search: SearchConfig = Field(
+        default_factory=SearchConfig, description="searcher settings (see `mdmt-nas search --help`)"
+    )
     _origin: Any = PrivateAttr(default=None)
 
     @property
@@ -224,8 +311,9 @@ def _parse_value(raw: str, label: str) -> Any:
         return raw  # not YAML (e.g. an unbalanced bracket): the text itself
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[Override] | None, source: str = "--set",
-                    origin: ConfigOrigin | None = None) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[Override] | None, source: str = "--set", origin: ConfigOrigin | None = None
+) -> dict[str, Any]:
     """Apply `key.sub=value` overrides; values are parsed as YAML scalars/lists (safe). `origin` records each one."""
     for entry in overrides or []:
         item, label = entry if isinstance(entry, tuple) else (entry, f"{source} {entry}")
@@ -278,7 +366,9 @@ def config_file(path: str | Path) -> Path:
     raise ConfigError(f"{path}: file not found (looked in {Path.cwd()}){hint}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[Override] | None = None, arch_path: str | Path | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[Override] | None = None, arch_path: str | Path | None = None
+) -> ExperimentConfig:
     """Load an experiment config (or defaults), apply overrides, resolve an `arch:` file path.
 
     Errors name the input at fault: the config file, --arch, or the `--set` item (or CLI flag) that set the value.

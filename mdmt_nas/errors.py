@@ -61,9 +61,7 @@ class UnknownComponentError(UserError):
             else f"registered {kind}s: {', '.join(self.known) or '(none)'}"
         )
         loc = f"{where}: " if where else ""
-        super().__init__(
-            f"{loc}unknown {kind} {name!r} ({hint}; `mdmt-nas plugins` lists every component)"
-        )
+        super().__init__(f"{loc}unknown {kind} {name!r} ({hint}; `mdmt-nas plugins` lists every component)")
 
 
 class DeprecatedNameWarning(DeprecationWarning):

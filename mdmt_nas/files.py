@@ -67,8 +67,10 @@ def yaml_error(exc: yaml.YAMLError, source: str, lines: bool = True) -> ConfigEr
     problem = getattr(exc, "problem", None) or str(exc)
     tag = python_tag(problem)
     if tag:
-        return ConfigError(f"{where}: the Python tag {tag} is not allowed: configs, spaces and architectures are plain YAML "
-                           "(mappings, lists, strings, numbers), never Python objects; write the value itself")
+        return ConfigError(
+            f"{where}: the Python tag {tag} is not allowed: configs, spaces and architectures are plain YAML "
+            "(mappings, lists, strings, numbers), never Python objects; write the value itself"
+        )
     return ConfigError(f"{where}: invalid YAML: {problem}")
 
 
@@ -77,7 +79,7 @@ def python_tag(problem: str) -> str | None:
     marker = "tag:yaml.org,2002:python/"
     if marker not in problem:
         return None
-    rest = problem[problem.index(marker) + len("tag:yaml.org,2002:"):]
+    rest = problem[problem.index(marker) + len("tag:yaml.org,2002:") :]
     return "!!" + rest.split("'")[0].split()[0]
 
 
@@ -123,8 +125,14 @@ def _hinted(err: dict[str, Any], loc: tuple[Any, ...], model: type[BaseModel] | 
     return msg, ""
 
 
-def config_error(exc: ValidationError, source: str = "", prefix: str = "", model: type[BaseModel] | None = None,
-                 unknown: str | None = None, blame: Callable[[tuple[Any, ...]], str] | None = None) -> ConfigError:
+def config_error(
+    exc: ValidationError,
+    source: str = "",
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    unknown: str | None = None,
+    blame: Callable[[tuple[Any, ...]], str] | None = None,
+) -> ConfigError:
     """The one renderer of pydantic errors a user causes: `source: path.to.field: problem (hint)` lines.
 
     source: the file (or what stands for it); prefix: the path of the validated mapping inside it;
@@ -226,7 +234,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise storage_error(exc, path) from None
     except Exception as exc:
-        if not isinstance(exc, MdmtNasError) and _disk_full(path.parent):  # e.g. torch's "[enforce fail at inline_container.cc] unexpected pos": a short write
+        if not isinstance(exc, MdmtNasError) and _disk_full(
+            path.parent
+        ):  # e.g. torch's "[enforce fail at inline_container.cc] unexpected pos": a short write
             raise storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from exc
         raise
     finally:

@@ -64,21 +64,30 @@ class Metrics:
         rows = []
         for d, dn in enumerate(self.domains):
             for t, tn in enumerate(self.tasks):
-                rows.append({
-                    "domain": dn,
-                    "task": tn,
-                    "rows": int(self.rows[d]),
-                    "positive_rate": float(self.positives[d, t] / self.rows[d]) if self.rows[d] else float("nan"),
-                    "auc": float(self.auc[d, t]),
-                    "logloss": float(self.logloss[d, t]),
-                })
+                rows.append(
+                    {
+                        "domain": dn,
+                        "task": tn,
+                        "rows": int(self.rows[d]),
+                        "positive_rate": float(self.positives[d, t] / self.rows[d]) if self.rows[d] else float("nan"),
+                        "auc": float(self.auc[d, t]),
+                        "logloss": float(self.logloss[d, t]),
+                    }
+                )
         return rows
 
     def to_dict(self) -> dict[str, object]:
-        return {"mean_auc": self.mean_auc, "mean_logloss": self.mean_logloss, "cells": self.table_rows(), **({"extra": self.extra} if self.extra else {})}
+        return {
+            "mean_auc": self.mean_auc,
+            "mean_logloss": self.mean_logloss,
+            "cells": self.table_rows(),
+            **({"extra": self.extra} if self.extra else {}),
+        }
 
 
-def cell_auc_logloss(probs: torch.Tensor, labels: torch.Tensor, cell: torch.Tensor, num_cells: int) -> tuple[torch.Tensor, ...]:
+def cell_auc_logloss(
+    probs: torch.Tensor, labels: torch.Tensor, cell: torch.Tensor, num_cells: int
+) -> tuple[torch.Tensor, ...]:
     """AUC, logloss, rows and positives of every cell at once (vectorised; no loop over cells or rows).
 
     probs, labels: [M] (any float dtype), cell: [M] int64 in [0, num_cells). AUC is the rank-sum
@@ -122,7 +131,12 @@ def cell_auc_logloss(probs: torch.Tensor, labels: torch.Tensor, cell: torch.Tens
     return auc, logloss, rows, pos
 
 
-def compute_metrics(probs: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, domain: torch.Tensor | np.ndarray, schema: Schema) -> Metrics:
+def compute_metrics(
+    probs: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    domain: torch.Tensor | np.ndarray,
+    schema: Schema,
+) -> Metrics:
     """Per-(domain, task) AUC and logloss of predicted probabilities [N, T], all cells in one vectorised pass."""
     p = torch.as_tensor(probs)
     y = torch.as_tensor(labels)
@@ -133,5 +147,11 @@ def compute_metrics(probs: torch.Tensor | np.ndarray, labels: torch.Tensor | np.
     cell = (dom.unsqueeze(1) * T + torch.arange(T)).reshape(-1)
     auc, ll, cell_rows, pos = cell_auc_logloss(p.reshape(-1), y.reshape(-1), cell, D * T)
     rows = torch.bincount(dom, minlength=D)[:D] if n else torch.zeros(D, dtype=torch.int64)
-    return Metrics(list(schema.domain_names), list(schema.tasks), auc.view(D, T).numpy(), ll.view(D, T).numpy(), rows.numpy(),
-                   pos.view(D, T).numpy())
+    return Metrics(
+        list(schema.domain_names),
+        list(schema.tasks),
+        auc.view(D, T).numpy(),
+        ll.view(D, T).numpy(),
+        rows.numpy(),
+        pos.view(D, T).numpy(),
+    )

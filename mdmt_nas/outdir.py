@@ -66,8 +66,10 @@ def _holder(fd: int) -> dict[str, object]:
 def _in_use(path: Path, holder: dict[str, object]) -> OutputInUse:
     who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}" if holder else "another process"
     since = f" since {holder['started']}" if holder.get("started") else ""
-    return OutputInUse(f"{path} is in use by {who}{since}; use another --output, or --storage/--study-name to share a study "
-                       "(each worker with its own --output)")
+    return OutputInUse(
+        f"{path} is in use by {who}{since}; use another --output, or --storage/--study-name to share a study "
+        "(each worker with its own --output)"
+    )
 
 
 def _try_lock(fd: int) -> bool:
@@ -106,7 +108,9 @@ def claim(path: Path, resume: bool = False, what: str = "output directory") -> C
     if path.is_dir():
         check_free(path)  # in use -> say so (not "not empty"), before anything is written
         if not resume and any(p.name not in _OWN for p in path.iterdir()):
-            raise UserError(f"{what} {path} already exists and is not empty; pass --resume to continue it or choose another --output")
+            raise UserError(
+                f"{what} {path} already exists and is not empty; pass --resume to continue it or choose another --output"
+            )
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -124,10 +128,16 @@ def claim(path: Path, resume: bool = False, what: str = "output directory") -> C
     old = _holder(fd)
     note = ""
     if old.get("pid") and (old.get("pid") != os.getpid() or old.get("host") != socket.gethostname()):
-        note = (f"took over the lock of {path} left by pid {old['pid']} on {old.get('host', '?')} "
-                f"(started {old.get('started', '?')}), which is no longer running")
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv[:1] and ["mdmt-nas", *sys.argv[1:]])}
+        note = (
+            f"took over the lock of {path} left by pid {old['pid']} on {old.get('host', '?')} "
+            f"(started {old.get('started', '?')}), which is no longer running"
+        )
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv[:1] and ["mdmt-nas", *sys.argv[1:]]),
+    }
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, (json.dumps(info) + "\n").encode())

@@ -82,11 +82,21 @@ def check_arch(config: ExperimentConfig, registry: Any = None) -> None:
             raise blamed(config, exc) from None
         site = getattr(cls, "site", None)
         if where == "arch.input_adapter" and site not in (None, "fields"):
-            raise blamed(config, ConfigError(f"arch.input_adapter: adapter {spec.name!r} works on hidden vectors (site {site!r}); "
-                                             "use it in `adapter` with adapter_sites, or pick a fields adapter"))
+            raise blamed(
+                config,
+                ConfigError(
+                    f"arch.input_adapter: adapter {spec.name!r} works on hidden vectors (site {site!r}); "
+                    "use it in `adapter` with adapter_sites, or pick a fields adapter"
+                ),
+            )
         if where == "arch.adapter" and site not in (None, "hidden"):
-            raise blamed(config, ConfigError(f"arch.adapter: adapter {spec.name!r} works on per-field embeddings (site 'fields'); "
-                                             "use it as input_adapter"))
+            raise blamed(
+                config,
+                ConfigError(
+                    f"arch.adapter: adapter {spec.name!r} works on per-field embeddings (site 'fields'); "
+                    "use it as input_adapter"
+                ),
+            )
 
 
 def check_dataset(config: ExperimentConfig) -> None:

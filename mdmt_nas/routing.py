@@ -69,7 +69,9 @@ class DomainRouting:
         """Row indices of each domain (as tensors, whichever path is used)."""
         if self._groups is None:
             if self.slices is None:
-                raise RuntimeError("DomainRouting.groups has data-dependent sizes; it is not available under static routing (torch.export)")
+                raise RuntimeError(
+                    "DomainRouting.groups has data-dependent sizes; it is not available under static routing (torch.export)"
+                )
             self._groups = [torch.arange(s.start, s.stop) for s in self.slices]
         return self._groups
 
@@ -108,7 +110,9 @@ def sort_by_domain(domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return perm, torch.argsort(perm)
 
 
-def masked_reference(x: torch.Tensor, domain: torch.Tensor, num_domains: int, fn: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def masked_reference(
+    x: torch.Tensor, domain: torch.Tensor, num_domains: int, fn: Callable[[int, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """The reference code's way: every domain branch on every row, then masked.
 
     Kept only for benchmarks and equivalence tests; never used by models.

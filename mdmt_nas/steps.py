@@ -33,7 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 LossFn = Callable[[Any], torch.Tensor]
 
 
-def task_losses(logits: torch.Tensor, labels: torch.Tensor, domain: torch.Tensor, num_domains: int, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def task_losses(
+    logits: torch.Tensor, labels: torch.Tensor, domain: torch.Tensor, num_domains: int, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row BCE [B, T] and per-task losses [T] (row mean, or sum over domains of per-domain means)."""
     row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     if reduction == "row_mean":
@@ -70,10 +72,13 @@ def weight_step(
     grad_clip: float | None,
     clip_params: Sequence[nn.Parameter],
     nan_reason: Callable[[torch.Tensor, torch.Tensor], str],
+    sync: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Context, BalanceContext]:
     """One weight update: the balancer turns the batch's task losses into gradients, then the optimiser steps.
 
-    A non-finite total loss raises TrialFailed(nan_reason(total, per_task)) before the step.
+    A non-finite total loss raises TrialFailed(nan_reason(total, per_task)) before the step; `sync` (data-parallel
+    training, distributed.py) runs between the backward and the finite check: it averages the gradients over the
+    ranks and returns the ranks' average loss (so every rank sees a non-finite loss at the same step).
     Returns the total loss (detached), the forward's Context and the BalanceContext (for their metrics).
     """
     opt.zero_grad(set_to_none=True)
@@ -81,6 +86,8 @@ def weight_step(
     assert ctx.labels is not None
     bctx = BalanceContext(shared, all_params, ctx.embedding, ctx.domain, ctx.labels, ctx.aux.total_loss(), step)
     total = balancer.backward(per_task, row, bctx)
+    if sync is not None:
+        total = sync(total)
     if not torch.isfinite(total).all():
         raise TrialFailed(nan_reason(total, per_task))
     if grad_clip:
@@ -96,8 +103,17 @@ class StructureStep:
     still decay) instead of none (M3oE's structure step: Adam leaves it alone).
     """
 
-    def __init__(self, params: list[nn.Parameter], loss_fn: LossFn, lr: float, *, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0, zero_unused: bool = False, new_step: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        loss_fn: LossFn,
+        lr: float,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        zero_unused: bool = False,
+        new_step: Callable[[], None] | None = None,
+    ):
         self.alphas = [a for a in params if a.requires_grad]
         self.loss_fn = loss_fn
         self.zero_unused = zero_unused
@@ -129,8 +145,11 @@ def nan_reason(model: MDMTModel, batch: MDMTTensors, total: torch.Tensor, per_ta
     values = per_task.detach().tolist()
     cells = ", ".join(f"{t}={v:.4g}" for t, v in zip(names, values))
     bad = [t for t, v in zip(names, values) if not math.isfinite(v)]
-    which = (f"non-finite loss of task{'s' if len(bad) > 1 else ''} {', '.join(repr(t) for t in bad)} ({cells})" if bad else
-             f"the task losses are finite ({cells}): an auxiliary loss or the balancer is not")
+    which = (
+        f"non-finite loss of task{'s' if len(bad) > 1 else ''} {', '.join(repr(t) for t in bad)} ({cells})"
+        if bad
+        else f"the task losses are finite ({cells}): an auxiliary loss or the balancer is not"
+    )
     try:
         was = model.training
         with torch.no_grad():
@@ -142,7 +161,11 @@ def nan_reason(model: MDMTModel, batch: MDMTTensors, total: torch.Tensor, per_ta
     fix = "lower the learning rate (train.lr), set train.grad_clip, or check the data"
     if source is not None:
         path, ref = source
-        where = f"; the first non-finite output is {ref}" if ref is not None else f"; the first non-finite output is at model.{path}"
+        where = (
+            f"; the first non-finite output is {ref}"
+            if ref is not None
+            else f"; the first non-finite output is at model.{path}"
+        )
         if ref is not None and ref.dist != "mdmt-nas":
             fix = f"check the component (mdmt-nas plugins check {ref.plugin}), or {fix}"
     return f"loss became {float(total)} at step {step}: {which}{where}; {fix}"

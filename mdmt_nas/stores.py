@@ -26,7 +26,9 @@ TRACKING_SCHEMES = (*SQL_SCHEMES, "http", "https", "file", "databricks", "databr
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: what to do about a bad tracking store / Optuna storage
 TRACKING_FIX = "pass --tracking-uri sqlite:///mlflow.db (or http://HOST:PORT of an MLflow server), or --no-track"
-STORAGE_FIX = "choose another --storage (e.g. sqlite:///study.db), or drop --storage to use the output directory's study.db"
+STORAGE_FIX = (
+    "choose another --storage (e.g. sqlite:///study.db), or drop --storage to use the output directory's study.db"
+)
 
 
 def default_tracking_uri() -> str:
@@ -47,7 +49,7 @@ def check_scheme(url: str, allowed: tuple[str, ...], what: str, fix: str) -> Non
     if base in allowed:
         return
     near = closest(base, allowed, n=1)
-    hint = f"did you mean {near[0] + url[len(base):]!r}?" if near else f"known schemes: {', '.join(allowed)}"
+    hint = f"did you mean {near[0] + url[len(base) :]!r}?" if near else f"known schemes: {', '.join(allowed)}"
     raise UserError(f"{what} {url!r}: unknown scheme {scheme!r} ({hint}); {fix}")
 
 
@@ -58,7 +60,7 @@ def sqlite_path(url: str) -> Path | None:
     rest = url.split(":", 1)[1].lstrip("/") if url.lower().startswith("sqlite:///") else ""
     if not rest or rest.startswith(":memory:"):
         return None
-    path = url[len("sqlite:///"):].split("?", 1)[0]
+    path = url[len("sqlite:///") :].split("?", 1)[0]
     return Path(path)
 
 
@@ -90,7 +92,9 @@ def check_sqlite(url: str, what: str, fix: str, create: bool = True) -> None:
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            raise UserError(f"{what} {url!r}: cannot create a database in {folder} ({exc.strerror.lower() if exc.strerror else exc}); {fix}") from None
+            raise UserError(
+                f"{what} {url!r}: cannot create a database in {folder} ({exc.strerror.lower() if exc.strerror else exc}); {fix}"
+            ) from None
 
 
 def _write_probe(path: Path) -> str:
@@ -147,8 +151,10 @@ def check_http(url: str, timeout: float) -> None:
             why = f"no answer within {timeout:g} s (tracking.timeout)"
         else:
             why = getattr(reason, "strerror", None) or str(reason)
-        raise TrackingError(f"the MLflow tracking server {url} is unreachable ({str(why).lower()}); start it (mdmt-nas ui, "
-                            f"or mlflow server), or {TRACKING_FIX}") from None
+        raise TrackingError(
+            f"the MLflow tracking server {url} is unreachable ({str(why).lower()}); start it (mdmt-nas ui, "
+            f"or mlflow server), or {TRACKING_FIX}"
+        ) from None
 
 
 def check_tracking_uri(uri: str | None, timeout: float = 10.0) -> str:
@@ -168,14 +174,24 @@ def check_storage_url(url: str) -> None:
     """An Optuna RDB storage URL: a known SQL scheme, an SQLite file that is a writable database."""
     what = "cannot open the Optuna storage"
     if "://" not in url:
-        raise UserError(f"{what} {url!r}: not a database URL; write it as sqlite:///path/study.db or postgresql://user@host/db")
+        raise UserError(
+            f"{what} {url!r}: not a database URL; write it as sqlite:///path/study.db or postgresql://user@host/db"
+        )
     check_scheme(url, SQL_SCHEMES, what, STORAGE_FIX)
     check_sqlite(url, what, STORAGE_FIX)
 
 
 # ------------------------------------------------------------------------------ errors later on
-_NET = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish a new connection", "timed out",
-        "Read timed out", "RemoteDisconnected", "Connection reset")
+_NET = (
+    "Max retries exceeded",
+    "Connection refused",
+    "ConnectionError",
+    "Failed to establish a new connection",
+    "timed out",
+    "Read timed out",
+    "RemoteDisconnected",
+    "Connection reset",
+)
 
 
 def store_error(exc: BaseException, store: str, flag: str = "--tracking-uri") -> UserError | None:
@@ -183,18 +199,27 @@ def store_error(exc: BaseException, store: str, flag: str = "--tracking-uri") ->
     fix = TRACKING_FIX if flag == "--tracking-uri" else STORAGE_FIX
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
         what = (exc.strerror or os.strerror(exc.errno)).lower()
-        return StorageError(f"{what} while writing to the MLflow store {store} ({exc.filename or 'its artifacts'}); {fix}",
-                            path=exc.filename, errno_=exc.errno)
+        return StorageError(
+            f"{what} while writing to the MLflow store {store} ({exc.filename or 'its artifacts'}); {fix}",
+            path=exc.filename,
+            errno_=exc.errno,
+        )
     text = " ".join(str(exc).split())
     if "readonly database" in text or "read-only file system" in text.lower():
         return TrackingError(f"the MLflow store {store} is read-only (attempt to write a readonly database); {fix}")
     if "database or disk is full" in text:
-        return StorageError(f"no space left on device while writing to the MLflow store {store}; free some space, or {fix}",
-                            errno_=errno.ENOSPC)
+        return StorageError(
+            f"no space left on device while writing to the MLflow store {store}; free some space, or {fix}",
+            errno_=errno.ENOSPC,
+        )
     if "file is not a database" in text or "database disk image is malformed" in text:
-        return TrackingError(f"the MLflow store {store} is not an SQLite database (or is corrupt): move it away, or {fix}")
+        return TrackingError(
+            f"the MLflow store {store} is not an SQLite database (or is corrupt): move it away, or {fix}"
+        )
     if "database is locked" in text:
         return TrackingError(f"the MLflow store {store} stayed locked by another process; retry, or {fix}")
     if any(n in text for n in _NET):
-        return TrackingError(f"the MLflow tracking server {store} is unreachable ({text[:160]}); check the server, or {fix}")
+        return TrackingError(
+            f"the MLflow tracking server {store} is unreachable ({text[:160]}); check the server, or {fix}"
+        )
     return None

@@ -54,7 +54,7 @@ def sqlite_init_lock(url: str | None) -> Iterator[None]:
     if not url or not url.startswith("sqlite:///"):
         yield
         return
-    folder = Path(url[len("sqlite:///"):].split("?", 1)[0]).parent
+    folder = Path(url[len("sqlite:///") :].split("?", 1)[0]).parent
     try:
         import fcntl
 
@@ -80,8 +80,11 @@ def init_database(create: Any, url: str | None, attempts: int = 4) -> Any:
                 return create()
         except Exception as exc:
             text = str(exc)
-            racing = (type(exc).__name__ in ("IntegrityError", "UniqueViolation", "CommandError")
-                      or "already exists" in text or "database is locked" in text)
+            racing = (
+                type(exc).__name__ in ("IntegrityError", "UniqueViolation", "CommandError")
+                or "already exists" in text
+                or "database is locked" in text
+            )
             if not racing or attempt == attempts - 1:
                 raise
             time.sleep(1.0 + attempt)
@@ -166,8 +169,10 @@ class Tracker:
 
     def _bad_uri(self, uri: str | None, exc: BaseException) -> UserError:
         first = " ".join(str(exc).split())[:300]
-        return UserError(f"cannot use the MLflow tracking URI {uri or '(MLflow default)'!r}: {type(exc).__name__}: {first}; "
-                         "pass --tracking-uri sqlite:///mlflow.db (or http://HOST:PORT of an MLflow server), or --no-track")
+        return UserError(
+            f"cannot use the MLflow tracking URI {uri or '(MLflow default)'!r}: {type(exc).__name__}: {first}; "
+            "pass --tracking-uri sqlite:///mlflow.db (or http://HOST:PORT of an MLflow server), or --no-track"
+        )
 
     def check(self) -> None:
         """Check the tracking store (scheme, SQLite file, server reachable within tracking.timeout; stores.py), then open it
@@ -189,11 +194,15 @@ class Tracker:
         if self._experiment_id is None:
             client = self.client
             try:
-                with sqlite_init_lock(self.tracking_uri):  # workers creating one SQLite store at once race on its tables
+                with sqlite_init_lock(
+                    self.tracking_uri
+                ):  # workers creating one SQLite store at once race on its tables
                     exp = client.get_experiment_by_name(self.cfg.experiment)
                     if exp is not None and exp.lifecycle_stage == "deleted":
-                        raise UserError(f"MLflow experiment {self.cfg.experiment!r} in {self.tracking_uri} is deleted; restore it "
-                                        "(mlflow experiments restore) or choose another tracking.experiment")
+                        raise UserError(
+                            f"MLflow experiment {self.cfg.experiment!r} in {self.tracking_uri} is deleted; restore it "
+                            "(mlflow experiments restore) or choose another tracking.experiment"
+                        )
                     self._experiment_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
             except UserError:
                 raise
@@ -204,8 +213,12 @@ class Tracker:
                     raise store_error(exc, self.tracking_uri) from None
                 from mlflow.exceptions import MlflowException
 
-                if isinstance(exc, MlflowException) and "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")):
-                    self._experiment_id = client.get_experiment_by_name(self.cfg.experiment).experiment_id  # another worker created it
+                if isinstance(exc, MlflowException) and "RESOURCE_ALREADY_EXISTS" in str(
+                    getattr(exc, "error_code", "")
+                ):
+                    self._experiment_id = client.get_experiment_by_name(
+                        self.cfg.experiment
+                    ).experiment_id  # another worker created it
                 else:
                     raise self._bad_uri(self.tracking_uri, exc) from None
         return self._experiment_id
@@ -233,7 +246,11 @@ class Tracker:
             return
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         state = "killed" if interrupted else "failed"
-        reason = "interrupted" if interrupted else (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+        reason = (
+            "interrupted"
+            if interrupted
+            else (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+        )
         try:
             self.client.set_tag(run_id, "state", state)
             self.client.set_tag(run_id, "reason", reason[:5000])
@@ -279,11 +296,20 @@ class Tracker:
         Runs of a live worker on this machine (several workers share one study) and of workers on other machines
         (whose processes cannot be checked from here) are left alone.
         """
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+        )
         for r in runs:
             if worker_alive(r.data.tags.get(WORKER_TAG, "")) is not False:
                 continue
-            self.set_tags(r.info.run_id, {"state": "killed", "reason": "the search process ended while this candidate trained (killed or crashed)"})
+            self.set_tags(
+                r.info.run_id,
+                {
+                    "state": "killed",
+                    "reason": "the search process ended while this candidate trained (killed or crashed)",
+                },
+            )
             self.end_run(r.info.run_id, "KILLED")
 
     def log_params_again(self, run_id: str | None, params: Mapping[str, Any], reopened: bool) -> None:
@@ -295,7 +321,11 @@ class Tracker:
             return
         existing = self.client.get_run(run_id).data.params
         self.log_params(run_id, {k: v for k, v in params.items() if k[:250] not in existing})
-        changed = {f"resumed.{k}": v for k, v in params.items() if k[:250] in existing and existing[k[:250]] != str(v)[:MAX_PARAM_LEN]}
+        changed = {
+            f"resumed.{k}": v
+            for k, v in params.items()
+            if k[:250] in existing and existing[k[:250]] != str(v)[:MAX_PARAM_LEN]
+        }
         self.set_tags(run_id, changed)
 
     @contextlib.contextmanager
@@ -308,7 +338,9 @@ class Tracker:
             raise
 
     @contextlib.contextmanager
-    def run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[str | None]:
+    def run(
+        self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None
+    ) -> Iterator[str | None]:
         """A run that ends FINISHED, FAILED on an exception, KILLED on interruption."""
         run_id = self.start_run(name, parent_run_id, tags)
         try:
@@ -337,7 +369,11 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k[:250], float(v), ts, step or 0) for k, v in metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        items = [
+            Metric(k[:250], float(v), ts, step or 0)
+            for k, v in metrics.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))
+        ]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
@@ -345,8 +381,14 @@ class Tracker:
         if run_id:
             self.client.update_run(run_id, name=name[:250])
 
-    def log_batch(self, run_id: str | None, params: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None,
-                  tags: Mapping[str, Any] | None = None) -> None:
+    def log_batch(
+        self,
+        run_id: str | None,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
         """Params, metrics and tags in one request when they fit MLflow's limits (100 params, 100 tags, 1000 entries),
         else in chunks."""
         if not run_id:
@@ -362,10 +404,16 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         ts = int(time.time() * 1000)
-        self.client.log_batch(run_id, params=[Param(k[:250], str(v)[:MAX_PARAM_LEN]) for k, v in params.items()],
-                              metrics=[Metric(k[:250], float(v), ts, step or 0) for k, v in metrics.items()
-                                       if v is not None and not (isinstance(v, float) and math.isnan(v))],
-                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(
+            run_id,
+            params=[Param(k[:250], str(v)[:MAX_PARAM_LEN]) for k, v in params.items()],
+            metrics=[
+                Metric(k[:250], float(v), ts, step or 0)
+                for k, v in metrics.items()
+                if v is not None and not (isinstance(v, float) and math.isnan(v))
+            ],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
 
     def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
         if run_id and tags:  # one request for all of them

@@ -311,11 +311,21 @@ class Trainer:
         total, ctx, bctx = weight_step(
             self.model, self.balancer, self.opt, batch, reduction=self.cfg.loss_reduction, shared=self.shared,
             all_params=list(self.model.parameters()), step=n, grad_clip=self.cfg.grad_clip, clip_params=list(self.model.parameters()),
-            nan_reason=lambda total, per_task: nan_reason(self.model, batch, total, per_task, n),
+            nan_reason=lambda total, per_task: nan_reason(self.model, batch, total, per_task, n), sync=self.sync_gradients,
         )
         self.step_count += 1
         self._aux_metrics(ctx.aux.metrics, bctx.metrics)
         return float(total)
+
+    sync_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None  # data-parallel: the ranks' average (distributed.py)
+
+    def evaluate_split(self, data: RowSource) -> Metrics:
+        """Metrics of the model on a split (the data-parallel trainer scores shares and gathers them)."""
+        return evaluate(self.model, data, self.splits.schema, self.cfg.eval_batch_size)
+
+    def agree(self, improved: bool, stop: bool) -> tuple[bool, bool]:
+        """An epoch's early-stopping decision (the data-parallel trainer takes rank 0's on every rank)."""
+        return improved, stop
 
     def arch_update(self, batch: MDMTTensors) -> None:
         """M3oE's structure step: gradient of the loss on a separate batch w.r.t. `arch_*` only."""
@@ -400,7 +410,7 @@ class Trainer:
                 loss_sum, n_batches, rows = self.train_epoch(t_start, progress)
                 loop.rows_seen += rows
                 loop.train_time += time.perf_counter() - t0
-                valid = evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
+                valid = self.evaluate_split(self.splits.valid)
                 last_valid = valid
                 record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "valid_mean_auc": valid.mean_auc, "valid_mean_logloss": valid.mean_logloss}
                 record.update({k: s / n for k, (s, n) in self._aux_acc.items()})
@@ -410,6 +420,7 @@ class Trainer:
                 loop.history.append(record)
                 progress.epoch(f"valid AUC {valid.mean_auc:.4f}", epoch, record, loop.rows_seen / max(loop.train_time, 1e-9))
                 improved = valid.mean_auc > loop.best_auc + cfg.min_delta or loop.best_state is None
+                improved, stop = self.agree(improved, bool(cfg.patience and loop.bad_epochs + 1 >= cfg.patience))
                 if improved:
                     loop.best_auc, loop.best_epoch = valid.mean_auc, epoch
                     loop.best_state = copy.deepcopy(self.model.state_dict())
@@ -417,7 +428,7 @@ class Trainer:
                 else:
                     loop.bad_epochs += 1
                 loop.epoch = epoch + 1
-                loop.stopped_early = bool(cfg.patience and loop.bad_epochs >= cfg.patience)
+                loop.stopped_early = not improved and stop
                 for cb in self.callbacks:
                     cb(epoch, record)
                 if checkpoint is not None:
@@ -432,16 +443,13 @@ class Trainer:
             return self._result(last_valid, stopped)
 
     def _result(self, last_valid: Metrics | None, stopped: str) -> TrainResult:
-        cfg, loop = self.cfg, self.loop
-        history, best_epoch = loop.history, loop.best_epoch
+        loop, history, best_epoch = self.loop, self.loop.history, self.loop.best_epoch
         if loop.best_state is not None:
             self.model.load_state_dict(loop.best_state)
-        valid = last_valid if best_epoch == len(history) - 1 and last_valid is not None else \
-            evaluate(self.model, self.splits.valid, self.splits.schema, cfg.eval_batch_size)
-        test = evaluate(self.model, self.splits.test, self.splits.schema, cfg.eval_batch_size)
+        valid = last_valid if best_epoch == len(history) - 1 and last_valid is not None else self.evaluate_split(self.splits.valid)
         aux_final = {k: v for k, v in history[best_epoch].items() if k not in ("epoch", "train_loss", "valid_mean_auc", "valid_mean_logloss")} if history else {}
         return TrainResult(
-            model=self.model, arch=self.model.arch, valid=valid, test=test, history=history, best_epoch=best_epoch,
+            model=self.model, arch=self.model.arch, valid=valid, test=self.evaluate_split(self.splits.test), history=history, best_epoch=best_epoch,
             epochs_run=len(history), stopped_early=loop.stopped_early, num_params=self.model.num_parameters(),
             train_seconds=loop.train_time, rows_per_second=loop.rows_seen / max(loop.train_time, 1e-9),
             latency_ms_per_1k=measure_latency(self.model, self.splits.valid, warm_up=False), aux_metrics=aux_final, stopped=stopped,
@@ -470,13 +478,15 @@ def train_architecture(
     guard: bool = False,
     built: Callable[[MDMTModel], None] | None = None,
     checkpoint: Any = None,
+    trainer: Callable[..., Trainer] = Trainer,
 ) -> TrainResult:
     """Build, train (with early stopping on mean valid AUC) and evaluate one architecture: the one way to train one.
 
     guard: check every component's output shape while training, so a wrong shape is blamed on the
     component that produced it (a search's candidates); built: called with the model as soon as it
     is built (the search's evaluator names the culprit of a failure from it); checkpoint: saved after every
-    epoch and restored before the first (`Trainer.fit`), so an interrupted training continues where it was.
+    epoch and restored before the first (`Trainer.fit`), so an interrupted training continues where it was;
+    trainer: the Trainer class (distributed.DistributedTrainer under torchrun).
     """
     set_seed(cfg.seed)
     model = build_model(arch, splits.schema, registry)
@@ -484,6 +494,6 @@ def train_architecture(
         built(model)
     balancer = build_balancer(arch, splits.schema, registry)
     if not guard:
-        return Trainer(model, balancer, splits, cfg, callbacks, label).fit(checkpoint)
+        return trainer(model, balancer, splits, cfg, callbacks, label).fit(checkpoint)
     with guard_shapes(model, registry):
-        return Trainer(model, balancer, splits, cfg, callbacks, label).fit(checkpoint)
+        return trainer(model, balancer, splits, cfg, callbacks, label).fit(checkpoint)

@@ -22,7 +22,9 @@ def metrics_csv(metrics_by_split: Mapping[str, Any]) -> str:
         if m is None:
             continue
         for r in m.table_rows():
-            buf.write(f"{split},{r['domain']},{r['task']},{r['rows']},{r['positive_rate']:.6f},{r['auc']:.6f},{r['logloss']:.6f}\n")
+            buf.write(
+                f"{split},{r['domain']},{r['task']},{r['rows']},{r['positive_rate']:.6f},{r['auc']:.6f},{r['logloss']:.6f}\n"
+            )
     return buf.getvalue()
 
 
@@ -36,7 +38,12 @@ def auc_heatmap(metrics: Any, title: str):
 
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(metrics.tasks), 1.2 + 0.6 * len(metrics.domains)))
     data = np.ma.masked_invalid(metrics.auc)
-    im = ax.imshow(data, cmap="viridis", vmin=0.5, vmax=max(0.51, float(np.nanmax(metrics.auc)) if np.isfinite(metrics.auc).any() else 1.0))
+    im = ax.imshow(
+        data,
+        cmap="viridis",
+        vmin=0.5,
+        vmax=max(0.51, float(np.nanmax(metrics.auc)) if np.isfinite(metrics.auc).any() else 1.0),
+    )
     ax.set_xticks(range(len(metrics.tasks)), metrics.tasks)
     ax.set_yticks(range(len(metrics.domains)), metrics.domains)
     for d in range(len(metrics.domains)):
@@ -71,8 +78,17 @@ def arch_brief(arch: Any) -> str:
     return " + ".join(f"{n}x {name}" if n > 1 else name for name, n in counts.items())
 
 
-def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any, extra_params: Mapping[str, Any] | None = None,
-                 label: str | None = None, plot: bool = True, tags: Mapping[str, Any] | None = None, params: bool = True) -> None:
+def log_training(
+    tracker: Tracker,
+    run_id: str | None,
+    result: Any,
+    config: Any,
+    extra_params: Mapping[str, Any] | None = None,
+    label: str | None = None,
+    plot: bool = True,
+    tags: Mapping[str, Any] | None = None,
+    params: bool = True,
+) -> None:
     """Params (flattened architecture + training config; params=False when train logged them at its start), final
     metrics (and `tags`, same request) and artifacts of one training; the AUC heatmap unless `plot` is false (a search's
     candidates that do not lead, see tracking.plots).
@@ -93,16 +109,39 @@ def log_training(tracker: Tracker, run_id: str | None, result: Any, config: Any,
     final.update(result.valid.flat("valid"))
     if result.test is not None:
         final.update(result.test.flat("test"))
-    final.update({"num_params": result.num_params, "latency_ms_per_1k": result.latency_ms_per_1k,
-                  "train_seconds": result.train_seconds, "rows_per_second": result.rows_per_second,
-                  "best_epoch": result.best_epoch})
-    final.update(dict(zip(KEY_METRICS, (result.valid.mean_auc, result.test.mean_auc if result.test is not None else float("nan"),
-                                        result.num_params, result.latency_ms_per_1k))))
+    final.update(
+        {
+            "num_params": result.num_params,
+            "latency_ms_per_1k": result.latency_ms_per_1k,
+            "train_seconds": result.train_seconds,
+            "rows_per_second": result.rows_per_second,
+            "best_epoch": result.best_epoch,
+        }
+    )
+    final.update(
+        dict(
+            zip(
+                KEY_METRICS,
+                (
+                    result.valid.mean_auc,
+                    result.test.mean_auc if result.test is not None else float("nan"),
+                    result.num_params,
+                    result.latency_ms_per_1k,
+                ),
+            )
+        )
+    )
     load = getattr(result, "latency_load", None)
     final["latency_load_1m"] = load if load is not None else machine_load()  # the load while latency was measured
     tracker.log_batch(run_id, logged, final, step=result.epochs_run, tags=tags)
-    tracker.log_texts(run_id, {"arch.json": arch.to_json(), "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
-                               "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test})})
+    tracker.log_texts(
+        run_id,
+        {
+            "arch.json": arch.to_json(),
+            "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
+            "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test}),
+        },
+    )
     if not plot:
         return
     import matplotlib.pyplot as plt

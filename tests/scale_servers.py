@@ -78,7 +78,9 @@ class Postgres:
 def postgres_server() -> Iterator[Postgres]:
     """initdb + pg_ctl start on a free loopback port (as `nobody` when root: the server refuses root); removed after."""
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
-    need(bool(initdb and pg_ctl), "PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
+    need(
+        bool(initdb and pg_ctl), "PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql"
+    )
     try:
         import psycopg2
     except ImportError:
@@ -88,7 +90,10 @@ def postgres_server() -> Iterator[Postgres]:
     data = base / "pgdata"
     run_as: list[str] = []
     if os.geteuid() == 0:
-        need(shutil.which("runuser") is not None, "running as root without runuser: cannot start PostgreSQL as another user")
+        need(
+            shutil.which("runuser") is not None,
+            "running as root without runuser: cannot start PostgreSQL as another user",
+        )
         run_as = ["runuser", "-u", "nobody", "--"]
         os.chmod(base, 0o777)
         data.mkdir(mode=0o700)
@@ -96,11 +101,29 @@ def postgres_server() -> Iterator[Postgres]:
     port = free_port()
     log = base / "pg.log"
     try:
-        subprocess.run([*run_as, initdb, "-D", str(data), "-U", "mdmt", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                       check=True, capture_output=True)
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off", "start"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*run_as, initdb, "-D", str(data), "-U", "mdmt", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *run_as,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
     except subprocess.CalledProcessError as exc:
         text = (exc.stderr or b"").decode(errors="replace") + (log.read_text() if log.exists() else "")
         shutil.rmtree(base, ignore_errors=True)
@@ -139,12 +162,34 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 1
 def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
     """`mdmt-nas server` on a free loopback port; yields its tracking URI; the whole process group is stopped after."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MDMT_NAS_LOAD_PLUGINS": "",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "MDMT_NAS_LOAD_PLUGINS": "",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mdmt_nas", "server", "--backend-store-uri", backend, "--artifacts", str(artifacts),
-                                 "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mdmt_nas",
+                "server",
+                "--backend-store-uri",
+                backend,
+                "--artifacts",
+                str(artifacts),
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

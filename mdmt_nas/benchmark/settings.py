@@ -1,6 +1,5 @@
 """Benchmark settings: which models (fixed examples and searchers), seeds, dataset and budgets one report covers."""
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +43,14 @@ REFERENCE = "m3oe"
 
 
 #: display names of searchers (others are shown by their registered name)
-SEARCHER_LABELS = {"darts": "DARTS", "optuna-tpe": "Optuna TPE", "optuna-random": "Optuna random", "optuna-nsga2": "Optuna NSGA-II",
-                   "nni-random": "NNI random", "nni-evolution": "NNI evolution"}
+SEARCHER_LABELS = {
+    "darts": "DARTS",
+    "optuna-tpe": "Optuna TPE",
+    "optuna-random": "Optuna random",
+    "optuna-nsga2": "Optuna NSGA-II",
+    "nni-random": "NNI random",
+    "nni-evolution": "NNI evolution",
+}
 
 
 def model_spec(key: str) -> ModelSpec:
@@ -60,8 +65,11 @@ def model_spec(key: str) -> ModelSpec:
     from mdmt_nas.errors import closest
 
     near = closest(key, list(MODEL_KEYS) + list(get_registry().names("searcher")))
-    raise ConfigError(f"--models/--searchers: unknown model {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
-                      + f"; fixed baselines: {', '.join(m.key for m in BASELINES)}; searchers: {', '.join(get_registry().names('searcher'))}")
+    raise ConfigError(
+        f"--models/--searchers: unknown model {key!r}"
+        + (f" (did you mean {near[0]!r}?)" if near else "")
+        + f"; fixed baselines: {', '.join(m.key for m in BASELINES)}; searchers: {', '.join(get_registry().names('searcher'))}"
+    )
 
 
 def example_path(name: str) -> Path:
@@ -85,17 +93,33 @@ class BenchmarkSettings(BaseModel):
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="benchmark"))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     models: list[str] = Field(default_factory=lambda: list(MODEL_KEYS), min_length=1)
-    epochs: int | None = Field(default=None, ge=1, description="training epochs of every model (default: each example's own)")
-    train_overrides: dict[str, Any] = Field(default_factory=dict, description="train.* fields applied to every training (e.g. threads, batch_size)")
+    epochs: int | None = Field(
+        default=None, ge=1, description="training epochs of every model (default: each example's own)"
+    )
+    train_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="train.* fields applied to every training (e.g. threads, batch_size)"
+    )
     space: str = "m3oe"
-    search_train: str = Field(default=REFERENCE, description="example whose train section trains the candidates and the searched winners")
-    tpe_trials: int | str = Field(default=20, description="budget of each multi-trial search: trials, or a wall time (30m)")
-    candidate_epochs: int | None = Field(default=None, ge=1, description="training epochs of each candidate (default: full training; "
-                                         "multi-fidelity pruning stops the poor ones early); fewer epochs means the winner is retrained")
+    search_train: str = Field(
+        default=REFERENCE, description="example whose train section trains the candidates and the searched winners"
+    )
+    tpe_trials: int | str = Field(
+        default=20, description="budget of each multi-trial search: trials, or a wall time (30m)"
+    )
+    candidate_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="training epochs of each candidate (default: full training; "
+        "multi-fidelity pruning stops the poor ones early); fewer epochs means the winner is retrained",
+    )
     tpe_params: dict[str, Any] = Field(default_factory=dict, description="searcher params of the multi-trial searches")
     final_seeds: int = Field(default=1, ge=1, description="search.final_seeds of every search")
-    warm_start: bool = Field(default=True, description="search.warm_start of every search (the space's known architectures first)")
-    darts_epochs: int | None = Field(default=None, ge=1, description="DARTS supernet epochs (default: the searcher's own)")
+    warm_start: bool = Field(
+        default=True, description="search.warm_start of every search (the space's known architectures first)"
+    )
+    darts_epochs: int | None = Field(
+        default=None, ge=1, description="DARTS supernet epochs (default: the searcher's own)"
+    )
     darts_params: dict[str, Any] = Field(default_factory=dict)
     quick: bool = False
     command: str = ""
@@ -114,9 +138,13 @@ def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
     if settings.dataset.name == "synthetic" and "n_rows" not in settings.dataset.params:
         upd["dataset"] = settings.dataset.model_copy(update={"params": {**settings.dataset.params, "n_rows": 3000}})
     upd["train_overrides"] = {"batch_size": 512, "patience": 0, **settings.train_overrides}
-    upd["darts_params"] = {"warmup_epochs": 0, "rows_per_epoch": 2000, "eval_rows": 1000, "batch_size": 256, **settings.darts_params}
+    upd["darts_params"] = {
+        "warmup_epochs": 0,
+        "rows_per_epoch": 2000,
+        "eval_rows": 1000,
+        "batch_size": 256,
+        **settings.darts_params,
+    }
     upd["tpe_params"] = {"pruner": "none", **settings.tpe_params}
     upd["candidate_epochs"] = settings.candidate_epochs or 1
     return settings.model_copy(update=upd)
-
-

@@ -4,7 +4,6 @@ A difference counts as real only when it exceeds the sum of the two models'
 standard deviations over seeds; otherwise it is reported as a tie within noise.
 """
 
-
 from __future__ import annotations
 
 import math
@@ -110,15 +109,23 @@ def summarize(records: Sequence[RunRecord], order: Sequence[ModelSpec] | None = 
         def cell(r: RunRecord, k: tuple[str, str], what: str) -> float:
             return next((float(c[what]) for c in r.cells if (c["domain"], c["task"]) == k), float("nan"))
 
-        out.append(ModelSummary(
-            model=key, label=rs[0].label, kind=rs[0].kind, seeds=[r.seed for r in ok], failed_seeds=[r.seed for r in rs if r.status != "finished"],
-            test_auc=Stat.of([r.test_mean_auc for r in ok]), test_logloss=Stat.of([r.test_mean_logloss for r in ok]),
-            valid_auc=Stat.of([r.valid_mean_auc for r in ok]),
-            cells_auc={k: Stat.of([cell(r, k, "auc") for r in ok]) for k in cells},
-            cells_logloss={k: Stat.of([cell(r, k, "logloss") for r in ok]) for k in cells},
-            num_params=Stat.of([r.num_params for r in ok]), wall_seconds=Stat.of([r.wall_seconds for r in ok]),
-            train_seconds=Stat.of([r.train_seconds for r in ok]),
-        ))
+        out.append(
+            ModelSummary(
+                model=key,
+                label=rs[0].label,
+                kind=rs[0].kind,
+                seeds=[r.seed for r in ok],
+                failed_seeds=[r.seed for r in rs if r.status != "finished"],
+                test_auc=Stat.of([r.test_mean_auc for r in ok]),
+                test_logloss=Stat.of([r.test_mean_logloss for r in ok]),
+                valid_auc=Stat.of([r.valid_mean_auc for r in ok]),
+                cells_auc={k: Stat.of([cell(r, k, "auc") for r in ok]) for k in cells},
+                cells_logloss={k: Stat.of([cell(r, k, "logloss") for r in ok]) for k in cells},
+                num_params=Stat.of([r.num_params for r in ok]),
+                wall_seconds=Stat.of([r.wall_seconds for r in ok]),
+                train_seconds=Stat.of([r.train_seconds for r in ok]),
+            )
+        )
     return out
 
 
@@ -157,14 +164,22 @@ def findings(summaries: Sequence[ModelSummary], reference: str = REFERENCE) -> l
         return ["No model finished, so there are no findings."]
     out = []
     if all(s.test_auc.n < 2 for s in done):
-        out.append("Only one seed per model was run, so the spread over seeds is unknown and no difference below is established beyond noise.")
+        out.append(
+            "Only one seed per model was run, so the spread over seeds is unknown and no difference below is established beyond noise."
+        )
     top = max(done, key=lambda s: s.test_auc.mean)
     fixed = [s for s in done if s.kind == "fixed"]
     searched = [s for s in done if s.kind == "search"]
     ref = next((s for s in fixed if s.model == reference), None)
     best = max(fixed, key=lambda s: s.test_auc.mean) if fixed else None
-    out.append(f"The highest mean test AUC is {top.label}'s ({top.test_auc.fmt()})"
-               + (f"; the best fixed baseline is {best.label} ({best.test_auc.fmt()})." if best is not None and best is not top else "."))
+    out.append(
+        f"The highest mean test AUC is {top.label}'s ({top.test_auc.fmt()})"
+        + (
+            f"; the best fixed baseline is {best.label} ({best.test_auc.fmt()})."
+            if best is not None and best is not top
+            else "."
+        )
+    )
     if not searched:
         out.append("No searched architecture finished, so the search is not compared.")
         return out
@@ -186,12 +201,15 @@ def findings(summaries: Sequence[ModelSummary], reference: str = REFERENCE) -> l
         params = f" with {s.num_params.mean:,.0f} parameters" if s.num_params.n else ""
         if ref is not None and ref.num_params.n and params:
             params += f" (M3oE: {ref.num_params.mean:,.0f})"
-        out.append(f"The {s.label} architecture reaches {s.test_auc.fmt()}{params}; it is " + ", and ".join(parts) + ".")
+        out.append(
+            f"The {s.label} architecture reaches {s.test_auc.fmt()}{params}; it is " + ", and ".join(parts) + "."
+        )
     return out + _verdicts(searched, vs_best, vs_ref, best, ref)
 
 
-def _verdicts(searched: list[ModelSummary], vs_best: list[str], vs_ref: list[str], best: ModelSummary,
-              ref: ModelSummary | None) -> list[str]:
+def _verdicts(
+    searched: list[ModelSummary], vs_best: list[str], vs_ref: list[str], best: ModelSummary, ref: ModelSummary | None
+) -> list[str]:
     """The verdict sentences of `findings`: the searched architectures against the best baseline, then against `ref`."""
     out: list[str] = []
     n = len(searched)
@@ -203,22 +221,36 @@ def _verdicts(searched: list[ModelSummary], vs_best: list[str], vs_ref: list[str
         names = [s.label for s, v in zip(searched, vs_best) if v == "better"]
         out.append(f"Verdict: only {', '.join(names)} beats the best fixed baseline ({best.label}).")
     else:
-        out.append(f"Verdict: {noun} {'does' if n == 1 else 'do'} not beat the best fixed baseline ({best.label})"
-                   + (", none beyond seed noise." if any(v == "tie" for v in vs_best) else "."))
+        out.append(
+            f"Verdict: {noun} {'does' if n == 1 else 'do'} not beat the best fixed baseline ({best.label})"
+            + (", none beyond seed noise." if any(v == "tie" for v in vs_best) else ".")
+        )
     if ref is not None and best.model != ref.model:
         wins = [s.label for s, v in zip(searched, vs_ref) if v == "better"]
         losses = [s.label for s, v in zip(searched, vs_ref) if v == "worse"]
         if len(wins) == n:
             out.append(f"Against fixed {ref.label}, {noun} {'is' if n == 1 else 'are all'} better.")
         elif not wins:
-            out.append(f"Against fixed {ref.label}, {noun} {'is' if n == 1 else 'are'} not better"
-                       + (" (a tie within noise)." if not losses and n == 1 else " (ties within noise)." if not losses else "."))
+            out.append(
+                f"Against fixed {ref.label}, {noun} {'is' if n == 1 else 'are'} not better"
+                + (
+                    " (a tie within noise)."
+                    if not losses and n == 1
+                    else " (ties within noise)."
+                    if not losses
+                    else "."
+                )
+            )
         else:
-            out.append(f"Against fixed {ref.label}, {', '.join(wins)} {'is' if len(wins) == 1 else 'are'} better, the other{'s' if n - len(wins) > 1 else ''} not.")
+            out.append(
+                f"Against fixed {ref.label}, {', '.join(wins)} {'is' if len(wins) == 1 else 'are'} better, the other{'s' if n - len(wins) > 1 else ''} not."
+            )
     return out
 
 
-def search_findings(summaries: Sequence[ModelSummary], records: Sequence[RunRecord], bayes: dict[str, Any] | None) -> list[str]:
+def search_findings(
+    summaries: Sequence[ModelSummary], records: Sequence[RunRecord], bayes: dict[str, Any] | None
+) -> list[str]:
     """The Bayes ceiling, the share of the gap from the best fixed model to it that each search closed,
     each search's cost in trainings, and whether it beat the space's known architectures inside the search."""
     done = [s for s in summaries if s.test_auc.n > 0]
@@ -227,25 +259,39 @@ def search_findings(summaries: Sequence[ModelSummary], records: Sequence[RunReco
     out = []
     ceiling = (bayes or {}).get("test_mean_auc")
     if ceiling is not None:
-        out.append(f"The Bayes ceiling (the generator's true probabilities scored on the same test rows) is {ceiling:.4f}"
-                   + (f"; the best fixed baseline ({best.label}) is {ceiling - best.test_auc.mean:.4f} below it." if best else "."))
+        out.append(
+            f"The Bayes ceiling (the generator's true probabilities scored on the same test rows) is {ceiling:.4f}"
+            + (
+                f"; the best fixed baseline ({best.label}) is {ceiling - best.test_auc.mean:.4f} below it."
+                if best
+                else "."
+            )
+        )
     fixed_wall = sum(s.wall_seconds.mean for s in fixed if s.wall_seconds.n)
     for s in (s for s in done if s.kind == "search"):
         runs = [r for r in records if r.model == s.model and r.status == "finished" and r.search]
         parts = []
         if ceiling is not None and best is not None and ceiling > best.test_auc.mean:
-            parts.append(f"closes {(s.test_auc.mean - best.test_auc.mean) / (ceiling - best.test_auc.mean):+.0%} of the gap from "
-                         f"{best.label} to the ceiling")
+            parts.append(
+                f"closes {(s.test_auc.mean - best.test_auc.mean) / (ceiling - best.test_auc.mean):+.0%} of the gap from "
+                f"{best.label} to the ceiling"
+            )
         walls = [r.search.get("search_seconds", float("nan")) for r in runs]
         trains = [r.train_seconds for r in runs if r.train_seconds and math.isfinite(r.train_seconds)]
         if walls and trains:
-            parts.append(f"costs {statistics.fmean(walls) / statistics.fmean(trains):.1f}x one training of its winner "
-                         f"({statistics.fmean(walls):.0f} s per search)")
+            parts.append(
+                f"costs {statistics.fmean(walls) / statistics.fmean(trains):.1f}x one training of its winner "
+                f"({statistics.fmean(walls):.0f} s per search)"
+            )
         if walls and fixed_wall:
-            parts.append(f"{statistics.fmean(walls) / fixed_wall:.2f}x the wall time of training every fixed baseline once ({fixed_wall:.0f} s)")
+            parts.append(
+                f"{statistics.fmean(walls) / fixed_wall:.2f}x the wall time of training every fixed baseline once ({fixed_wall:.0f} s)"
+            )
         beat = [r.search.get("verdict", {}).get("beat_known") for r in runs]
         if any(b is not None for b in beat):
-            parts.append(f"beat the best known architecture of the space on valid AUC inside {sum(bool(b) for b in beat)} of {len(runs)} searches")
+            parts.append(
+                f"beat the best known architecture of the space on valid AUC inside {sum(bool(b) for b in beat)} of {len(runs)} searches"
+            )
         if parts:
             out.append(f"{s.label} " + "; ".join(parts) + ".")
     return out
@@ -267,8 +313,12 @@ class BenchmarkState:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0
     previous_commands: list[str] = field(default_factory=list)
-    segments: list[dict[str, Any]] = field(default_factory=list)  # one per process: started, command, load, runs already done
-    unreachable_parents: list[str] = field(default_factory=list)  # parents of earlier parts that a --resume could not re-open
+    segments: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one per process: started, command, load, runs already done
+    unreachable_parents: list[str] = field(
+        default_factory=list
+    )  # parents of earlier parts that a --resume could not re-open
     t0: float = field(default_factory=time.monotonic)
     finished: bool = False
 

@@ -67,7 +67,13 @@ def add_flat_grad(params: Sequence[nn.Parameter], flat: torch.Tensor) -> None:
     assert offset == flat.numel()
 
 
-def finish(bctx: BalanceContext, shared: Sequence[nn.Parameter], shared_grad: torch.Tensor, rest_loss: torch.Tensor, extra: Sequence[nn.Parameter] = ()) -> torch.Tensor:
+def finish(
+    bctx: BalanceContext,
+    shared: Sequence[nn.Parameter],
+    shared_grad: torch.Tensor,
+    rest_loss: torch.Tensor,
+    extra: Sequence[nn.Parameter] = (),
+) -> torch.Tensor:
     """Leave the step's gradients in `.grad`.
 
     Shared params get `shared_grad` (flattened, as combined by the balancer) plus
@@ -121,7 +127,9 @@ class UncertaintyWeighting(Balancer):
 # ----------------------------------------------------------------------------- GradNorm
 class GradNormParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    alpha: float = Field(default=1.5, ge=0, description="asymmetry: how strongly slow tasks are pushed (0 = equal gradient norms)")
+    alpha: float = Field(
+        default=1.5, ge=0, description="asymmetry: how strongly slow tasks are pushed (0 = equal gradient norms)"
+    )
 
 
 class GradNorm(Balancer):

@@ -26,7 +26,9 @@ class StarParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: list[int] = Field(default_factory=lambda: [256, 64], min_length=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
-    partitioned_norm: bool = Field(default=True, description="per-domain scale/shift after a shared LayerNorm (STAR's partitioned normalisation)")
+    partitioned_norm: bool = Field(
+        default=True, description="per-domain scale/shift after a shared LayerNorm (STAR's partitioned normalisation)"
+    )
 
 
 class StarLayer(nn.Module):

@@ -25,9 +25,12 @@ ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tan
 # ----------------------------------------------------------------------------- experts
 class MLPParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hidden: list[int] = Field(default_factory=lambda: [256, 64], min_length=1,
-                              description="output size of each layer (Linear + norm + activation), in order; the last is the expert's "
-                                          "output: [256, 64] = in -> 256 -> 64 (two layers), [64] = in -> 64 (one layer)")
+    hidden: list[int] = Field(
+        default_factory=lambda: [256, 64],
+        min_length=1,
+        description="output size of each layer (Linear + norm + activation), in order; the last is the expert's "
+        "output: [256, 64] = in -> 256 -> 64 (two layers), [64] = in -> 64 (one layer)",
+    )
     layernorm: bool = True
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -96,7 +99,10 @@ class StackedMLP(nn.Module):
         """Layer i's LayerNorm, one native affine call per expert (a loop over experts, not rows):
         its fused forward/backward is ~2x faster than a stacked layer_norm + addcmul."""
         shape = (hs[0].shape[-1],)
-        return [F.layer_norm(h, shape, w, b) for h, w, b in zip(hs, self.ln_w[i][start:stop].unbind(0), self.ln_b[i][start:stop].unbind(0))]
+        return [
+            F.layer_norm(h, shape, w, b)
+            for h, w, b in zip(hs, self.ln_w[i][start:stop].unbind(0), self.ln_b[i][start:stop].unbind(0))
+        ]
 
     def forward_each(self, xs: list[torch.Tensor], start: int = 0) -> list[torch.Tensor]:
         """Expert start + j on xs[j] [b_j, in] -> [b_j, out]: weights unbound once per layer, so the
@@ -189,7 +195,13 @@ class SoftmaxGate(Gate):
 
     def __init__(self, params, dims: Dims):
         super().__init__(params, dims)
-        in_dim, num_experts, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
+        in_dim, num_experts, num_tasks, num_domains, per_domain = (
+            dims.in_dim,
+            dims.num_experts,
+            dims.num_tasks,
+            dims.num_domains,
+            dims.per_domain,
+        )
         groups = num_domains if per_domain else 1
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(groups, in_dim, num_tasks * num_experts).uniform_(-bound, bound))
@@ -301,7 +313,9 @@ class BottleneckAdapter(Adapter):
 # ----------------------------------------------------------------------------- towers
 class MLPTowerParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hidden: list[int] = Field(default_factory=lambda: [64], description="hidden sizes before the output logit; [] = linear")
+    hidden: list[int] = Field(
+        default_factory=lambda: [64], description="hidden sizes before the output logit; [] = linear"
+    )
     layernorm: bool = True
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
 

@@ -48,22 +48,30 @@ from mdmt_nas.plugins import hookimpl
 class NoisyTopKParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     k: int = Field(default=2, ge=0, description="experts picked per row among the selectable (non-always-on) ones")
-    num_always_on: int = Field(default=0, ge=0, description="the first N_s candidates (domain-shared experts) are always on")
+    num_always_on: int = Field(
+        default=0, ge=0, description="the first N_s candidates (domain-shared experts) are always on"
+    )
     noise: bool = Field(default=True, description="add eps * softplus(W_n x) to the logits in training")
-    domain_dim: int = Field(default=8, ge=0, description="domain embedding size concatenated to the gate input; 0 = none")
+    domain_dim: int = Field(
+        default=8, ge=0, description="domain embedding size concatenated to the gate input; 0 = none"
+    )
     select: Literal["task", "row"] = Field(
         default="task",
         description="task: each task head picks its own top-k; row: one top-k per row (mean of the heads' logits), "
         "each head softmaxes its own logits over that set, so exactly k selectable experts run per row",
     )
-    mi_weight: float = Field(default=0.01, ge=0, description="w_MI: weight of the expert-domain mutual-information loss; 0 = off")
+    mi_weight: float = Field(
+        default=0.01, ge=0, description="w_MI: weight of the expert-domain mutual-information loss; 0 = off"
+    )
     mi_on: Literal["weights", "probs"] = Field(
         default="weights",
         description="p_i(e) of the MI loss: weights = the gate's sparse output weights over the selectable experts, "
         "renormalised (what aggregates the experts); probs = softmax over all selectable experts (smoother, but "
         "near uniform while the logits are small, so a much weaker push: see benchmarks/seed_claims.py)",
     )
-    balance_weight: float = Field(default=0.0, ge=0, description="weight of Shazeer's importance loss (CV^2 of the summed weights); 0 = off")
+    balance_weight: float = Field(
+        default=0.0, ge=0, description="weight of Shazeer's importance loss (CV^2 of the summed weights); 0 = off"
+    )
     temperature: float = Field(default=1.0, gt=0)
     metrics: bool = Field(default=True, description="log expert load and expert-domain MI through ctx.aux")
 
@@ -101,10 +109,18 @@ class NoisyTopKGate(Gate):
 
     def __init__(self, params: NoisyTopKParams, dims: Dims):
         super().__init__(params, dims)
-        in_dim, num_experts, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
+        in_dim, num_experts, num_tasks, num_domains, per_domain = (
+            dims.in_dim,
+            dims.num_experts,
+            dims.num_tasks,
+            dims.num_domains,
+            dims.per_domain,
+        )
         S = params.num_always_on
         if S > num_experts:
-            raise ConfigError(f"arch.gate.params.num_always_on: {S} always-on experts but the gate has only {num_experts} candidates")
+            raise ConfigError(
+                f"arch.gate.params.num_always_on: {S} always-on experts but the gate has only {num_experts} candidates"
+            )
         if params.k > num_experts - S:
             raise ConfigError(
                 f"arch.gate.params.k: k={params.k} but only {num_experts - S} selectable candidates "

@@ -67,8 +67,12 @@ def _activate(h: torch.Tensor, kind: str) -> torch.Tensor:
 class CrossParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     layers: int = Field(default=5, ge=0, le=32, description="cross layers")
-    low_rank: int | None = Field(default=None, ge=1, description="rank r of W_l = U_l V_l (DCN-v2 low-rank); None = full matrices")
-    out_dim: int | None = Field(default=64, ge=1, description="output projection size; None = no projection (output size = input size)")
+    low_rank: int | None = Field(
+        default=None, ge=1, description="rank r of W_l = U_l V_l (DCN-v2 low-rank); None = full matrices"
+    )
+    out_dim: int | None = Field(
+        default=64, ge=1, description="output projection size; None = no projection (output size = input size)"
+    )
     out_activation: Literal["relu", "none"] = "relu"
 
 
@@ -103,7 +107,9 @@ class StackedCross(nn.Module):
                 lin = torch.baddbmm(b, torch.bmm(xl, self.u[start:stop, layer]), self.v[start:stop, layer])
             xl = x0 * lin + xl
         if self.p.out_dim is not None:
-            xl = _activate(torch.baddbmm(self.proj_b[start:stop].unsqueeze(1), xl, self.proj_w[start:stop]), self.p.out_activation)
+            xl = _activate(
+                torch.baddbmm(self.proj_b[start:stop].unsqueeze(1), xl, self.proj_w[start:stop]), self.p.out_activation
+            )
         return xl.transpose(0, 1)
 
 
@@ -259,9 +265,13 @@ MAPS = {"identity": lambda x: x, "sin": torch.sin, "cos": torch.cos}
 class DephnGateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     maps: list[Literal["identity", "sin", "cos"]] = Field(
-        default_factory=lambda: ["identity", "sin", "cos"], min_length=1, description="explicit feature maps of each candidate"
+        default_factory=lambda: ["identity", "sin", "cos"],
+        min_length=1,
+        description="explicit feature maps of each candidate",
     )
-    normalize: Literal["none", "softmax"] = Field(default="none", description="none: raw scalar gates (the paper); softmax over (expert, map) per task")
+    normalize: Literal["none", "softmax"] = Field(
+        default="none", description="none: raw scalar gates (the paper); softmax over (expert, map) per task"
+    )
     init: float | None = Field(default=None, description="initial gate value; None = 1 / (experts * maps)")
     virtual_gradient: bool = True
 
@@ -297,7 +307,12 @@ class DephnGate(Gate):
 
     def __init__(self, params: DephnGateParams, dims: Dims):
         super().__init__(params, dims)
-        num_experts, num_tasks, num_domains, per_domain = dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
+        num_experts, num_tasks, num_domains, per_domain = (
+            dims.num_experts,
+            dims.num_tasks,
+            dims.num_domains,
+            dims.per_domain,
+        )
         self.maps = list(params.maps)
         K = num_experts * len(self.maps)
         init = params.init if params.init is not None else 1.0 / K

@@ -45,9 +45,15 @@ class HamurParams(BaseModel):
     bottleneck: int = Field(default=32, ge=1, description="adapter bottleneck size")
     k: int = Field(default=32, ge=1, description="size of the per-row k x k matrix H the hyper-network outputs")
     hyper_hidden: list[int] = Field(default_factory=lambda: [64], description="hidden layers of the hyper-network MLP")
-    domain_dim: int = Field(default=8, ge=0, description="learned domain embedding concatenated to the hyper-network input; 0 = embedding only")
+    domain_dim: int = Field(
+        default=8,
+        ge=0,
+        description="learned domain embedding concatenated to the hyper-network input; 0 = embedding only",
+    )
     norm: Literal["layer", "batch", "none"] = "layer"
-    init_scale: float = Field(default=1.0, ge=0, description="initial scale of the norm (reference: 1); small values start near identity")
+    init_scale: float = Field(
+        default=1.0, ge=0, description="initial scale of the norm (reference: 1); small values start near identity"
+    )
 
 
 class HyperAdapter(Adapter):

@@ -42,11 +42,20 @@ class PMTRecParams(BaseModel):
     main_task: int | str = Field(default=0, description="the main task (index or name); the others are auxiliary")
     personalize: bool = Field(default=True, description="per-row task weights from per-row gradient norms")
     temperature: float = Field(default=1.0, gt=0, description="softmax temperature of the per-row weights")
-    prefer: Literal["large", "small"] = Field(default="large", description="large: more weight where a task's gradient on the row is relatively large")
-    focus: bool = Field(default=True, description="Task Focusing: project out the part of an auxiliary gradient conflicting with the main task")
-    balance: bool = Field(default=True, description="Gradient Magnitude Balancing of auxiliary gradients toward the main task's norm")
+    prefer: Literal["large", "small"] = Field(
+        default="large", description="large: more weight where a task's gradient on the row is relatively large"
+    )
+    focus: bool = Field(
+        default=True,
+        description="Task Focusing: project out the part of an auxiliary gradient conflicting with the main task",
+    )
+    balance: bool = Field(
+        default=True, description="Gradient Magnitude Balancing of auxiliary gradients toward the main task's norm"
+    )
     beta: float = Field(default=0.9, ge=0, lt=1, description="momentum of the running gradient norms")
-    r: float = Field(default=0.7, ge=0, le=1, description="relax factor: 1 = auxiliary norms set to the main norm, 0 = unchanged")
+    r: float = Field(
+        default=0.7, ge=0, le=1, description="relax factor: 1 = auxiliary norms set to the main norm, 0 = unchanged"
+    )
     balance_mode: Literal["both", "reduce", "enlarge"] = Field(
         default="both",
         description="MetaBalance's strategies: rescale every auxiliary gradient (both), only those larger than the main "
@@ -54,14 +63,18 @@ class PMTRecParams(BaseModel):
     )
 
 
-def row_task_weights(row_losses: torch.Tensor, embedding: torch.Tensor, temperature: float = 1.0, prefer: str = "large") -> torch.Tensor:
+def row_task_weights(
+    row_losses: torch.Tensor, embedding: torch.Tensor, temperature: float = 1.0, prefer: str = "large"
+) -> torch.Tensor:
     """Per-row task weights [B, T] (rows sum to 1) from per-row gradient norms on the embedding."""
     B, T = row_losses.shape
     if not embedding.requires_grad:
         return row_losses.new_full((B, T), 1.0 / T)
     norms = []
     for t in range(T):
-        (g,) = torch.autograd.grad(row_losses[:, t].sum(), embedding, retain_graph=True, allow_unused=True, materialize_grads=True)
+        (g,) = torch.autograd.grad(
+            row_losses[:, t].sum(), embedding, retain_graph=True, allow_unused=True, materialize_grads=True
+        )
         norms.append(g.reshape(B, -1).norm(dim=1))
     n = torch.stack(norms, dim=1)  # [B, T]
     n = n / n.mean(dim=0, keepdim=True).clamp_min(1e-12)
@@ -123,7 +136,9 @@ class PMTRec(Balancer):
         m = params.main_task
         if isinstance(m, str):
             if m not in self.task_names:
-                raise ConfigError(f"arch.balancer.params.main_task: unknown task {m!r}; tasks: {', '.join(self.task_names)}")
+                raise ConfigError(
+                    f"arch.balancer.params.main_task: unknown task {m!r}; tasks: {', '.join(self.task_names)}"
+                )
             m = self.task_names.index(m)
         if not 0 <= m < num_tasks:
             raise ConfigError(f"arch.balancer.params.main_task: index {m} out of range for {num_tasks} tasks")
@@ -143,7 +158,14 @@ class PMTRec(Balancer):
             return finish(bctx, shared, torch.zeros(0), losses.sum())
         grads = task_gradients(list(losses), shared)
         new, running, projected = focus_and_balance(
-            grads, self.main, self.running_norms.clone(), focus=p.focus, balance=p.balance, beta=p.beta, r=p.r, mode=p.balance_mode
+            grads,
+            self.main,
+            self.running_norms.clone(),
+            focus=p.focus,
+            balance=p.balance,
+            beta=p.beta,
+            r=p.r,
+            mode=p.balance_mode,
         )
         if running is not None and p.balance:
             self.running_norms.copy_(running)

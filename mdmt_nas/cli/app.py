@@ -58,7 +58,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
 ) -> None:
     if debug:
@@ -114,8 +116,10 @@ def _force_exit(signum: int, grace: float) -> None:
     """The watchdog: the interruption did not end the process within `grace` seconds; exit now, without cleanup."""
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
     try:
-        lines = [f"did not stop within {grace:g} s of {name} (busy in a step that cannot be interrupted); exiting now. "
-                 "Files on disk are whole (written atomically); runs left RUNNING are marked KILLED by the next --resume"]
+        lines = [
+            f"did not stop within {grace:g} s of {name} (busy in a step that cannot be interrupted); exiting now. "
+            "Files on disk are whole (written atomically); runs left RUNNING are marked KILLED by the next --resume"
+        ]
         lines += _notes()
         os.write(2, ("\n".join(lines) + "\n").encode())
     finally:
@@ -188,16 +192,24 @@ def _run(argv: list[str] | None, debug: bool) -> None:
         for line in _notes():
             err_console.print(escape(line), highlight=False, soft_wrap=True)
         sys.exit(143 if terminated else 130)
-    except TrialFailed as exc:  # `train` of an architecture that cannot train (NaN loss, a limit): the reason, not a bug
+    except (
+        TrialFailed
+    ) as exc:  # `train` of an architecture that cannot train (NaN loss, a limit): the reason, not a bug
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/bold red] training failed: {escape(exc.reason)}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/bold red] training failed: {escape(exc.reason)}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except MemoryError:
         if debug:
             raise
-        err_console.print("[bold red]error:[/bold red] out of memory; use less data (e.g. dataset.params.n_rows), a smaller "
-                          "train.batch_size or smaller vocabularies (max_vocab in the column mapping)", highlight=False, soft_wrap=True)
+        err_console.print(
+            "[bold red]error:[/bold red] out of memory; use less data (e.g. dataset.params.n_rows), a smaller "
+            "train.batch_size or smaller vocabularies (max_vocab in the column mapping)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -210,11 +222,19 @@ def _run(argv: list[str] | None, debug: bool) -> None:
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if debug:
             raise
-        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:  # a write outside files.atomic_path (a library's own file)
+        if (
+            isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
+        ):  # a write outside files.atomic_path (a library's own file)
             from mdmt_nas.files import storage_error
 
-            err_console.print(f"[bold red]error:[/bold red] {escape(str(storage_error(exc, exc.filename or '(a file)')))}",
-                              highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/bold red] {escape(str(storage_error(exc, exc.filename or '(a file)')))}",
+                highlight=False,
+                soft_wrap=True,
+            )
             sys.exit(2)
-        err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n(run with --debug for the traceback)", highlight=False)
+        err_console.print(
+            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n(run with --debug for the traceback)",
+            highlight=False,
+        )
         sys.exit(1)

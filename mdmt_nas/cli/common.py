@@ -17,9 +17,16 @@ from mdmt_nas.files import shown_path
 console = make_console()
 
 
-def build_config(config: Path | None, arch: Path | None, dataset: str | None, sets: list | None,
-                 tracking_uri: str | None = None, seed: int | None = None, no_track: bool = False,
-                 register_model: str | None = None) -> ExperimentConfig:
+def build_config(
+    config: Path | None,
+    arch: Path | None,
+    dataset: str | None,
+    sets: list | None,
+    tracking_uri: str | None = None,
+    seed: int | None = None,
+    no_track: bool = False,
+    register_model: str | None = None,
+) -> ExperimentConfig:
     """The config of a command: the file, --arch, --set items and flags (each error names the one at fault)."""
     overrides: list = list(sets or [])
     if dataset:
@@ -33,8 +40,10 @@ def build_config(config: Path | None, arch: Path | None, dataset: str | None, se
             raise UserError("--register-model needs MLflow tracking; drop --no-track")
         overrides.append(("tracking.enabled=false", "--no-track"))
     if register_model:
-        overrides += [("tracking.log_model=true", f"--register-model {register_model}"),
-                      (f"tracking.register_model={json.dumps(register_model)}", f"--register-model {register_model}")]
+        overrides += [
+            ("tracking.log_model=true", f"--register-model {register_model}"),
+            (f"tracking.register_model={json.dumps(register_model)}", f"--register-model {register_model}"),
+        ]
     return load_config(config, overrides, arch_path=arch)
 
 
@@ -45,7 +54,11 @@ def say_config(cfg: ExperimentConfig) -> None:
         from mdmt_nas.files import shipped_dir
 
         shipped = Path(origin.file).resolve().parent == shipped_dir("mdmt_nas._examples").resolve()
-        console.print(f"config {shown_path(origin.file)}" + (" (a shipped example)" if shipped else ""), highlight=False, soft_wrap=True)
+        console.print(
+            f"config {shown_path(origin.file)}" + (" (a shipped example)" if shipped else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def claim_output(path: Path, resume: bool = False, what: str = "output directory"):
@@ -95,11 +108,26 @@ def metrics_table(valid, test, title: str) -> Table:
     vrows = valid.table_rows()
     trows = test.table_rows() if test is not None else [None] * len(vrows)
     for v, t in zip(vrows, trows):
-        table.add_row(str(v["domain"]), str(v["task"]), str(t["rows"]) if t else "-",
-                      fmt(t["positive_rate"], 3) if t else "-", fmt(v["auc"]),
-                      fmt(t["auc"]) if t else "-", fmt(t["logloss"]) if t else "-")
+        table.add_row(
+            str(v["domain"]),
+            str(v["task"]),
+            str(t["rows"]) if t else "-",
+            fmt(t["positive_rate"], 3) if t else "-",
+            fmt(v["auc"]),
+            fmt(t["auc"]) if t else "-",
+            fmt(t["logloss"]) if t else "-",
+        )
     table.add_section()
-    table.add_row("mean", "", "", "", fmt(valid.mean_auc), fmt(test.mean_auc) if test else "-", fmt(test.mean_logloss) if test else "-", style="bold")
+    table.add_row(
+        "mean",
+        "",
+        "",
+        "",
+        fmt(valid.mean_auc),
+        fmt(test.mean_auc) if test else "-",
+        fmt(test.mean_logloss) if test else "-",
+        style="bold",
+    )
     return table
 
 
@@ -110,6 +138,37 @@ def print_model(publication) -> None:
     if publication.logged is not None:
         lm = publication.logged
         reg = f"; registered as models:/{lm.registered_name}/{lm.version}" if lm.registered_name else ""
-        console.print(f"MLflow model: {lm.model_uri} (raw feature rows in, one probability per task out{reg})", highlight=False, soft_wrap=True)
+        console.print(
+            f"MLflow model: {lm.model_uri} (raw feature rows in, one probability per task out{reg})",
+            highlight=False,
+            soft_wrap=True,
+        )
     elif publication.error:
         console.print(f"[yellow]no MLflow model logged: {publication.error}[/yellow]", highlight=False, soft_wrap=True)
+
+
+def say_result(cfg: ExperimentConfig, outcome, out: Path, ranks: int = 1) -> None:
+    """The metrics table, speed and outputs of a finished training (`ranks`: its torchrun world size)."""
+    r = outcome.result
+    console.print(
+        metrics_table(
+            r.valid,
+            r.test,
+            f"{cfg.arch.name or cfg.arch.id}: per-(domain, task) metrics (best epoch {r.best_epoch + 1}/{r.epochs_run})",
+        )
+    )
+    speed = (
+        f"{r.rows_per_second:,.0f} rows/s"
+        if ranks == 1
+        else f"~{r.rows_per_second * ranks:,.0f} rows/s on {ranks} ranks"
+    )
+    console.print(
+        f"params {r.num_params:,} | train {r.train_seconds:.1f}s ({speed}) | "
+        f"latency {fmt(r.latency_ms_per_1k, 2)} ms/1k rows | mean test AUC {fmt(r.test.mean_auc)}"
+    )
+    console.print(
+        f"outputs: {shown_path(out)}" + (f" | MLflow run {outcome.run_id}" if outcome.run_id else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    print_model(outcome.model)

@@ -29,7 +29,11 @@ def _type_name(annotation) -> str:
         return _type_name(args[0])
     if origin is not None:
         inner = ", ".join(_type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else getattr(origin, "__name__", str(origin))
+        return (
+            f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+            if inner
+            else getattr(origin, "__name__", str(origin))
+        )
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
@@ -44,8 +48,14 @@ def _bounds(field) -> str:
     if literal:
         parts.append("one of " + ", ".join(map(str, typing.get_args(literal[0]))))
     for m in field.metadata:
-        for cls, sym, attr in ((at.Ge, ">=", "ge"), (at.Gt, ">", "gt"), (at.Le, "<=", "le"), (at.Lt, "<", "lt"),
-                               (at.MinLen, "length >=", "min_length"), (at.MaxLen, "length <=", "max_length")):
+        for cls, sym, attr in (
+            (at.Ge, ">=", "ge"),
+            (at.Gt, ">", "gt"),
+            (at.Le, "<=", "le"),
+            (at.Lt, "<", "lt"),
+            (at.MinLen, "length >=", "min_length"),
+            (at.MaxLen, "length <=", "max_length"),
+        ):
             if isinstance(m, cls):
                 parts.append(f"{sym} {getattr(m, attr)}")
     return ", ".join(parts)
@@ -58,9 +68,15 @@ def param_rows(params_cls) -> list[dict[str, str]]:
     rows = []
     for name, f in getattr(params_cls, "model_fields", {}).items():
         default = f.get_default(call_default_factory=True)
-        rows.append({"name": name, "type": _type_name(f.annotation),
-                     "default": "(required)" if default is PydanticUndefined else json.dumps(default, default=_jsonable),
-                     "bounds": _bounds(f), "description": f.description or ""})
+        rows.append(
+            {
+                "name": name,
+                "type": _type_name(f.annotation),
+                "default": "(required)" if default is PydanticUndefined else json.dumps(default, default=_jsonable),
+                "bounds": _bounds(f),
+                "description": f.description or "",
+            }
+        )
     return rows
 
 
@@ -78,12 +94,26 @@ def component_schema(entry) -> dict:
         prop = schema.get("properties", {}).get(row["name"])
         if prop is not None and "default" not in prop and row["default"] != "(required)":
             prop["default"] = json.loads(row["default"])
-    doc = (inspect.getdoc(entry.obj) or "").split("\n\n")[0].replace("\n", " ").strip() if isinstance(entry.obj, type) else ""
-    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": f"{entry.kind} {entry.name} params"}
+    doc = (
+        (inspect.getdoc(entry.obj) or "").split("\n\n")[0].replace("\n", " ").strip()
+        if isinstance(entry.obj, type)
+        else ""
+    )
+    out = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": f"{entry.kind} {entry.name} params",
+    }
     if doc:
         out["description"] = doc
-    out["x-mdmt-nas"] = {"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "distribution": entry.dist,
-                         "version": entry.version, "class": qualname(entry.obj)}
+    out["x-mdmt-nas"] = {
+        "kind": entry.kind,
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "distribution": entry.dist,
+        "version": entry.version,
+        "class": qualname(entry.obj),
+    }
     return out
 
 

@@ -22,7 +22,9 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def find_study(run_dir: Path, study: str | None = None) -> tuple[str, str]:
     """(storage URL, study name) of the Optuna search in `run_dir`."""
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: not a directory; pass the output directory of an Optuna search (`mdmt-nas search --searcher optuna-tpe ...`)")
+        raise UserError(
+            f"{run_dir}: not a directory; pass the output directory of an Optuna search (`mdmt-nas search --searcher optuna-tpe ...`)"
+        )
     storage = name = None
     try:
         info = json.loads((run_dir / "search.json").read_text()).get("searcher_info") or {}
@@ -38,8 +40,10 @@ def find_study(run_dir: Path, study: str | None = None) -> tuple[str, str]:
         except (OSError, ValueError):
             pass
         what = f"a {searcher} search" if searcher else "no Optuna search"
-        raise UserError(f"{run_dir} holds {what}: the dashboard shows Optuna studies (searchers optuna-tpe, optuna-random, "
-                        "optuna-nsga2, optuna-grid); their study is in search.json or study.db")
+        raise UserError(
+            f"{run_dir} holds {what}: the dashboard shows Optuna studies (searchers optuna-tpe, optuna-random, "
+            "optuna-nsga2, optuna-grid); their study is in search.json or study.db"
+        )
     import optuna
 
     try:
@@ -49,8 +53,11 @@ def find_study(run_dir: Path, study: str | None = None) -> tuple[str, str]:
     name = study or name or (names[0] if len(names) == 1 else None)
     if name is None or name not in names:
         listed = ", ".join(map(repr, names)) or "none"
-        raise UserError(f"no study {name!r} in {storage} (studies: {listed}); pass --study NAME" if name else
-                        f"{storage} holds several studies ({listed}); pass --study NAME")
+        raise UserError(
+            f"no study {name!r} in {storage} (studies: {listed}); pass --study NAME"
+            if name
+            else f"{storage} holds several studies ({listed}); pass --study NAME"
+        )
     return storage, name
 
 
@@ -58,23 +65,36 @@ def find_study(run_dir: Path, study: str | None = None) -> tuple[str, str]:
 def dashboard(
     run_dir: Path = typer.Argument(..., help="Output directory of an Optuna search."),
     port: int = typer.Option(8080, "--port", "-p", help="Port to listen on."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default keeps the dashboard on this machine."),
-    study: str = typer.Option(None, "--study", help="Study name, when the storage holds several (default: the search's)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; the default keeps the dashboard on this machine."
+    ),
+    study: str = typer.Option(
+        None, "--study", help="Study name, when the storage holds several (default: the search's)."
+    ),
 ) -> None:
     """Serve optuna-dashboard for the study of an Optuna search (history, importances, parallel coordinates; Ctrl-C stops it)."""
     try:
         import optuna_dashboard
     except ImportError:
-        raise UserError("`mdmt-nas dashboard` needs the dashboard extra: pip install 'mdmt-nas[dashboard]' (optuna-dashboard); "
-                        "`mdmt-nas ui` shows the same search in the MLflow UI") from None
+        raise UserError(
+            "`mdmt-nas dashboard` needs the dashboard extra: pip install 'mdmt-nas[dashboard]' (optuna-dashboard); "
+            "`mdmt-nas ui` shows the same search in the MLflow UI"
+        ) from None
     storage, name = find_study(run_dir, study)
     import optuna
 
     study_id = optuna.storages.get_storage(storage).get_study_id_from_name(name)
-    console.print(f"Optuna dashboard for study {name!r} ({storage}) at [bold]http://{host}:{port}/dashboard/studies/{study_id}[/bold] "
-                  "(Ctrl-C stops it)", highlight=False, soft_wrap=True)
+    console.print(
+        f"Optuna dashboard for study {name!r} ({storage}) at [bold]http://{host}:{port}/dashboard/studies/{study_id}[/bold] "
+        "(Ctrl-C stops it)",
+        highlight=False,
+        soft_wrap=True,
+    )
     if host not in LOCAL_HOSTS:
-        console.print(f"[yellow]listening on {host}: anyone who can reach this machine can read the study[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]listening on {host}: anyone who can reach this machine can read the study[/yellow]",
+            highlight=False,
+        )
     serve(optuna_dashboard.wsgi(storage), host, port)
     console.print("dashboard stopped", highlight=False)
 
@@ -92,7 +112,9 @@ def serve(app, host: str, port: int) -> None:
     try:
         httpd = make_server(host, port, app, handler_class=Quiet)
     except OSError as exc:
-        raise UserError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); is the port in use? try --port") from None
+        raise UserError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}); is the port in use? try --port"
+        ) from None
     thread = threading.Thread(target=httpd.serve_forever, name="dashboard", daemon=True)
     thread.start()
     try:

@@ -43,7 +43,9 @@ def _split_list(values: list[str] | None) -> list[str]:
 @data_app.command("get")
 def get(
     name: str = typer.Argument(..., help="Dataset to fetch (ml-100k)."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache root (default $MDMT_NAS_CACHE or ~/.cache/mdmt-nas)."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Cache root (default $MDMT_NAS_CACHE or ~/.cache/mdmt-nas)."
+    ),
     force: bool = typer.Option(False, "--force", help="Fetch again even if the files are there."),
 ) -> None:
     """Download a dataset into the local cache (ml-100k: from the RecBole wheel, without installing RecBole)."""
@@ -51,7 +53,9 @@ def get(
 
     if name not in FETCHERS:
         if name in MANUAL:
-            raise UserError(f"{name} cannot be downloaded by mdmt-nas; get it from {MANUAL[name]} and pass its folder as dataset param `dir`/`path`")
+            raise UserError(
+                f"{name} cannot be downloaded by mdmt-nas; get it from {MANUAL[name]} and pass its folder as dataset param `dir`/`path`"
+            )
         raise UserError(f"unknown dataset {name!r} for `data get`; fetchable: {', '.join(FETCHERS)}")
     from mdmt_nas.data.fetch import cache_dir as resolve_cache
 
@@ -85,9 +89,15 @@ def _dataset_args(dataset: str | None, config: Path | None, sets: list[str] | No
 
 @data_app.command("describe")
 def describe(
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Registered dataset name (e.g. synthetic, ml-100k)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML with the dataset params (or an experiment config)."),
-    sets: list[str] | None = typer.Option(None, "--set", help="Override a param: KEY=VALUE (e.g. n_rows=10000, split.kind=time)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Registered dataset name (e.g. synthetic, ml-100k)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML with the dataset params (or an experiment config)."
+    ),
+    sets: list[str] | None = typer.Option(
+        None, "--set", help="Override a param: KEY=VALUE (e.g. n_rows=10000, split.kind=time)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Load a dataset and print rows per split, users, and a domains x tasks table of rows and positive rates."""
@@ -121,7 +131,11 @@ def _print_stats(s: dict[str, Any]) -> None:
     sch = s["schema"]
     sparse = ", ".join(f"{k} ({v:,})" for k, v in sch["sparse"].items())
     dense = ", ".join(sch["dense"])
-    console.print(f"features: {len(sch['sparse'])} sparse [{sparse}]; {len(sch['dense'])} dense [{dense}]", highlight=False, markup=False)
+    console.print(
+        f"features: {len(sch['sparse'])} sparse [{sparse}]; {len(sch['dense'])} dense [{dense}]",
+        highlight=False,
+        markup=False,
+    )
     table = Table(title="domains x tasks (all splits)")
     table.add_column("domain")
     for col in ("rows", "share", "train", "valid", "test"):
@@ -145,15 +159,26 @@ def _print_stats(s: dict[str, Any]) -> None:
 def convert(
     input: Path = typer.Argument(..., help="CSV file to convert."),
     output: Path = typer.Argument(..., help="Parquet file to write."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML column mapping (domain, labels, sparse, dense, timestamp; or under `columns:`)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML column mapping (domain, labels, sparse, dense, timestamp; or under `columns:`).",
+    ),
     domain: str | None = typer.Option(None, "--domain", help="Domain column."),
-    label: list[str] | None = typer.Option(None, "--label", help="Label column(s), one per task (repeat or comma-separate)."),
+    label: list[str] | None = typer.Option(
+        None, "--label", help="Label column(s), one per task (repeat or comma-separate)."
+    ),
     sparse: list[str] | None = typer.Option(None, "--sparse", help="Categorical feature column(s)."),
     dense: list[str] | None = typer.Option(None, "--dense", help="Numeric feature column(s)."),
     timestamp: str | None = typer.Option(None, "--timestamp", help="Timestamp column."),
-    keep: list[str] | None = typer.Option(None, "--keep", help="Extra column(s) to keep as text (e.g. a split or id column)."),
+    keep: list[str] | None = typer.Option(
+        None, "--keep", help="Extra column(s) to keep as text (e.g. a split or id column)."
+    ),
     sep: str = typer.Option(",", "--sep", help="Field separator of the CSV."),
-    row_group_size: int = typer.Option(131_072, "--row-group-size", min=1, help="Rows per Parquet row group (the streaming unit)."),
+    row_group_size: int = typer.Option(
+        131_072, "--row-group-size", min=1, help="Rows per Parquet row group (the streaming unit)."
+    ),
 ) -> None:
     """Convert a CSV to Parquet in bounded memory, keeping the mapped columns with fixed types."""
     from mdmt_nas.data.convert import csv_to_parquet
@@ -167,7 +192,13 @@ def convert(
         data = data.get("columns", data) if isinstance(data.get("columns"), dict) else data
         extra_keep = list(data.pop("keep", []) or [])
         fields.update(data)
-    flags = {"domain": domain, "labels": _split_list(label), "sparse": _split_list(sparse), "dense": _split_list(dense), "timestamp": timestamp}
+    flags = {
+        "domain": domain,
+        "labels": _split_list(label),
+        "sparse": _split_list(sparse),
+        "dense": _split_list(dense),
+        "timestamp": timestamp,
+    }
     fields.update({k: v for k, v in flags.items() if v})
     mapping = None
     if fields:

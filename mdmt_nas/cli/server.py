@@ -26,14 +26,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def check_backend(uri: str) -> None:
     """Open the backend store once: a wrong password, a missing database or driver fails here, with the fix."""
     if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        path = Path(uri[len("sqlite:///") :].split("?", 1)[0])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--backend-store-uri {uri!r}: cannot create {path.parent} ({exc.strerror})") from None
         return
     if not uri.startswith(("postgresql", "mysql", "mssql")):
-        raise UserError(f"--backend-store-uri {uri!r}: expected postgresql://user@host:5432/db or sqlite:///path/mlflow.db")
+        raise UserError(
+            f"--backend-store-uri {uri!r}: expected postgresql://user@host:5432/db or sqlite:///path/mlflow.db"
+        )
     try:
         import sqlalchemy
 
@@ -42,11 +44,15 @@ def check_backend(uri: str) -> None:
             pass
         engine.dispose()
     except ModuleNotFoundError as exc:
-        raise UserError(f"--backend-store-uri {uri!r} needs the database driver {exc.name!r}: pip install psycopg2-binary") from None
+        raise UserError(
+            f"--backend-store-uri {uri!r} needs the database driver {exc.name!r}: pip install psycopg2-binary"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - unreachable server, no such database, bad credentials
         first = " ".join(str(exc).split())[:300]
-        raise UserError(f"cannot connect to the backend store {uri!r}: {first}; create the database first "
-                        "(createdb mlflow) and check the user, password and port") from None
+        raise UserError(
+            f"cannot connect to the backend store {uri!r}: {first}; create the database first "
+            "(createdb mlflow) and check the user, password and port"
+        ) from None
 
 
 def client_uri(host: str, port: int) -> str:
@@ -70,16 +76,32 @@ def wait_ready(uri: str, proc: subprocess.Popen, timeout: float = 120.0) -> bool
 
 @app.command()
 def server(
-    backend_store_uri: str = typer.Option("sqlite:///mlflow-server/mlflow.db", "--backend-store-uri",
-                                          help="Runs, params and metrics: postgresql://user@host:5432/mlflow or sqlite:///path/mlflow.db."),
-    artifacts: Path = typer.Option(Path("mlflow-server/artifacts"), "--artifacts",
-                                   help="Directory of the artifacts (leaderboards, plots, models), served to workers by this server."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 lets workers on other machines in."),
+    backend_store_uri: str = typer.Option(
+        "sqlite:///mlflow-server/mlflow.db",
+        "--backend-store-uri",
+        help="Runs, params and metrics: postgresql://user@host:5432/mlflow or sqlite:///path/mlflow.db.",
+    ),
+    artifacts: Path = typer.Option(
+        Path("mlflow-server/artifacts"),
+        "--artifacts",
+        help="Directory of the artifacts (leaderboards, plots, models), served to workers by this server.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 lets workers on other machines in."
+    ),
     port: int = typer.Option(5000, "--port", "-p", help="Port to listen on."),
-    workers: int = typer.Option(4, "--workers", min=1, help="Server worker processes (requests of many search workers at once)."),
-    allowed_hosts: str = typer.Option(None, "--allowed-hosts", help="Host headers the server accepts (MLflow's --allowed-hosts), "
-                                      "e.g. mlflow.lab,10.0.0.5:5000; default: this machine's names when --host is not loopback."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the server command and the --tracking-uri, do not start it."),
+    workers: int = typer.Option(
+        4, "--workers", min=1, help="Server worker processes (requests of many search workers at once)."
+    ),
+    allowed_hosts: str = typer.Option(
+        None,
+        "--allowed-hosts",
+        help="Host headers the server accepts (MLflow's --allowed-hosts), "
+        "e.g. mlflow.lab,10.0.0.5:5000; default: this machine's names when --host is not loopback.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the server command and the --tracking-uri, do not start it."
+    ),
 ) -> None:
     """Start an MLflow tracking server for many workers and print the --tracking-uri to give them (Ctrl-C stops it)."""
     from mdmt_nas.search.storage import rdb_url
@@ -90,7 +112,9 @@ def server(
     cmd += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
     remote = host not in LOOPBACK
     if remote:
-        names = allowed_hosts or ",".join(sorted({f"{n}:{port}" for n in (socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1")}))
+        names = allowed_hosts or ",".join(
+            sorted({f"{n}:{port}" for n in (socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1")})
+        )
         cmd += ["--allowed-hosts", names]
     elif allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
@@ -105,14 +129,21 @@ def server(
     except OSError as exc:
         raise UserError(f"--artifacts {artifacts}: cannot create it ({exc.strerror})") from None
     if remote:
-        console.print(f"[yellow]listening on {host}: anyone who can reach this machine can read and write the runs "
-                      "(MLflow has no login here; keep it on a private network)[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]listening on {host}: anyone who can reach this machine can read and write the runs "
+            "(MLflow has no login here; keep it on a private network)[/yellow]",
+            highlight=False,
+        )
     local = f"http://127.0.0.1:{port}" if remote else uri
 
     def started(proc: subprocess.Popen) -> None:
         if wait_ready(local, proc):
-            console.print(f"MLflow tracking server on [bold]{uri}[/bold] (backend {backend_store_uri}, artifacts {artifacts}); "
-                          "Ctrl-C stops it", highlight=False, soft_wrap=True)
+            console.print(
+                f"MLflow tracking server on [bold]{uri}[/bold] (backend {backend_store_uri}, artifacts {artifacts}); "
+                "Ctrl-C stops it",
+                highlight=False,
+                soft_wrap=True,
+            )
             console.print(f"give workers: --tracking-uri {uri}", highlight=False, soft_wrap=True)
 
     run_until_exit(cmd, port, started)  # its own process group: gunicorn/uvicorn workers stop with it

@@ -1,8 +1,8 @@
 """`mdmt-nas spaces`: list search spaces, show one as a tree of choices.
 
-    mdmt-nas spaces [list] [--json]      every registered space: name, plugin, size, description
-    mdmt-nas spaces show NAME|FILE       the choice tree (conditional choices nested) and the size
-    mdmt-nas spaces show m3oe --sample 3 --seed 0    also print a few sampled architectures
+mdmt-nas spaces [list] [--json]      every registered space: name, plugin, size, description
+mdmt-nas spaces show NAME|FILE       the choice tree (conditional choices nested) and the size
+mdmt-nas spaces show m3oe --sample 3 --seed 0    also print a few sampled architectures
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from rich.tree import Tree
 
 from mdmt_nas.cli.console import make_console
 
-spaces_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, help="List search spaces; show one as a tree of choices.")
+spaces_app = typer.Typer(
+    invoke_without_command=True, no_args_is_help=False, help="List search spaces; show one as a tree of choices."
+)
 console = make_console()
 err = make_console(stderr=True)
 
@@ -28,9 +30,20 @@ def _list(as_json: bool) -> None:
     errors: list = []
     rows = list_spaces(errors)
     if as_json:
-        data = {"spaces": [{"name": n, "plugin": p, "size": s.size(), "choices": len(s.choices), "description": s.description, "source": s.source}
-                           for n, p, s in rows],
-                "errors": [{"name": n, "plugin": p, "error": str(e)} for n, p, e in errors]}
+        data = {
+            "spaces": [
+                {
+                    "name": n,
+                    "plugin": p,
+                    "size": s.size(),
+                    "choices": len(s.choices),
+                    "description": s.description,
+                    "source": s.source,
+                }
+                for n, p, s in rows
+            ],
+            "errors": [{"name": n, "plugin": p, "error": str(e)} for n, p, e in errors],
+        }
         print(json.dumps(data, indent=2))
     else:
         table = Table(title="search spaces")
@@ -40,13 +53,20 @@ def _list(as_json: bool) -> None:
             table.add_row(escape(n), escape(p), f"{s.size():,}", str(len(s.choices)), escape(s.description))
         console.print(table)
     for n, p, e in errors:
-        err.print(f"[red]space {escape(n)!s} (plugin {escape(p)}) does not load: {escape(str(e))}[/red]", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]space {escape(n)!s} (plugin {escape(p)}) does not load: {escape(str(e))}[/red]",
+            highlight=False,
+            soft_wrap=True,
+        )
     if errors:
         raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False
 
 
 @spaces_app.callback()
-def spaces(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON: name, plugin, size, choices, description.")) -> None:
+def spaces(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: name, plugin, size, choices, description."),
+) -> None:
     """List every registered search space with its plugin and number of architectures."""
     if ctx.invoked_subcommand is None:
         _list(as_json)
@@ -101,20 +121,40 @@ def show(
     name: str = typer.Argument(..., help="A registered space name or a space YAML file."),
     sample: int = typer.Option(0, "--sample", "-n", min=0, help="Also print this many sampled architectures."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples."),
-    as_json: bool = typer.Option(False, "--json", help="Print the choices as JSON (name, type, labels, parent, default)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the choices as JSON (name, type, labels, parent, default)."
+    ),
 ) -> None:
     """Print a space's choice tree (conditional choices nested under their option) and its size."""
     from mdmt_nas.spaces import load_space
 
     space = load_space(name)
     if as_json:
-        print(json.dumps({
-            "name": space.name, "description": space.description, "size": space.size(), "source": space.source,
-            "choices": [{"name": c.name, "type": c.type, "labels": c.labels(), "parent": c.parent,
-                         "parent_value": c.parent_value if c.parent else None, "default": c.default_value(), "description": c.description}
-                        for c in space.choices],
-            "default_assignment": space.default_assignment(),
-        }, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "name": space.name,
+                    "description": space.description,
+                    "size": space.size(),
+                    "source": space.source,
+                    "choices": [
+                        {
+                            "name": c.name,
+                            "type": c.type,
+                            "labels": c.labels(),
+                            "parent": c.parent,
+                            "parent_value": c.parent_value if c.parent else None,
+                            "default": c.default_value(),
+                            "description": c.description,
+                        }
+                        for c in space.choices
+                    ],
+                    "default_assignment": space.default_assignment(),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     if space.description:
         console.print(escape(space.description), highlight=False)
@@ -123,5 +163,7 @@ def show(
     rng = random.Random(seed)
     for i in range(sample):
         assignment, arch = space.sample(rng)
-        console.print(f"\n[bold]sample {i}[/bold] {escape(json.dumps(assignment, default=str))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"\n[bold]sample {i}[/bold] {escape(json.dumps(assignment, default=str))}", highlight=False, soft_wrap=True
+        )
         console.print(escape(arch.summary()), highlight=False)

@@ -10,6 +10,7 @@ the best weights so far and `--resume` continues.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -21,11 +22,10 @@ from mdmt_nas.cli.common import (
     console,
     default_output,
     fmt,
-    metrics_table,
     on_interrupt,
-    print_model,
     resume_command,
     say_config,
+    say_result,
 )
 from mdmt_nas.errors import UserError
 from mdmt_nas.files import shown_path
@@ -34,21 +34,42 @@ from mdmt_nas.files import shown_path
 # long: a typer command is its options list (one annotated parameter per flag, the help text beside it)
 @app.command()
 def train(
-    config: Path = typer.Option(None, "--config", "-c", help="Experiment config YAML (dataset, arch, train, tracking), or the name of a shipped example (m3oe, mmoe, ...)."),
-    arch: Path = typer.Option(None, "--arch", help="Architecture JSON/YAML (e.g. a search's best_arch.json); overrides the config's arch."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Experiment config YAML (dataset, arch, train, tracking), or the name of a shipped example (m3oe, mmoe, ...).",
+    ),
+    arch: Path = typer.Option(
+        None, "--arch", help="Architecture JSON/YAML (e.g. a search's best_arch.json); overrides the config's arch."
+    ),
     dataset: str = typer.Option(None, "--dataset", help="Dataset name (default: the config's, else 'synthetic')."),
     sets: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.lr=0.01 (repeatable)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Directory for arch.json, weights.pt, metrics.json (default runs/train-...)."),
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Directory for arch.json, weights.pt, metrics.json (default runs/train-...)."
+    ),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."
+    ),
     seed: int = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
-    register_model: str = typer.Option(None, "--register-model", help="Register the trained model in the MLflow Model Registry under this name."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted training in --output from its last checkpoint (same options)."),
+    register_model: str = typer.Option(
+        None, "--register-model", help="Register the trained model in the MLflow Model Registry under this name."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the interrupted training in --output from its last checkpoint (same options)."
+    ),
 ) -> None:
-    """Train one architecture and print its per-(domain, task) AUC table."""
+    """Train one architecture and print its per-(domain, task) AUC table (under torchrun: data-parallel, docs/scale-out.md)."""
     cfg = build_config(config, arch, dataset, sets, tracking_uri, seed, no_track, register_model)
     if cfg.arch is None:
-        raise UserError("no architecture: pass --config FILE with an `arch:` section or --arch FILE.json (see examples/)")
+        raise UserError(
+            "no architecture: pass --config FILE with an `arch:` section or --arch FILE.json (see examples/)"
+        )
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # under torchrun (checked without importing torch)
+        from mdmt_nas.cli.train_ranks import train_ranks
+
+        return train_ranks(cfg, output, resume)
     if resume and output is None:
         raise UserError("--resume needs --output DIR: the directory of the training to continue")
     from mdmt_nas.preflight import check_experiment
@@ -72,17 +93,14 @@ def train(
         with console.status(f"loading dataset {cfg.dataset.name!r}..."):
             splits = load_splits(cfg)
         console.print(cfg.arch.summary(), highlight=False)
-        console.print(f"dataset {cfg.dataset.name}: {len(splits.train):,} train / {len(splits.valid):,} valid / {len(splits.test):,} test rows, "
-                      f"{splits.schema.num_domains} domains x {splits.schema.num_tasks} tasks")
+        console.print(
+            f"dataset {cfg.dataset.name}: {len(splits.train):,} train / {len(splits.valid):,} valid / {len(splits.test):,} test rows, "
+            f"{splits.schema.num_domains} domains x {splits.schema.num_tasks} tasks"
+        )
         if resume:
             _say_resume(out)
         outcome = run_training(cfg, splits, out, resume=resume, progress=progress)
-    r = outcome.result
-    console.print(metrics_table(r.valid, r.test, f"{cfg.arch.name or cfg.arch.id}: per-(domain, task) metrics (best epoch {r.best_epoch + 1}/{r.epochs_run})"))
-    console.print(f"params {r.num_params:,} | train {r.train_seconds:.1f}s ({r.rows_per_second:,.0f} rows/s) | "
-                  f"latency {fmt(r.latency_ms_per_1k, 2)} ms/1k rows | mean test AUC {fmt(r.test.mean_auc)}")
-    console.print(f"outputs: {shown_path(out)}" + (f" | MLflow run {outcome.run_id}" if outcome.run_id else ""), highlight=False, soft_wrap=True)
-    print_model(outcome.model)
+    say_result(cfg, outcome, out)
 
 
 def _say_resume(out: Path) -> None:
@@ -91,7 +109,10 @@ def _say_resume(out: Path) -> None:
     if (out / CHECKPOINT).exists():
         console.print(f"resuming from {shown_path(out / CHECKPOINT)}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"no checkpoint in {shown_path(out)} (interrupted in its first epoch): training from the start", highlight=False)
+        console.print(
+            f"no checkpoint in {shown_path(out)} (interrupted in its first epoch): training from the start",
+            highlight=False,
+        )
 
 
 def _kept(out: Path, progress: dict) -> list[str]:
@@ -103,6 +124,8 @@ def _kept(out: Path, progress: dict) -> list[str]:
         kept = f"kept {shown_path(out)}/arch.json and config.json; no epoch had finished, so no weights"
     else:
         auc = progress.get("best_auc")
-        kept = (f"kept {shown_path(out / 'weights.pt')} (the best epoch so far: {progress.get('best_epoch', -1) + 1}, valid AUC "
-                f"{fmt(auc)}) and {shown_path(out / 'checkpoint.pt')} (after epoch {done} of {progress.get('epochs', '?')})")
+        kept = (
+            f"kept {shown_path(out / 'weights.pt')} (the best epoch so far: {progress.get('best_epoch', -1) + 1}, valid AUC "
+            f"{fmt(auc)}) and {shown_path(out / 'checkpoint.pt')} (after epoch {done} of {progress.get('epochs', '?')})"
+        )
     return [kept, f"resume with: {resume_command(out)}"]

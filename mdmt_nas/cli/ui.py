@@ -43,8 +43,12 @@ def server_command(uri: str, host: str, port: int, workers: int = 1) -> list[str
 @app.command()
 def ui(
     port: int = typer.Option(5000, "--port", "-p", help="Port to listen on."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default keeps the UI on this machine."),
-    tracking_uri_opt: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; the default keeps the UI on this machine."
+    ),
+    tracking_uri_opt: str = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."
+    ),
     config: Path = typer.Option(None, "--config", "-c", help="Read tracking.uri from this experiment config."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server worker processes (one is plenty for a local UI)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the server command and address, do not start it."),
@@ -58,7 +62,10 @@ def ui(
     address = f"http://{host}:{port}"
     console.print(f"MLflow UI for {uri} at [bold]{address}[/bold] (Ctrl-C stops it)", highlight=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]listening on {host}: anyone who can reach this machine can read the runs[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]listening on {host}: anyone who can reach this machine can read the runs[/yellow]",
+            highlight=False,
+        )
     if dry_run:
         console.print(" ".join(cmd), highlight=False, soft_wrap=True)
         return

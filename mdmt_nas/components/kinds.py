@@ -79,8 +79,12 @@ def build(cls: type[Component], params: BaseModel, dims: Dims) -> Component:
 @functools.cache
 def _warn_legacy(cls: type) -> None:
     names = ", ".join(cls.legacy_args)  # type: ignore[attr-defined]
-    warnings.warn(f"{cls.__module__}.{cls.__qualname__} takes (params, {names}); write __init__(self, params, dims) "
-                  "and read the sizes from dims (mdmt_nas.components.Dims)", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{cls.__module__}.{cls.__qualname__} takes (params, {names}); write __init__(self, params, dims) "
+        "and read the sizes from dims (mdmt_nas.components.Dims)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def build_bank(cls: type[Expert], n: int, params: BaseModel, dims: Dims) -> ExpertBank:
@@ -101,7 +105,9 @@ class ExpertBank(nn.Module):
     out_dim: int
     torchscript: bool = True
 
-    def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:  # pragma: no cover
+    def forward(
+        self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def forward_each(self, xs: list[torch.Tensor], ctxs: list[Context], start: int = 0) -> list[torch.Tensor]:
@@ -217,7 +223,12 @@ class Adapter(Component):
         super().__init__()
         dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.dim, self.num_fields, self.field_dim, self.num_domains = dims.in_dim, dims.num_fields, dims.field_dim, dims.num_domains
+        self.dim, self.num_fields, self.field_dim, self.num_domains = (
+            dims.in_dim,
+            dims.num_fields,
+            dims.field_dim,
+            dims.num_domains,
+        )
 
 
 # --------------------------------------------------------------------------- towers
@@ -237,7 +248,12 @@ class Tower(Component):
         super().__init__()
         dims = as_dims(self.legacy_args, dims, legacy, legacy_kw)
         self.params = params
-        self.in_dim, self.num_tasks, self.num_domains, self.per_domain = dims.in_dim, dims.num_tasks, dims.num_domains, dims.per_domain
+        self.in_dim, self.num_tasks, self.num_domains, self.per_domain = (
+            dims.in_dim,
+            dims.num_tasks,
+            dims.num_domains,
+            dims.per_domain,
+        )
 
 
 # --------------------------------------------------------------------------- balancers

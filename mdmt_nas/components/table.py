@@ -76,8 +76,20 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("expert", "register_experts", Expert, _rows_then(lambda m: m.out_dim), "[B, in_dim] -> [B, out_dim]"),
-        Kind("gate", "register_gates", Gate, _rows_then(lambda m: m.num_tasks, lambda m: m.num_experts), "[B, in_dim] -> weights [B, T, N]"),
-        Kind("fusion", "register_fusions", Fusion, _fusion_shape, "level 1: [B, M, H] -> [B, M, H]; level 2: {part: [B, T, H]} -> [B, T, H]"),
+        Kind(
+            "gate",
+            "register_gates",
+            Gate,
+            _rows_then(lambda m: m.num_tasks, lambda m: m.num_experts),
+            "[B, in_dim] -> weights [B, T, N]",
+        ),
+        Kind(
+            "fusion",
+            "register_fusions",
+            Fusion,
+            _fusion_shape,
+            "level 1: [B, M, H] -> [B, M, H]; level 2: {part: [B, T, H]} -> [B, T, H]",
+        ),
         Kind("adapter", "register_adapters", Adapter, _same_shape, "shape-preserving: [B, dim] or [B, F, E]"),
         Kind("tower", "register_towers", Tower, _rows_then(lambda m: m.num_tasks), "[B, T, H] -> logits [B, T]"),
         Kind("balancer", "register_balancers", Balancer, None, "per-task losses -> the update of one step"),

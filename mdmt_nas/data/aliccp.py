@@ -75,7 +75,9 @@ class AliCCPDataset(Dataset):
             for part, pat in _FILES.items():
                 found = sorted(path.glob(pat))
                 if not found:
-                    raise DataError(f"{path}: no {part} file matching {pat!r}; expected ali_ccp_train.csv, ali_ccp_val.csv, ali_ccp_test.csv")
+                    raise DataError(
+                        f"{path}: no {part} file matching {pat!r}; expected ali_ccp_train.csv, ali_ccp_val.csv, ali_ccp_test.csv"
+                    )
                 files[part] = found[0]
         elif path.is_file():
             files = {"all": path}

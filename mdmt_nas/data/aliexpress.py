@@ -54,7 +54,9 @@ def discover(d: Path) -> dict[str, dict[str, Path]]:
         files = {part: sub / f"{part}.csv" for part in ("train", "test") if (sub / f"{part}.csv").is_file()}
         if files:
             if set(files) != {"train", "test"}:
-                raise DataError(f"{sub}: found only {', '.join(f.name for f in files.values())}; a country folder needs train.csv and test.csv")
+                raise DataError(
+                    f"{sub}: found only {', '.join(f.name for f in files.values())}; a country folder needs train.csv and test.csv"
+                )
             out[_country(sub.name)] = files
     for f in sorted(d.glob("*.csv")):
         out.setdefault(_country(f.stem), {"all": f})
@@ -74,7 +76,9 @@ class AliExpressDataset(Dataset):
             raise DataError(f"AliExpress directory not found: {d}")
         found = discover(d)
         if not found:
-            raise DataError(f"{d}: no country data; expected folders like AliExpress_NL/ with train.csv and test.csv, or files like NL.csv")
+            raise DataError(
+                f"{d}: no country data; expected folders like AliExpress_NL/ with train.csv and test.csv, or files like NL.csv"
+            )
         if p.countries is not None:
             missing = [c for c in p.countries if c not in found]
             if missing:
@@ -82,7 +86,9 @@ class AliExpressDataset(Dataset):
             found = {c: found[c] for c in p.countries}
         kinds = {"split" if "train" in files else "single" for files in found.values()}
         if len(kinds) > 1:
-            raise DataError(f"{d}: mixes country folders (train/test) and single files; use one layout for all countries")
+            raise DataError(
+                f"{d}: mixes country folders (train/test) and single files; use one layout for all countries"
+            )
         frames = [
             read_csv_columns(f, COLUMNS, max_rows=p.max_rows).assign(country=country, _split=part)
             for country, files in found.items()

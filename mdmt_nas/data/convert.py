@@ -39,6 +39,7 @@ class ConvertReport:
 
 def column_types(mapping: ColumnMapping, keep: list[str] | tuple[str, ...] = ()) -> dict[str, pa.DataType]:
     """Arrow types of the mapped columns (strings for everything categorical)."""
+
     def raw(c: str) -> str:  # a derived column is stored as its (text) source column
         return mapping.derived[c].first_of if c in mapping.derived else c
 
@@ -100,7 +101,9 @@ def csv_to_parquet(
     if not src.exists():
         raise DataError(f"CSV file not found: {src}")
     if len(separator) != 1:
-        raise DataError(f"convert reads single-character separators only; got {separator!r} (for '::' files use the ml-1m loader)")
+        raise DataError(
+            f"convert reads single-character separators only; got {separator!r} (for '::' files use the ml-1m loader)"
+        )
     header = read_header(src, separator)
     include: list[str] | None = None
     types: dict[str, pa.DataType] = {}
@@ -114,7 +117,11 @@ def csv_to_parquet(
     t0 = time.perf_counter()
 
     def parse_error(exc: pa.ArrowInvalid, at: int) -> DataError:
-        msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}" if int(m.group(1)) < len(header) else m.group(0), str(exc))
+        msg = re.sub(
+            r"CSV column #(\d+)",
+            lambda m: f"column {header[int(m.group(1))]!r}" if int(m.group(1)) < len(header) else m.group(0),
+            str(exc),
+        )
         hint = "" if mapping else "; pass a column mapping (--config) so column types are fixed up front"
         return DataError(f"{src}: cannot parse rows {at:,}..: {msg}{hint}")
 
@@ -155,7 +162,9 @@ def csv_to_parquet(
                     types = types or {f.name: f.type for f in schema}
                     writer = pq.ParquetWriter(tmp, schema, compression=compression)
                 elif table.schema != schema:
-                    raise DataError(f"{src}: rows {parsed - table.num_rows:,}.. parse to {table.schema} instead of {schema}")
+                    raise DataError(
+                        f"{src}: rows {parsed - table.num_rows:,}.. parse to {table.schema} instead of {schema}"
+                    )
                 pending.append(table)
                 pending_rows += table.num_rows
                 flush(final=False)
@@ -167,4 +176,6 @@ def csv_to_parquet(
         finally:
             if writer is not None:
                 writer.close()
-    return ConvertReport(rows, groups, src.stat().st_size, dst.stat().st_size, time.perf_counter() - t0, list(schema.names))
+    return ConvertReport(
+        rows, groups, src.stat().st_size, dst.stat().st_size, time.perf_counter() - t0, list(schema.names)
+    )

@@ -14,7 +14,9 @@ from mdmt_nas.data.split import PARTS
 from mdmt_nas.data.tensors import MDMTTensors, Splits
 
 
-def _part_counts(part: Any, num_domains: int, num_tasks: int, batch_size: int = 262_144) -> tuple[torch.Tensor, torch.Tensor]:
+def _part_counts(
+    part: Any, num_domains: int, num_tasks: int, batch_size: int = 262_144
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows per domain [D] and positives per (domain, task) [D, T] of one split."""
     rows = torch.zeros(num_domains, dtype=torch.float64)
     pos = torch.zeros(num_domains, num_tasks, dtype=torch.float64)

@@ -97,7 +97,11 @@ class _Counts:
 
     def _as_pandas(self) -> pd.Series:
         t = self._merge()
-        return pd.Series(t["c"].to_numpy(), index=pd.Index(t["v"].to_pandas())) if t is not None else pd.Series(dtype=np.int64)
+        return (
+            pd.Series(t["c"].to_numpy(), index=pd.Index(t["v"].to_pandas()))
+            if t is not None
+            else pd.Series(dtype=np.int64)
+        )
 
     def vocab(self, min_count: int, max_vocab: int | None) -> tuple[pd.Index, pa.Array | None]:
         """Values ordered by train frequency (ties by their text), id = position + 1; plus the Arrow array."""
@@ -206,7 +210,9 @@ def named_domains(values: pd.Series, m: ColumnMapping, where: str) -> tuple[np.n
     cat = pd.Categorical(values).remove_unused_categories()  # a categorical column may list absent values
     codes = np.asarray(cat.codes, dtype=np.int64)
     if (codes < 0).any():
-        raise DataError(f"{where}: domain column {m.domain!r} has {int((codes < 0).sum())} missing values; drop those rows or fill them")
+        raise DataError(
+            f"{where}: domain column {m.domain!r} has {int((codes < 0).sum())} missing values; drop those rows or fill them"
+        )
     keys = domain_keys(pd.Series(cat.categories))
     if m.domain_names is None:
         return codes, keys.to_numpy(dtype=object)
@@ -259,7 +265,9 @@ def labels_matrix(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
         v = pd.to_numeric(s, errors="coerce")
         missing = s.isna()
         if missing.any():
-            raise DataError(f"{where}: label column {c!r} has {int(missing.sum())} missing values (NaN); drop those rows or fill them with 0/1")
+            raise DataError(
+                f"{where}: label column {c!r} has {int(missing.sum())} missing values (NaN); drop those rows or fill them with 0/1"
+            )
         bad = ~v.isin([0, 1]) | v.isna()
         if bad.any():
             shown = sorted(map(str, s[bad].unique()[:5]))
@@ -337,10 +345,17 @@ class Encoder:
             return [v if isinstance(v, (bool, int, float, str)) else str(v) for v in vocab.tolist()]
 
         return {
-            "domain": {"column": m.domain, "type": self.dtypes.get(m.domain, "string"),
-                       "names": dict(m.domain_names) if m.domain_names is not None else None},
-            "sparse": [{"column": c, "type": self.dtypes.get(c, "string"), "vocab": values(self.vocabs[c])} for c in m.sparse],
-            "dense": [{"column": c, "mean": float(mu), "std": float(sd)} for c, mu, sd in zip(m.dense, self.mean, self.std)],
+            "domain": {
+                "column": m.domain,
+                "type": self.dtypes.get(m.domain, "string"),
+                "names": dict(m.domain_names) if m.domain_names is not None else None,
+            },
+            "sparse": [
+                {"column": c, "type": self.dtypes.get(c, "string"), "vocab": values(self.vocabs[c])} for c in m.sparse
+            ],
+            "dense": [
+                {"column": c, "mean": float(mu), "std": float(sd)} for c, mu, sd in zip(m.dense, self.mean, self.std)
+            ],
             "domains": list(self.domain_names),
             "tasks": list(m.labels),
         }

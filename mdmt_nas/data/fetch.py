@@ -72,7 +72,9 @@ def fetch_ml100k(
                     with zf.open(member) as src, atomic_file(dest / name, "wb") as out:
                         shutil.copyfileobj(src, out)
         except KeyError as exc:
-            raise DataError(f"{wheels[0].name} does not contain {exc.args[0]}; is it the right RecBole version?") from None
+            raise DataError(
+                f"{wheels[0].name} does not contain {exc.args[0]}; is it the right RecBole version?"
+            ) from None
         except zipfile.BadZipFile:
             raise DataError(f"{wheels[0].name} is not a valid wheel (zip) file; delete it and retry") from None
         finally:

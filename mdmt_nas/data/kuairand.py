@@ -39,7 +39,16 @@ VIDEO_COLUMNS = (
     "video_id", "author_id", "video_type", "upload_dt", "upload_type", "visible_status", "video_duration",
     "server_width", "server_height", "music_id", "music_type", "tag",
 )  # fmt: skip
-BINARY_FEEDBACK = ("is_click", "is_like", "is_follow", "is_comment", "is_forward", "is_hate", "long_view", "is_profile_enter")
+BINARY_FEEDBACK = (
+    "is_click",
+    "is_like",
+    "is_follow",
+    "is_comment",
+    "is_forward",
+    "is_hate",
+    "long_view",
+    "is_profile_enter",
+)
 
 #: Features (all categorical except video_duration_log).
 USER_SPARSE = [c for c in USER_COLUMNS if c != "user_id"]
@@ -68,7 +77,9 @@ class KuaiRandParams(BaseModel):
 def _one(d: Path, pattern: str, what: str) -> Path:
     found = sorted(d.glob(pattern))
     if not found:
-        raise DataError(f"{d}: no {what} file matching {pattern!r}; KuaiRand ships it as e.g. {pattern.replace('*', '_pure')}")
+        raise DataError(
+            f"{d}: no {what} file matching {pattern!r}; KuaiRand ships it as e.g. {pattern.replace('*', '_pure')}"
+        )
     return found[0]
 
 
@@ -82,7 +93,9 @@ def choose_tabs(counts: pd.Series, p: KuaiRandParams) -> list[int]:
     if p.tabs is not None:
         unknown = [t for t in p.tabs if t not in counts.index]
         if unknown:
-            raise DataError(f"KuaiRand: tabs {unknown} do not occur in the logs; tabs present (rows): {counts.to_dict()}")
+            raise DataError(
+                f"KuaiRand: tabs {unknown} do not occur in the logs; tabs present (rows): {counts.to_dict()}"
+            )
         return list(p.tabs)
     share = counts / counts.sum()
     ranked = share.sort_values(ascending=False, kind="stable")
@@ -104,14 +117,20 @@ class KuaiRandDataset(Dataset):
             raise DataError(f"KuaiRand directory not found: {d}")
         bad_tasks = [t for t in p.tasks if t not in BINARY_FEEDBACK]
         if bad_tasks:
-            raise DataError(f"KuaiRand: tasks {bad_tasks} are not binary feedback columns; choose from {list(BINARY_FEEDBACK)}")
+            raise DataError(
+                f"KuaiRand: tasks {bad_tasks} are not binary feedback columns; choose from {list(BINARY_FEEDBACK)}"
+            )
         logs = sorted({f for pat in p.log_files for f in d.glob(pat)})
         if not logs:
-            raise DataError(f"{d}: no log file matches {p.log_files}; KuaiRand logs are named like log_standard_4_08_to_4_21_pure.csv")
+            raise DataError(
+                f"{d}: no log file matches {p.log_files}; KuaiRand logs are named like log_standard_4_08_to_4_21_pure.csv"
+            )
         log_cols = ["user_id", "video_id", "hourmin", "time_ms", "tab", *p.tasks]
         log = pd.concat([read_csv_columns(f, log_cols, max_rows=p.max_rows) for f in logs], ignore_index=True)
         users = read_csv_columns(_one(d, p.user_features, "user features"), list(USER_COLUMNS))
-        videos = read_csv_columns(_one(d, p.video_features, "video features"), ["video_id", "video_duration", *VIDEO_SPARSE])
+        videos = read_csv_columns(
+            _one(d, p.video_features, "video features"), ["video_id", "video_duration", *VIDEO_SPARSE]
+        )
 
         notes: list[str] = []
         if log["tab"].isna().any():
@@ -129,7 +148,9 @@ class KuaiRandDataset(Dataset):
 
         for frame, key, what in ((users, "user_id", "user features"), (videos, "video_id", "video features")):
             if frame[key].duplicated().any():
-                raise DataError(f"{d}: the {what} file lists {key} {_py(frame[key][frame[key].duplicated()].iloc[0])!r} twice")
+                raise DataError(
+                    f"{d}: the {what} file lists {key} {_py(frame[key][frame[key].duplicated()].iloc[0])!r} twice"
+                )
             unknown = ~log[key].isin(frame[key])
             if unknown.any():
                 raise DataError(
@@ -149,5 +170,10 @@ class KuaiRandDataset(Dataset):
             domain_names={str(t): f"tab{t}" for t in tabs},
             timestamp="time_ms",
         )
-        self.info = {"interactions": len(df), "users": int(df["user_id"].nunique()), "items": int(df["video_id"].nunique()), "notes": notes}
+        self.info = {
+            "interactions": len(df),
+            "users": int(df["user_id"].nunique()),
+            "items": int(df["video_id"].nunique()),
+            "notes": notes,
+        }
         return encode_table(df, mapping, p.split, where=str(d))

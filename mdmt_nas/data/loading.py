@@ -32,7 +32,9 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
         if part not in fields:
             return []
         ann = fields[part].annotation
-        current = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        current = next(
+            (a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
     return list(getattr(current, "model_fields", {}) or {})
 
 

@@ -24,7 +24,9 @@ _SEP_NAMES = {"\t": "\\t' (tab", "::": "::", ";": ";", ",": ",", "|": "|"}
 
 
 #: A label rule: `COLUMN OP NUMBER`, e.g. ``rating > 3``.
-_RULE = re.compile(r"^\s*(?P<col>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_RULE = re.compile(
+    r"^\s*(?P<col>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
 _OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal, "==": np.equal, "!=": np.not_equal}
 
 
@@ -55,10 +57,15 @@ class LabelRule:
         """The 0/1 labels (float32) of these rows; DataError on missing or non-numeric source values."""
         if self.op is None:
             return values.to_numpy()
-        num = pd.to_numeric(values.astype("string").str.strip() if not pd.api.types.is_numeric_dtype(values) else values, errors="coerce")
+        num = pd.to_numeric(
+            values.astype("string").str.strip() if not pd.api.types.is_numeric_dtype(values) else values,
+            errors="coerce",
+        )
         missing = values.isna()
         if missing.any():
-            raise DataError(f"{where}: column {self.column!r} (label {task!r} = {self.column} {self.op} {self.value:g}) has {int(missing.sum())} missing values; drop those rows or fill them")
+            raise DataError(
+                f"{where}: column {self.column!r} (label {task!r} = {self.column} {self.op} {self.value:g}) has {int(missing.sum())} missing values; drop those rows or fill them"
+            )
         bad = num.isna()
         if bad.any():
             shown = sorted(map(str, values[bad].unique()[:5]))
@@ -123,14 +130,20 @@ class ColumnMapping(BaseModel):
         rules = self.label_rules()  # parses: a bad rule is a ValueError naming the task
         for name, d in self.derived.items():
             if d.first_of in self.derived:
-                raise ValueError(f"derived.{name}: its source {d.first_of!r} is itself derived; derive from a raw column")
+                raise ValueError(
+                    f"derived.{name}: its source {d.first_of!r} is itself derived; derive from a raw column"
+                )
         raw = set(self.columns())
         for name in self.derived:
             if name in raw:
-                raise ValueError(f"derived.{name}: {name!r} is also read as a raw column; give the derived column another name")
+                raise ValueError(
+                    f"derived.{name}: {name!r} is also read as a raw column; give the derived column another name"
+                )
         for task, r in rules.items():
             if (r.op is not None or task != r.column) and task in raw:
-                raise ValueError(f"labels.{task}: the task name is also a column the mapping reads; name the task differently (e.g. {task + '_label'!r})")
+                raise ValueError(
+                    f"labels.{task}: the task name is also a column the mapping reads; name the task differently (e.g. {task + '_label'!r})"
+                )
             if r.column in self.derived:
                 raise ValueError(f"labels.{task}: {r.column!r} is a derived column; a label rule reads a raw column")
         return self
@@ -151,7 +164,12 @@ class ColumnMapping(BaseModel):
         def raw(c: str) -> str:
             return self.derived[c].first_of if c in self.derived else c
 
-        cols = [raw(self.domain), *(r.column for r in self.label_rules().values()), *map(raw, self.sparse), *map(raw, self.dense)]
+        cols = [
+            raw(self.domain),
+            *(r.column for r in self.label_rules().values()),
+            *map(raw, self.sparse),
+            *map(raw, self.dense),
+        ]
         if self.timestamp:
             cols.append(raw(self.timestamp))
         return list(dict.fromkeys(cols))
@@ -172,7 +190,9 @@ class ColumnMapping(BaseModel):
         todo = [c for c in [*self.derived, *rules] if c not in df.columns]
         if not todo:
             return df
-        check_columns(df.columns, [self.derived[c].first_of if c in self.derived else rules[c].column for c in todo], where)
+        check_columns(
+            df.columns, [self.derived[c].first_of if c in self.derived else rules[c].column for c in todo], where
+        )
         new = {}
         for c in todo:
             if c in self.derived:

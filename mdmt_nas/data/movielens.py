@@ -86,7 +86,9 @@ def read_fields(path: Path, sep: str, names: list[str], fmt: str, encoding: str 
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: cannot decode as {encoding} at byte {exc.start}; is this the original file?") from None
+        raise DataError(
+            f"{path}: cannot decode as {encoding} at byte {exc.start}; is this the original file?"
+        ) from None
     lines = pd.Series(text.splitlines(), dtype="string")
     lines = lines[lines.str.strip() != ""]
     found = lines.str.count(re.escape(sep)).to_numpy() + 1  # fields per line, vectorised
@@ -125,9 +127,13 @@ def read_atomic(path: Path, required: list[str]) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: header lacks field(s) {', '.join(map(repr, missing))}; found {', '.join(fields)}")
     try:
-        df = pd.read_csv(path, sep="\t", header=0, names=names, dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False)
+        df = pd.read_csv(
+            path, sep="\t", header=0, names=names, dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False
+        )
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: {str(exc).strip().splitlines()[-1]}; every line must have {len(names)} tab-separated fields") from None
+        raise DataError(
+            f"{path}: {str(exc).strip().splitlines()[-1]}; every line must have {len(names)} tab-separated fields"
+        ) from None
     return df[required]
 
 
@@ -192,7 +198,9 @@ class ML100KDataset(Dataset):
         p: MovieLensParams = self.params  # type: ignore[assignment]
         d = Path(p.dir) if p.dir else ml100k_dir()
         inter_f, user_f, item_f = _need(
-            d, ["ml-100k.inter", "ml-100k.user", "ml-100k.item"], "run `mdmt-nas data get ml-100k` (or set dir: to a folder holding them)"
+            d,
+            ["ml-100k.inter", "ml-100k.user", "ml-100k.item"],
+            "run `mdmt-nas data get ml-100k` (or set dir: to a folder holding them)",
         )
         inter = read_atomic(inter_f, ["user_id", "item_id", "rating", "timestamp"])
         ratings = pd.DataFrame(
@@ -225,10 +233,16 @@ class ML100KOriginalDataset(Dataset):
     def load(self) -> Splits:
         p: ML100KOriginalParams = self.params  # type: ignore[assignment]
         d = Path(p.dir)
-        data_f, user_f, item_f = _need(d, ["u.data", "u.user", "u.item"], "download ml-100k.zip from grouplens.org and unzip it")
-        r = read_fields(data_f, "\t", ["user", "item", "rating", "timestamp"], "user id<TAB>item id<TAB>rating<TAB>timestamp")
+        data_f, user_f, item_f = _need(
+            d, ["u.data", "u.user", "u.item"], "download ml-100k.zip from grouplens.org and unzip it"
+        )
+        r = read_fields(
+            data_f, "\t", ["user", "item", "rating", "timestamp"], "user id<TAB>item id<TAB>rating<TAB>timestamp"
+        )
         ratings = r.assign(rating=numeric(r, "rating", data_f), timestamp=numeric(r, "timestamp", data_f))
-        u = read_fields(user_f, "|", ["user", "age", "gender", "occupation", "zip"], "user id|age|gender|occupation|zip code")
+        u = read_fields(
+            user_f, "|", ["user", "age", "gender", "occupation", "zip"], "user id|age|gender|occupation|zip code"
+        )
         u["age"] = numeric(u, "age", user_f)
         u["age_group"] = ml100k_age_group(u["age"])
         flags = [f"g{i}" for i in range(len(ML100K_GENRES))]
@@ -239,11 +253,15 @@ class ML100KOriginalDataset(Dataset):
         fl = it[flags].apply(lambda c: pd.to_numeric(c, errors="coerce"))  # 19 columns, vectorised per column
         if fl.isna().any().any() or not fl.isin([0, 1]).all().all():
             row = int(np.flatnonzero((fl.isna() | ~fl.isin([0, 1])).any(axis=1).to_numpy())[0])
-            raise DataError(f"{item_f} line {row + 1}: the last 19 fields must be genre flags 0/1; found {it[flags].iloc[row].tolist()}")
+            raise DataError(
+                f"{item_f} line {row + 1}: the last 19 fields must be genre flags 0/1; found {it[flags].iloc[row].tolist()}"
+            )
         m = fl.to_numpy()
         genre = np.where(m.any(axis=1), np.asarray(ML100K_GENRES)[m.argmax(axis=1)], "unknown")
         items = pd.DataFrame({"item": it["item"], "genre": genre})
-        splits, self.info = movielens_splits(ratings, u[["user", "age", "age_group", "gender", "occupation", "zip"]], items, p, str(d))
+        splits, self.info = movielens_splits(
+            ratings, u[["user", "age", "age_group", "gender", "occupation", "zip"]], items, p, str(d)
+        )
         return splits
 
 
@@ -256,8 +274,16 @@ class ML1MDataset(Dataset):
     def load(self) -> Splits:
         p: ML1MParams = self.params  # type: ignore[assignment]
         d = Path(p.dir)
-        users_f, movies_f, ratings_f = _need(d, ["users.dat", "movies.dat", "ratings.dat"], "download ml-1m.zip from grouplens.org and unzip it")
-        u = read_fields(users_f, "::", ["user", "gender", "age", "occupation", "zip"], "UserID::Gender::Age::Occupation::Zip-code", "latin-1")
+        users_f, movies_f, ratings_f = _need(
+            d, ["users.dat", "movies.dat", "ratings.dat"], "download ml-1m.zip from grouplens.org and unzip it"
+        )
+        u = read_fields(
+            users_f,
+            "::",
+            ["user", "gender", "age", "occupation", "zip"],
+            "UserID::Gender::Age::Occupation::Zip-code",
+            "latin-1",
+        )
         u["age"] = numeric(u, "age", users_f)
         u["age_group"] = u["age"].map(ML1M_AGE_CODES)
         if u["age_group"].isna().any():
@@ -265,7 +291,11 @@ class ML1MDataset(Dataset):
             raise DataError(f"{users_f}: unknown age code(s) {bad}; MovieLens-1M uses {sorted(ML1M_AGE_CODES)}")
         m = read_fields(movies_f, "::", ["item", "title", "genres"], "MovieID::Title::Genres", "latin-1")
         items = pd.DataFrame({"item": m["item"], "genre": m["genres"].str.split("|").str[0].replace("", "unknown")})
-        r = read_fields(ratings_f, "::", ["user", "item", "rating", "timestamp"], "UserID::MovieID::Rating::Timestamp", "latin-1")
+        r = read_fields(
+            ratings_f, "::", ["user", "item", "rating", "timestamp"], "UserID::MovieID::Rating::Timestamp", "latin-1"
+        )
         ratings = r.assign(rating=numeric(r, "rating", ratings_f), timestamp=numeric(r, "timestamp", ratings_f))
-        splits, self.info = movielens_splits(ratings, u[["user", "age", "age_group", "gender", "occupation", "zip"]], items, p, str(d))
+        splits, self.info = movielens_splits(
+            ratings, u[["user", "age", "age_group", "gender", "occupation", "zip"]], items, p, str(d)
+        )
         return splits

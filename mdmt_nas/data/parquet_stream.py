@@ -133,7 +133,9 @@ class ParquetRowSource:
     def _chunk(self, g: RowGroup) -> MDMTTensors:
         df = self.plan.read(g)
         keep = self.plan.codes(df, g) == self.part
-        return self.encoder.transform(df[keep], where=f"{self.plan.files[g.file]} row group {g.index} ({self.name} split)")
+        return self.encoder.transform(
+            df[keep], where=f"{self.plan.files[g.file]} row group {g.index} ({self.name} split)"
+        )
 
     def _stream(self, shuffle: bool, generator: torch.Generator | None, skip_rows: int) -> Iterator[MDMTTensors]:
         """Chunks of encoded rows in epoch order, dropping the first `skip_rows` rows."""
@@ -175,7 +177,9 @@ class ParquetRowSource:
             yield carry
 
 
-def open_streaming(path: Path, mapping: ColumnMapping, split: SplitConfig | None = None, shuffle_buffer: int = 4) -> Splits:
+def open_streaming(
+    path: Path, mapping: ColumnMapping, split: SplitConfig | None = None, shuffle_buffer: int = 4
+) -> Splits:
     """One pass over `path` to fit the encoding on train rows; returns streaming splits."""
     split = split or SplitConfig()
     plan = _Plan(Path(path), mapping, split, shuffle_buffer)

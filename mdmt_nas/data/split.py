@@ -85,10 +85,14 @@ def split_indices(
     elif cfg.kind == "time":
         col = cfg.column or timestamp
         if not col:
-            raise DataError(f"{where}: split kind 'time' needs a timestamp column; set split.column or the mapping's timestamp")
+            raise DataError(
+                f"{where}: split kind 'time' needs a timestamp column; set split.column or the mapping's timestamp"
+            )
         ts = _column(frame, col, where, "time split")
         if ts.isna().any():
-            raise DataError(f"{where}: timestamp column {col!r} has {int(ts.isna().sum())} missing values; drop those rows or use another split kind")
+            raise DataError(
+                f"{where}: timestamp column {col!r} has {int(ts.isna().sum())} missing values; drop those rows or use another split kind"
+            )
         order = np.argsort(ts.to_numpy(), kind="stable")
         parts = _cut(order, n, f_train, f_valid)
     elif cfg.kind == "grouped":
@@ -121,7 +125,9 @@ def _cut(order: np.ndarray, n: int, f_train: float, f_valid: float) -> tuple[np.
 def _column(frame: pd.DataFrame | None, col: str | None, where: str, what: str) -> pd.Series:
     if frame is None or col is None or col not in frame.columns:
         avail = ", ".join(map(str, frame.columns)) if frame is not None else "(no table)"
-        raise DataError(f"{where}: the {what} needs column {col!r}, which is not in the data; available columns: {avail}")
+        raise DataError(
+            f"{where}: the {what} needs column {col!r}, which is not in the data; available columns: {avail}"
+        )
     return frame[col]
 
 
@@ -154,7 +160,9 @@ def hash_uniform(keys: np.ndarray | pd.Series, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def assign_by_uniform(u: np.ndarray, fractions: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def assign_by_uniform(
+    u: np.ndarray, fractions: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of rows whose uniform number falls in each fraction's interval."""
     code = split_codes(u, fractions)
     return tuple(np.flatnonzero(code == k) for k in range(3))  # type: ignore[return-value]

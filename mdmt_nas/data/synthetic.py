@@ -152,18 +152,24 @@ class SyntheticParams(BaseModel):
             if min(self.vocab_sizes, default=2) < 2:
                 raise ValueError("every vocab size must be >= 2")
             if max(self.vocab_sizes, default=2) > MAX_VOCAB:
-                raise ValueError(f"vocab size {max(self.vocab_sizes):,} is too large for the synthetic generator (at most {MAX_VOCAB:,}: "
-                                 "it keeps a latent vector per category); for larger vocabularies use a csv/parquet dataset")
+                raise ValueError(
+                    f"vocab size {max(self.vocab_sizes):,} is too large for the synthetic generator (at most {MAX_VOCAB:,}: "
+                    "it keeps a latent vector per category); for larger vocabularies use a csv/parquet dataset"
+                )
         if self.num_interactions and self.num_sparse < 2:
             raise ValueError("num_interactions needs at least 2 sparse fields (set num_interactions: 0)")
         for a, b in self.interaction_pairs or []:
             if not (0 <= a < self.num_sparse and 0 <= b < self.num_sparse) or a == b:
-                raise ValueError(f"interaction_pairs: ({a}, {b}) is not a pair of two different sparse fields (num_sparse is {self.num_sparse})")
+                raise ValueError(
+                    f"interaction_pairs: ({a}, {b}) is not a pair of two different sparse fields (num_sparse is {self.num_sparse})"
+                )
         bad = [t for t in self.interaction_tasks or [] if not 0 <= t < self.num_tasks]
         if bad:
             raise ValueError(f"interaction_tasks {bad} are not task indices (num_tasks is {self.num_tasks})")
         if self.correlation_flip_domain is not None and self.correlation_flip_domain >= self.num_domains:
-            raise ValueError(f"correlation_flip_domain={self.correlation_flip_domain} is not a domain (num_domains is {self.num_domains})")
+            raise ValueError(
+                f"correlation_flip_domain={self.correlation_flip_domain} is not a domain (num_domains is {self.num_domains})"
+            )
         return self
 
     def rates(self) -> list[float]:
@@ -207,7 +213,7 @@ class _World:
         rng = np.random.default_rng(np.random.SeedSequence([p.seed, 1]))
         D, k = p.num_domains, p.latent_dim
         self.vocabs = p.vocabs()
-        self.domain_p = (np.arange(1, D + 1, dtype=float) ** -p.domain_imbalance)
+        self.domain_p = np.arange(1, D + 1, dtype=float) ** -p.domain_imbalance
         self.domain_p /= self.domain_p.sum()
         # Category popularity: Zipf-like base, tilted per domain.
         self.field_p: list[np.ndarray] = []  # [D, V] per field
@@ -235,7 +241,9 @@ class _World:
             [self._fn(rd, k) for _ in range(C)]
             for rd in (np.random.default_rng(np.random.SeedSequence([p.seed, 3, d])) for d in range(D))
         ]  # [D][C]
-        self.domain_bias = rng.normal(0, p.domain_bias_std, (D, p.num_tasks)) if p.domain_bias_std else np.zeros((D, p.num_tasks))
+        self.domain_bias = (
+            rng.normal(0, p.domain_bias_std, (D, p.num_tasks)) if p.domain_bias_std else np.zeros((D, p.num_tasks))
+        )
         # One function per component whose sign alternates between domains (drawn from its own
         # seed, so turning the knob on leaves the rest of the world unchanged).
         rf = np.random.default_rng(np.random.SeedSequence([p.seed, 4]))
@@ -247,7 +255,9 @@ class _World:
         return _RandomMLP(rng, k), rng.normal(0, 1, (len(self.pairs), k)).astype(np.float32)
 
 
-def _latent(tables: list[np.ndarray], proj: np.ndarray, ids: np.ndarray, dense: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+def _latent(
+    tables: list[np.ndarray], proj: np.ndarray, ids: np.ndarray, dense: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Per-field latent vectors of the rows and their (scaled) sum with the dense projection."""
     n, k = ids.shape[0], proj.shape[1]
     emb = [t[ids[:, j]] for j, t in enumerate(tables)]  # each [n, k] float32
@@ -256,7 +266,9 @@ def _latent(tables: list[np.ndarray], proj: np.ndarray, ids: np.ndarray, dense: 
     return emb, h
 
 
-def _signal(fn: tuple[_RandomMLP, np.ndarray], emb: list[np.ndarray], h: np.ndarray, pairs: np.ndarray, lam: float) -> np.ndarray:
+def _signal(
+    fn: tuple[_RandomMLP, np.ndarray], emb: list[np.ndarray], h: np.ndarray, pairs: np.ndarray, lam: float
+) -> np.ndarray:
     """Unit-variance signal: MLP of the latent sum plus (share `lam`) pairwise field interactions."""
     mlp, u = fn
     s = np.sqrt(1 - lam) * _zscore(mlp(h))
@@ -369,7 +381,9 @@ def _task_signals(comps: np.ndarray, p: SyntheticParams, dom: np.ndarray) -> np.
     (reversed for the odd tasks in `correlation_flip_domain`)."""
     comps = _whiten(comps)  # the common and task components must not overlap by chance either
     common, specific = comps[0], comps[1:]
-    flipped = common if p.correlation_flip_domain is None else np.where(dom == p.correlation_flip_domain, -common, common)
+    flipped = (
+        common if p.correlation_flip_domain is None else np.where(dom == p.correlation_flip_domain, -common, common)
+    )
     rho = p.correlation_strength
     out = np.empty_like(specific)
     for t in range(p.num_tasks):

@@ -73,7 +73,12 @@ def require_file(path: Path, what: str, hint: str = "") -> Path:
 
 
 def read_csv_columns(
-    path: Path, columns: list[str], separator: str = ",", encoding: str = "utf-8", max_rows: int | None = None, where: str | None = None
+    path: Path,
+    columns: list[str],
+    separator: str = ",",
+    encoding: str = "utf-8",
+    max_rows: int | None = None,
+    where: str | None = None,
 ) -> pd.DataFrame:
     """Read selected columns of a delimited file, checking the header first."""
     where = where or str(path)
@@ -82,7 +87,9 @@ def read_csv_columns(
     try:
         header = pd.read_csv(path, sep=separator, nrows=0, encoding=encoding, engine=engine).columns
     except UnicodeDecodeError as exc:
-        raise DataError(f"{where}: cannot decode the file as {encoding} ({exc.reason}); set `encoding` (e.g. latin-1)") from None
+        raise DataError(
+            f"{where}: cannot decode the file as {encoding} ({exc.reason}); set `encoding` (e.g. latin-1)"
+        ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{where}: the file is empty (no header line)") from None
     check_columns(header, columns, where, separator)

@@ -37,9 +37,18 @@ class MDMTTensors:
 
         n = len(self)
         checks = [
-            (self.sparse.shape == (n, schema.num_sparse), f"sparse has shape {tuple(self.sparse.shape)}, expected ({n}, {schema.num_sparse})"),
-            (self.dense.shape == (n, schema.num_dense), f"dense has shape {tuple(self.dense.shape)}, expected ({n}, {schema.num_dense})"),
-            (self.labels.shape == (n, schema.num_tasks), f"labels have shape {tuple(self.labels.shape)}, expected ({n}, {schema.num_tasks})"),
+            (
+                self.sparse.shape == (n, schema.num_sparse),
+                f"sparse has shape {tuple(self.sparse.shape)}, expected ({n}, {schema.num_sparse})",
+            ),
+            (
+                self.dense.shape == (n, schema.num_dense),
+                f"dense has shape {tuple(self.dense.shape)}, expected ({n}, {schema.num_dense})",
+            ),
+            (
+                self.labels.shape == (n, schema.num_tasks),
+                f"labels have shape {tuple(self.labels.shape)}, expected ({n}, {schema.num_tasks})",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -47,13 +56,17 @@ class MDMTTensors:
         if n == 0:
             return
         if int(self.domain.min()) < 0 or int(self.domain.max()) >= schema.num_domains:
-            raise DataError(f"{where}: domain ids must be in [0, {schema.num_domains}); found {int(self.domain.min())}..{int(self.domain.max())}")
+            raise DataError(
+                f"{where}: domain ids must be in [0, {schema.num_domains}); found {int(self.domain.min())}..{int(self.domain.max())}"
+            )
         if not torch.isfinite(self.dense).all():
             raise DataError(f"{where}: dense features contain NaN or inf; impute or drop those rows")
         bad = ~((self.labels == 0) | (self.labels == 1))
         if bad.any():
             col = int(bad.any(0).nonzero()[0])
-            raise DataError(f"{where}: labels of task {schema.tasks[col]!r} must be 0/1; found {self.labels[bad][0].item()!r}")
+            raise DataError(
+                f"{where}: labels of task {schema.tasks[col]!r} must be 0/1; found {self.labels[bad][0].item()!r}"
+            )
         for j, f in enumerate(schema.sparse):
             col = self.sparse[:, j]
             if int(col.min()) < 0 or int(col.max()) >= f.vocab_size:
@@ -67,7 +80,9 @@ class MDMTTensors:
 
     @staticmethod
     def concat(parts: list["MDMTTensors"]) -> "MDMTTensors":
-        return MDMTTensors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("sparse", "dense", "domain", "labels")))
+        return MDMTTensors(
+            *(torch.cat([getattr(p, k) for p in parts]) for k in ("sparse", "dense", "domain", "labels"))
+        )
 
 
 @runtime_checkable

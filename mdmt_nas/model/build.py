@@ -48,7 +48,9 @@ class MDMTModel(nn.Module):
 
         # input embedding: one table for all sparse fields (offsets), a vector per dense field
         vocab = [f.vocab_size for f in schema.sparse]
-        offsets = torch.tensor([0] + vocab[:-1], dtype=torch.long).cumsum(0) if vocab else torch.zeros(0, dtype=torch.long)
+        offsets = (
+            torch.tensor([0] + vocab[:-1], dtype=torch.long).cumsum(0) if vocab else torch.zeros(0, dtype=torch.long)
+        )
         self.register_buffer("offsets", offsets, persistent=False)
         check_embedding_size(schema, E)
         self.embedding = nn.Embedding(max(sum(vocab), 1), E)
@@ -61,7 +63,9 @@ class MDMTModel(nn.Module):
         if self.domain_embedding is not None:
             nn.init.normal_(self.domain_embedding.weight, std=0.05)
         # per-field embeddings [B, nf, E]; raw dense values are appended to the flat input only
-        self.num_fields = nf = schema.num_fields + (1 if arch.domain_feature else 0) - (schema.num_dense if self.raw_dense else 0)
+        self.num_fields = nf = (
+            schema.num_fields + (1 if arch.domain_feature else 0) - (schema.num_dense if self.raw_dense else 0)
+        )
         flat = nf * E + (schema.num_dense if self.raw_dense else 0)
         #: what every component of this model is built for (each reads the sizes of its kind; see components.base.Dims)
         dims = Dims(in_dim=flat, num_fields=nf, field_dim=E, num_domains=D, num_tasks=T, registry=registry)
@@ -69,21 +73,29 @@ class MDMTModel(nn.Module):
         head_dim = self._build_levels(arch, registry, dims, rep, hidden_adapter)
         self._build_heads(arch, registry, dims, head_dim, hidden_adapter)
 
-    def _build_input(self, arch: Architecture, registry: Registry, dims: Dims) -> tuple[int, tuple[type, BaseModel] | None]:
+    def _build_input(
+        self, arch: Architecture, registry: Registry, dims: Dims
+    ) -> tuple[int, tuple[type, BaseModel] | None]:
         """Input adapter, bottom and its adapter; returns the representation size and the hidden adapter (class, params)."""
         flat = dims.in_dim
         self.input_adapter: Adapter | None = None
         if arch.input_adapter is not None:
             cls, p = resolve(registry, "adapter", arch.input_adapter, "arch.input_adapter")
             if cls.site != "fields":
-                raise ConfigError(f"arch.input_adapter: adapter {arch.input_adapter.name!r} works on hidden vectors (site {cls.site!r}); use it in `adapter` with adapter_sites, or pick a fields adapter")
-            self.input_adapter = build(cls, p, dims.with_(in_dim=dims.num_fields * dims.field_dim))  # the fields, without raw dense values
+                raise ConfigError(
+                    f"arch.input_adapter: adapter {arch.input_adapter.name!r} works on hidden vectors (site {cls.site!r}); use it in `adapter` with adapter_sites, or pick a fields adapter"
+                )
+            self.input_adapter = build(
+                cls, p, dims.with_(in_dim=dims.num_fields * dims.field_dim)
+            )  # the fields, without raw dense values
 
         hidden_adapter = None
         if arch.adapter is not None:
             hidden_adapter = resolve(registry, "adapter", arch.adapter, "arch.adapter")
             if hidden_adapter[0].site != "hidden":
-                raise ConfigError(f"arch.adapter: adapter {arch.adapter.name!r} works on per-field embeddings (site 'fields'); use it as input_adapter")
+                raise ConfigError(
+                    f"arch.adapter: adapter {arch.adapter.name!r} works on per-field embeddings (site 'fields'); use it as input_adapter"
+                )
 
         self.bottom: Expert | None = None
         rep = flat
@@ -95,7 +107,14 @@ class MDMTModel(nn.Module):
         self.rep_dim = rep
         return rep, hidden_adapter
 
-    def _build_levels(self, arch: Architecture, registry: Registry, dims: Dims, rep: int, hidden_adapter: tuple[type, BaseModel] | None) -> int:
+    def _build_levels(
+        self,
+        arch: Architecture,
+        registry: Registry,
+        dims: Dims,
+        rep: int,
+        hidden_adapter: tuple[type, BaseModel] | None,
+    ) -> int:
         """The expert levels: groups and the gates that mix them; returns the head size."""
         D, T = dims.num_domains, dims.num_tasks
         scope = list(arch.gate_scope)
@@ -106,7 +125,9 @@ class MDMTModel(nn.Module):
         self.per_domain_heads = arch.heads == "domain_task"
         gate_cls, gate_p = resolve(registry, "gate", arch.gate, "arch.gate") if groups_spec else (None, None)
         if gate_cls is not None and arch.levels > 1 and not gate_cls.per_head_input:
-            raise ConfigError(f"arch.gate: gate {arch.gate.name!r} cannot take per-task inputs, which levels > 1 needs; use levels: 1 or a gate such as 'softmax'")
+            raise ConfigError(
+                f"arch.gate: gate {arch.gate.name!r} cannot take per-task inputs, which levels > 1 needs; use levels: 1 or a gate such as 'softmax'"
+            )
         self.levels = nn.ModuleList()
         in_dim = rep
         H = None
@@ -114,28 +135,48 @@ class MDMTModel(nn.Module):
             runners = {}
             for g, spec in groups_spec.items():
                 runners[g] = GroupRunner(
-                    registry, spec, members[g], dims.with_(in_dim=in_dim),
+                    registry,
+                    spec,
+                    members[g],
+                    dims.with_(in_dim=in_dim),
                     hidden_adapter if "experts" in arch.adapter_sites else None,
                     f"arch.{g}",
                 )
             out_dims = {r.out_dim for r in runners.values()}
             if len(out_dims) > 1:
-                raise ConfigError("arch: all expert groups must have the same output size, got " + ", ".join(f"{g}={r.out_dim}" for g, r in runners.items()))
+                raise ConfigError(
+                    "arch: all expert groups must have the same output size, got "
+                    + ", ".join(f"{g}={r.out_dim}" for g, r in runners.items())
+                )
             gates: dict[str, Gate] = {}
             if runners:
                 H = out_dims.pop()
                 n_task_gate = sum(runners[g].per_member for g in scope)
                 if n_task_gate:
-                    gates["task"] = build(gate_cls, gate_p, dims.with_(in_dim=in_dim, num_experts=n_task_gate, per_domain=self.per_domain_heads))
+                    gates["task"] = build(
+                        gate_cls,
+                        gate_p,
+                        dims.with_(in_dim=in_dim, num_experts=n_task_gate, per_domain=self.per_domain_heads),
+                    )
                 if lvl < arch.levels - 1:
                     n_all = sum(r.per_member * (T if g == "task" else 1) for g, r in runners.items())
-                    gates["shared"] = build(gate_cls, gate_p, dims.with_(in_dim=in_dim, num_experts=n_all, num_tasks=1, per_domain=self.per_domain_heads))
+                    gates["shared"] = build(
+                        gate_cls,
+                        gate_p,
+                        dims.with_(in_dim=in_dim, num_experts=n_all, num_tasks=1, per_domain=self.per_domain_heads),
+                    )
                 in_dim = H
             self.levels.append(Level(runners, gates))
         return H if H is not None else rep
 
-
-    def _build_heads(self, arch: Architecture, registry: Registry, dims: Dims, head_dim: int, hidden_adapter: tuple[type, BaseModel] | None) -> None:
+    def _build_heads(
+        self,
+        arch: Architecture,
+        registry: Registry,
+        dims: Dims,
+        head_dim: int,
+        hidden_adapter: tuple[type, BaseModel] | None,
+    ) -> None:
         """Level-1 fusion of groups outside the gate scope, level-2 fusion of parts, tower adapters, towers."""
         T = dims.num_tasks
         scope, groups_spec = list(arch.gate_scope), arch.groups()
@@ -146,15 +187,25 @@ class MDMTModel(nn.Module):
                 fspec = groups_spec[g].fusion
                 fcls, fp = resolve(registry, "fusion", fspec, f"arch.{g}.fusion")
                 if fcls.level != 1:
-                    raise ConfigError(f"arch.{g}.fusion: {fspec.name!r} is a level-{fcls.level} fusion; a group needs a level-1 fusion such as 'own', 'mean' or 'balance'")
+                    raise ConfigError(
+                        f"arch.{g}.fusion: {fspec.name!r} is a level-{fcls.level} fusion; a group needs a level-1 fusion such as 'own', 'mean' or 'balance'"
+                    )
                 self.group_fusion[g] = build(fcls, fp, dims.with_(in_dim=head_dim, members=members[g]))
-        self.parts = (["shared"] if (scope or not groups_spec) else []) + [g for g in ("domain", "task") if g in self.group_fusion]
+        self.parts = (["shared"] if (scope or not groups_spec) else []) + [
+            g for g in ("domain", "task") if g in self.group_fusion
+        ]
         fcls, fp = resolve(registry, "fusion", arch.fusion, "arch.fusion")
         if fcls.level != 2:
-            raise ConfigError(f"arch.fusion: {arch.fusion.name!r} is a level-1 fusion; use a level-2 fusion such as 'sum', 'gated' or 'weighted'")
+            raise ConfigError(
+                f"arch.fusion: {arch.fusion.name!r} is a level-1 fusion; use a level-2 fusion such as 'sum', 'gated' or 'weighted'"
+            )
         self.fusion: Fusion = build(fcls, fp, dims.with_(in_dim=head_dim, members=tuple(self.parts)))
 
-        self.tower_adapters = nn.ModuleList(_adapter(hidden_adapter, dims, head_dim) for _ in range(T)) if "towers" in arch.adapter_sites else None
+        self.tower_adapters = (
+            nn.ModuleList(_adapter(hidden_adapter, dims, head_dim) for _ in range(T))
+            if "towers" in arch.adapter_sites
+            else None
+        )
         tcls, tp = resolve(registry, "tower", arch.tower, "arch.tower")
         self.tower: Tower = build(tcls, tp, dims.with_(in_dim=head_dim, per_domain=self.per_domain_heads))
         self.head_dim = head_dim
@@ -178,10 +229,19 @@ class MDMTModel(nn.Module):
             return dense.new_zeros(dense.shape[0], 0, self.arch.embedding_dim)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
-    def make_context(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor | None = None) -> Context:
+    def make_context(
+        self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> Context:
         fields = self.embed(sparse, dense, domain)
-        ctx = Context(domain=domain, fields=fields, embedding=self._flat(fields, dense), num_domains=self.num_domains,
-                      num_tasks=self.num_tasks, labels=labels, training=self.training)
+        ctx = Context(
+            domain=domain,
+            fields=fields,
+            embedding=self._flat(fields, dense),
+            num_domains=self.num_domains,
+            num_tasks=self.num_tasks,
+            labels=labels,
+            training=self.training,
+        )
         if self.input_adapter is not None:
             ctx.fields = self.input_adapter(fields, ctx)
             ctx.embedding = self._flat(ctx.fields, dense)
@@ -192,7 +252,15 @@ class MDMTModel(nn.Module):
         flat = fields.flatten(1)
         return torch.cat([flat, dense], dim=1) if self.raw_dense and dense.shape[1] else flat
 
-    def _mixture(self, level: Level, outs: dict[str, torch.Tensor], gate_in: torch.Tensor, ctx: Context, scope: list[str], weights: torch.Tensor | None) -> torch.Tensor:
+    def _mixture(
+        self,
+        level: Level,
+        outs: dict[str, torch.Tensor],
+        gate_in: torch.Tensor,
+        ctx: Context,
+        scope: list[str],
+        weights: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Gate-weighted mixture over the in-scope candidates of each task head: [B, T, H]."""
         gate: Gate = level.gates["task"]
         if weights is None:
@@ -206,7 +274,15 @@ class MDMTModel(nn.Module):
             cands.append(o if g == "task" else o.unsqueeze(1).expand(-1, T, -1, -1))
         return gate.combine(weights, torch.cat(cands, dim=2))
 
-    def _run_groups(self, level: Level, s: torch.Tensor, u: torch.Tensor | None, ctx: Context, final: bool, sparse_weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _run_groups(
+        self,
+        level: Level,
+        s: torch.Tensor,
+        u: torch.Tensor | None,
+        ctx: Context,
+        final: bool,
+        sparse_weights: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
         outs: dict[str, torch.Tensor] = {}
         scope = self.arch.gate_scope
         for g, runner in level.groups.items():
@@ -340,9 +416,11 @@ def check_embedding_size(schema: Schema, dim: int, limit_bytes: int | None = Non
         return
     top = sorted(schema.sparse, key=lambda f: -f.vocab_size)[:3]
     fields = ", ".join(f"{f.name!r} ({f.vocab_size:,} ids)" for f in top)
-    raise ConfigError(f"the embedding table needs about {need / 2**30:,.1f} GiB for training ({rows:,} ids x embedding_dim {dim}), "
-                      f"more than the {limit / 2**30:,.1f} GiB allowed; the largest sparse fields are {fields}. Cap the vocabularies "
-                      "(max_vocab / min_count in the dataset's column mapping) or lower arch.embedding_dim")
+    raise ConfigError(
+        f"the embedding table needs about {need / 2**30:,.1f} GiB for training ({rows:,} ids x embedding_dim {dim}), "
+        f"more than the {limit / 2**30:,.1f} GiB allowed; the largest sparse fields are {fields}. Cap the vocabularies "
+        "(max_vocab / min_count in the dataset's column mapping) or lower arch.embedding_dim"
+    )
 
 
 def build_model(arch: Architecture, schema: Schema, registry: Registry | None = None) -> MDMTModel:

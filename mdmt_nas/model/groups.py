@@ -55,7 +55,9 @@ class GroupRunner(nn.Module):
             out_dims.append((spec.name, bank.out_dim))
             if adapter is not None:
                 acls, aparams = adapter
-                self.adapters.append(nn.ModuleList(build(acls, aparams, dims.with_(in_dim=bank.out_dim)) for _ in range(members * count)))
+                self.adapters.append(
+                    nn.ModuleList(build(acls, aparams, dims.with_(in_dim=bank.out_dim)) for _ in range(members * count))
+                )
         sizes = {d for _, d in out_dims}
         if len(sizes) != 1:
             raise ConfigError(

@@ -59,7 +59,11 @@ class ComponentFailure(PluginError):
 
 
 def _class_refs(registry: Registry) -> dict[type, ComponentRef]:
-    return {e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version) for e in registry.all_entries() if isinstance(e.obj, type)}
+    return {
+        e.obj: ComponentRef(e.kind, e.name, e.plugin, e.dist, e.version)
+        for e in registry.all_entries()
+        if isinstance(e.obj, type)
+    }
 
 
 def component_map(model: Any, registry: Registry | None = None) -> dict[int, ComponentRef]:
@@ -78,7 +82,9 @@ def component_map(model: Any, registry: Registry | None = None) -> dict[int, Com
                 reg = _registry(registry)
                 if ("expert", ename) in reg:
                     e = reg.entry("expert", ename)
-                    found[id(bank)] = ComponentRef("expert", ename, e.plugin, e.dist, e.version, f"{path}.banks.{i}" if path else f"banks.{i}")
+                    found[id(bank)] = ComponentRef(
+                        "expert", ename, e.plugin, e.dist, e.version, f"{path}.banks.{i}" if path else f"banks.{i}"
+                    )
     return found
 
 
@@ -183,7 +189,11 @@ def first_nonfinite(model: Any, run: Any, registry: Registry | None = None) -> t
     def hook(module: Any, args: Any, out: Any) -> None:
         if found:
             return
-        tensors = [out] if isinstance(out, torch.Tensor) else [t for t in (out if isinstance(out, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
+        tensors = (
+            [out]
+            if isinstance(out, torch.Tensor)
+            else [t for t in (out if isinstance(out, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
+        )
         if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
             found.append(paths.get(id(module), ""))
 

@@ -100,9 +100,17 @@ class PluginFailure:
     detail: str = ""
 
     def __str__(self) -> str:
-        verb = {"import": "Error importing", "register": "Error registering", "hook": "Invalid hook in",
-                "conflict": "Name conflict in"}[self.stage]
-        hint = "" if "MDMT_NAS_DISABLE_PLUGINS=" in self.message else f"\n  (skip it with MDMT_NAS_DISABLE_PLUGINS={self.plugin})"
+        verb = {
+            "import": "Error importing",
+            "register": "Error registering",
+            "hook": "Invalid hook in",
+            "conflict": "Name conflict in",
+        }[self.stage]
+        hint = (
+            ""
+            if "MDMT_NAS_DISABLE_PLUGINS=" in self.message
+            else f"\n  (skip it with MDMT_NAS_DISABLE_PLUGINS={self.plugin})"
+        )
         return f'{verb} plugin "{self.plugin}" (distribution {self.dist}): {self.message}{hint}'
 
     def as_dict(self) -> dict[str, str]:
@@ -138,7 +146,9 @@ class PluginHost:
         allowed = _env_list("MDMT_NAS_LOAD_PLUGINS")
         installed = {m.rsplit(".", 1)[-1] for m in BUILTIN_PLUGINS} | set(BUILTIN_PLUGINS)
         if use_entry_points:
-            installed |= {n for ep in entry_points(group=GROUP) for n in (ep.name, ep.dist.name if ep.dist else ep.name)}
+            installed |= {
+                n for ep in entry_points(group=GROUP) for n in (ep.name, ep.dist.name if ep.dist else ep.name)
+            }
         self._check_names("MDMT_NAS_DISABLE_PLUGINS", disabled, installed)
         self._check_names("MDMT_NAS_LOAD_PLUGINS", allowed or set(), installed)
         for modname in BUILTIN_PLUGINS:
@@ -181,7 +191,9 @@ class PluginHost:
         for n in sorted(names - installed):
             near = closest(n, short)
             hint = f"did you mean {', '.join(repr(x) for x in near)}?" if near else f"installed: {', '.join(short)}"
-            self.warnings.append(f"{var} names {n!r}, which is no installed plugin ({hint}); `mdmt-nas plugins` lists them")
+            self.warnings.append(
+                f"{var} names {n!r}, which is no installed plugin ({hint}); `mdmt-nas plugins` lists them"
+            )
 
     def _resolve_conflicts(self) -> None:
         """Apply MDMT_NAS_PREFER; a name several plugins registered and nobody picked is a failure naming all of them."""
@@ -189,17 +201,24 @@ class PluginHost:
             key, _, plugin = item.partition("=")
             kind, _, name = key.rpartition(":")
             if not plugin or not name or (kind and kind not in self.registry._entries):
-                self.warnings.append(f"{PREFER_VAR}: {item!r} is not KIND:NAME=PLUGIN (or NAME=PLUGIN), e.g. expert:mlp=basic")
+                self.warnings.append(
+                    f"{PREFER_VAR}: {item!r} is not KIND:NAME=PLUGIN (or NAME=PLUGIN), e.g. expert:mlp=basic"
+                )
                 continue
             self.registry.prefer(kind or None, name, plugin)
             kinds = [kind] if kind else list(self.registry._entries)
             contenders = [e for k in kinds for e in self.registry.conflicts().get((k, name), [])]
             if not contenders:
-                self.warnings.append(f"{PREFER_VAR}: no two plugins register {key!r}; nothing to pick (remove {item!r})")
+                self.warnings.append(
+                    f"{PREFER_VAR}: no two plugins register {key!r}; nothing to pick (remove {item!r})"
+                )
             elif not any(plugin in (e.plugin, e.dist) for e in contenders):
                 near = closest(plugin, [e.plugin for e in contenders])
-                self.warnings.append(f"{PREFER_VAR}: {plugin!r} does not register {key!r}; its plugins are "
-                                     f"{', '.join(repr(e.plugin) for e in contenders)}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+                self.warnings.append(
+                    f"{PREFER_VAR}: {plugin!r} does not register {key!r}; its plugins are "
+                    f"{', '.join(repr(e.plugin) for e in contenders)}"
+                    + (f" (did you mean {near[0]!r}?)" if near else "")
+                )
         for (kind, name), contenders in self.registry.conflicts().items():
             if self.registry.preferred(kind, name) is None:
                 last = contenders[-1]
@@ -234,7 +253,9 @@ class PluginHost:
                 continue
             info.hooks.append(hook_name)
 
-            def register(obj: Any, name_: str | None = None, *, _kind: str = kind, deprecated_names: Any = (), **kw: Any) -> None:
+            def register(
+                obj: Any, name_: str | None = None, *, _kind: str = kind, deprecated_names: Any = (), **kw: Any
+            ) -> None:
                 cname = kw.pop("name", name_) or _component_name(obj, _kind)
                 if kw:
                     raise TypeError(f"register() got unexpected keyword argument(s) {', '.join(kw)}")
@@ -264,7 +285,10 @@ class PluginHost:
                 return
         self.plugins.append(info)
         if self.trace:
-            print(f"[mdmt-nas] loaded plugin {name!r} ({dist} {version}): {len(info.components)} component(s)", file=sys.stderr)
+            print(
+                f"[mdmt-nas] loaded plugin {name!r} ({dist} {version}): {len(info.components)} component(s)",
+                file=sys.stderr,
+            )
 
     def _drop(self, name: str) -> None:
         self.registry.remove_plugin(name)
@@ -272,11 +296,7 @@ class PluginHost:
 
     def _unknown_hooks(self, plugin: Any) -> list[str]:
         marker = f"{GROUP}_impl"
-        return [
-            attr
-            for attr in dir(plugin)
-            if hasattr(getattr(plugin, attr, None), marker) and attr not in HOOK_KINDS
-        ]
+        return [attr for attr in dir(plugin) if hasattr(getattr(plugin, attr, None), marker) and attr not in HOOK_KINDS]
 
     def _hook_problems(self, plugin: Any) -> str:
         """Misspelt hooks (pluggy's check_pending, at load time) and hooks missing @hookimpl."""
@@ -287,13 +307,18 @@ class PluginHost:
                 near = closest(h, HOOK_KINDS)
                 hints.append(f"{h!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
             return f"implements unknown hook(s) {', '.join(hints)}; hooks: {', '.join(HOOK_KINDS)}"
-        unmarked = [h for h in HOOK_KINDS if callable(getattr(plugin, h, None)) and not hasattr(getattr(plugin, h), f"{GROUP}_impl")]
+        unmarked = [
+            h
+            for h in HOOK_KINDS
+            if callable(getattr(plugin, h, None)) and not hasattr(getattr(plugin, h), f"{GROUP}_impl")
+        ]
         if unmarked:
             return (
                 f"function(s) {', '.join(repr(h) for h in unmarked)} are not marked as hooks; "
                 "decorate them with @hookimpl (from mdmt_nas.plugins import hookimpl)"
             )
         return ""
+
 
 def _component_name(obj: Any, kind: str) -> str:
     if kind == "space" and isinstance(obj, (str, Path)):
@@ -329,8 +354,9 @@ def get_registry() -> Registry:
     return get_host().registry
 
 
-def list_components(kind: str | None = None, pattern: Patterns = None, *, deprecated: bool = False,
-                    registry: Registry | None = None) -> list[str]:
+def list_components(
+    kind: str | None = None, pattern: Patterns = None, *, deprecated: bool = False, registry: Registry | None = None
+) -> list[str]:
     """Sorted names of the registered components of `kind` (None: every kind) matching a shell-style pattern.
 
     `list_components("gate", "*topk*")` -> `["noisy_topk", ...]`; a list of patterns matches any of them;

@@ -62,8 +62,10 @@ class Alias:
     version: str
 
     def message(self) -> str:
-        return (f"{self.kind} {self.old!r} is a deprecated name of {self.kind} {self.new!r} (plugin {self.plugin!r}); "
-                f"write {self.new!r} instead")
+        return (
+            f"{self.kind} {self.old!r} is a deprecated name of {self.kind} {self.new!r} (plugin {self.plugin!r}); "
+            f"write {self.new!r} instead"
+        )
 
 
 Patterns = str | Iterable[str] | None
@@ -109,8 +111,10 @@ class Registry:
         entry = Entry(kind, name, obj, plugin, dist, version)
         if old is not None and old.obj is not obj:
             if old.plugin == plugin:  # one plugin, two objects, one name: a bug of that plugin
-                raise DuplicateComponentError(f"{kind} {name!r} is registered twice by plugin {plugin!r} (distribution {dist} "
-                                              f"{version}), as {old.obj!r} and {obj!r}; register each under its own name")
+                raise DuplicateComponentError(
+                    f"{kind} {name!r} is registered twice by plugin {plugin!r} (distribution {dist} "
+                    f"{version}), as {old.obj!r} and {obj!r}; register each under its own name"
+                )
             self._conflicts.setdefault((kind, name), [old]).append(entry)
             return entry
         self._entries[kind][name] = entry
@@ -128,13 +132,17 @@ class Registry:
         """
         self._check_kind(kind)
         if not isinstance(old, str) or not old:
-            raise ValueError(f"plugin {plugin!r} declared a deprecated name {old!r} of {kind} {new!r}; it must be a non-empty string")
+            raise ValueError(
+                f"plugin {plugin!r} declared a deprecated name {old!r} of {kind} {new!r}; it must be a non-empty string"
+            )
         if old == new:
             raise ValueError(f"plugin {plugin!r} declared {kind} {new!r} a deprecated name of itself")
         own = self._entries[kind].get(old)
         if own is not None and own.plugin == plugin:
-            raise ValueError(f"plugin {plugin!r} registers {kind} {old!r} and also declares it a deprecated name of {new!r}; "
-                             "drop one of the two")
+            raise ValueError(
+                f"plugin {plugin!r} registers {kind} {old!r} and also declares it a deprecated name of {new!r}; "
+                "drop one of the two"
+            )
         alias = Alias(kind, old, new, plugin, dist, version)
         known = self._aliases.setdefault((kind, old), [])
         if not any(a.new == new and a.plugin == plugin for a in known):
@@ -144,8 +152,12 @@ class Registry:
     def aliases(self, kind: str | None = None, pattern: Patterns = None) -> list[Alias]:
         """The deprecated names (of `kind`, matching `pattern`), sorted by kind then old name; shadowed ones left out."""
         self._check_kind(kind)
-        return [a for (k, old), group in sorted(self._aliases.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1]))
-                if (kind is None or k == kind) and matches(old, pattern) and not self._is_registered(k, old) for a in group]
+        return [
+            a
+            for (k, old), group in sorted(self._aliases.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1]))
+            if (kind is None or k == kind) and matches(old, pattern) and not self._is_registered(k, old)
+            for a in group
+        ]
 
     def _is_registered(self, kind: str, name: str) -> bool:
         return name in self._entries[kind] or (kind, name) in self._conflicts
@@ -159,8 +171,10 @@ class Registry:
         if len(targets) > 1:
             who = " and ".join(f"plugin {a.plugin!r} to {a.new!r}" for a in group)
             loc = f"{where}: " if where else ""
-            raise DuplicateComponentError(f"{loc}{kind} {name!r} is a deprecated name of two components ({who}); "
-                                          f"write the new name you mean ({' or '.join(repr(t) for t in sorted(targets))})")
+            raise DuplicateComponentError(
+                f"{loc}{kind} {name!r} is a deprecated name of two components ({who}); "
+                f"write the new name you mean ({' or '.join(repr(t) for t in sorted(targets))})"
+            )
         return group[0] if group else None
 
     def canonical(self, kind: str, name: str, where: str | None = None) -> str:
@@ -189,7 +203,8 @@ class Registry:
         loc = f"{where}: " if where else ""
         return DuplicateComponentError(
             f"{loc}{kind} {name!r} is registered by {len(contenders)} plugins: {who}; it cannot be used until you pick one: "
-            f"{PREFER_VAR}={kind}:{name}={other} (or ={first}), or skip one with MDMT_NAS_DISABLE_PLUGINS={other}, or uninstall it")
+            f"{PREFER_VAR}={kind}:{name}={other} (or ={first}), or skip one with MDMT_NAS_DISABLE_PLUGINS={other}, or uninstall it"
+        )
 
     def remove_plugin(self, plugin: str) -> None:
         """Drop everything a plugin registered (used when its registration fails half-way)."""
@@ -232,12 +247,16 @@ class Registry:
         cls = entry.obj
         base = base_of(kind)
         if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
-            raise PluginError(f"plugin {entry.plugin!r} registered {kind} {spec.name!r} as {cls!r}, which is not a subclass of {base.__name__}")
+            raise PluginError(
+                f"plugin {entry.plugin!r} registered {kind} {spec.name!r} as {cls!r}, which is not a subclass of {base.__name__}"
+            )
         try:
             params = cls.make_params(spec.params)
         except ValidationError as exc:
             allowed = ", ".join(cls.Params.model_fields) or "none"
-            raise config_error(exc, prefix=f"{where}.params", unknown=f"unknown parameter of {kind} {spec.name!r} (allowed: {allowed})") from None
+            raise config_error(
+                exc, prefix=f"{where}.params", unknown=f"unknown parameter of {kind} {spec.name!r} (allowed: {allowed})"
+            ) from None
         return cls, params
 
     def names(self, kind: str | None = None, pattern: Patterns = None, *, deprecated: bool = False) -> list[str]:
@@ -254,7 +273,12 @@ class Registry:
         """One entry per name (a conflicted name: the picked one, else the first registered), names matching `pattern`."""
         self._check_kind(kind)
         kinds = [kind] if kind else list(KINDS)
-        return [self.preferred(k, n) or self._entries[k][n] for k in kinds for n in sorted(self._entries[k]) if matches(n, pattern)]
+        return [
+            self.preferred(k, n) or self._entries[k][n]
+            for k in kinds
+            for n in sorted(self._entries[k])
+            if matches(n, pattern)
+        ]
 
     def all_entries(self) -> list[Entry]:
         """Every registered entry, both sides of a conflict included (fault attribution knows every class)."""

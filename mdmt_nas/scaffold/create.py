@@ -54,16 +54,20 @@ class Names:
         name = raw.strip().lower()
         for prefix in ("mdmt-nas-", "mdmt_nas_"):
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
         if not re.fullmatch(r"[a-z][a-z0-9]*([-_][a-z0-9]+)*", name):
-            raise UserError(f"plugin name {raw!r} must start with a letter and use lowercase letters, digits, '-' or '_' (e.g. my-expert)")
+            raise UserError(
+                f"plugin name {raw!r} must start with a letter and use lowercase letters, digits, '-' or '_' (e.g. my-expert)"
+            )
         if kind not in KINDS:
             raise UserError(f"unknown --kind {kind!r}; choose one of {', '.join(KINDS)}")
         slug = name.replace("-", "_")
         camel = "".join(p.capitalize() for p in slug.split("_"))
         if not camel.lower().endswith(kind):
             camel += kind.capitalize()
-        return cls(plugin=slug, dist=f"mdmt-nas-{slug.replace('_', '-')}", package=f"mdmt_nas_{slug}", cls=camel, kind=kind)
+        return cls(
+            plugin=slug, dist=f"mdmt-nas-{slug.replace('_', '-')}", package=f"mdmt_nas_{slug}", cls=camel, kind=kind
+        )
 
 
 @dataclass
@@ -94,9 +98,16 @@ def space_yaml(n: Names) -> str:
 
 def render(n: Names) -> dict[str, str]:
     """Relative path -> file text of the package."""
-    fmt = dict(plugin=n.plugin, dist=n.dist, package=n.package, cls=n.cls, kind=n.kind, hook=HOOKS[n.kind],
-               base=base_of(n.kind).__name__,
-               title=n.plugin.replace("_", " ").capitalize())
+    fmt = dict(
+        plugin=n.plugin,
+        dist=n.dist,
+        package=n.package,
+        cls=n.cls,
+        kind=n.kind,
+        hook=HOOKS[n.kind],
+        base=base_of(n.kind).__name__,
+        title=n.plugin.replace("_", " ").capitalize(),
+    )
     fmt["usage"] = USAGE[n.kind].format(**fmt)
     return {
         "pyproject.toml": PYPROJECT.format(**fmt),

@@ -1,6 +1,6 @@
 """The files a scaffolded plugin starts from: pyproject, hooks module, a component skeleton per kind, test, README, space."""
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
@@ -27,7 +27,7 @@ packages = ["{package}"]
 
 [tool.setuptools.package-data]
 {package} = ["*.yaml"]
-'''
+"""
 
 INIT = '''\
 """mdmt-nas plugin `{plugin}`: registers the {kind} `{plugin}` and the search space `{plugin}`.
@@ -270,7 +270,7 @@ def test_{plugin}_registers_through_the_hooks(mdmt_plugin_host):
     assert ("space", "{plugin}") in host.registry
 '''
 
-README = '''\
+README = """\
 # {dist}
 
 A {kind} for [mdmt-nas](https://github.com/) registered as `{plugin}`, plus the
@@ -292,7 +292,7 @@ Set `torchscript = False` on the class if its forward cannot be traced with
 `torch.jit.trace`, and `exportable = False` if it cannot be exported with
 `torch.export` (what `mdmt-nas export` and the MLflow model of a run use).
 What each kind receives, sets and must return: docs/writing-plugins.md in mdmt-nas.
-'''
+"""
 
 #: how an architecture uses the component, per kind
 USAGE = {
@@ -304,7 +304,14 @@ USAGE = {
     "balancer": "balancer: {plugin}",
 }
 
-HOOKS = {"expert": "experts", "gate": "gates", "fusion": "fusions", "adapter": "adapters", "tower": "towers", "balancer": "balancers"}
+HOOKS = {
+    "expert": "experts",
+    "gate": "gates",
+    "fusion": "fusions",
+    "adapter": "adapters",
+    "tower": "towers",
+    "balancer": "balancers",
+}
 
 
 SPACE_HEAD = """\
@@ -336,7 +343,9 @@ choices:
     "gate": """\
 template:
   embedding_dim: 8
-  shared: {{expert: """ + MLP + """, num: {{choice: num_experts}}}}
+  shared: {{expert: """
+    + MLP
+    + """, num: {{choice: num_experts}}}}
   gate: {{choice: gate}}
   tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
 choices:
@@ -346,9 +355,15 @@ choices:
     "fusion": """\
 template:
   embedding_dim: 8
-  shared: {{expert: """ + MLP + """, num: 2}}
-  domain: {{expert: """ + MLP + """, num: 1}}
-  task: {{expert: """ + MLP + """, num: 1}}
+  shared: {{expert: """
+    + MLP
+    + """, num: 2}}
+  domain: {{expert: """
+    + MLP
+    + """, num: 1}}
+  task: {{expert: """
+    + MLP
+    + """, num: 1}}
   fusion: {{choice: fusion}}
   tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
 choices:
@@ -357,7 +372,9 @@ choices:
     "adapter": """\
 template:
   embedding_dim: 8
-  shared: {{expert: """ + MLP + """, num: 2}}
+  shared: {{expert: """
+    + MLP
+    + """, num: 2}}
   adapter: {{name: {plugin}}}
   adapter_sites: {{choice: sites}}
   tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
@@ -372,7 +389,9 @@ choices:
     "tower": """\
 template:
   embedding_dim: 8
-  shared: {{expert: """ + MLP + """, num: 2}}
+  shared: {{expert: """
+    + MLP
+    + """, num: 2}}
   heads: {{choice: heads}}
   tower: {{choice: tower}}
 choices:
@@ -382,7 +401,9 @@ choices:
     "balancer": """\
 template:
   embedding_dim: 8
-  shared: {{expert: """ + MLP + """, num: 2}}
+  shared: {{expert: """
+    + MLP
+    + """, num: 2}}
   tower: {{name: mlp_tower, params: {{hidden: [32]}}}}
   balancer: {{choice: balancer}}
 choices:
@@ -398,5 +419,3 @@ SUMMARY = {
     "tower": "MMoE with {plugin} or mlp_tower heads, per task or per (domain, task)",
     "balancer": "MMoE trained with the {plugin} or the equal-weights balancer",
 }
-
-

@@ -53,10 +53,17 @@ class Candidate:
 
     def row(self) -> dict[str, Any]:
         return {
-            "number": self.number, "arch_id": self.arch.id, "known": self.known, "state": self.state,
-            "valid_mean_auc": self.valid_mean_auc, "test_mean_auc": self.test_mean_auc,
-            "num_params": self.num_params, "latency_ms_per_1k": self.latency_ms_per_1k,
-            "train_seconds": self.train_seconds, "reason": self.reason, "run_id": self.run_id or "",
+            "number": self.number,
+            "arch_id": self.arch.id,
+            "known": self.known,
+            "state": self.state,
+            "valid_mean_auc": self.valid_mean_auc,
+            "test_mean_auc": self.test_mean_auc,
+            "num_params": self.num_params,
+            "latency_ms_per_1k": self.latency_ms_per_1k,
+            "train_seconds": self.train_seconds,
+            "reason": self.reason,
+            "run_id": self.run_id or "",
         }
 
     def to_record(self, label: str) -> str:
@@ -76,12 +83,16 @@ class SearchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-
-
 def _candidate_record(c: Candidate, label: str) -> str:
     data = c.row()
-    data.update(arch=c.arch.canonical(), arch_name=c.arch.name, assignment=c.assignment, label=label, fidelity=c.fidelity,
-                metrics={k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+    data.update(
+        arch=c.arch.canonical(),
+        arch_name=c.arch.name,
+        assignment=c.assignment,
+        label=label,
+        fidelity=c.fidelity,
+        metrics={k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+    )
     return json.dumps(data, default=str)
 
 
@@ -93,10 +104,22 @@ def _candidate_from_record(text: str) -> Candidate:
         v = d.get(key)
         return float("nan") if v is None or v == "" else float(v)
 
-    return Candidate(number=int(d["number"]), arch=arch, state=d["state"], valid_mean_auc=f("valid_mean_auc"), test_mean_auc=f("test_mean_auc"),
-                     num_params=int(d.get("num_params") or 0), latency_ms_per_1k=f("latency_ms_per_1k"), train_seconds=f("train_seconds"),
-                     reason=d.get("reason", ""), run_id=d.get("run_id") or None, metrics=d.get("metrics", {}), assignment=d.get("assignment", {}),
-                     known=d.get("known", "") or "", fidelity=float(d.get("fidelity", 1.0)))
+    return Candidate(
+        number=int(d["number"]),
+        arch=arch,
+        state=d["state"],
+        valid_mean_auc=f("valid_mean_auc"),
+        test_mean_auc=f("test_mean_auc"),
+        num_params=int(d.get("num_params") or 0),
+        latency_ms_per_1k=f("latency_ms_per_1k"),
+        train_seconds=f("train_seconds"),
+        reason=d.get("reason", ""),
+        run_id=d.get("run_id") or None,
+        metrics=d.get("metrics", {}),
+        assignment=d.get("assignment", {}),
+        known=d.get("known", "") or "",
+        fidelity=float(d.get("fidelity", 1.0)),
+    )
 
 
 @dataclass

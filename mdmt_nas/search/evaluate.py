@@ -60,9 +60,19 @@ class Evaluator:
     Without an output directory nothing is written; without `max_failures` failures never stop the search.
     """
 
-    def __init__(self, splits: Splits, config: ExperimentConfig, tracker: Tracker, output_dir: Path | None = None,
-                 searcher: str = "", space: str = "", max_failures: int | None = None, deadline: float | None = None,
-                 display: SearchDisplay | None = None, registry: Any = None):
+    def __init__(
+        self,
+        splits: Splits,
+        config: ExperimentConfig,
+        tracker: Tracker,
+        output_dir: Path | None = None,
+        searcher: str = "",
+        space: str = "",
+        max_failures: int | None = None,
+        deadline: float | None = None,
+        display: SearchDisplay | None = None,
+        registry: Any = None,
+    ):
         self.splits, self.config, self.tracker = splits, config, tracker
         self.train_config = candidate_train_config(config)
         self.output_dir = output_dir
@@ -75,7 +85,9 @@ class Evaluator:
         self.candidates: list[Candidate] = []
         self.failures = 0
         self._next = 0
-        self.last_state: tuple[str, dict[str, torch.Tensor]] | None = None  # (arch id, weights) of the latest finished candidate
+        self.last_state: tuple[str, dict[str, torch.Tensor]] | None = (
+            None  # (arch id, weights) of the latest finished candidate
+        )
         #: arch id -> (valid AUC, weights) of the best training of each of the best few architectures (in memory),
         #: so the final stage's winner has its weights without another training
         self.top_states: dict[str, tuple[float, dict[str, torch.Tensor]]] = {}
@@ -127,9 +139,18 @@ class Evaluator:
         write_json(d / "candidate.json", cand.row())
 
     # -------------------------------------------------------------- the call
-    def __call__(self, arch: Architecture, label: str, epoch_callback: EpochCallback | None = None, assignment: dict[str, Any] | None = None,
-                 number: int | None = None, train_config: TrainConfig | None = None, kind: str = "candidate", known: str = "",
-                 fidelity: float = 1.0) -> Candidate:
+    def __call__(
+        self,
+        arch: Architecture,
+        label: str,
+        epoch_callback: EpochCallback | None = None,
+        assignment: dict[str, Any] | None = None,
+        number: int | None = None,
+        train_config: TrainConfig | None = None,
+        kind: str = "candidate",
+        known: str = "",
+        fidelity: float = 1.0,
+    ) -> Candidate:
         check_interrupt()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise SearchStopped(f"time limit of search.timeout={self.config.search.timeout:g}s reached")
@@ -137,7 +158,9 @@ class Evaluator:
             number = self._next
         self._next = max(self._next, number + 1)
         cfg = self._cfg = train_config or self.train_config
-        cand = Candidate(number=number, arch=arch, state="failed", assignment=dict(assignment or {}), known=known, fidelity=fidelity)
+        cand = Candidate(
+            number=number, arch=arch, state="failed", assignment=dict(assignment or {}), known=known, fidelity=fidelity
+        )
         run_id = cand.run_id = self._open_run(cand, label, kind)
         if self.display:
             self.display.candidate_start(label, arch, cfg.epochs)
@@ -154,7 +177,9 @@ class Evaluator:
         built: list[torch.nn.Module] = []
         t0 = time.perf_counter()
         try:
-            result = train_architecture(arch, self.splits, cfg, [per_epoch], label, registry=self.registry, guard=True, built=built.append)
+            result = train_architecture(
+                arch, self.splits, cfg, [per_epoch], label, registry=self.registry, guard=True, built=built.append
+            )
         except (KeyboardInterrupt, SystemExit):
             self.tracker.set_tags(run_id, {"state": "killed", "reason": "interrupted"})
             self.tracker.end_run(run_id, "KILLED")
@@ -170,15 +195,24 @@ class Evaluator:
             return self._finished(cand, result, cfg, label, kind)
         except SearchStopped:  # cut by the time limit: its run already ended KILLED, tagged pruned with the reason
             raise
-        except BaseException as exc:  # e.g. the disk filled while its weights were kept: the run ends FAILED with the reason
+        except (
+            BaseException
+        ) as exc:  # e.g. the disk filled while its weights were kept: the run ends FAILED with the reason
             self.tracker.end_failed(run_id, exc)
             raise
 
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
         """The candidate's child run (tagged running, with this worker), its params logged."""
         arch = cand.arch
-        tags = {"mdmt_nas.kind": kind, "arch_id": arch.id, "searcher": self.searcher, "space": self.space,
-                "number": str(cand.number), "state": "running", **({"mdmt_nas.known": cand.known} if cand.known else {})}
+        tags = {
+            "mdmt_nas.kind": kind,
+            "arch_id": arch.id,
+            "searcher": self.searcher,
+            "space": self.space,
+            "number": str(cand.number),
+            "state": "running",
+            **({"mdmt_nas.known": cand.known} if cand.known else {}),
+        }
         run_id = self.tracker.start_child(label, self.parent_run_id, tags)
         params = {"arch_id": arch.id, "label": label, "number": cand.number}
         params.update(flatten(arch.canonical(), "arch"))
@@ -186,7 +220,15 @@ class Evaluator:
         self.tracker.log_params(run_id, params)
         return run_id
 
-    def _failed(self, cand: Candidate, exc: BaseException, model: Any, history: list[dict[str, float]], seconds: float, label: str) -> Candidate:
+    def _failed(
+        self,
+        cand: Candidate,
+        exc: BaseException,
+        model: Any,
+        history: list[dict[str, float]],
+        seconds: float,
+        label: str,
+    ) -> Candidate:
         """A candidate whose training raised: pruned (re-raised to the searcher) or failed, with the culprit named."""
         cand.train_seconds = seconds
         cand.valid_mean_auc = history[-1]["valid_mean_auc"] if history else float("nan")
@@ -203,7 +245,9 @@ class Evaluator:
         self._fail(cand, cand.run_id, label)
         return cand
 
-    def _finished(self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str, kind: str = "candidate") -> Candidate:
+    def _finished(
+        self, cand: Candidate, result: TrainResult, cfg: TrainConfig, label: str, kind: str = "candidate"
+    ) -> Candidate:
         """A trained candidate: its metrics, logged; failed if its valid AUC is undefined; kept if it is the best so far."""
         run_id = cand.run_id
         cand.train_seconds = result.train_seconds
@@ -211,8 +255,12 @@ class Evaluator:
         cand.test_mean_auc = result.test.mean_auc if result.test is not None else float("nan")
         cand.num_params = result.num_params
         cand.latency_ms_per_1k = result.latency_ms_per_1k
-        cand.metrics = {**result.valid.flat("valid"), **(result.test.flat("test") if result.test is not None else {}),
-                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+        cand.metrics = {
+            **result.valid.flat("valid"),
+            **(result.test.flat("test") if result.test is not None else {}),
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+        }
         if result.stopped:  # cut by the search's time limit: its best epoch so far is its result, and the search stops
             return self._cut(cand, result, cfg, label)
         if not _finite(cand.valid_mean_auc):
@@ -223,8 +271,15 @@ class Evaluator:
         # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
         # the heatmap (~0.5 s) only for a candidate that leads so far, a retrained model, or with tracking.plots: all
         plot = self.config.tracking.plots == "all" or kind != "candidate" or cand.valid_mean_auc > self.best_valid
-        log_training(self.tracker, run_id, result, self.config.model_copy(update={"train": cfg}), label=label, plot=plot,
-                     tags={"state": cand.state, "mlflow.note.content": report.candidate_markdown(cand)})  # its AUC table in the UI
+        log_training(
+            self.tracker,
+            run_id,
+            result,
+            self.config.model_copy(update={"train": cfg}),
+            label=label,
+            plot=plot,
+            tags={"state": cand.state, "mlflow.note.content": report.candidate_markdown(cand)},
+        )  # its AUC table in the UI
         self._keep_if_best(cand, result.model)
         self._finish(cand, run_id, "FINISHED", label, tagged=True)
         return cand
@@ -234,7 +289,10 @@ class Evaluator:
         (it wins if no candidate finished), then SearchStopped."""
         cand.state = "pruned"
         cand.fidelity = result.epochs_run / max(1, cfg.epochs)
-        cand.reason = f"{TIMEOUT_REASON}: stopped after epoch {result.epochs_run} of {cfg.epochs} (best epoch {result.best_epoch + 1})"
+        rounds = (
+            f"rounds of {cfg.epoch_rows:,} rows" if cfg.epoch_rows else "epochs"
+        )  # a multi-fidelity search reports per part-epoch
+        cand.reason = f"{TIMEOUT_REASON}: stopped after {result.epochs_run} of {cfg.epochs:,} {rounds} (best: {result.best_epoch + 1})"
         log_training(self.tracker, cand.run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
         if _finite(cand.valid_mean_auc):
             self._keep_top(cand, {k: v.detach().clone() for k, v in result.model.state_dict().items()})
@@ -282,7 +340,9 @@ def run_title(label: str, cand: Candidate) -> str:
     """A child run's name that reads by itself in the runs list: 'trial-7 · valid 0.8123 · 4x mlp + cross'."""
     from mdmt_nas.training_log import arch_brief
 
-    score = f"valid {cand.valid_mean_auc:.4f}" if cand.state == "finished" and _finite(cand.valid_mean_auc) else cand.state
+    score = (
+        f"valid {cand.valid_mean_auc:.4f}" if cand.state == "finished" and _finite(cand.valid_mean_auc) else cand.state
+    )
     return f"{label} · {score} · {arch_brief(cand.arch)}"
 
 

@@ -23,8 +23,13 @@ def rung_config(cfg: TrainConfig, n_train: int, per_epoch: int) -> TrainConfig:
     """`cfg` with `per_epoch` reports per pass over the train split: the same rows in all, epochs (and patience) scaled."""
     if per_epoch <= 1 or cfg.epoch_rows is not None:
         return cfg
-    return cfg.model_copy(update={"epoch_rows": math.ceil(n_train / per_epoch), "epochs": cfg.epochs * per_epoch,
-                                  "patience": cfg.patience * per_epoch})
+    return cfg.model_copy(
+        update={
+            "epoch_rows": math.ceil(n_train / per_epoch),
+            "epochs": cfg.epochs * per_epoch,
+            "patience": cfg.patience * per_epoch,
+        }
+    )
 
 
 def make_pruner(kind: PrunerKind, max_resource: int, startup: int = 3, warmup: int = 0) -> Any:
@@ -52,8 +57,11 @@ class StandalonePruner:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(direction="maximize", pruner=make_pruner(kind, max_resource, startup),
-                                         sampler=optuna.samplers.RandomSampler(seed=seed))
+        self.study = optuna.create_study(
+            direction="maximize",
+            pruner=make_pruner(kind, max_resource, startup),
+            sampler=optuna.samplers.RandomSampler(seed=seed),
+        )
 
     def start(self) -> Any:
         return self.study.ask()

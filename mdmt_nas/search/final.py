@@ -41,17 +41,27 @@ class FinalEntry:
 
     def record(self) -> dict[str, Any]:
         c = self.candidate
-        return {"arch_id": c.arch.id, "known": c.known, "number": c.number, "seeds": [s for s, _, _ in self.runs],
-                "valid_mean_auc": self.valid_mean, "valid_std": self.std(1), "test_mean_auc": self.test_mean, "test_std": self.std(2),
-                "runs": [{"seed": s, "valid_mean_auc": v, "test_mean_auc": t} for s, v, t in self.runs]}
+        return {
+            "arch_id": c.arch.id,
+            "known": c.known,
+            "number": c.number,
+            "seeds": [s for s, _, _ in self.runs],
+            "valid_mean_auc": self.valid_mean,
+            "valid_std": self.std(1),
+            "test_mean_auc": self.test_mean,
+            "test_std": self.std(2),
+            "runs": [{"seed": s, "valid_mean_auc": v, "test_mean_auc": t} for s, v, t in self.runs],
+        }
 
 
 def finalists(candidates: list[Candidate], top_k: int) -> list[Candidate]:
     """The best `top_k` distinct fully trained architectures by valid AUC, plus the best known one if it is not among them."""
     seen: set[str] = set()
     pool = []
-    for c in sorted((c for c in candidates if c.state == "finished" and c.fidelity >= 1.0 and math.isfinite(c.valid_mean_auc)),
-                    key=lambda c: (-c.valid_mean_auc, c.number)):
+    for c in sorted(
+        (c for c in candidates if c.state == "finished" and c.fidelity >= 1.0 and math.isfinite(c.valid_mean_auc)),
+        key=lambda c: (-c.valid_mean_auc, c.number),
+    ):
         if c.arch.id not in seen:
             seen.add(c.arch.id)
             pool.append(c)
@@ -62,10 +72,13 @@ def finalists(candidates: list[Candidate], top_k: int) -> list[Candidate]:
     return top
 
 
-def run_final_stage(ctx: SearchContext, candidates: list[Candidate], top_k: int, seeds: int,
-                    train_config: TrainConfig) -> tuple[list[FinalEntry], list[Candidate]]:
+def run_final_stage(
+    ctx: SearchContext, candidates: list[Candidate], top_k: int, seeds: int, train_config: TrainConfig
+) -> tuple[list[FinalEntry], list[Candidate]]:
     """Train each finalist with seeds 1..seeds-1 more (child runs of kind `final`): (entries best first, the new runs)."""
-    entries = [FinalEntry(c, [(train_config.seed, c.valid_mean_auc, c.test_mean_auc)]) for c in finalists(candidates, top_k)]
+    entries = [
+        FinalEntry(c, [(train_config.seed, c.valid_mean_auc, c.test_mean_auc)]) for c in finalists(candidates, top_k)
+    ]
     new: list[Candidate] = []
     if seeds > 1:
         for e in entries:
@@ -73,8 +86,14 @@ def run_final_stage(ctx: SearchContext, candidates: list[Candidate], top_k: int,
                 seed = train_config.seed + k
                 cfg = train_config.model_copy(update={"seed": seed, "progress": False})
                 label = f"final-{e.candidate.known or e.candidate.arch.id}-seed{seed}"
-                run = ctx.evaluate(e.candidate.arch, label, assignment=e.candidate.assignment, train_config=cfg, kind="final",
-                                   known=e.candidate.known)
+                run = ctx.evaluate(
+                    e.candidate.arch,
+                    label,
+                    assignment=e.candidate.assignment,
+                    train_config=cfg,
+                    kind="final",
+                    known=e.candidate.known,
+                )
                 new.append(run)
                 if run.state == "finished":
                     e.runs.append((seed, run.valid_mean_auc, run.test_mean_auc))
@@ -94,9 +113,14 @@ def verdict(entries: list[FinalEntry], candidates: list[Candidate]) -> dict[str,
     if best_known is None:
         return _screened_verdict(best, candidates)
     margin = best.valid_mean - best_known.valid_mean if best else float("nan")
-    return {"best_known": best_known.candidate.known, "best_known_valid_mean_auc": best_known.valid_mean,
-            "best_known_test_mean_auc": best_known.test_mean, "winner_is_known": bool(best and best.candidate.known),
-            "beat_known": bool(best and not best.candidate.known and margin > 0), "valid_margin": margin}
+    return {
+        "best_known": best_known.candidate.known,
+        "best_known_valid_mean_auc": best_known.valid_mean,
+        "best_known_test_mean_auc": best_known.test_mean,
+        "winner_is_known": bool(best and best.candidate.known),
+        "beat_known": bool(best and not best.candidate.known and margin > 0),
+        "valid_margin": margin,
+    }
 
 
 def _screened_verdict(best: FinalEntry | None, candidates: list[Candidate]) -> dict[str, Any]:
@@ -106,10 +130,22 @@ def _screened_verdict(best: FinalEntry | None, candidates: list[Candidate]) -> d
     if best is None or not known:
         return {"best_known": None, "beat_known": None}
     ref = max(known, key=lambda c: c.valid_mean_auc)
-    peers = [c.valid_mean_auc for c in candidates if c.arch.id == best.candidate.arch.id and c.state == "finished"
-             and c.fidelity == ref.fidelity and math.isfinite(c.valid_mean_auc)]
+    peers = [
+        c.valid_mean_auc
+        for c in candidates
+        if c.arch.id == best.candidate.arch.id
+        and c.state == "finished"
+        and c.fidelity == ref.fidelity
+        and math.isfinite(c.valid_mean_auc)
+    ]
     is_known = any(c.arch.id == best.candidate.arch.id for c in known)
     margin = max(peers) - ref.valid_mean_auc if peers else float("nan")
-    return {"best_known": ref.known, "best_known_valid_mean_auc": ref.valid_mean_auc, "best_known_test_mean_auc": ref.test_mean_auc,
-            "winner_is_known": is_known, "beat_known": bool(not is_known and margin > 0), "valid_margin": margin,
-            "fidelity": ref.fidelity}
+    return {
+        "best_known": ref.known,
+        "best_known_valid_mean_auc": ref.valid_mean_auc,
+        "best_known_test_mean_auc": ref.test_mean_auc,
+        "winner_is_known": is_known,
+        "beat_known": bool(not is_known and margin > 0),
+        "valid_margin": margin,
+        "fidelity": ref.fidelity,
+    }

@@ -49,7 +49,9 @@ def _import_nni(searcher: str) -> Any:
             import nni.nas.strategy  # noqa: F401
             from nni.nas.execution import SequentialExecutionEngine  # noqa: F401
     except ImportError as exc:
-        raise UserError(f"searcher {searcher!r} needs the nni extra: pip install 'mdmt-nas[nni]' ({type(exc).__name__}: {exc})") from None
+        raise UserError(
+            f"searcher {searcher!r} needs the nni extra: pip install 'mdmt-nas[nni]' ({type(exc).__name__}: {exc})"
+        ) from None
     import nni
 
     return nni
@@ -57,15 +59,26 @@ def _import_nni(searcher: str) -> Any:
 
 class NNIParams(SearcherParams):
     dedup: bool = Field(default=True, description="never propose the same sample twice (NNI's deduplication)")
-    pruner: Literal["hyperband", "asha", "median", "none"] = Field(default="hyperband", description="multi-fidelity: Optuna's pruning rules on the candidates' rung results (search/fidelity.py)")
+    pruner: Literal["hyperband", "asha", "median", "none"] = Field(
+        default="hyperband",
+        description="multi-fidelity: Optuna's pruning rules on the candidates' rung results (search/fidelity.py)",
+    )
     reports_per_epoch: int = Field(default=2, ge=1, description="rungs per pass over the training rows")
-    max_proposals: int | None = Field(default=None, ge=1, description="stop after this many proposals, duplicates included (default: 20x the budget)")
+    max_proposals: int | None = Field(
+        default=None, ge=1, description="stop after this many proposals, duplicates included (default: 20x the budget)"
+    )
 
 
 class NNIEvolutionParams(NNIParams):
-    population_size: int | None = Field(default=None, ge=1, description="individuals kept alive (default: budget/2, 2..20)")
-    sample_size: int | None = Field(default=None, ge=1, description="tournament size (default: population/4, at least 1)")
-    mutation_prob: float | None = Field(default=None, gt=0, le=1, description="per-choice mutation probability (default: 1/number of choices)")
+    population_size: int | None = Field(
+        default=None, ge=1, description="individuals kept alive (default: budget/2, 2..20)"
+    )
+    sample_size: int | None = Field(
+        default=None, ge=1, description="tournament size (default: population/4, at least 1)"
+    )
+    mutation_prob: float | None = Field(
+        default=None, gt=0, le=1, description="per-choice mutation probability (default: 1/number of choices)"
+    )
     crossover: bool = False
 
 
@@ -77,14 +90,19 @@ def _space_model_class() -> type:
     class SpaceModel(ExecutableModelSpace):
         """A Space as an NNI model space; a frozen instance's `executable_model()` is (assignment, Architecture)."""
 
-        def __init__(self, space: Any, evaluator: Any, mutables: Any = None, first: list[dict[str, Any]] | None = None) -> None:
+        def __init__(
+            self, space: Any, evaluator: Any, mutables: Any = None, first: list[dict[str, Any]] | None = None
+        ) -> None:
             super().__init__()
             self.space = space
             self.evaluator = evaluator
             #: assignments proposed before any random sample: the warm-start points (NNI's initial population)
             self.first = list(first or [])
-            self.mutables = mutables if mutables is not None else MutableDict(
-                {c.name: Categorical(choice_values(c), label=c.name) for c in space.choices})
+            self.mutables = (
+                mutables
+                if mutables is not None
+                else MutableDict({c.name: Categorical(choice_values(c), label=c.name) for c in space.choices})
+            )
             self.sample = None
 
         def canonical(self, sample: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -195,7 +213,9 @@ class _NNISearcher(Searcher):
         with path.open("rb") as fh:
             state = pickle.load(fh)  # our own checkpoint, written by _save_state
         if state.get("searcher") != self.name or state.get("space") != ctx.space.name:
-            raise UserError(f"{path} belongs to a {state.get('searcher')} search of space {state.get('space')!r}; choose another --output")
+            raise UserError(
+                f"{path} belongs to a {state.get('searcher')} search of space {state.get('space')!r}; choose another --output"
+            )
         return state
 
     # -------------------------------------------------------------- run
@@ -242,8 +262,15 @@ class _NNISearcher(Searcher):
                         raise TrialPruned(f"pruned at epoch {epoch + 1} (valid mean AUC {v:.4f})")
 
             try:
-                cand = ctx.evaluate(arch.model_copy(update={"name": name}) if name else arch, label, epoch_callback=per_epoch,
-                                    assignment=assignment, number=number, train_config=cfg, known=name)
+                cand = ctx.evaluate(
+                    arch.model_copy(update={"name": name}) if name else arch,
+                    label,
+                    epoch_callback=per_epoch,
+                    assignment=assignment,
+                    number=number,
+                    train_config=cfg,
+                    known=name,
+                )
             except TrialPruned:
                 cand = ctx.evaluate.candidates[-1]
                 pruner.finish(trial, None)
@@ -292,14 +319,24 @@ class _NNISearcher(Searcher):
                 pass
         best = report.best_candidate(candidates)
         session = trained[0] - trained_before
-        extra: dict[str, Any] = {"nni_dir": str(out), "proposals": engine._model_count, "repeats": max(0, engine._model_count - session)}
+        extra: dict[str, Any] = {
+            "nni_dir": str(out),
+            "proposals": engine._model_count,
+            "repeats": max(0, engine._model_count - session),
+        }
         if stopped:
             extra["stopped"] = stopped
         return SearchResult(best=best.arch if best else None, candidates=candidates, extra=extra)  # type: ignore[arg-type]
 
     def _save_state(self, ctx: SearchContext, strategy: Any, seen: dict[str, float | None], records: list[str]) -> None:
-        state = {"searcher": self.name, "space": ctx.space.name, "parent_run_id": ctx.parent_run_id,
-                 "strategy": strategy.state_dict(), "seen": seen, "records": records}
+        state = {
+            "searcher": self.name,
+            "space": ctx.space.name,
+            "parent_run_id": ctx.parent_run_id,
+            "strategy": strategy.state_dict(),
+            "seen": seen,
+            "records": records,
+        }
         from mdmt_nas.files import atomic_file, write_text
 
         with atomic_file(ctx.output_dir / NNI_DIR / "state.pkl", "wb") as fh:
@@ -350,8 +387,14 @@ class NNIEvolution(_NNISearcher):
         pop = p.population_size or max(2, min(20, budget // 2))
         sample = min(p.sample_size or max(1, pop // 4), pop)
         mutation = p.mutation_prob or 1.0 / max(1, len(ctx.space.choices))
-        return RegularizedEvolution(population_size=pop, sample_size=sample, mutation_prob=mutation, crossover=p.crossover,
-                                    dedup=p.dedup, seed=ctx.seed)
+        return RegularizedEvolution(
+            population_size=pop,
+            sample_size=sample,
+            mutation_prob=mutation,
+            crossover=p.crossover,
+            dedup=p.dedup,
+            seed=ctx.seed,
+        )
 
 
 SEARCHERS = (NNIRandom, NNIEvolution)

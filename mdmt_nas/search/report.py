@@ -85,31 +85,57 @@ def pareto_front(candidates: Sequence[Candidate], objectives: Sequence[str]) -> 
 
 # ------------------------------------------------------------------------------ leaderboard
 LEADERBOARD_COLUMNS = (
-    "rank", "number", "arch_id", "known", "state", "valid_mean_auc", "test_mean_auc", "num_params",
-    "latency_ms_per_1k", "train_seconds", "fidelity", "final_seeds", "final_valid_mean_auc", "final_test_mean_auc",
-    "pareto", "reason", "run_id", "assignment",
+    "rank",
+    "number",
+    "arch_id",
+    "known",
+    "state",
+    "valid_mean_auc",
+    "test_mean_auc",
+    "num_params",
+    "latency_ms_per_1k",
+    "train_seconds",
+    "fidelity",
+    "final_seeds",
+    "final_valid_mean_auc",
+    "final_test_mean_auc",
+    "pareto",
+    "reason",
+    "run_id",
+    "assignment",
 )
 
 
-def leaderboard_rows(candidates: Sequence[Candidate], pareto: Sequence[Candidate] | None = None) -> list[dict[str, Any]]:
+def leaderboard_rows(
+    candidates: Sequence[Candidate], pareto: Sequence[Candidate] | None = None
+) -> list[dict[str, Any]]:
     """One dict per candidate in rank order, with per-(domain, task) valid/test AUC columns appended."""
     on_front = {id(c) for c in pareto or []}
     cell_keys = sorted({k for c in candidates for k in c.metrics if k.startswith(("valid_auc/", "test_auc/"))})
     rows = []
     for rank, c in enumerate(ranked(candidates), 1):
         row = c.row()
-        row.update(rank=rank if c.state == "finished" else "", pareto=id(c) in on_front, assignment=json.dumps(c.assignment, sort_keys=True, default=str),
-                   fidelity=round(c.fidelity, 4))
+        row.update(
+            rank=rank if c.state == "finished" else "",
+            pareto=id(c) in on_front,
+            assignment=json.dumps(c.assignment, sort_keys=True, default=str),
+            fidelity=round(c.fidelity, 4),
+        )
         if c.seed_results:
-            row.update(final_seeds=len(c.seed_results), final_valid_mean_auc=sum(v for _, v, _ in c.seed_results) / len(c.seed_results),
-                       final_test_mean_auc=sum(t for _, _, t in c.seed_results) / len(c.seed_results))
+            row.update(
+                final_seeds=len(c.seed_results),
+                final_valid_mean_auc=sum(v for _, v, _ in c.seed_results) / len(c.seed_results),
+                final_test_mean_auc=sum(t for _, _, t in c.seed_results) / len(c.seed_results),
+            )
         for k in cell_keys:
             row[k] = c.metrics.get(k, "")
         rows.append(row)
     return rows
 
 
-def write_leaderboard_csv(path: str | Path, candidates: Sequence[Candidate], pareto: Sequence[Candidate] | None = None) -> Path:
+def write_leaderboard_csv(
+    path: str | Path, candidates: Sequence[Candidate], pareto: Sequence[Candidate] | None = None
+) -> Path:
     path = Path(path)
     rows = leaderboard_rows(candidates, pareto)
     cells = sorted({k for r in rows for k in r if "/" in k})
@@ -127,14 +153,25 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else f"{v:,}"
 
 
-def leaderboard_table(candidates: Sequence[Candidate], title: str, top: int = 10, pareto: Sequence[Candidate] | None = None):
+def leaderboard_table(
+    candidates: Sequence[Candidate], title: str, top: int = 10, pareto: Sequence[Candidate] | None = None
+):
     """A rich table of the top candidates (and a count of the rest)."""
     from rich.table import Table
 
     on_front = {id(c) for c in pareto or []}
     table = Table(title=title)
-    for col, just in (("#", "right"), ("trial", "right"), ("arch", "left"), ("state", "left"), ("valid AUC", "right"),
-                      ("test AUC", "right"), ("params", "right"), ("ms/1k", "right"), ("train s", "right")):
+    for col, just in (
+        ("#", "right"),
+        ("trial", "right"),
+        ("arch", "left"),
+        ("state", "left"),
+        ("valid AUC", "right"),
+        ("test AUC", "right"),
+        ("params", "right"),
+        ("ms/1k", "right"),
+        ("train s", "right"),
+    ):
         table.add_column(col, justify=just, no_wrap=True)
     table.add_column("note", overflow="fold")
     rows = ranked(candidates)
@@ -145,24 +182,50 @@ def leaderboard_table(candidates: Sequence[Candidate], title: str, top: int = 10
         if c.reason:
             note = (note + " " if note else "") + escape(c.reason if len(c.reason) <= 60 else c.reason[:57] + "...")
         style = {"pruned": "yellow", "failed": "red"}.get(c.state)
-        table.add_row(str(rank) if c.state == "finished" else "-", str(c.number), c.arch.id, c.state, _fmt(c.valid_mean_auc),
-                      _fmt(c.test_mean_auc), _fmt(c.num_params), _fmt(c.latency_ms_per_1k, 2), _fmt(c.train_seconds, 1), note, style=style)
+        table.add_row(
+            str(rank) if c.state == "finished" else "-",
+            str(c.number),
+            c.arch.id,
+            c.state,
+            _fmt(c.valid_mean_auc),
+            _fmt(c.test_mean_auc),
+            _fmt(c.num_params),
+            _fmt(c.latency_ms_per_1k, 2),
+            _fmt(c.train_seconds, 1),
+            note,
+            style=style,
+        )
     if len(rows) > top:
         table.caption = f"{len(rows) - top} more in leaderboard.csv"
     return table
 
 
-def final_records_table(records: Sequence[dict[str, Any]], title: str = "final stage: best architectures, mean ± std over seeds"):
+def final_records_table(
+    records: Sequence[dict[str, Any]], title: str = "final stage: best architectures, mean ± std over seeds"
+):
     """The final stage's architectures (search/final.py FinalEntry.record()), best mean valid AUC first."""
     from rich.table import Table
 
     table = Table(title=title)
-    for col, just in (("#", "right"), ("arch", "left"), ("", "left"), ("seeds", "right"), ("valid AUC", "right"), ("test AUC", "right")):
+    for col, just in (
+        ("#", "right"),
+        ("arch", "left"),
+        ("", "left"),
+        ("seeds", "right"),
+        ("valid AUC", "right"),
+        ("test AUC", "right"),
+    ):
         table.add_column(col, justify=just, no_wrap=True)
     for rank, r in enumerate(records, 1):
-        table.add_row(str(rank), r["arch_id"], r["known"] or "searched", str(len(r["runs"])),
-                      f"{r['valid_mean_auc']:.4f} ± {r['valid_std']:.4f}", f"{r['test_mean_auc']:.4f} ± {r['test_std']:.4f}",
-                      style="bold" if rank == 1 else None)
+        table.add_row(
+            str(rank),
+            r["arch_id"],
+            r["known"] or "searched",
+            str(len(r["runs"])),
+            f"{r['valid_mean_auc']:.4f} ± {r['valid_std']:.4f}",
+            f"{r['test_mean_auc']:.4f} ± {r['test_std']:.4f}",
+            style="bold" if rank == 1 else None,
+        )
     return table
 
 
@@ -181,7 +244,9 @@ def verdict_line(v: dict[str, Any]) -> str:
     if v.get("winner_is_known"):
         return f"the search did NOT beat the best known architecture: the winner is {name} itself (valid AUC {ref:.4f})"
     if v.get("beat_known"):
-        return f"the search beat the best known architecture {name} on valid AUC: +{v['valid_margin']:.4f} (vs {ref:.4f})"
+        return (
+            f"the search beat the best known architecture {name} on valid AUC: +{v['valid_margin']:.4f} (vs {ref:.4f})"
+        )
     return f"the search did NOT beat the best known architecture {name} on valid AUC ({v['valid_margin']:+.4f} vs {ref:.4f})"
 
 
@@ -198,24 +263,41 @@ def winner_cells(c: Candidate) -> list[tuple[str, str, float, float]]:
 
 def candidate_markdown(c: Candidate) -> str:
     """One finished candidate's per-(domain, task) AUC as Markdown (its MLflow run's description)."""
-    lines = [f"**`{c.arch.id}`** (trial {c.number}): valid mean AUC {_fmt(c.valid_mean_auc)}, test {_fmt(c.test_mean_auc)}, "
-             f"{_fmt(c.num_params)} params", "", "| domain | task | valid AUC | test AUC |", "|---|---|---:|---:|"]
+    lines = [
+        f"**`{c.arch.id}`** (trial {c.number}): valid mean AUC {_fmt(c.valid_mean_auc)}, test {_fmt(c.test_mean_auc)}, "
+        f"{_fmt(c.num_params)} params",
+        "",
+        "| domain | task | valid AUC | test AUC |",
+        "|---|---|---:|---:|",
+    ]
     lines += [f"| {d} | {t} | {_fmt(v)} | {_fmt(te)} |" for d, t, v, te in winner_cells(c)]
     return "\n".join(lines) + "\n"
 
 
 def leaderboard_markdown(candidates: Sequence[Candidate], best: Candidate | None, title: str, top: int = 15) -> str:
     """The leaderboard and the winner's per-(domain, task) AUC as Markdown (the MLflow parent run's description)."""
-    lines = [f"**{title}**", "", "| rank | trial | arch | state | valid AUC | test AUC | params | ms/1k rows |", "|---:|---:|---|---|---:|---:|---:|---:|"]
+    lines = [
+        f"**{title}**",
+        "",
+        "| rank | trial | arch | state | valid AUC | test AUC | params | ms/1k rows |",
+        "|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
     rows = ranked(candidates)
     for rank, c in enumerate(rows[:top], 1):
-        lines.append(f"| {rank if c.state == 'finished' else '-'} | {c.number} | `{c.arch.id}` | {c.state} | {_fmt(c.valid_mean_auc)} | "
-                     f"{_fmt(c.test_mean_auc)} | {_fmt(c.num_params)} | {_fmt(c.latency_ms_per_1k, 2)} |")
+        lines.append(
+            f"| {rank if c.state == 'finished' else '-'} | {c.number} | `{c.arch.id}` | {c.state} | {_fmt(c.valid_mean_auc)} | "
+            f"{_fmt(c.test_mean_auc)} | {_fmt(c.num_params)} | {_fmt(c.latency_ms_per_1k, 2)} |"
+        )
     if len(rows) > top:
         lines.append(f"\n{len(rows) - top} more in leaderboard.csv")
     if best is not None:
-        lines += ["", f"**Winner `{best.arch.id}`** (trial {best.number}): per-(domain, task) AUC", "",
-                  "| domain | task | valid AUC | test AUC |", "|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"**Winner `{best.arch.id}`** (trial {best.number}): per-(domain, task) AUC",
+            "",
+            "| domain | task | valid AUC | test AUC |",
+            "|---|---|---:|---:|",
+        ]
         lines += [f"| {d} | {t} | {_fmt(v)} | {_fmt(te)} |" for d, t, v, te in winner_cells(best)]
         lines.append(f"| **mean** | | **{_fmt(best.valid_mean_auc)}** | **{_fmt(best.test_mean_auc)}** |")
     return "\n".join(lines) + "\n"
@@ -231,7 +313,10 @@ def pareto_table(front: Sequence[Candidate], objectives: Sequence[str]):
         table.add_column(OBJECTIVE_LABELS[o], justify="right")
     table.add_column("test AUC", justify="right")
     for c in front:
-        vals = [_fmt(getattr(c, OBJECTIVES[o][0]), 4 if o == "auc" else 2) if o != "params" else _fmt(c.num_params) for o in objectives]
+        vals = [
+            _fmt(getattr(c, OBJECTIVES[o][0]), 4 if o == "auc" else 2) if o != "params" else _fmt(c.num_params)
+            for o in objectives
+        ]
         table.add_row(str(c.number), c.arch.id, *vals, _fmt(c.test_mean_auc))
     return table
 
@@ -254,7 +339,9 @@ def plot_auc_vs_trial(candidates: Sequence[Candidate], title: str = "valid mean 
     for state, marker, colour in (("finished", "o", "tab:blue"), ("pruned", "x", "tab:orange")):
         pts = [(c.number, c.valid_mean_auc) for c in cs if c.state == state and _finite(c.valid_mean_auc)]
         if pts:
-            ax.scatter(*zip(*pts), marker=marker, color=colour, label=state if state == "finished" else "pruned (last epoch)")
+            ax.scatter(
+                *zip(*pts), marker=marker, color=colour, label=state if state == "finished" else "pruned (last epoch)"
+            )
     failed = [c.number for c in cs if c.state == "failed"]
     if failed:
         finite = [c.valid_mean_auc for c in cs if _finite(c.valid_mean_auc)]
@@ -343,8 +430,15 @@ class SearchDisplay:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console, transient=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.progress.start()
         self.t_all = self.progress.add_task("candidates", total=self.total, info="")
         self.t_ep = self.progress.add_task("  epochs", total=1, info="")
@@ -360,7 +454,9 @@ class SearchDisplay:
 
     def epoch(self, record: dict[str, float]) -> None:
         if self.progress is not None:
-            self.progress.update(self.t_ep, advance=1, info=f"valid AUC {record.get('valid_mean_auc', float('nan')):.4f}")
+            self.progress.update(
+                self.t_ep, advance=1, info=f"valid AUC {record.get('valid_mean_auc', float('nan')):.4f}"
+            )
 
     def supernet_epoch(self, epoch: int, epochs: int, record: dict[str, float], seconds: float, first: int = 0) -> None:
         """A one-shot searcher's supernet epoch: a plain line when not on a terminal (CI, `| tee`), the live display otherwise.
@@ -370,8 +466,10 @@ class SearchDisplay:
             return
         auc = record.get("valid_mean_auc", float("nan"))
         eta = seconds / max(1, epoch + 1 - first) * (epochs - epoch - 1)
-        line = (f"supernet epoch {epoch + 1}/{epochs}: train loss {record.get('train_loss', float('nan')):.4f}, "
-                f"valid AUC {auc:.4f}, {record.get('epoch_seconds', float('nan')):.1f}s, ETA {eta:.0f}s")
+        line = (
+            f"supernet epoch {epoch + 1}/{epochs}: train loss {record.get('train_loss', float('nan')):.4f}, "
+            f"valid AUC {auc:.4f}, {record.get('epoch_seconds', float('nan')):.1f}s, ETA {eta:.0f}s"
+        )
         if self.progress is not None:
             self.progress.update(self.t_ep, info=line)
         else:
@@ -385,8 +483,10 @@ class SearchDisplay:
         self.done += 1
         auc = f"{c.valid_mean_auc:.4f}" if _finite(c.valid_mean_auc) else "n/a"
         colour = {"finished": "green", "pruned": "yellow", "failed": "red"}.get(c.state, "white")
-        line = (f"[{colour}]{c.state:8}[/{colour}] #{c.number:<4} {c.arch.id}  valid AUC {auc}  "
-                f"params {c.num_params:,}  {c.train_seconds:.1f}s" + (f"  ({escape(c.reason)})" if c.reason else ""))
+        line = (
+            f"[{colour}]{c.state:8}[/{colour}] #{c.number:<4} {c.arch.id}  valid AUC {auc}  "
+            f"params {c.num_params:,}  {c.train_seconds:.1f}s" + (f"  ({escape(c.reason)})" if c.reason else "")
+        )
         self.console.print(line, highlight=False, soft_wrap=True)
         if self.progress is not None:
             best = f"best {self.best:.4f}" if self.best > -math.inf else ""

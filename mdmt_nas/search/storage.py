@@ -25,8 +25,28 @@ JOURNAL = "journal://"
 #: more workers than this on one SQLite study get a warning
 HANDFUL = 4
 #: file systems whose locks SQLite cannot rely on (Optuna and SQLite both say: use a server database there)
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "sshfs", "lustre", "glusterfs", "fuse.glusterfs",
-              "ceph", "fuse.ceph", "gpfs", "afs", "beegfs", "davfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone")
+NETWORK_FS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "9p",
+    "fuse.sshfs",
+    "sshfs",
+    "lustre",
+    "glusterfs",
+    "fuse.glusterfs",
+    "ceph",
+    "fuse.ceph",
+    "gpfs",
+    "afs",
+    "beegfs",
+    "davfs",
+    "fuse.s3fs",
+    "fuse.gcsfuse",
+    "fuse.rclone",
+)
 
 
 def is_journal(url: str) -> bool:
@@ -35,7 +55,7 @@ def is_journal(url: str) -> bool:
 
 def journal_path(url: str) -> Path:
     """The log file of a `journal://` URL (`journal:///abs/file.log`, `journal://relative/file.log`)."""
-    rest = url[len(JOURNAL):]
+    rest = url[len(JOURNAL) :]
     if not rest or rest.endswith("/"):
         raise UserError(f"--storage {url!r}: a journal URL names a file, e.g. journal:///data/studies/search.log")
     return Path(rest)
@@ -61,8 +81,12 @@ def rdb_url(url: str) -> str:
     import importlib.util
 
     scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres") and sep and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
+    if (
+        scheme in ("postgresql", "postgres")
+        and sep
+        and importlib.util.find_spec("psycopg") is None
+        and importlib.util.find_spec("psycopg2") is not None
+    ):
         return f"postgresql+psycopg2://{rest}"
     return url
 
@@ -70,7 +94,7 @@ def rdb_url(url: str) -> str:
 def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
-    return Path(url[len("sqlite:///"):].split("?", 1)[0])
+    return Path(url[len("sqlite:///") :].split("?", 1)[0])
 
 
 def filesystem_type(path: Path, mounts: str | None = None) -> str:
@@ -101,16 +125,18 @@ def sqlite_warnings(url: str, workers: int | None = None, mounts: str | None = N
     out = []
     fs = filesystem_type(path.parent if not path.exists() else path, mounts)
     if fs in NETWORK_FS or fs.startswith("nfs"):
-        out.append(f"the SQLite study {path} is on a network file system ({fs}): SQLite's file locks are not reliable there "
-                   "and workers can corrupt or lock the database; use PostgreSQL (--storage postgresql://user@host/db, "
-                   "see docs/scale-out.md) for workers on several machines")
+        out.append(
+            f"the SQLite study {path} is on a network file system ({fs}): SQLite's file locks are not reliable there "
+            "and workers can corrupt or lock the database; use PostgreSQL (--storage postgresql://user@host/db, "
+            "see docs/scale-out.md) for workers on several machines"
+        )
     if workers is not None and workers > HANDFUL:
-        out.append(f"{workers} workers share the SQLite study {path}: SQLite lets one writer in at a time, so with more than "
-                   f"{HANDFUL} workers they wait on its lock ('database is locked'); use PostgreSQL (--storage "
-                   "postgresql://user@host/db, see docs/scale-out.md)")
+        out.append(
+            f"{workers} workers share the SQLite study {path}: SQLite lets one writer in at a time, so with more than "
+            f"{HANDFUL} workers they wait on its lock ('database is locked'); use PostgreSQL (--storage "
+            "postgresql://user@host/db, see docs/scale-out.md)"
+        )
     return out
-
-
 
 
 def study_running_sqlite(url: str, study_name: str) -> int:
@@ -122,8 +148,11 @@ def study_running_sqlite(url: str, study_name: str) -> int:
         return 0
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as con:
-            row = con.execute("select count(*) from trials t join studies s on s.study_id = t.study_id "
-                              "where s.study_name = ? and t.state = 'RUNNING'", (study_name,)).fetchone()
+            row = con.execute(
+                "select count(*) from trials t join studies s on s.study_id = t.study_id "
+                "where s.study_name = ? and t.state = 'RUNNING'",
+                (study_name,),
+            ).fetchone()
             return int(row[0])
     except sqlite3.Error:
         return 0

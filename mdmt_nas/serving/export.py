@@ -62,7 +62,9 @@ class Scorer(nn.Module):
         self.model = model
         schema: Schema = model.schema
         self.num_domains = schema.num_domains
-        self.register_buffer("vocab_sizes", torch.tensor([f.vocab_size for f in schema.sparse], dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "vocab_sizes", torch.tensor([f.vocab_size for f in schema.sparse], dtype=torch.long), persistent=False
+        )
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         sparse = torch.where((sparse >= 0) & (sparse < self.vocab_sizes), sparse, torch.zeros_like(sparse))
@@ -90,8 +92,10 @@ def load_schema(path: str | Path) -> Schema:
     try:
         return Schema.model_validate_json(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: no data schema; `mdmt-nas train` and `mdmt-nas search` write schema.json next to weights.pt "
-                        "(or pass --schema FILE)") from None
+        raise UserError(
+            f"{path}: no data schema; `mdmt-nas train` and `mdmt-nas search` write schema.json next to weights.pt "
+            "(or pass --schema FILE)"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"{path}: not a valid schema.json ({exc})") from None
 
@@ -107,7 +111,9 @@ def load_encoding(path: str | Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
 
 
-def load_trained(arch_path: str | Path, weights_path: str | Path, schema_path: str | Path | None = None) -> tuple[nn.Module, Architecture, Schema]:
+def load_trained(
+    arch_path: str | Path, weights_path: str | Path, schema_path: str | Path | None = None
+) -> tuple[nn.Module, Architecture, Schema]:
     """Rebuild the model of `arch_path` for the schema next to the weights and load the weights (eval mode)."""
     from mdmt_nas.model import build_model
 
@@ -124,8 +130,10 @@ def load_trained(arch_path: str | Path, weights_path: str | Path, schema_path: s
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise UserError(f"{weights_path} does not fit the architecture {arch.id} of {arch_path}: {str(exc).splitlines()[0]}; "
-                        "use the arch.json/best_arch.json written with these weights") from None
+        raise UserError(
+            f"{weights_path} does not fit the architecture {arch.id} of {arch_path}: {str(exc).splitlines()[0]}; "
+            "use the arch.json/best_arch.json written with these weights"
+        ) from None
     model.eval()
     return model, arch, schema
 
@@ -133,8 +141,11 @@ def load_trained(arch_path: str | Path, weights_path: str | Path, schema_path: s
 # ------------------------------------------------------------------------------ batches
 def zero_batch(schema: Schema, batch_size: int) -> Batch:
     """Zeros shaped by the schema (sparse id 0 = unknown), domains cycling so that every domain is present."""
-    return (torch.zeros(batch_size, schema.num_sparse, dtype=torch.long), torch.zeros(batch_size, schema.num_dense),
-            torch.arange(batch_size, dtype=torch.long) % schema.num_domains)
+    return (
+        torch.zeros(batch_size, schema.num_sparse, dtype=torch.long),
+        torch.zeros(batch_size, schema.num_dense),
+        torch.arange(batch_size, dtype=torch.long) % schema.num_domains,
+    )
 
 
 def dataset_batch(splits: Any, batch_size: int) -> Batch:
@@ -153,7 +164,11 @@ def check_batch(schema: Schema, trace_size: int, seed: int = 0) -> Batch:
     """A random batch of another size than the trace batch, in which domain 1 (or the last) never occurs."""
     g = torch.Generator().manual_seed(seed)
     n = trace_size + 5
-    sparse = torch.stack([torch.randint(0, f.vocab_size, (n,), generator=g) for f in schema.sparse], 1) if schema.sparse else torch.zeros(n, 0, dtype=torch.long)
+    sparse = (
+        torch.stack([torch.randint(0, f.vocab_size, (n,), generator=g) for f in schema.sparse], 1)
+        if schema.sparse
+        else torch.zeros(n, 0, dtype=torch.long)
+    )
     dense = torch.randn(n, schema.num_dense, generator=g)
     D = schema.num_domains
     allowed = [d for d in range(D) if d != min(1, D - 1)] or [0]
@@ -176,12 +191,18 @@ def serving_spec(arch: Architecture, schema: Schema, encoding: dict[str, Any] | 
     """What goes in and comes out of an exported model, with the schema and the raw encoding (JSON data)."""
     return {
         "format": SERVING_FORMAT,
-        "arch_id": arch.id, "arch_name": arch.name,
-        "inputs": {"sparse": ["int64", ["batch", schema.num_sparse]], "dense": ["float32", ["batch", schema.num_dense]],
-                   "domain": ["int64", ["batch"]]},
+        "arch_id": arch.id,
+        "arch_name": arch.name,
+        "inputs": {
+            "sparse": ["int64", ["batch", schema.num_sparse]],
+            "dense": ["float32", ["batch", schema.num_dense]],
+            "domain": ["int64", ["batch"]],
+        },
         "output": ["float32", ["batch", schema.num_tasks], "probabilities, one column per task"],
-        "sparse_fields": [f.name for f in schema.sparse], "dense_fields": list(schema.dense),
-        "domains": list(schema.domain_names), "tasks": list(schema.tasks),
+        "sparse_fields": [f.name for f in schema.sparse],
+        "dense_fields": list(schema.dense),
+        "domains": list(schema.domain_names),
+        "tasks": list(schema.tasks),
         "schema": schema.model_dump(mode="json"),
         "encoding": encoding,
     }
@@ -195,7 +216,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """torch.onnx and torch.export print progress and warnings that mean nothing to a user of this command."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch.fx.experimental.symbolic_shapes")]
+    loggers = [
+        logging.getLogger(n)
+        for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch.fx.experimental.symbolic_shapes")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -212,8 +236,10 @@ def _blame(exc: BaseException, model: nn.Module, what: str, arch: Architecture) 
     from mdmt_nas.plugins import describe_component_error
 
     first = describe_component_error(exc, model).splitlines()[0][:600]
-    return UserError(f"{what} failed for architecture {arch.id}: {first}; a component has data-dependent Python control "
-                     "flow (e.g. int()/float()/.item()/.tolist() of a tensor, or an `if` on tensor values)")
+    return UserError(
+        f"{what} failed for architecture {arch.id}: {first}; a component has data-dependent Python control "
+        "flow (e.g. int()/float()/.item()/.tolist() of a tensor, or an `if` on tensor values)"
+    )
 
 
 def _dynamic(batch: Any) -> tuple[dict[int, Any], ...]:
@@ -232,20 +258,26 @@ def trace_program(scorer: Scorer, example: Batch, arch: Architecture) -> torch.e
         raise _blame(exc, scorer.model, "torch.export", arch) from None
 
 
-def max_diff(scorer: Scorer, run: Callable[[Batch], torch.Tensor], batches: list[Batch], what: str, arch: Architecture) -> float:
+def max_diff(
+    scorer: Scorer, run: Callable[[Batch], torch.Tensor], batches: list[Batch], what: str, arch: Architecture
+) -> float:
     """Largest |eager - exported| over the check batches (eager = the model's own routing); UserError above TOLERANCE."""
     diff = 0.0
     with torch.no_grad():
         for b in batches:
             want, got = scorer(*b), run(b)
             if tuple(got.shape) != tuple(want.shape):
-                raise UserError(f"the {what} of {arch.id} returns shape {tuple(got.shape)} instead of {tuple(want.shape)} on a batch of "
-                                f"{len(b[2])} rows; a component has Python control flow on tensor values")
+                raise UserError(
+                    f"the {what} of {arch.id} returns shape {tuple(got.shape)} instead of {tuple(want.shape)} on a batch of "
+                    f"{len(b[2])} rows; a component has Python control flow on tensor values"
+                )
             if want.numel():
                 diff = max(diff, float((want - got).abs().max()))
     if not diff <= TOLERANCE:
-        raise UserError(f"the {what} of {arch.id} differs from the eager model by {diff:.2e} (> {TOLERANCE:g}) on batches with "
-                        "missing domains; a component has Python control flow on tensor values")
+        raise UserError(
+            f"the {what} of {arch.id} differs from the eager model by {diff:.2e} (> {TOLERANCE:g}) on batches with "
+            "missing domains; a component has Python control flow on tensor values"
+        )
     return diff
 
 
@@ -253,9 +285,13 @@ def write_pt2(scorer: Scorer, example: Batch, path: Path, spec: dict[str, Any], 
     """Trace, check and save a .pt2 program (serving.json and arch.json as extra files); returns the max diff."""
     ep = trace_program(scorer, example, arch)
     module = ep.module()
-    diff = max_diff(scorer, lambda b: module(*b), check_batches(scorer.model.schema, example), "torch.export program", arch)
+    diff = max_diff(
+        scorer, lambda b: module(*b), check_batches(scorer.model.schema, example), "torch.export program", arch
+    )
     with atomic_path(path) as tmp:
-        torch.export.save(ep, tmp, extra_files={PT2_EXTRA_FILE: json.dumps(spec, indent=2), "arch.json": arch.to_json()})
+        torch.export.save(
+            ep, tmp, extra_files={PT2_EXTRA_FILE: json.dumps(spec, indent=2), "arch.json": arch.to_json()}
+        )
     return diff
 
 
@@ -267,13 +303,22 @@ def write_onnx(scorer: Scorer, example: Batch, path: Path, spec: dict[str, Any],
         import onnx  # noqa: F401 - the exporter needs onnx and onnxscript
         import onnxscript  # noqa: F401
     except ImportError as exc:
-        raise UserError(f"ONNX export needs the `export` extra ({exc.name} is not installed): pip install 'mdmt-nas[export]', "
-                        "or pass --format pt2") from None
+        raise UserError(
+            f"ONNX export needs the `export` extra ({exc.name} is not installed): pip install 'mdmt-nas[export]', "
+            "or pass --format pt2"
+        ) from None
     batch = torch.export.Dim("batch", min=1)
     try:
         with torch.no_grad(), static_routing(), _quiet():
-            program = torch.onnx.export(scorer, example, dynamo=True, input_names=["sparse", "dense", "domain"],
-                                        output_names=["probabilities"], dynamic_shapes=_dynamic(batch), verbose=False)
+            program = torch.onnx.export(
+                scorer,
+                example,
+                dynamo=True,
+                input_names=["sparse", "dense", "domain"],
+                output_names=["probabilities"],
+                dynamic_shapes=_dynamic(batch),
+                verbose=False,
+            )
     except Exception as exc:  # noqa: BLE001
         raise _blame(exc, scorer.model, "ONNX export", arch) from None
     program.model.metadata_props[ONNX_METADATA_KEY] = json.dumps(spec)
@@ -301,9 +346,13 @@ def write_torchscript(scorer: Scorer, example: Batch, path: Path, spec: dict[str
     """The deprecated TorchScript format (`torch.jit.trace`), for runtimes that still need it."""
     model = scorer.model
     if not getattr(model, "torchscript", True):
-        bad = sorted({type(m).__name__ for m in model.modules() if m is not model and not getattr(m, "torchscript", True)})
-        raise UserError(f"architecture {arch.id} cannot be exported to TorchScript: {', '.join(bad)} declare torchscript = False; "
-                        "use --format pt2,onnx")
+        bad = sorted(
+            {type(m).__name__ for m in model.modules() if m is not model and not getattr(m, "torchscript", True)}
+        )
+        raise UserError(
+            f"architecture {arch.id} cannot be exported to TorchScript: {', '.join(bad)} declare torchscript = False; "
+            "use --format pt2,onnx"
+        )
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -313,8 +362,15 @@ def write_torchscript(scorer: Scorer, example: Batch, path: Path, spec: dict[str
             raise _blame(exc, model, "torch.jit.trace", arch) from None
         diff = max_diff(scorer, lambda b: traced(*b), check_batches(model.schema, example), "traced model", arch)
         with atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp), _extra_files={"serving.json": json.dumps(spec, indent=2), "arch.json": arch.to_json(),
-                                                            "schema.json": model.schema.model_dump_json(indent=2)})
+            torch.jit.save(
+                traced,
+                str(tmp),
+                _extra_files={
+                    "serving.json": json.dumps(spec, indent=2),
+                    "arch.json": arch.to_json(),
+                    "schema.json": model.schema.model_dump_json(indent=2),
+                },
+            )
     return diff
 
 
@@ -325,21 +381,32 @@ def parse_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise UserError(f"--format {text!r}: unknown format {', '.join(map(repr, bad)) or '(none)'}; use pt2, onnx, torchscript or a "
-                        "comma-separated list such as pt2,onnx")
+        raise UserError(
+            f"--format {text!r}: unknown format {', '.join(map(repr, bad)) or '(none)'}; use pt2, onnx, torchscript or a "
+            "comma-separated list such as pt2,onnx"
+        )
     return formats
 
 
-def export_loaded(model: nn.Module, arch: Architecture, out_dir: str | Path, encoding: dict[str, Any] | None = None,
-                  formats: tuple[str, ...] = ("pt2", "onnx"), example: Batch | None = None, batch_size: int = 64,
-                  stem: str = "model") -> ExportInfo:
+def export_loaded(
+    model: nn.Module,
+    arch: Architecture,
+    out_dir: str | Path,
+    encoding: dict[str, Any] | None = None,
+    formats: tuple[str, ...] = ("pt2", "onnx"),
+    example: Batch | None = None,
+    batch_size: int = 64,
+    stem: str = "model",
+) -> ExportInfo:
     """Write model.<format> for each format plus serving.json into `out_dir` (each file checked before it is written)."""
     import time
 
     model.eval()
     bad = sorted({type(m).__name__ for m in model.modules() if m is not model and not getattr(m, "exportable", True)})
     if bad and any(f != "torchscript" for f in formats):
-        raise UserError(f"architecture {arch.id} cannot be exported with torch.export: {', '.join(bad)} declare exportable = False")
+        raise UserError(
+            f"architecture {arch.id} cannot be exported with torch.export: {', '.join(bad)} declare exportable = False"
+        )
     schema: Schema = model.schema
     scorer = Scorer(model).eval()
     example = example if example is not None else zero_batch(schema, max(batch_size, schema.num_domains, 2))
@@ -357,9 +424,16 @@ def export_loaded(model: nn.Module, arch: Architecture, out_dir: str | Path, enc
     return info
 
 
-def export_model(arch_path: str | Path, weights_path: str | Path, out_dir: str | Path, schema_path: str | Path | None = None,
-                 formats: tuple[str, ...] = ("pt2", "onnx"), batch_size: int = 64, splits: Any = None,
-                 encoding_path: str | Path | None = None) -> ExportInfo:
+def export_model(
+    arch_path: str | Path,
+    weights_path: str | Path,
+    out_dir: str | Path,
+    schema_path: str | Path | None = None,
+    formats: tuple[str, ...] = ("pt2", "onnx"),
+    batch_size: int = 64,
+    splits: Any = None,
+    encoding_path: str | Path | None = None,
+) -> ExportInfo:
     """Load a trained model (arch + weights + schema.json/encoding.json beside the weights) and export it."""
     model, arch, schema = load_trained(arch_path, weights_path, schema_path)
     encoding = load_encoding(encoding_path or Path(weights_path).parent / "encoding.json")

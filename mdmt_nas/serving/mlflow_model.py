@@ -56,8 +56,12 @@ def requirements() -> list[str]:
     import pandas
     import torch
 
-    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pandas.__version__}",
-            f"numpy=={numpy.__version__}"]
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"pandas=={pandas.__version__}",
+        f"numpy=={numpy.__version__}",
+    ]
 
 
 class _Context:
@@ -65,8 +69,14 @@ class _Context:
         self.artifacts = artifacts
 
 
-def log_serving_model(tracker: Any, run_id: str | None, model: nn.Module, arch: Architecture, encoding: dict[str, Any] | None,
-                      register_as: str | None = None) -> LoggedModel | None:
+def log_serving_model(
+    tracker: Any,
+    run_id: str | None,
+    model: nn.Module,
+    arch: Architecture,
+    encoding: dict[str, Any] | None,
+    register_as: str | None = None,
+) -> LoggedModel | None:
     """Export `model` and log it into MLflow run `run_id` as a raw-row pyfunc (see the module docstring)."""
     if not run_id or not getattr(tracker, "enabled", True):
         return None
@@ -87,10 +97,22 @@ def log_serving_model(tracker: Any, run_id: str | None, model: nn.Module, arch: 
         scorer = RawScoresModel()
         scorer.load_context(_Context(artifacts))
         signature = infer_signature(example, scorer.predict(None, example))
-        logged = Model.log(artifact_path=None, name=ARTIFACT_NAME, flavor=mlflow.pyfunc, run_id=run_id, python_model=str(CODE_FILE),
-                           artifacts=artifacts, signature=signature, input_example=example, pip_requirements=requirements(),
-                           metadata={"mdmt_nas": {"arch_id": arch.id, "format": json.loads(Path(artifacts["serving"]).read_text())["format"]}},
-                           registered_model_name=register_as, flavor_name="pyfunc.ModelFromCode")
+        logged = Model.log(
+            artifact_path=None,
+            name=ARTIFACT_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            python_model=str(CODE_FILE),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements(),
+            metadata={
+                "mdmt_nas": {"arch_id": arch.id, "format": json.loads(Path(artifacts["serving"]).read_text())["format"]}
+            },
+            registered_model_name=register_as,
+            flavor_name="pyfunc.ModelFromCode",
+        )
     model.train(was_training)
     version = getattr(logged, "registered_model_version", None)
     return LoggedModel(logged.model_uri, register_as, str(version) if version is not None else None)
@@ -105,8 +127,15 @@ class Publication:
     encoding_file: Path | None = None
 
 
-def publish(tracker: Any, run_id: str | None, model: nn.Module, arch: Architecture, splits: Any, tracking: Any,
-            out_dir: Path | None = None) -> Publication:
+def publish(
+    tracker: Any,
+    run_id: str | None,
+    model: nn.Module,
+    arch: Architecture,
+    splits: Any,
+    tracking: Any,
+    out_dir: Path | None = None,
+) -> Publication:
     """Write encoding.json beside the weights in `out_dir` and log the model into run `run_id`.
 
     Logging follows `tracking.log_model` and registers under `tracking.register_model` (if set). A model

@@ -88,8 +88,10 @@ class RawEncoder:
         if missing:
             extra = [c for c in have if c not in self.columns and c not in self.spec.get("tasks", [])]
             hint = f"; columns not used by the model: {', '.join(map(repr, extra))}" if extra else ""
-            raise ValueError(f"missing input column(s) {', '.join(map(repr, missing))}; the model takes the raw feature columns "
-                             f"{', '.join(map(repr, self.columns))} (those of the training data, without the labels){hint}")
+            raise ValueError(
+                f"missing input column(s) {', '.join(map(repr, missing))}; the model takes the raw feature columns "
+                f"{', '.join(map(repr, self.columns))} (those of the training data, without the labels){hint}"
+            )
 
     def encode(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self.check_columns(df)
@@ -105,8 +107,10 @@ class RawEncoder:
                 bad = ~np.isfinite(col)
                 if bad.any():
                     shown = pd.Series(df[c].to_numpy()[bad][:5]).tolist()
-                    raise ValueError(f"dense column {c!r} has {int(bad.sum())} missing, infinite or non-numeric value(s), e.g. {shown}; "
-                                     "send numbers (the model was trained without missing values)")
+                    raise ValueError(
+                        f"dense column {c!r} has {int(bad.sum())} missing, infinite or non-numeric value(s), e.g. {shown}; "
+                        "send numbers (the model was trained without missing values)"
+                    )
                 raw[:, j] = col
             dense = ((raw - self.mean) / self.std).astype(np.float32)
         else:
@@ -139,9 +143,11 @@ class RawEncoder:
             if d < 0:
                 unknown.append(key or "<missing>")
         if unknown:
-            raise ValueError(f"domain column {self.domain_column!r} has value(s) {sorted(unknown)[:10]} that the model never trained on; "
-                             f"known domains: {', '.join(map(repr, self.domains))}"
-                             + (f" (raw values {sorted(self.domain_map)[:10]})" if self.domain_map else ""))
+            raise ValueError(
+                f"domain column {self.domain_column!r} has value(s) {sorted(unknown)[:10]} that the model never trained on; "
+                f"known domains: {', '.join(map(repr, self.domains))}"
+                + (f" (raw values {sorted(self.domain_map)[:10]})" if self.domain_map else "")
+            )
         return ids[inverse].reshape(-1)
 
 
@@ -202,8 +208,13 @@ class RawScoresModel(PythonModel):  # type: ignore[misc,valid-type]
         out = []
         with torch.no_grad():
             for s in range(0, len(df), CHUNK):
-                out.append(self.program(torch.from_numpy(sparse[s:s + CHUNK]), torch.from_numpy(dense[s:s + CHUNK]),
-                                        torch.from_numpy(domain[s:s + CHUNK])).numpy())
+                out.append(
+                    self.program(
+                        torch.from_numpy(sparse[s : s + CHUNK]),
+                        torch.from_numpy(dense[s : s + CHUNK]),
+                        torch.from_numpy(domain[s : s + CHUNK]),
+                    ).numpy()
+                )
         return pd.DataFrame(np.concatenate(out), columns=self.tasks, index=df.index)
 
 

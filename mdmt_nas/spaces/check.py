@@ -67,10 +67,14 @@ class _ComponentCheck(TemplateVisitor):
         if isinstance(node, str):
             node = {"name": node}
         if not isinstance(node, dict) or "name" not in node:
-            raise ConfigError(f"{src}: {where}: expected a {kind} (a name or {{name: ..., params: {{...}}}}), got {node!r}")
+            raise ConfigError(
+                f"{src}: {where}: expected a {kind} (a name or {{name: ..., params: {{...}}}}), got {node!r}"
+            )
         name = node["name"]
         if is_placeholder(name):
-            raise ConfigError(f"{src}: {where}.name: a component name cannot be a choice; make the whole component the choice")
+            raise ConfigError(
+                f"{src}: {where}.name: a component name cannot be a choice; make the whole component the choice"
+            )
         if (kind, name) not in registry:
             raise UnknownComponentError(kind, name, registry.names(kind), where=f"{src}: {where}.name")
         key = (where, json.dumps(node, sort_keys=True, default=str))

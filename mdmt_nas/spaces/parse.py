@@ -69,7 +69,9 @@ def _make_choice(name: str, raw: _ChoiceFile, where: str) -> ChoicePoint:
         elif raw.when_on is not OMIT or raw.when_off is not OMIT:
             kind = "bool"
         else:
-            raise ConfigError(f"{where}: cannot tell the choice's type; give `options` (categorical), `low`/`high` (int) or `type: bool`")
+            raise ConfigError(
+                f"{where}: cannot tell the choice's type; give `options` (categorical), `low`/`high` (int) or `type: bool`"
+            )
     if not LABEL_RE.match(name):
         raise ConfigError(f"{where}: choice names may contain letters, digits, '_', '-' or '.'")
     data: dict[str, Any] = {"name": name, "type": kind, "description": raw.description, "default": raw.default}
@@ -93,13 +95,17 @@ def _make_choice(name: str, raw: _ChoiceFile, where: str) -> ChoicePoint:
         for i, v in enumerate(values):
             key = json.dumps(v, sort_keys=True, default=str)
             if key in seen_vals:
-                raise ConfigError(f"{where}.options[{i}]: duplicate labels/options: the same value as options[{seen_vals[key]}]")
+                raise ConfigError(
+                    f"{where}.options[{i}]: duplicate labels/options: the same value as options[{seen_vals[key]}]"
+                )
             seen_vals[key] = i
         auto = auto_labels(values)
         labels = [e if e is not None else a for e, a in zip(explicit, auto)]
         dup = sorted({lab for lab in labels if labels.count(lab) > 1})
         if dup:
-            raise ConfigError(f"{where}.options: duplicate labels {dup}; give the options explicit labels ({{label: ..., value: ...}})")
+            raise ConfigError(
+                f"{where}.options: duplicate labels {dup}; give the options explicit labels ({{label: ..., value: ...}})"
+            )
         data.update(options=values, option_labels=labels)
     elif kind == "int":
         if raw.low is None or raw.high is None:
@@ -122,13 +128,17 @@ def _make_choice(name: str, raw: _ChoiceFile, where: str) -> ChoicePoint:
     return cp
 
 
-def _find_refs(node: Any, ctx: tuple[str, Any] | None, where: str, out: list[tuple[str, tuple[str, Any] | None, str]]) -> None:
+def _find_refs(
+    node: Any, ctx: tuple[str, Any] | None, where: str, out: list[tuple[str, tuple[str, Any] | None, str]]
+) -> None:
     if is_placeholder(node):
         out.append((node[CHOICE_KEY], ctx, where))
         return
     if isinstance(node, dict):
         if CHOICE_KEY in node and len(node) > 1 and isinstance(node[CHOICE_KEY], str):
-            raise ConfigError(f"{where}: a placeholder is written {{choice: NAME}} with no other keys, got {sorted(node)}")
+            raise ConfigError(
+                f"{where}: a placeholder is written {{choice: NAME}} with no other keys, got {sorted(node)}"
+            )
         for k, v in node.items():
             _find_refs(v, ctx, f"{where}.{k}", out)
     elif isinstance(node, list):
@@ -149,11 +159,19 @@ def parse_space(data: Any, source: str = "", default_name: str | None = None) ->
     if not name:
         raise ConfigError(f"{src}: name: the space needs a name")
     if not raw.choices:
-        raise ConfigError(f"{src}: choices: the space has no choices; add at least one (a space with one point is an architecture file)")
+        raise ConfigError(
+            f"{src}: choices: the space has no choices; add at least one (a space with one point is an architecture file)"
+        )
     choices = {n: _make_choice(n, c, f"{src}: choices.{n}") for n, c in raw.choices.items()}
     placed = _placements(raw, choices, src)
     _set_parents(raw, choices, placed, src)
-    space = Space(name=name, description=raw.description.strip(), choices=_parents_first(choices, src), template=raw.template, source=source)
+    space = Space(
+        name=name,
+        description=raw.description.strip(),
+        choices=_parents_first(choices, src),
+        template=raw.template,
+        source=source,
+    )
     space.known = _known_points(raw, space, src)
     return space
 
@@ -164,11 +182,15 @@ def _known_points(raw: _SpaceFile, space: Space, src: str) -> list[KnownPoint]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"{src}: known: {dup[0]!r} is listed twice; known points need distinct names")
-    return [k.model_copy(update={"assignment": space.assignment_from(k.assign, f"{src}: known.{i} ({k.name}).assign")})
-            for i, k in enumerate(raw.known)]
+    return [
+        k.model_copy(update={"assignment": space.assignment_from(k.assign, f"{src}: known.{i} ({k.name}).assign")})
+        for i, k in enumerate(raw.known)
+    ]
 
 
-def _placements(raw: _SpaceFile, choices: dict[str, ChoicePoint], src: str) -> dict[str, tuple[tuple[str, Any] | None, str]]:
+def _placements(
+    raw: _SpaceFile, choices: dict[str, ChoicePoint], src: str
+) -> dict[str, tuple[tuple[str, Any] | None, str]]:
     """Where each choice is referenced: (parent choice and option it sits under, or None; path in the file)."""
     refs: list[tuple[str, tuple[str, Any] | None, str]] = []
     _find_refs(raw.template, None, "template", refs)
@@ -190,11 +212,15 @@ def _placements(raw: _SpaceFile, choices: dict[str, ChoicePoint], src: str) -> d
         seen_ctx.setdefault(cname, (ctx, where))
     unused = [n for n in choices if n not in seen_ctx]
     if unused:
-        raise ConfigError(f"{src}: choices.{unused[0]}: choice {unused[0]!r} is never used; place {{choice: {unused[0]}}} in the template or in an option")
+        raise ConfigError(
+            f"{src}: choices.{unused[0]}: choice {unused[0]!r} is never used; place {{choice: {unused[0]}}} in the template or in an option"
+        )
     return seen_ctx
 
 
-def _set_parents(raw: _SpaceFile, choices: dict[str, ChoicePoint], seen_ctx: dict[str, tuple[tuple[str, Any] | None, str]], src: str) -> None:
+def _set_parents(
+    raw: _SpaceFile, choices: dict[str, ChoicePoint], seen_ctx: dict[str, tuple[tuple[str, Any] | None, str]], src: str
+) -> None:
     """Each choice's parent: implied by its placement, or explicit (for choices placed in the template itself)."""
     for n, c in choices.items():
         implied = seen_ctx[n][0]
@@ -208,13 +234,17 @@ def _set_parents(raw: _SpaceFile, choices: dict[str, ChoicePoint], seen_ctx: dic
             parent = choices[rawc.parent]
             pv = True if rawc.parent_value is None and parent.type == "bool" else rawc.parent_value
             if pv is None:
-                raise ConfigError(f"{where}.parent_value: give the value of {rawc.parent!r} under which this choice exists ({parent.labels()})")
+                raise ConfigError(
+                    f"{where}.parent_value: give the value of {rawc.parent!r} under which this choice exists ({parent.labels()})"
+                )
             try:
                 pv = parent.normalize(pv)
             except ConfigError as exc:
                 raise ConfigError(f"{where}.parent_value: {exc}") from None
             if implied is not None and implied != (rawc.parent, pv):
-                raise ConfigError(f"{where}.parent: contradicts its placement under {_ctx_text(implied)} ({seen_ctx[n][1]})")
+                raise ConfigError(
+                    f"{where}.parent: contradicts its placement under {_ctx_text(implied)} ({seen_ctx[n][1]})"
+                )
             c.parent, c.parent_value = rawc.parent, pv
         elif rawc.parent_value is not None:
             raise ConfigError(f"{where}.parent_value: set without `parent`")
@@ -323,5 +353,3 @@ def list_spaces(errors: list[tuple[str, str, Exception]] | None = None) -> list[
                 raise
             errors.append((entry.name, entry.plugin, exc))
     return out
-
-

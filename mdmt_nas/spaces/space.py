@@ -53,8 +53,19 @@ from mdmt_nas.spaces.template import (
     option_sources,
 )
 
-__all__ = ["CHOICE_KEY", "GROUPS", "MERGE_KEY", "OMIT", "TOP_KINDS", "ChoicePoint", "KnownPoint", "Space", "auto_labels",
-           "is_placeholder", "option_sources"]
+__all__ = [
+    "CHOICE_KEY",
+    "GROUPS",
+    "MERGE_KEY",
+    "OMIT",
+    "TOP_KINDS",
+    "ChoicePoint",
+    "KnownPoint",
+    "Space",
+    "auto_labels",
+    "is_placeholder",
+    "option_sources",
+]
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -106,7 +117,12 @@ def auto_labels(options: list[Any]) -> list[str]:
         idx = [i for i, x in enumerate(base) if x == b]
         if len(idx) < 2:
             continue
-        params = [options[i].get("params", {}) if isinstance(options[i], dict) and isinstance(options[i].get("params", {}), dict) else {} for i in idx]
+        params = [
+            options[i].get("params", {})
+            if isinstance(options[i], dict) and isinstance(options[i].get("params", {}), dict)
+            else {}
+            for i in idx
+        ]
         keys = sorted({k for p in params for k in p})
         differing = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
         for i, p in zip(idx, params):
@@ -186,7 +202,9 @@ class ChoicePoint(BaseModel):
             elif isinstance(value, float) and value.is_integer():
                 iv = int(value)
             else:
-                raise ConfigError(f"{where}choice {self.name!r}: expected an integer in {self.low}..{self.high} (step {self.step}), got {value!r}")
+                raise ConfigError(
+                    f"{where}choice {self.name!r}: expected an integer in {self.low}..{self.high} (step {self.step}), got {value!r}"
+                )
             if iv not in self.values():
                 raise ConfigError(f"{where}choice {self.name!r}: {value!r} is not one of {self.values()}")
             return iv
@@ -292,7 +310,9 @@ class Space(BaseModel):
             if not self.active(out, c):
                 continue
             if c.name not in assignment:
-                raise ConfigError(f"space {self.name!r}: the assignment has no value for the active choice {c.name!r} (values: {c.labels()})")
+                raise ConfigError(
+                    f"space {self.name!r}: the assignment has no value for the active choice {c.name!r} (values: {c.labels()})"
+                )
             out[c.name] = c.normalize(assignment[c.name], self.name)
         return out
 
@@ -318,7 +338,9 @@ class Space(BaseModel):
         out = self.assign(lambda c: overrides.get(c.name, c.default_value()))
         ignored = [k for k in overrides if k not in out]
         if ignored:
-            raise ConfigError(f"{where}: choice(s) {', '.join(map(repr, ignored))} are inactive under the other values; drop them")
+            raise ConfigError(
+                f"{where}: choice(s) {', '.join(map(repr, ignored))} are inactive under the other values; drop them"
+            )
         try:
             return self.normalize(out)
         except ConfigError as exc:
@@ -336,8 +358,15 @@ class Space(BaseModel):
         try:
             return Architecture.model_validate(data)
         except ValidationError as exc:
-            err = config_error(exc, f"space {self.name!r} ({self.source or 'in memory'}) with {json.dumps(values, default=str)}", prefix="arch")
-            raise ConfigError(str(err) + "\n(this combination of choices does not give a valid architecture; fix the space's template or options)") from None
+            err = config_error(
+                exc,
+                f"space {self.name!r} ({self.source or 'in memory'}) with {json.dumps(values, default=str)}",
+                prefix="arch",
+            )
+            raise ConfigError(
+                str(err)
+                + "\n(this combination of choices does not give a valid architecture; fix the space's template or options)"
+            ) from None
 
     def _resolve(self, node: Any, values: dict[str, Any]) -> Any:
         """The template `node` with each placeholder replaced by its choice's value under `values` (OMIT: inactive)."""
@@ -426,8 +455,10 @@ class _Resolver(TemplateVisitor):
                         continue
                     clash = set(r) & set(node) | set(r) & set(out)
                     if clash:
-                        raise ConfigError(f"space {self.space.name!r}: {MERGE_KEY} of {ph} sets {sorted(clash)}, "
-                                          "which the enclosing mapping already has")
+                        raise ConfigError(
+                            f"space {self.space.name!r}: {MERGE_KEY} of {ph} sets {sorted(clash)}, "
+                            "which the enclosing mapping already has"
+                        )
                     out.update(r)
                 continue
             r = self.visit(v)

@@ -109,8 +109,9 @@ class Placeholders(TemplateVisitor):
         return [choice.name] + [n for _pv, val, _w in option_sources(choice, "") for n in self.visit(val)]
 
 
-def merge_options(visitor: TemplateVisitor, value: Any, where: str, src: str = "",
-                  strict: bool = True) -> Iterator[tuple[dict[str, Any], str]]:
+def merge_options(
+    visitor: TemplateVisitor, value: Any, where: str, src: str = "", strict: bool = True
+) -> Iterator[tuple[dict[str, Any], str]]:
     """(mapping, its path) of each option of each placeholder of a `$merge` value that merges a mapping.
 
     Options that merge nothing (null, a flag's true/false) are skipped; anything else in
@@ -129,8 +130,9 @@ def merge_options(visitor: TemplateVisitor, value: Any, where: str, src: str = "
                 raise ConfigError(f"{loc}{w}: a {MERGE_KEY} choice's value must be a mapping (or null), got {val!r}")
 
 
-def top_fields(visitor: TemplateVisitor, template: dict[str, Any], where: str = "", src: str = "",
-               strict: bool = True) -> Iterator[tuple[str, Any, str]]:
+def top_fields(
+    visitor: TemplateVisitor, template: dict[str, Any], where: str = "", src: str = "", strict: bool = True
+) -> Iterator[tuple[str, Any, str]]:
     """(Architecture field, its template value, its path) of a template and of every mapping its `$merge` options merge."""
     for k, v in template.items():
         if k == MERGE_KEY:

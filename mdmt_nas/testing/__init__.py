@@ -10,7 +10,21 @@ from mdmt_nas.testing.contract import (
     component_label,
     contract_test,
 )
-from mdmt_nas.testing.world import ND, NF, NS, D, E, H, T, _batch, _registry_with, _schema, make_batch, make_context, make_schema
+from mdmt_nas.testing.world import (
+    ND,
+    NF,
+    NS,
+    D,
+    E,
+    H,
+    T,
+    _batch,
+    _registry_with,
+    _schema,
+    make_batch,
+    make_context,
+    make_schema,
+)
 
 __all__ = [
     "D",

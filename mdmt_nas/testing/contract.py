@@ -43,6 +43,7 @@ from mdmt_nas.testing.world import _describe_exc
 #: the kinds the kit checks (the neural kinds of the kinds table)
 KINDS = NEURAL_KINDS
 
+
 class ContractError(AssertionError):
     """A component failed one or more contract checks; the message names it and each check."""
 
@@ -81,8 +82,14 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "component": self.component, "kind": self.kind, "name": self.name, "ok": self.ok,
-            "checks": [{"check": r.check, "status": r.status, "message": r.message, "seconds": round(r.seconds, 3)} for r in self.results],
+            "component": self.component,
+            "kind": self.kind,
+            "name": self.name,
+            "ok": self.ok,
+            "checks": [
+                {"check": r.check, "status": r.status, "message": r.message, "seconds": round(r.seconds, 3)}
+                for r in self.results
+            ],
         }
 
     def __str__(self) -> str:
@@ -162,7 +169,9 @@ def _run_checks(checker: _Checker, kind: str, wanted: list[str], report: Report)
         if blocked:
             report.results.append(CheckResult(name, "skip", f"not run: {blocked}"))
             continue
-        method = getattr(checker, ("bcheck_" if kind == "balancer" and hasattr(checker, f"bcheck_{name}") else "check_") + name)
+        method = getattr(
+            checker, ("bcheck_" if kind == "balancer" and hasattr(checker, f"bcheck_{name}") else "check_") + name
+        )
         try:
             with torch.random.fork_rng(devices=[]):
                 method()
@@ -194,8 +203,8 @@ def run_check(cls: type, kind: str | None, check: str, **options: Any) -> CheckR
 def contract_test(cls: type, kind: str | None = None, **options: Any) -> Callable[..., None]:
     """A pytest test function that runs each contract check of `cls` as its own test item.
 
-        from mdmt_nas.testing import contract_test
-        test_my_expert = contract_test(MyExpert)
+    from mdmt_nas.testing import contract_test
+    test_my_expert = contract_test(MyExpert)
     """
     import pytest
 

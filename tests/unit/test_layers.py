@@ -66,7 +66,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 def _layers() -> list[tuple[int, str]]:
     """(layer, module prefix) rows of the layer table in docs/concepts.md."""
     text = DOC.read_text()
-    section = text[text.index("## Layers"):]
+    section = text[text.index("## Layers") :]
     rows = []
     for line in section.splitlines()[1:]:
         if line.startswith("## "):
@@ -154,5 +154,7 @@ def test_modules_are_small_and_say_what_they_are():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 if node.end_lineno - node.lineno + 1 > 80 and not lines[first - 2].lstrip().startswith("#"):
-                    problems.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines and no reason beside it")
+                    problems.append(
+                        f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines and no reason beside it"
+                    )
     assert not problems, "\n".join(problems)

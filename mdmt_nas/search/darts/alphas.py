@@ -75,7 +75,9 @@ class AlphaController:
             if self.mode != "gumbel" and c not in self.sampled:
                 out[c] = torch.softmax(a, dim=-1)
                 continue
-            if not self.training:  # a sampled choice was trained one value at a time: evaluate its argmax, not a mixture
+            if (
+                not self.training
+            ):  # a sampled choice was trained one value at a time: evaluate its argmax, not a mixture
                 out[c] = torch.zeros_like(a).scatter_(-1, a.detach().argmax(-1, keepdim=True), 1.0)
                 continue
             if c not in self._noise:
@@ -132,8 +134,16 @@ def alpha_heatmap(relaxation: "Relaxation", ctl: AlphaController, title: str):
         labels = relaxation.labels(c)
         best = int(np.nanargmax(grid[i, : len(probs[c])]))
         for j, lab in enumerate(labels[: len(probs[c])]):
-            ax.text(j, i, f"{lab}\n{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if grid[i, j] < 0.6 else "black", fontweight="bold" if j == best else "normal")
+            ax.text(
+                j,
+                i,
+                f"{lab}\n{grid[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if grid[i, j] < 0.6 else "black",
+                fontweight="bold" if j == best else "normal",
+            )
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)

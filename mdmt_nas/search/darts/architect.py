@@ -40,7 +40,9 @@ class Architect(StructureStep):
     ):
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
-        super().__init__(alphas, loss_fn, lr, betas=(0.5, 0.999), weight_decay=weight_decay, zero_unused=True, new_step=new_step)
+        super().__init__(
+            alphas, loss_fn, lr, betas=(0.5, 0.999), weight_decay=weight_decay, zero_unused=True, new_step=new_step
+        )
         self.weights = [w for w in weights if w.requires_grad]
         self.order, self.xi = order, xi
 
@@ -67,7 +69,7 @@ class Architect(StructureStep):
             self._add(g_train, -self.xi)  # w' = w - xi * g
             loss = self.loss_fn(valid_batch)
             grads = self._grad(loss, self.alphas + self.weights)
-            d_alpha, d_w = grads[: len(self.alphas)], grads[len(self.alphas):]
+            d_alpha, d_w = grads[: len(self.alphas)], grads[len(self.alphas) :]
             with torch.no_grad():
                 for w, b in zip(self.weights, backup):
                     w.copy_(b)

@@ -31,7 +31,9 @@ class MixedCandidate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     spec: ComponentSpec | None = None
-    terms: list[list[list[tuple[str, int]]]] = Field(default_factory=lambda: [[[]]], description="per slot: weight = sum over terms of prod P(choice = index)")
+    terms: list[list[list[tuple[str, int]]]] = Field(
+        default_factory=lambda: [[[]]], description="per slot: weight = sum over terms of prod P(choice = index)"
+    )
 
 
 def _default_candidates(spec: dict) -> Any:
@@ -81,7 +83,9 @@ class _Mixed:
 
     def _init_mixed(self, params: Any) -> None:
         self.choice_sizes = dict(params.choices)
-        self.alphas = nn.ParameterDict({alpha_key(c): nn.Parameter(torch.zeros(n)) for c, n in self.choice_sizes.items()})
+        self.alphas = nn.ParameterDict(
+            {alpha_key(c): nn.Parameter(torch.zeros(n)) for c, n in self.choice_sizes.items()}
+        )
         self._ctl = None
         self._normalize = params.normalize
         self._terms = [[[tuple(f) for f in t] for t in slot] for slot in (c.terms for c in params.candidates)]
@@ -134,7 +138,9 @@ class _Mixed:
         return out
 
     @staticmethod
-    def _candidates(params: Any, dims: Dims, kind: str, name: str, check: Callable[[type, ComponentSpec], None] | None = None) -> list[tuple[type, BaseModel] | None]:
+    def _candidates(
+        params: Any, dims: Dims, kind: str, name: str, check: Callable[[type, ComponentSpec], None] | None = None
+    ) -> list[tuple[type, BaseModel] | None]:
         """(class, params) of each candidate (None: the identity), resolved in the registry the model is built with."""
         registry = dims.registry
         if registry is None:  # built outside build_model: the loaded plugins
@@ -217,7 +223,9 @@ class MixedExpertBank(ExpertBank, _Mixed):
         self.num_experts = n
         self.out_dim = MixedExpert.output_dim(params, dims)
         cands = self._candidates(params, dims, "expert", MixedExpert.name)
-        self.banks = nn.ModuleList(_IdentityBank(n, dims.in_dim) if c is None else build_bank(c[0], n, c[1], dims) for c in cands)
+        self.banks = nn.ModuleList(
+            _IdentityBank(n, dims.in_dim) if c is None else build_bank(c[0], n, c[1], dims) for c in cands
+        )
 
     def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = self.num_experts if stop is None else stop
@@ -272,7 +280,9 @@ class _MixedFusionBase(Fusion, _Mixed):
 
         def same_level(cls: type, spec: ComponentSpec) -> None:
             if cls.level != self.level:
-                raise ConfigError(f"{self.name}: candidate {spec.name!r} is a level-{cls.level} fusion, expected level {self.level}")
+                raise ConfigError(
+                    f"{self.name}: candidate {spec.name!r} is a level-{cls.level} fusion, expected level {self.level}"
+                )
 
         cands = _required("fusion", self._candidates(params, dims, "fusion", self.name, same_level))
         self.ops = nn.ModuleList(build(cls, p, dims) for cls, p in cands)
@@ -308,7 +318,9 @@ class _MixedAdapterBase(Adapter, _Mixed):
 
         def same_site(cls: type, spec: ComponentSpec) -> None:
             if cls.site != self.site:
-                raise ConfigError(f"{self.name}: candidate {spec.name!r} works at site {cls.site!r}, expected {self.site!r}")
+                raise ConfigError(
+                    f"{self.name}: candidate {spec.name!r} works at site {cls.site!r}, expected {self.site!r}"
+                )
 
         cands = self._candidates(params, dims, "adapter", self.name, same_site)
         self._identity = [c is None for c in cands]
@@ -354,8 +366,14 @@ class MixedTower(Tower, _Mixed):
         return self.mix([W[k] for k in range(len(self.ops))], lambda k: self.ops[k](h, ctx))
 
 
-def build_supernet(relaxation: Relaxation, schema: Any, mode: str = "softmax", tau: float = 1.0, registry: Any = None,
-                   sampled: Any = ()) -> tuple[nn.Module, AlphaController]:
+def build_supernet(
+    relaxation: Relaxation,
+    schema: Any,
+    mode: str = "softmax",
+    tau: float = 1.0,
+    registry: Any = None,
+    sampled: Any = (),
+) -> tuple[nn.Module, AlphaController]:
     """Build the supernet model and tie its alphas (one shared parameter per relaxed choice; `sampled` choices are
     hard-sampled per step, see AlphaController)."""
     from mdmt_nas.model import build_model

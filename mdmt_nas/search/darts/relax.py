@@ -161,8 +161,11 @@ class _Expander(TemplateVisitor):
         """Expand placeholders at `node` itself (and `$merge` of a mapping), not inside it."""
         if is_placeholder(node):
             c = self.by_name[node[CHOICE_KEY]]
-            return [(v, t) for val, t0 in self.alternatives(c, cond)
-                    for v, t in ([(ABSENT, t0)] if val is ABSENT else self.shallow(val, t0))]
+            return [
+                (v, t)
+                for val, t0 in self.alternatives(c, cond)
+                for v, t in ([(ABSENT, t0)] if val is ABSENT else self.shallow(val, t0))
+            ]
         if isinstance(node, dict) and MERGE_KEY in node:
             return self.merged(node, cond)
         return [(node, cond)]
@@ -172,8 +175,11 @@ class _Expander(TemplateVisitor):
         return self.visit(node, cond)
 
     def placeholder(self, c: Any, cond: Term) -> list[tuple[Any, Term]]:
-        return [(v, t) for val, t0 in self.alternatives(c, cond)
-                for v, t in ([(ABSENT, t0)] if val is ABSENT else self.visit(val, t0))]
+        return [
+            (v, t)
+            for val, t0 in self.alternatives(c, cond)
+            for v, t in ([(ABSENT, t0)] if val is ABSENT else self.visit(val, t0))
+        ]
 
     def mapping(self, node: dict, cond: Term) -> list[tuple[Any, Term]]:
         if MERGE_KEY in node:
@@ -288,7 +294,10 @@ class _Builder:
 
     def _mixed_spec(self, name: str, cands: list[dict], normalize: bool) -> dict:
         names = sorted({f[0] for c in cands for slot in c["terms"] for t in slot for f in t}, key=self.x.order.get)
-        return {"name": name, "params": {"candidates": cands, "choices": {n: self.sizes[n] for n in names}, "normalize": normalize}}
+        return {
+            "name": name,
+            "params": {"candidates": cands, "choices": {n: self.sizes[n] for n in names}, "normalize": normalize},
+        }
 
     def group(self, entries: list[tuple[Any, Term]]) -> dict | None:
         present: list[tuple[dict, Term]] = []
@@ -299,7 +308,9 @@ class _Builder:
                 if isinstance(val, dict):
                     present.append((val, tv))
                 elif val not in (None, ABSENT, False):
-                    raise ConfigError(f"space {self.space.name!r}: an expert group must be a mapping or null, got {val!r}")
+                    raise ConfigError(
+                        f"space {self.space.name!r}: an expert group must be a mapping or null, got {val!r}"
+                    )
         if not present:
             return None
         slots: list[list[tuple[dict | None, Term]]] = []
@@ -373,7 +384,7 @@ def relax(space: Space) -> Relaxation:
         elif k in UNION_FIELDS:
             vals: list[str] = []
             for node, t in entries:
-                for v, _tv in ([] if node is ABSENT else b.x.full(node, t)):
+                for v, _tv in [] if node is ABSENT else b.x.full(node, t):
                     vals.extend(x for x in (v or []) if x not in vals)
             data[k] = vals or base.get(k)
         elif k == "heads":
@@ -392,16 +403,19 @@ def relax(space: Space) -> Relaxation:
     try:
         arch = Architecture.model_validate(data)
     except Exception as exc:
-        raise ConfigError(f"space {space.name!r}: its relaxed supernet is not a valid architecture ({exc}); DARTS cannot search this space") from None
+        raise ConfigError(
+            f"space {space.name!r}: its relaxed supernet is not a valid architecture ({exc}); DARTS cannot search this space"
+        ) from None
     relaxed = {c.name: len(c) for c in space.choices if c.name in b.used}
     fixed_all = {c.name: default.get(c.name, c.default_value()) for c in space.choices if c.name not in relaxed}
     notes = [f"{n}: kept at {fixed_all[n]!r} ({reasons.get(n, 'does not change the supernet')})" for n in fixed_all]
     return Relaxation(space=space, arch=arch, relaxed=relaxed, fixed=fixed_all, notes=notes)
 
 
-
 # ============================================================================ discretisation
-def discretize(space: Space, alphas: dict[str, torch.Tensor], forced: dict[str, Any] | None = None) -> tuple[dict[str, Any], Architecture]:
+def discretize(
+    space: Space, alphas: dict[str, torch.Tensor], forced: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Architecture]:
     """Argmax of each active choice's alpha (choices without alphas keep their default; `forced` values win)."""
 
     def pick(c: Any) -> Any:
@@ -411,7 +425,9 @@ def discretize(space: Space, alphas: dict[str, torch.Tensor], forced: dict[str, 
         if a is None:
             return c.default_value()
         if a.numel() != len(c):
-            raise ConfigError(f"space {space.name!r}: alpha of {c.name!r} has {a.numel()} entries, the choice has {len(c)} values")
+            raise ConfigError(
+                f"space {space.name!r}: alpha of {c.name!r} has {a.numel()} entries, the choice has {len(c)} values"
+            )
         return c.values()[int(a.detach().reshape(-1).argmax())]
 
     out = space.assign(pick)
@@ -444,7 +460,9 @@ def derive(space: Any, relaxation: Relaxation, ctl: AlphaController) -> tuple[di
                 continue
             a2, arch2 = discretize(space, alphas, forced={c: value})
             if arch2.groups():
-                note = (f"the argmax {assignment} has no expert groups, which the supernet cannot represent; "
-                        f"set {c}={value} (smallest margin {margin(c):.3f})")
+                note = (
+                    f"the argmax {assignment} has no expert groups, which the supernet cannot represent; "
+                    f"set {c}={value} (smallest margin {margin(c):.3f})"
+                )
                 return a2, arch2, note
     return assignment, arch, ""

@@ -25,13 +25,17 @@ def choice_margins(space: Any, ctl: AlphaController, assignment: dict[str, Any])
         p = torch.softmax(a.detach(), -1)
         top = p.topk(min(2, p.numel())).values
         labels = space.choice(c).labels()
-        out[c] = {"pick": labels[int(p.argmax())], "margin": float(top[0] - top[-1]),
-                  "probs": {lab: round(float(v), 4) for lab, v in zip(labels, p)}}
+        out[c] = {
+            "pick": labels[int(p.argmax())],
+            "margin": float(top[0] - top[-1]),
+            "probs": {lab: round(float(v), 4) for lab, v in zip(labels, p)},
+        }
     return out
 
 
-def top_k_derived(space: Any, relaxation: Relaxation, ctl: AlphaController, k: int,
-                  max_visits: int = 400) -> list[tuple[dict[str, Any], Architecture, float]]:
+def top_k_derived(
+    space: Any, relaxation: Relaxation, ctl: AlphaController, k: int, max_visits: int = 400
+) -> list[tuple[dict[str, Any], Architecture, float]]:
     """The k most probable distinct architectures under the alphas: (assignment, architecture, log-probability).
 
     Best-first over assignments: from the argmax, each step moves one active relaxed choice to another

@@ -61,13 +61,21 @@ def init_ray(ray: Any, address: str | None, workers: int, cpus_per_trial: float)
         return False
     import logging
 
-    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
-                          "configure_logging": True}
+    kw: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+    }
     try:
         if address:
             ray.init(address=address, **kw)
         else:  # a small machine is oversubscribed as N local processes would be
-            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_trial)), _node_ip_address="127.0.0.1", **kw)
+            ray.init(
+                num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_trial)),
+                _node_ip_address="127.0.0.1",
+                **kw,
+            )
     except Exception as exc:  # noqa: BLE001 - unreachable cluster, version mismatch
         first = " ".join(str(exc).split())[:300]
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
@@ -92,7 +100,9 @@ class Pool:
     def __init__(self, ray: Any, ctx: SearchContext, workers: int, cpus_per_trial: float):
         self.ray = ray
         tracking = ctx.config.tracking
-        if tracking.enabled:  # the workers log where the driver logs (a file URI is resolved here, for workers on this host)
+        if (
+            tracking.enabled
+        ):  # the workers log where the driver logs (a file URI is resolved here, for workers on this host)
             tracking = tracking.model_copy(update={"uri": ctx.tracker.tracking_uri})
         config = ctx.config.model_copy(update={"tracking": tracking}).model_dump(mode="json")
         self.threads = max(1, int(cpus_per_trial))
@@ -138,8 +148,12 @@ def _end_child(tracker: Any, parent: str | None, number: int, status: str, state
     if not tracker.enabled or not parent:
         return
     try:
-        runs = tracker.client.search_runs([tracker.experiment_id], filter_string=(
-            f"tags.mlflow.parentRunId = '{parent}' and tags.number = '{number}' and attributes.status = 'RUNNING'"))
+        runs = tracker.client.search_runs(
+            [tracker.experiment_id],
+            filter_string=(
+                f"tags.mlflow.parentRunId = '{parent}' and tags.number = '{number}' and attributes.status = 'RUNNING'"
+            ),
+        )
         for r in runs:
             tracker.set_tags(r.info.run_id, {"state": state, "reason": reason[:5000]})
             tracker.end_run(r.info.run_id, status)
@@ -160,21 +174,47 @@ class RemoteEvaluate:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)
 
-    def __call__(self, arch: Any, label: str, epoch_callback: Any = None, assignment: dict[str, Any] | None = None,
-                 number: int | None = None, train_config: Any = None, kind: str = "candidate", known: str = "",
-                 fidelity: float = 1.0) -> Candidate:
+    def __call__(
+        self,
+        arch: Any,
+        label: str,
+        epoch_callback: Any = None,
+        assignment: dict[str, Any] | None = None,
+        number: int | None = None,
+        train_config: Any = None,
+        kind: str = "candidate",
+        known: str = "",
+        fidelity: float = 1.0,
+    ) -> Candidate:
         ev = self.local
         if epoch_callback is not None or fidelity != 1.0:
-            return ev(arch, label, epoch_callback=epoch_callback, assignment=assignment, number=number,
-                      train_config=train_config, kind=kind, known=known, fidelity=fidelity)
+            return ev(
+                arch,
+                label,
+                epoch_callback=epoch_callback,
+                assignment=assignment,
+                number=number,
+                train_config=train_config,
+                kind=kind,
+                known=known,
+                fidelity=fidelity,
+            )
         check_interrupt()
         if ev.deadline is not None and time.monotonic() > ev.deadline:
             raise SearchStopped(f"time limit of search.timeout={ev.config.search.timeout:g}s reached")
         if number is None:
             number = ev._next
         ev._next = max(ev._next, number + 1)
-        job = Job(arch, label, number, dict(assignment or {}), known, self.config_for(train_config or ev.train_config), kind,
-                  seconds_left=seconds_left())
+        job = Job(
+            arch,
+            label,
+            number,
+            dict(assignment or {}),
+            known,
+            self.config_for(train_config or ev.train_config),
+            kind,
+            seconds_left=seconds_left(),
+        )
         actor = self.pool.idle.pop(0)
         if ev.display:
             ev.display.candidate_start(label, arch, job.train_config.epochs)
@@ -200,7 +240,9 @@ class RemoteEvaluate:
             self.pool.idle.append(actor)  # the actor lives: only its call raised
         else:
             self.pool.replace(actor)
-        return Candidate(number=job.number, arch=job.arch, state="failed", reason=reason, assignment=job.assignment, known=job.known)
+        return Candidate(
+            number=job.number, arch=job.arch, state="failed", reason=reason, assignment=job.assignment, known=job.known
+        )
 
     def adopt(self, out: Outcome) -> Candidate:
         """Record a worker's candidate as the local Evaluator would have (may raise SearchStopped: max_failures)."""
@@ -233,8 +275,12 @@ def run_on_ray(searcher: Any, ctx: SearchContext, cleanup: contextlib.ExitStack)
     stack) stops them, and shuts down a local Ray started here, when the search ends.
     """
     # library use (the CLI checked before any work), now with the resolved study and tracking URIs
-    check_executor(type(searcher), ctx.config, ctx.storage or searcher.storage_url(ctx),
-                   ctx.tracker.tracking_uri if ctx.tracker.enabled else None)
+    check_executor(
+        type(searcher),
+        ctx.config,
+        ctx.storage or searcher.storage_url(ctx),
+        ctx.tracker.tracking_uri if ctx.tracker.enabled else None,
+    )
     ray = require_ray()
     ex = ctx.config.search.executor
     if init_ray(ray, ex.address, ex.workers, ex.cpus_per_trial):
@@ -260,7 +306,9 @@ class _Driver:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
             with _quiet(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")  # ask/tell: the driver sends them itself
+                warnings.filterwarnings(
+                    "ignore", message="Heartbeat of storage"
+                )  # ask/tell: the driver sends them itself
                 study = self.searcher._open_study(self.ctx)
                 optuna.storages.fail_stale_trials(study)
                 self.searcher.prepare(self.ctx, study)
@@ -285,12 +333,17 @@ class _Driver:
         try:
             while True:
                 with suspended_deadline():  # Ctrl-C / SIGTERM raise here; the deadline only stops new candidates,
-                    check_interrupt()       # those in flight stop themselves at their next batch (Job.seconds_left)
+                    check_interrupt()  # those in flight stop themselves at their next batch (Job.seconds_left)
                 if not stopped and deadline_passed():
                     stopped = deadline_message()
                 timed_out = ctx.timeout is not None and time.monotonic() - t0 > ctx.timeout
-                while (not stopped and not timed_out and self.pool.idle and (limit is None or limit > 0)
-                       and s.counted(study) + len(self.flights) < budget):
+                while (
+                    not stopped
+                    and not timed_out
+                    and self.pool.idle
+                    and (limit is None or limit > 0)
+                    and s.counted(study) + len(self.flights) < budget
+                ):
                     if proposals <= 0:
                         stopped = f"{max(100, 10 * budget)} proposals without reaching the budget (the space may have too few working architectures)"
                         break
@@ -311,7 +364,9 @@ class _Driver:
                 for ref in ready:
                     try:
                         self._land(study, ref)
-                    except SearchStopped as exc:  # max_failures, the deadline: no new candidates; those in flight finish
+                    except (
+                        SearchStopped
+                    ) as exc:  # max_failures, the deadline: no new candidates; those in flight finish
                         stopped = stopped or str(exc)
         except BaseException:
             self._abandon(study)
@@ -341,9 +396,20 @@ class _Driver:
             return
         single = len(s.directions(ctx)) == 1
         cfg = self.remote.config_for(s.candidate_config(ctx))
-        job = Job(arch, label, trial.number, assignment, known, cfg, trial_id=trial._trial_id if single else None,
-                  prune=single and not known, storage=s.storage_url(ctx), study_name=study.study_name,
-                  pruner=s.make_pruner(ctx) if single else None, seconds_left=seconds_left())
+        job = Job(
+            arch,
+            label,
+            trial.number,
+            assignment,
+            known,
+            cfg,
+            trial_id=trial._trial_id if single else None,
+            prune=single and not known,
+            storage=s.storage_url(ctx),
+            study_name=study.study_name,
+            pruner=s.make_pruner(ctx) if single else None,
+            seconds_left=seconds_left(),
+        )
         actor = self.pool.idle.pop(0)
         ev = self.remote.local
         ev._next = max(ev._next, trial.number + 1)
@@ -366,7 +432,9 @@ class _Driver:
         f.trial.set_user_attr(CANDIDATE_ATTR, cand.to_record(f.job.label))
         if out.pruned:
             study.tell(f.trial, state=_state("PRUNED"))
-        elif cand.state == "failed" or out.stopped:  # a candidate cut by the deadline ends FAIL, as in the local executor
+        elif (
+            cand.state == "failed" or out.stopped
+        ):  # a candidate cut by the deadline ends FAIL, as in the local executor
             study.tell(f.trial, state=_state("FAIL"))
         else:
             study.tell(f.trial, self.searcher._values(self.ctx, cand))
@@ -383,8 +451,14 @@ class _Driver:
                 study.tell(f.trial, state=_state("FAIL"))
             except Exception:  # noqa: BLE001 - the storage is unreachable: the next start's stale check fails it
                 pass
-            _end_child(self.ctx.tracker, self.ctx.parent_run_id, f.job.number, "KILLED", "killed",
-                       "the search was interrupted while this candidate trained")
+            _end_child(
+                self.ctx.tracker,
+                self.ctx.parent_run_id,
+                f.job.number,
+                "KILLED",
+                "killed",
+                "the search was interrupted while this candidate trained",
+            )
         self.flights.clear()
 
 

@@ -106,15 +106,33 @@ class CandidateWorker:
         ev.candidates = []
         try:
             with search_deadline(job.seconds_left):
-                cand = ev(job.arch, job.label, epoch_callback=callback, assignment=job.assignment, number=job.number,
-                          train_config=job.train_config, kind=job.kind, known=job.known)
+                cand = ev(
+                    job.arch,
+                    job.label,
+                    epoch_callback=callback,
+                    assignment=job.assignment,
+                    number=job.number,
+                    train_config=job.train_config,
+                    kind=job.kind,
+                    known=job.known,
+                )
         except TrialPruned:
             cand, pruned = ev.candidates[-1], True
         except SearchStopped as exc:  # the deadline: cut (best epoch kept), or before its first epoch / its start
             stopped = str(exc)
-            cand = ev.candidates[-1] if ev.candidates else Candidate(
-                number=job.number, arch=job.arch, state="pruned", reason=f"{TIMEOUT_REASON} before it started",
-                assignment=job.assignment, known=job.known, fidelity=0.0)
+            cand = (
+                ev.candidates[-1]
+                if ev.candidates
+                else Candidate(
+                    number=job.number,
+                    arch=job.arch,
+                    state="pruned",
+                    reason=f"{TIMEOUT_REASON} before it started",
+                    assignment=job.assignment,
+                    known=job.known,
+                    fidelity=0.0,
+                )
+            )
         state = None
         if cand.state == "finished" and ev.last_state is not None and ev.last_state[0] == cand.arch.id:
             state = ev.last_state[1]

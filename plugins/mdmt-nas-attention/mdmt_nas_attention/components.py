@@ -15,7 +15,9 @@ class PartAttentionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key_dim: int = Field(default=16, ge=1, description="size of the attention keys and queries")
     per_domain: bool = Field(default=True, description="add a learned per-domain query to each task's query")
-    scale_by_parts: bool = Field(default=True, description="multiply the mixture by the number of parts (sum-like scale, as 'gated')")
+    scale_by_parts: bool = Field(
+        default=True, description="multiply the mixture by the number of parts (sum-like scale, as 'gated')"
+    )
 
 
 class PartAttentionFusion(Fusion):
@@ -38,7 +40,9 @@ class PartAttentionFusion(Fusion):
         q = self.task_query.unsqueeze(0)  # [1, T, k]
         if self.domain_query is not None:
             q = q + self.domain_query[ctx.domain].unsqueeze(1)  # [B, T, k]
-        scores = torch.einsum("btpk,btk->btp", self.key(stacked), q.expand(stacked.shape[0], -1, -1)) / math.sqrt(q.shape[-1])
+        scores = torch.einsum("btpk,btk->btp", self.key(stacked), q.expand(stacked.shape[0], -1, -1)) / math.sqrt(
+            q.shape[-1]
+        )
         w = torch.softmax(scores, dim=-1)  # [B, T, P]
         out = torch.einsum("btp,btph->bth", w, stacked)
         return out * len(self.members) if self.params.scale_by_parts else out
@@ -48,12 +52,16 @@ class AnnealedParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     t_start: float = Field(default=2.0, gt=0, description="temperature at the first training step")
     t_end: float = Field(default=0.5, gt=0, description="temperature after anneal_steps training steps")
-    anneal_steps: int = Field(default=1000, ge=1, description="training forwards over which the temperature moves (geometrically)")
+    anneal_steps: int = Field(
+        default=1000, ge=1, description="training forwards over which the temperature moves (geometrically)"
+    )
 
     @model_validator(mode="after")
     def _order(self) -> AnnealedParams:
         if self.t_end > self.t_start:
-            raise ValueError(f"t_end ({self.t_end}) must not exceed t_start ({self.t_start}): annealing lowers the temperature")
+            raise ValueError(
+                f"t_end ({self.t_end}) must not exceed t_start ({self.t_start}): annealing lowers the temperature"
+            )
         return self
 
 
@@ -66,12 +74,20 @@ class AnnealedSoftmaxGate(Gate):
 
     def __init__(self, params: AnnealedParams, dims: Dims):
         super().__init__(params, dims)
-        in_dim, num_experts, num_tasks, num_domains, per_domain = dims.in_dim, dims.num_experts, dims.num_tasks, dims.num_domains, dims.per_domain
+        in_dim, num_experts, num_tasks, num_domains, per_domain = (
+            dims.in_dim,
+            dims.num_experts,
+            dims.num_tasks,
+            dims.num_domains,
+            dims.per_domain,
+        )
         groups = num_domains if per_domain else 1
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(groups, in_dim, num_tasks * num_experts).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(groups, num_tasks * num_experts))
-        self.register_buffer("step", torch.zeros((), dtype=torch.float32))  # training forwards so far (saved with the model)
+        self.register_buffer(
+            "step", torch.zeros((), dtype=torch.float32)
+        )  # training forwards so far (saved with the model)
 
     def temperature(self) -> torch.Tensor:
         p = self.params

@@ -12,7 +12,9 @@ from mdmt_nas.components import Dims
 from mdmt_nas.testing import contract_test, make_context
 
 test_part_attention_contract = contract_test(PartAttentionFusion)
-test_part_attention_plain_contract = contract_test(PartAttentionFusion, params={"per_domain": False, "scale_by_parts": False})
+test_part_attention_plain_contract = contract_test(
+    PartAttentionFusion, params={"per_domain": False, "scale_by_parts": False}
+)
 test_annealed_softmax_contract = contract_test(AnnealedSoftmaxGate)
 
 
@@ -29,7 +31,10 @@ def test_registers_through_the_hooks(mdmt_plugin_host):
 
 
 def test_temperature_anneals_with_training_steps_only():
-    gate = AnnealedSoftmaxGate(AnnealedSoftmaxGate.Params(t_start=2.0, t_end=0.5, anneal_steps=4), Dims(in_dim=8, num_experts=3, num_tasks=2, num_domains=3))
+    gate = AnnealedSoftmaxGate(
+        AnnealedSoftmaxGate.Params(t_start=2.0, t_end=0.5, anneal_steps=4),
+        Dims(in_dim=8, num_experts=3, num_tasks=2, num_domains=3),
+    )
     ctx = make_context(5)
     h = torch.randn(5, 8)
     gate.eval()
@@ -53,7 +58,10 @@ def test_params_reject_a_rising_temperature():
 
 def test_attention_weights_depend_on_the_row():
     torch.manual_seed(0)
-    fusion = PartAttentionFusion(PartAttentionFusion.Params(scale_by_parts=False), Dims(in_dim=8, members=("shared", "domain", "task"), num_tasks=2, num_domains=3))
+    fusion = PartAttentionFusion(
+        PartAttentionFusion.Params(scale_by_parts=False),
+        Dims(in_dim=8, members=("shared", "domain", "task"), num_tasks=2, num_domains=3),
+    )
     parts = {p: torch.randn(4, 2, 8) for p in fusion.members}
     out = fusion(parts, make_context(4))
     stacked = torch.stack([parts[p] for p in fusion.members], dim=2)

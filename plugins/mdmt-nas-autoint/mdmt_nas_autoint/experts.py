@@ -61,7 +61,10 @@ class AutoIntExpert(Expert):
         super().__init__(params, dims)
         in_dim, num_fields, field_dim = dims.in_dim, dims.num_fields, dims.field_dim
         d = params.heads * params.head_dim
-        self.layers = nn.ModuleList(InteractingLayer(field_dim if i == 0 else d, params.heads, params.head_dim, params.dropout) for i in range(params.layers))
+        self.layers = nn.ModuleList(
+            InteractingLayer(field_dim if i == 0 else d, params.heads, params.head_dim, params.dropout)
+            for i in range(params.layers)
+        )
         self.out = nn.Linear(num_fields * d, params.out_dim)
         self.inp = nn.Linear(in_dim, params.out_dim, bias=False) if params.use_input else None
 
@@ -80,7 +83,9 @@ class AutoIntExpert(Expert):
 class FiBiNetParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reduction: int = Field(default=3, ge=1, description="SENet reduction ratio")
-    bilinear: Literal["all", "each"] = Field(default="all", description="one bilinear matrix for all fields, or one per field")
+    bilinear: Literal["all", "each"] = Field(
+        default="all", description="one bilinear matrix for all fields, or one per field"
+    )
     hidden: int = Field(default=64, ge=1, description="hidden size of the MLP after the bilinear layer")
     out_dim: int = Field(default=64, ge=1)
     use_input: bool = Field(default=True, description="add a linear projection of the input x")
@@ -104,7 +109,9 @@ class FiBiNetExpert(Expert):
         self.register_buffer("pair_i", i, persistent=False)
         self.register_buffer("pair_j", j, persistent=False)
         pairs = max(len(i), 1)
-        self.mlp = nn.Sequential(nn.Linear(2 * pairs * E, params.hidden), nn.ReLU(), nn.Linear(params.hidden, params.out_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * pairs * E, params.hidden), nn.ReLU(), nn.Linear(params.hidden, params.out_dim)
+        )
         self.inp = nn.Linear(in_dim, params.out_dim, bias=False) if params.use_input else None
 
     @classmethod

@@ -22,7 +22,9 @@ from mdmt_nas.components import Adapter, Context, Dims, Expert
 
 class PPNetParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1, description="layer sizes; the last is the output size")
+    hidden: list[int] = Field(
+        default_factory=lambda: [128, 64], min_length=1, description="layer sizes; the last is the output size"
+    )
     domain_dim: int = Field(default=8, ge=1, description="size of the learned domain embedding fed to the gates")
     gate_hidden: int = Field(default=32, ge=1, description="hidden size of each gate unit")
     gamma: float = Field(default=2.0, gt=0, description="gate range (0, gamma); 2 keeps the identity at the midpoint")
@@ -52,7 +54,9 @@ class PPNetExpert(Expert):
         sizes = [in_dim] + list(params.hidden)
         self.domain_emb = nn.Embedding(num_domains, params.domain_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.gates = nn.ModuleList(GateNU(params.domain_dim + in_dim, params.gate_hidden, b, params.gamma) for b in sizes[1:])
+        self.gates = nn.ModuleList(
+            GateNU(params.domain_dim + in_dim, params.gate_hidden, b, params.gamma) for b in sizes[1:]
+        )
 
     @classmethod
     def output_dim(cls, params: PPNetParams, dims: Dims) -> int:

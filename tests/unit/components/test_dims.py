@@ -58,7 +58,9 @@ def test_dims_is_frozen_and_copies_with_changes():
 def test_new_and_old_signatures_build_the_same_expert():
     d = Dims(in_dim=4, num_fields=2, field_dim=2, num_domains=3)
     new = build(NewExpert, NoParams(), d)
-    with pytest.warns(DeprecationWarning, match="OldExpert takes \\(params, in_dim, num_fields, field_dim, num_domains\\)"):
+    with pytest.warns(
+        DeprecationWarning, match="OldExpert takes \\(params, in_dim, num_fields, field_dim, num_domains\\)"
+    ):
         old = build(OldExpert, NoParams(), d)
     for m in (new, old):
         assert (m.in_dim, m.num_fields, m.field_dim, m.num_domains, m.out_dim) == (4, 2, 2, 3, 3)

@@ -47,8 +47,11 @@ SPACE = {
         "expert": {"options": ["mlp", {"name": "mlp", "params": {"hidden": [{"choice": "inner"}]}}]},
         "inner": {"low": 4, "high": 8, "step": 4},
         "n": {"low": 1, "high": 2},
-        "task": {"type": "bool", "default": False,
-                 "when_on": {"task": {"expert": "mlp", "num": {"choice": "tn"}}, "gate_scope": ["shared", "task"]}},
+        "task": {
+            "type": "bool",
+            "default": False,
+            "when_on": {"task": {"expert": "mlp", "num": {"choice": "tn"}}, "gate_scope": ["shared", "task"]},
+        },
         "tn": {"low": 1, "high": 2},
         "width": {"options": [8, 16]},
     },
@@ -62,15 +65,31 @@ def space():
 
 def test_placeholders_in_template_order_and_transitively(space):
     assert Placeholders(space.choices).visit(space.template) == ["expert", "n", "task", "width"]
-    assert Placeholders(space.choices, follow=True).visit(space.template) == ["expert", "inner", "n", "task", "tn", "width"]
-    assert Placeholders(space.choices, follow=True, seen=["expert"]).visit(space.template) == ["n", "task", "tn", "width"]
+    assert Placeholders(space.choices, follow=True).visit(space.template) == [
+        "expert",
+        "inner",
+        "n",
+        "task",
+        "tn",
+        "width",
+    ]
+    assert Placeholders(space.choices, follow=True, seen=["expert"]).visit(space.template) == [
+        "n",
+        "task",
+        "tn",
+        "width",
+    ]
     assert Placeholders(space.choices).visit({"no": ["placeholders", 1]}) == []
 
 
 def test_top_fields_walk_into_merged_options(space):
     fields = [(k, w) for k, _v, w in top_fields(TemplateVisitor(space.choices), space.template, "template")]
-    assert fields == [("shared", "template.shared"), ("task", "choices.task.when_on.task"),
-                      ("gate_scope", "choices.task.when_on.gate_scope"), ("tower", "template.tower")]
+    assert fields == [
+        ("shared", "template.shared"),
+        ("task", "choices.task.when_on.task"),
+        ("gate_scope", "choices.task.when_on.gate_scope"),
+        ("tower", "template.tower"),
+    ]
 
 
 def test_a_merge_of_something_else_is_an_error_naming_the_path(space):
