@@ -154,7 +154,7 @@ def main() -> None:
         fns[f"candidate: {label} ({ar.id})"] = _candidate_step(ar, schema, config.train.loss_reduction)
         sizes[f"candidate: {label} ({ar.id})"] = n
     for gumbel in (False, True):
-        tag = "gumbel (GDAS)" if gumbel else "softmax (default)"
+        tag = "gumbel (GDAS, the default)" if gumbel else "softmax (gumbel: false)"
         w, f, n = _supernet_steps(space, splits, config, gumbel, a.seed)
         fns[f"supernet {tag}: weight step"], fns[f"supernet {tag}: alpha + weight step"] = w, f
         sizes[f"supernet {tag}: weight step"] = sizes[f"supernet {tag}: alpha + weight step"] = n
