@@ -65,7 +65,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _train(tmp: Path, out: str, db: str, ranks: int, **env: str) -> subprocess.CompletedProcess:
+def _train(tmp: Path, out: str, db: str, ranks: int, *extra: str, **env: str) -> subprocess.CompletedProcess:
     cfg = tmp / "cfg.yaml"
     cfg.write_text(CONFIG)
     launcher = (
@@ -87,7 +87,7 @@ def _train(tmp: Path, out: str, db: str, ranks: int, **env: str) -> subprocess.C
             "mdmt_nas",
         ]
     )
-    cmd = [*launcher, "train", "-c", str(cfg), "-o", str(tmp / out), "--tracking-uri", f"sqlite:///{tmp / db}"]
+    cmd = [*launcher, "train", "-c", str(cfg), "-o", str(tmp / out), "--tracking-uri", f"sqlite:///{tmp / db}", *extra]
     return subprocess.run(cmd, cwd=tmp, env=_env(**env), capture_output=True, text=True, timeout=120)
 
 
@@ -258,3 +258,35 @@ def test_search_and_resume_are_refused_under_torchrun(tmp_path):
         res.stdout + res.stderr
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_search_winner_retrains_data_parallel(tmp_path):
+    """The retraining of a search's winner under torchrun: `train --arch RUN/best_arch.json` on 2 ranks trains that
+    architecture (same id) and ends where a 1-process retraining of it ends."""
+    from helpers import tiny_space_yaml
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(tiny_space_yaml())
+    search = subprocess.run(
+        [sys.executable, "-m", "mdmt_nas", "search", "--space", str(space), "--searcher", "optuna-random", "--budget", "2",
+         "--epochs", "1", "--dataset", "synthetic", "--set", "dataset.params.n_rows=2870", "--set", "train.threads=1",
+         "--set", "train.progress=false", "--set", "tracking.log_model=false", "--output", str(tmp_path / "search"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'search.db'}"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert search.returncode == 0, search.stdout + search.stderr
+    best = tmp_path / "search" / "best_arch.json"
+    one = _train(tmp_path, "one", "one.db", 1, "--arch", str(best))
+    two = _train(tmp_path, "two", "two.db", 2, "--arch", str(best))
+    assert one.returncode == 0 and two.returncode == 0, one.stdout + one.stderr + two.stdout + two.stderr
+    assert "data-parallel on 2 ranks" in two.stdout
+    from mdmt_nas.arch import Architecture
+
+    want = Architecture.load(best).id
+    assert (
+        Architecture.load(tmp_path / "two" / "arch.json").id
+        == want
+        == Architecture.load(tmp_path / "one" / "arch.json").id
+    )
+    w1, w2 = (torch.load(tmp_path / d / "weights.pt", weights_only=True) for d in ("one", "two"))
+    assert max(float((w1[k].float() - w2[k].float()).abs().max()) for k in w1 if w1[k].numel()) <= WEIGHT_TOL
