@@ -166,3 +166,38 @@ def test_startup_times_each_command_and_says_what_it_imported():
     assert rows[0][3].startswith("none of") and rows[3][3].startswith("none of"), (
         out
     )  # --help and a config error stay light
+
+
+def test_supernet_step_times_both_supernets_against_the_largest_candidates():
+    out = run(
+        "supernet_step.py",
+        "--rows",
+        "3000",
+        "--steps",
+        "2",
+        "--sample",
+        "6",
+        "--top",
+        "2",
+        "--batch",
+        "128",
+        "--threads",
+        "1",
+    )
+    rows = dict(
+        re.findall(
+            r"^(supernet \S+ \([^)]*\): (?:weight|alpha \+ weight) step)\s+[\d,]+\s+[\d.]+\s+([\d.]+)x$", out, re.M
+        )
+    )
+    assert len(rows) == 4, out  # weight and alpha + weight step of the softmax and the GDAS supernet
+    assert all(float(v) > 0 for v in rows.values()), out
+    assert len(re.findall(r"^candidate: ", out, re.M)) == 2 and "target: supernet step <= 2.5x" in out, out
+
+
+def test_scale_trials_counts_the_trials_of_a_shared_postgres_study():
+    from scale_servers import need, pg_bin
+
+    need(pg_bin("initdb") is not None, "PostgreSQL server binaries (initdb, pg_ctl)")
+    out = run("scale_trials.py", "--trials", "2", "--workers", "1,2", "--executors", "local", "--rows", "2000")
+    rows = re.findall(r"^local\s+(\d)\s+[\d.]+\s+[\d.]+\s+(\d+)\s+[\d,]+", out, re.M)
+    assert [(w, int(n) >= 2) for w, n in rows] == [("1", True), ("2", True)], out
