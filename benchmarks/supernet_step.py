@@ -12,7 +12,7 @@ reference), and times, alternating, per batch of `--batch` rows:
 - the supernet's weight step (what `DartsSearcher._weight_step` does),
 - the supernet's full DARTS step (first-order alpha step on a valid batch +
   weight step, what one supernet batch costs),
-- each large candidate's training step (`steps.weight_step` with Adam).
+- each large candidate's training step (the trainer's `Trainer.train_step`).
 
 It prints ms per step (median), the ratios and the share of the fp32 matmul
 peak is not the point here: the ratio is. Compare within one run only.
@@ -61,32 +61,17 @@ def _largest(space, schema, sample: int, top: int, seed: int) -> list[tuple[str,
     return sorted(sized, key=lambda t: -t[2])[:top]
 
 
-def _candidate_step(arch, schema, reduction: str):
-    """A closure doing one training step of `arch` on a batch (the trainer's weight step)."""
+def _candidate_step(arch, schema, splits, config):
+    """A closure doing one training step of `arch` on a batch: the trainer's own step (Trainer.train_step)."""
     from mdmt_nas.model import build_balancer, build_model
-    from mdmt_nas.steps import weight_step
+    from mdmt_nas.train import Trainer
 
     model = build_model(arch, schema)
     model.train()
-    balancer = build_balancer(arch, schema)
-    params = [p for p in model.parameters() if p.requires_grad] + [p for p in balancer.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-3, fused=True)
-    shared = model.shared_parameters()
+    trainer = Trainer(model, build_balancer(arch, schema), splits, config.train.model_copy(update={"progress": False}))
 
     def step(batch, _valid) -> None:
-        weight_step(
-            model,
-            balancer,
-            opt,
-            batch,
-            reduction=reduction,
-            shared=shared,
-            all_params=params,
-            step=0,
-            grad_clip=None,
-            clip_params=params,
-            nan_reason=lambda *_: "nan",
-        )
+        trainer.train_step(batch)
 
     return step
 
@@ -151,7 +136,7 @@ def main() -> None:
     fns: dict[str, object] = {}
     sizes: dict[str, int] = {}
     for label, ar, n in largest:
-        fns[f"candidate: {label} ({ar.id})"] = _candidate_step(ar, schema, config.train.loss_reduction)
+        fns[f"candidate: {label} ({ar.id})"] = _candidate_step(ar, schema, splits, config)
         sizes[f"candidate: {label} ({ar.id})"] = n
     for gumbel in (False, True):
         tag = "gumbel (GDAS, the default)" if gumbel else "softmax (gumbel: false)"
