@@ -75,15 +75,13 @@ class AlphaController:
             if self.mode != "gumbel" and c not in self.sampled:
                 out[c] = torch.softmax(a, dim=-1)
                 continue
-            if (
-                not self.training
-            ):  # a sampled choice was trained one value at a time: evaluate its argmax, not a mixture
-                out[c] = torch.zeros_like(a).scatter_(-1, a.detach().argmax(-1, keepdim=True), 1.0)
+            if not self.training:  # trained one value at a time: evaluate its argmax, not a mixture
+                out[c] = _one_hot_argmax(a.detach())
                 continue
             if c not in self._noise:
                 self._noise[c] = -torch.empty_like(a).exponential_().log()
             soft = torch.softmax((a + self._noise[c]) / self.tau, dim=-1)
-            hard = torch.zeros_like(soft).scatter_(-1, soft.detach().argmax(-1, keepdim=True), 1.0)
+            hard = _one_hot_argmax(soft.detach())
             out[c] = hard - soft.detach() + soft  # straight-through (GDAS)
         return out
 
@@ -98,6 +96,11 @@ class AlphaController:
             for c, v in state.items():
                 if c in self.alphas:
                     self.alphas[c].copy_(v)
+
+
+def _one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
+    """1 at the largest entry of the last dimension, 0 elsewhere (no autograd graph)."""
+    return torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
 
 
 def alpha_probs(ctl: AlphaController) -> dict[str, list[float]]:
