@@ -8,6 +8,7 @@ Where each built-in lives (kind name -> file):
     m3oe.py        expert m3oe_star; fusions balance (level 1), weighted (level 2)
     cesaa.py       gate noisy_topk (CESAA's noisy top-k with the mutual-information loss)
     dephn.py       experts cross, fint; gate dephn; adapter soft_selection (fields)
+    interactions.py expert product (pairwise products of the field embeddings)
     hamur.py       adapter hamur (HAMUR's hyper-network adapter)
     pmtrec.py      balancer pmtrec
     balancers.py   balancers uncertainty, gradnorm, pcgrad

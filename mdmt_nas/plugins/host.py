@@ -64,6 +64,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mdmt_nas.builtin.cesaa",
     "mdmt_nas.builtin.hamur",
     "mdmt_nas.builtin.dephn",
+    "mdmt_nas.builtin.interactions",
     "mdmt_nas.builtin.pmtrec",
     "mdmt_nas.builtin.balancers",
 )

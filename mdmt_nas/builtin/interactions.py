@@ -1,0 +1,119 @@
+"""Expert `product`: explicit pairwise products of the field embeddings (PNN / FwFM style).
+
+Why a separate expert: an MLP over concatenated embeddings learns a product of
+two fields poorly (Rendle et al. 2020, "Neural Collaborative Filtering vs.
+Matrix Factorization Revisited"), and a label driven by a field-pair
+interaction is common in recommendation (user x item, item x context). This
+expert hands the product to the network directly:
+
+    p_ij = v_i * v_j            for every pair of fields i < j   ([B, P, E], P = F (F - 1) / 2)
+    out  = act(W [p_ij]_flat + b (+ U x with input_skip))
+
+so a weighted inner product sum_k w_k v_ik v_jk of any pair is one linear map
+away (the product-based layer of PNN, Qu et al. 2016; per-pair weights as in
+FwFM / FvFM, Pan et al. 2018, Sun et al. 2021). The products are computed once
+per batch and shared by every expert of a bank; the n experts' output maps are
+one GEMM.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mdmt_nas.components import Context, Dims, Expert, ExpertBank
+from mdmt_nas.plugins import hookimpl
+
+
+class ProductParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out_dim: int = Field(default=64, ge=1, description="output size")
+    out_activation: Literal["relu", "none"] = Field(
+        default="none", description="none keeps the products' sign (an inner product can be negative)"
+    )
+    input_skip: bool = Field(
+        default=False, description="also add a linear map of the expert's input x (e.g. a bottom's output)"
+    )
+
+
+def pair_products(fields: torch.Tensor) -> torch.Tensor:
+    """fields [B, F, E] -> [B, P * E]: v_i * v_j for every pair i < j (row-major pair order)."""
+    num_fields = fields.shape[1]
+    i, j = torch.triu_indices(num_fields, num_fields, offset=1, device=fields.device)
+    return (fields[:, i] * fields[:, j]).flatten(1)
+
+
+class StackedProduct(nn.Module):
+    """n product experts sharing the pair products: forward(x, fields, start, stop) -> [B, k, out]."""
+
+    def __init__(self, n: int, in_dim: int, num_fields: int, field_dim: int, p: ProductParams):
+        super().__init__()
+        self.n, self.p = n, p
+        pairs = num_fields * (num_fields - 1) // 2
+        if pairs == 0:
+            raise ValueError("the product expert needs at least 2 fields (the input has fewer)")
+        fan_in = pairs * field_dim
+        bound = 1.0 / math.sqrt(fan_in)
+        self.w = nn.Parameter(torch.empty(n, fan_in, p.out_dim).uniform_(-bound, bound))
+        self.b = nn.Parameter(torch.zeros(n, p.out_dim))
+        if p.input_skip:
+            bound = 1.0 / math.sqrt(max(in_dim, 1))
+            self.skip_w = nn.Parameter(torch.empty(n, in_dim, p.out_dim).uniform_(-bound, bound))
+        self.out_dim = p.out_dim
+
+    def forward(self, x: torch.Tensor, fields: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = self.n if stop is None else stop
+        k = stop - start
+        prods = pair_products(fields)  # [B, P*E], once for all k experts
+        w = self.w[start:stop]  # [k, P*E, out]
+        out = (prods @ w.permute(1, 0, 2).reshape(w.shape[1], -1)).view(-1, k, self.out_dim) + self.b[start:stop]
+        if self.p.input_skip:
+            if x.dim() == 2:
+                out = out + (x @ self.skip_w[start:stop].permute(1, 0, 2).reshape(x.shape[1], -1)).view(
+                    -1, k, self.out_dim
+                )
+            else:  # one input per expert [B, k, in]
+                out = out + torch.einsum("bki,kio->bko", x, self.skip_w[start:stop])
+        return F.relu(out) if self.p.out_activation == "relu" else out
+
+
+class ProductBank(ExpertBank):
+    def __init__(self, n: int, in_dim: int, num_fields: int, field_dim: int, params: ProductParams):
+        super().__init__()
+        self.net = StackedProduct(n, in_dim, num_fields, field_dim, params)
+        self.num_experts, self.out_dim = n, params.out_dim
+
+    def forward(self, x: torch.Tensor, ctx: Context, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.net(x, ctx.fields, start, stop)
+
+
+class ProductExpert(Expert):
+    """Pairwise products of the field embeddings ctx.fields [B, F, E], mapped linearly to out_dim."""
+
+    name = "product"
+    Params = ProductParams
+
+    def __init__(self, params: ProductParams, dims: Dims):
+        super().__init__(params, dims)
+        self.net = StackedProduct(1, dims.in_dim, dims.num_fields, dims.field_dim, params)
+
+    @classmethod
+    def output_dim(cls, params: ProductParams, dims: Dims) -> int:
+        return params.out_dim
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return self.net(x, ctx.fields).squeeze(1)
+
+    @classmethod
+    def bank(cls, n, params, dims: Dims) -> ExpertBank:
+        return ProductBank(n, dims.in_dim, dims.num_fields, dims.field_dim, params)
+
+
+@hookimpl
+def register_experts(register):
+    register(ProductExpert)
