@@ -16,17 +16,15 @@ import contextlib
 import json
 import math
 import os
-import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mdmt_nas.config import TrackingConfig
 from mdmt_nas.errors import SearchStopped, UserError
+from mdmt_nas.worker_tags import WORKER_TAG, worker_alive, worker_id
 
 MAX_PARAM_LEN = 6000
-#: tag of a child run: host:pid:start-time of the process training it
-WORKER_TAG = "mdmt_nas.worker"
 
 
 def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, str]:
@@ -447,34 +445,3 @@ class Tracker:
     def log_figure(self, run_id: str | None, fig: Any, name: str) -> None:
         if run_id:
             self.client.log_figure(run_id, fig, name)
-
-
-# ------------------------------------------------------------------------------ workers
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def worker_id() -> str:
-    """host:pid:start-time of this process (the start time tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def worker_alive(tag: str) -> bool | None:
-    """Whether the process a worker tag names still runs: None when unknown (another machine)."""
-    parts = tag.rsplit(":", 2)
-    if len(parts) != 3:
-        return False  # untagged: written by a process that predates worker tags, or a broken one
-    host, pid, start = parts
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        pass
-    return start == "?" or _start_time(int(pid)) == start
