@@ -33,6 +33,7 @@ from mdmt_nas.model import MDMTModel, build_balancer, build_model
 from mdmt_nas.plugins import guard_shapes
 from mdmt_nas.routing import is_sorted
 from mdmt_nas.steps import StructureStep, losses, nan_reason, objective, weight_step
+from mdmt_nas.training_progress import Progress
 
 #: epoch callback: (epoch, epoch_metrics) -> None; may raise (e.g. optuna.TrialPruned) to stop
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -134,58 +135,6 @@ def _rss_mb() -> float:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except (OSError, ValueError, IndexError):
         return _peak_rss_mb()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class _Progress:
-    """A rich progress display of epochs and batches on a terminal; elsewhere (a pipe, a file, CI) one plain line
-    per epoch on stdout; nothing when disabled."""
-
-    def __init__(self, enabled: bool, epochs: int, steps: int, label: str, terminal: bool = True, first_epoch: int = 0):
-        self.lines = enabled and not terminal
-        self.enabled = enabled and terminal
-        self.epochs, self.label, self.t0, self.first = epochs, label, time.perf_counter(), first_epoch
-        if not self.enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=True, redirect_stdout=False,
-        )
-        self.p.start()
-        self.ep = self.p.add_task(f"{label} epochs", total=epochs, completed=first_epoch, info="")
-        self.bt = self.p.add_task("  batches", total=steps, info="")
-
-    def batch(self, loss: float) -> None:
-        if self.enabled:
-            self.p.update(self.bt, advance=1, info=f"loss {loss:.4f}")
-
-    def epoch(self, info: str, epoch: int = 0, record: dict[str, float] | None = None, rows_per_second: float = 0.0) -> None:
-        if self.enabled:
-            self.p.update(self.ep, advance=1, info=info)
-            self.p.reset(self.bt)
-        if self.lines:
-            elapsed = time.perf_counter() - self.t0
-            eta = elapsed / max(1, epoch + 1 - self.first) * (self.epochs - epoch - 1)
-            rec = record or {}
-            print(f"{self.label} epoch {epoch + 1}/{self.epochs}: train loss {rec.get('train_loss', float('nan')):.4f}, {info}, "
-                  f"{rows_per_second:,.0f} rows/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}", flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.p.stop()
 
 
 class _Optimizers:
@@ -359,7 +308,7 @@ class Trainer:
         src = self.splits.valid if cfg.arch_step == "valid" else self.splits.train
         self.arch_stream = Passes(src, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 7919)) if self.arch_step else None
 
-    def train_epoch(self, t_start: float | None = None, progress: _Progress | None = None) -> tuple[float, int, int]:
+    def train_epoch(self, t_start: float | None = None, progress: Progress | None = None) -> tuple[float, int, int]:
         """One epoch of fit's loop (its steps and the structure steps; after start_streams): (loss sum, batches, rows)."""
         cfg = self.cfg
         self.model.train()
@@ -398,7 +347,7 @@ class Trainer:
         n_train = len(self.splits.train)
         steps = max(1, math.ceil((cfg.epoch_rows or n_train) / cfg.batch_size))
         t_start = time.perf_counter()
-        progress = _Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty(),
+        progress = Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty(),
                              first_epoch=loop.epoch)
         last_valid: Metrics | None = None
         stopped = ""
