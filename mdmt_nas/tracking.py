@@ -31,6 +31,8 @@ from mdmt_nas.tracking_queue import WriteBehind
 from mdmt_nas.worker_tags import WORKER_TAG, worker_alive, worker_id
 
 MAX_PARAM_LEN = 6000
+#: the tag that is a run's name: set with other tags, it renames the run in the same request
+RUN_NAME = "mlflow.runName"
 
 
 def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, str]:
@@ -403,8 +405,7 @@ class Tracker:
             self._write("log_batch", run_id, metrics=items[i : i + 500])
 
     def rename(self, run_id: str | None, name: str) -> None:
-        if run_id:
-            self._write("update_run", run_id, name=name[:250])
+        self.set_tags(run_id, {RUN_NAME: name[:250]})  # one request (update_run reads the whole run first)
 
     def log_batch(
         self,
