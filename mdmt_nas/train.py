@@ -267,6 +267,8 @@ class Trainer:
         return float(total)
 
     sync_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None  # data-parallel: the ranks' average (distributed.py)
+    #: timed passes of the result's inference latency (their median); 0: not measured (NaN), the caller times it
+    latency_repeats: int = 3
 
     def evaluate_split(self, data: RowSource) -> Metrics:
         """Metrics of the model on a split (the data-parallel trainer scores shares and gathers them)."""
@@ -401,7 +403,8 @@ class Trainer:
             model=self.model, arch=self.model.arch, valid=valid, test=self.evaluate_split(self.splits.test), history=history, best_epoch=best_epoch,
             epochs_run=len(history), stopped_early=loop.stopped_early, num_params=self.model.num_parameters(),
             train_seconds=loop.train_time, rows_per_second=loop.rows_seen / max(loop.train_time, 1e-9),
-            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, warm_up=False), aux_metrics=aux_final, stopped=stopped,
+            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, repeats=self.latency_repeats, warm_up=False) if self.latency_repeats else math.nan,
+            aux_metrics=aux_final, stopped=stopped,
         )
 
     def _check_limits(self, t_start: float) -> None:
