@@ -370,11 +370,14 @@ class Trainer:
                         record[f"arch/{p_name}"] = float(torch.sigmoid(p.detach()))
                 loop.history.append(record)
                 progress.epoch(f"valid AUC {valid.mean_auc:.4f}", epoch, record, loop.rows_seen / max(loop.train_time, 1e-9))
-                improved = valid.mean_auc > loop.best_auc + cfg.min_delta or loop.best_state is None
+                improved = valid.mean_auc > loop.best_auc + cfg.min_delta or loop.best_epoch < 0
                 improved, stop = self.agree(improved, bool(cfg.patience and loop.bad_epochs + 1 >= cfg.patience))
                 if improved:
                     loop.best_auc, loop.best_epoch = valid.mean_auc, epoch
-                    loop.best_state = copy.deepcopy(self.model.state_dict())
+                    # the last epoch's best weights are the model's own (nothing trains after it): no copy, unless a
+                    # checkpoint saves them
+                    last = epoch == cfg.epochs - 1 and checkpoint is None
+                    loop.best_state = None if last else copy.deepcopy(self.model.state_dict())
                     loop.bad_epochs = 0
                 else:
                     loop.bad_epochs += 1
@@ -385,7 +388,7 @@ class Trainer:
                 if checkpoint is not None:
                     checkpoint.save(self)
         except DeadlineReached as exc:  # the search's time is up: keep the best epoch so far
-            if loop.best_state is None:
+            if loop.best_epoch < 0:
                 raise
             stopped = str(exc)
         finally:
@@ -395,7 +398,7 @@ class Trainer:
 
     def _result(self, last_valid: Metrics | None, stopped: str) -> TrainResult:
         loop, history, best_epoch = self.loop, self.loop.history, self.loop.best_epoch
-        if loop.best_state is not None:
+        if loop.best_state is not None:  # None: no epoch ended, or the best is the last one, still in the model
             self.model.load_state_dict(loop.best_state)
         valid = last_valid if best_epoch == len(history) - 1 and last_valid is not None else self.evaluate_split(self.splits.valid)
         aux_final = {k: v for k, v in history[best_epoch].items() if k not in ("epoch", "train_loss", "valid_mean_auc", "valid_mean_logloss")} if history else {}
