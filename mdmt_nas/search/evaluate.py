@@ -124,7 +124,8 @@ class Evaluator:
     def _keep_if_best(self, cand: Candidate, model: torch.nn.Module) -> None:
         if cand.fidelity < 1.0:  # a screening run: its valid AUC is not comparable to full trainings
             return
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # the model's own (detached) tensors, not a copy: nothing trains a candidate's model after its training
+        state = {k: v.detach() for k, v in model.state_dict().items()}
         self.last_state = (cand.arch.id, state)
         self._keep_top(cand, state)
         if not cand.valid_mean_auc > self.best_valid:
