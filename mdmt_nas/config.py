@@ -105,6 +105,12 @@ class TrackingConfig(BaseModel):
         description="AUC heatmap of a search candidate: only when it leads the leaderboard so far, and for retrained/final "
         "models (best; ~0.5 s saved per other candidate), or for every candidate (all)",
     )
+    async_logging: bool = Field(
+        default=True,
+        description="write params, metrics, tags and artifacts from a background thread, in the order they were logged, "
+        "so a training does not wait on the store; flushed when a run ends, before anything is read back, and at exit "
+        "(a failed write is raised by the next call); false: every call writes before it returns",
+    )
     timeout: float = Field(
         default=10.0,
         gt=0,

@@ -17,7 +17,7 @@ from mdmt_nas.errors import ConfigError, UserError
 from mdmt_nas.files import save_torch, write_json, write_text
 from mdmt_nas.tracking import Tracker, flatten
 from mdmt_nas.train import Trainer, TrainResult, train_architecture
-from mdmt_nas.training_log import log_training
+from mdmt_nas.training_log import log_training, training_params
 
 
 def load_splits(config: ExperimentConfig) -> Splits:
@@ -184,15 +184,6 @@ def _note_progress(progress: dict[str, Any] | None, trainer: Any, out: Path) -> 
         progress.update(
             epoch=loop.epoch, epochs=trainer.cfg.epochs, best_epoch=loop.best_epoch, best_auc=loop.best_auc, out=out
         )
-
-
-def training_params(arch: Architecture, config: ExperimentConfig) -> dict[str, str]:
-    """The MLflow params of one training (logged when it starts, so an interrupted run has them too)."""
-    params = {"arch_id": arch.id}
-    params.update(flatten(arch.canonical(), "arch"))
-    params.update(flatten(config.train.model_dump(mode="json"), "train"))
-    params.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
-    return params
 
 
 def save_outputs(out: Path, result: TrainResult, config: ExperimentConfig) -> None:

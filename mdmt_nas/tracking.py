@@ -8,6 +8,11 @@ live one's). Searchers and the benchmark use these methods, never the raw client
 MLflow is imported lazily (it is slow to import). The tracking URI is
 `--tracking-uri`, else $MLFLOW_TRACKING_URI, else MLflow's own default (a
 SQLite `mlflow.db` in the working directory).
+
+Writes (params, metrics, tags, texts, figures, renames) are write-behind by default
+(`tracking.async_logging`, tracking_queue.py): they return at once and one thread writes
+them in order. Whatever reads back (`client`, resume, `end_run`) flushes first, so it
+sees every write made before; a failed write is raised by the next call.
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ import contextlib
 import json
 import math
 import os
-import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mdmt_nas.config import TrackingConfig
 from mdmt_nas.errors import SearchStopped, UserError
+from mdmt_nas.tracking_queue import WriteBehind
+from mdmt_nas.worker_tags import WORKER_TAG, worker_alive, worker_id
 
 MAX_PARAM_LEN = 6000
-#: tag of a child run: host:pid:start-time of the process training it
-WORKER_TAG = "mdmt_nas.worker"
+#: the tag that is a run's name: set with other tags, it renames the run in the same request
+RUN_NAME = "mlflow.runName"
 
 
 def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, str]:
@@ -146,9 +152,34 @@ class Tracker:
         self.enabled = cfg.enabled
         self._client = None
         self._experiment_id: str | None = None
+        self._writes = WriteBehind() if cfg.enabled and cfg.async_logging else None
 
     @property
     def client(self):
+        """The MLflow client, to read back or call what the tracker does not wrap: pending writes are flushed first."""
+        store = self._store()
+        self.flush()
+        return store
+
+    def flush(self) -> None:
+        """Wait until every write made so far is in the store; raises the failure of one of them."""
+        if self._writes is not None:
+            self._writes.flush()
+
+    def _write(self, method: str, run_id: str, *args: Any, **kwargs: Any) -> None:
+        """`client.method(run_id, ...)` now (async_logging off), else queued behind the earlier writes."""
+        self._later(f"{method} of run {run_id}", getattr(self._store(), method), run_id, *args, **kwargs)
+
+    def _later(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if self._writes is None:
+            fn(*args, **kwargs)
+        else:
+            self._writes.submit(fn, *args, what=what, **kwargs)
+
+    def _store(self):
+        """The guarded MLflow client, created on first use (in the caller's thread: a bad URI is raised there)."""
+        if self._writes is not None:
+            self._writes.check()
         if self._client is None:
             import mlflow
             from mlflow.tracking import MlflowClient
@@ -230,12 +261,14 @@ class Tracker:
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run = self._store().create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
 
     def end_run(self, run_id: str | None, status: str = "FINISHED") -> None:
+        """End the run after everything logged before: it returns once the run is whole in the store."""
         if run_id:
-            self.client.set_terminated(run_id, status=status)
+            self._write("set_terminated", run_id, status=status)
+            self.flush()
 
     def end_failed(self, run_id: str | None, exc: BaseException, status: str = "FAILED") -> None:
         """End a run whose block raised: tags state and reason (the one-line message), status FAILED (KILLED for an interruption).
@@ -252,9 +285,10 @@ class Tracker:
             else (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         )
         try:
-            self.client.set_tag(run_id, "state", state)
-            self.client.set_tag(run_id, "reason", reason[:5000])
-            self.client.set_terminated(run_id, status="KILLED" if interrupted else status)
+            if self._writes is not None:  # what was queued is written; a failure among it is not the error to report
+                self._writes.flush(raise_error=False)
+            self.set_tags(run_id, {"state": state, "reason": reason[:5000]})
+            self.end_run(run_id, "KILLED" if interrupted else status)
         except Exception:  # noqa: BLE001 - never mask the error that ended the run
             pass
 
@@ -266,8 +300,9 @@ class Tracker:
         """Mark an earlier run RUNNING again (a resumed search); False if tracking is off or the run is gone."""
         if not self.enabled or not run_id:
             return False
+        client = self.client  # flushed: a failed earlier write is raised, not taken for a deleted run
         try:
-            self.client.update_run(run_id, status="RUNNING")
+            client.update_run(run_id, status="RUNNING")
         except Exception:  # noqa: BLE001 - deleted, or another tracking server
             return False
         return True
@@ -280,8 +315,9 @@ class Tracker:
         if not self.enabled:
             return None, False
         if previous:
+            client = self.client  # flushed: a failed earlier write is raised, not taken for a deleted run
             try:
-                self.client.get_run(previous)
+                client.get_run(previous)
             except Exception:  # noqa: BLE001 - deleted, or another tracking server
                 previous = None
             if previous:
@@ -359,27 +395,17 @@ class Tracker:
 
         items = [Param(k[:250], str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
+            self._write("log_batch", run_id, params=items[i : i + 100])
 
     def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not run_id or not metrics:
             return
-        import time
-
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        items = [
-            Metric(k[:250], float(v), ts, step or 0)
-            for k, v in metrics.items()
-            if v is not None and not (isinstance(v, float) and math.isnan(v))
-        ]
+        items = _metric_items(metrics, step)
         for i in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[i : i + 500])
+            self._write("log_batch", run_id, metrics=items[i : i + 500])
 
     def rename(self, run_id: str | None, name: str) -> None:
-        if run_id:
-            self.client.update_run(run_id, name=name[:250])
+        self.set_tags(run_id, {RUN_NAME: name[:250]})  # one request (update_run reads the whole run first)
 
     def log_batch(
         self,
@@ -399,19 +425,13 @@ class Tracker:
             self.log_metrics(run_id, metrics, step)
             self.set_tags(run_id, tags)
             return
-        import time
+        from mlflow.entities import Param, RunTag
 
-        from mlflow.entities import Metric, Param, RunTag
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(
+        self._write(
+            "log_batch",
             run_id,
             params=[Param(k[:250], str(v)[:MAX_PARAM_LEN]) for k, v in params.items()],
-            metrics=[
-                Metric(k[:250], float(v), ts, step or 0)
-                for k, v in metrics.items()
-                if v is not None and not (isinstance(v, float) and math.isnan(v))
-            ],
+            metrics=_metric_items(metrics, step),
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
 
@@ -419,62 +439,61 @@ class Tracker:
         if run_id and tags:  # one request for all of them
             from mlflow.entities import RunTag
 
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self._write("log_batch", run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_texts(self, run_id: str | None, texts: Mapping[str, str]) -> None:
         """Several text artifacts in one upload (name -> content)."""
-        if not run_id or not texts:
-            return
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, text in texts.items():
-                (Path(tmp) / name).write_text(text)
-            self.client.log_artifacts(run_id, tmp)
+        if run_id and texts:
+            self._later(f"log_texts of run {run_id}", _upload, self._store(), run_id, dict(texts))
 
     def log_text(self, run_id: str | None, text: str, name: str) -> None:
         if run_id:
-            self.client.log_text(run_id, text, name)
+            self._write("log_text", run_id, text, name)
 
     def log_dict(self, run_id: str | None, data: Any, name: str) -> None:
         if run_id:
             self.log_text(run_id, json.dumps(data, indent=2, default=str), name)
 
     def log_file(self, run_id: str | None, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file now (after the queued writes): the file may change once this returns."""
         if run_id:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_figure(self, run_id: str | None, fig: Any, name: str) -> None:
-        if run_id:
+        """A matplotlib figure as an image artifact: drawn here (the caller closes it), uploaded behind the other writes."""
+        if not run_id:
+            return
+        if not hasattr(fig, "savefig"):  # not matplotlib (plotly): MLflow draws it, now
             self.client.log_figure(run_id, fig, name)
+            return
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format=Path(name).suffix[1:] or "png")
+        self._later(f"log_figure of run {run_id}", _upload, self._store(), run_id, {name: buf.getvalue()})
 
 
-# ------------------------------------------------------------------------------ workers
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
+def _metric_items(metrics: Mapping[str, float], step: int | None) -> list[Any]:
+    """MLflow Metrics stamped now (the time they were logged, not written), None and NaN left out."""
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    return [
+        Metric(k[:250], float(v), ts, step or 0)
+        for k, v in metrics.items()
+        if v is not None and not (isinstance(v, float) and math.isnan(v))
+    ]
 
 
-def worker_id() -> str:
-    """host:pid:start-time of this process (the start time tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+def _upload(client: Any, run_id: str, files: Mapping[str, str | bytes]) -> None:
+    """Several artifacts (relative name -> text or bytes) in one upload."""
+    import tempfile
 
-
-def worker_alive(tag: str) -> bool | None:
-    """Whether the process a worker tag names still runs: None when unknown (another machine)."""
-    parts = tag.rsplit(":", 2)
-    if len(parts) != 3:
-        return False  # untagged: written by a process that predates worker tags, or a broken one
-    host, pid, start = parts
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        pass
-    return start == "?" or _start_time(int(pid)) == start
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+        client.log_artifacts(run_id, tmp)

@@ -33,6 +33,7 @@ from mdmt_nas.model import MDMTModel, build_balancer, build_model
 from mdmt_nas.plugins import guard_shapes
 from mdmt_nas.routing import is_sorted
 from mdmt_nas.steps import StructureStep, losses, nan_reason, objective, weight_step
+from mdmt_nas.training_progress import Progress
 
 #: epoch callback: (epoch, epoch_metrics) -> None; may raise (e.g. optuna.TrialPruned) to stop
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -134,58 +135,6 @@ def _rss_mb() -> float:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except (OSError, ValueError, IndexError):
         return _peak_rss_mb()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class _Progress:
-    """A rich progress display of epochs and batches on a terminal; elsewhere (a pipe, a file, CI) one plain line
-    per epoch on stdout; nothing when disabled."""
-
-    def __init__(self, enabled: bool, epochs: int, steps: int, label: str, terminal: bool = True, first_epoch: int = 0):
-        self.lines = enabled and not terminal
-        self.enabled = enabled and terminal
-        self.epochs, self.label, self.t0, self.first = epochs, label, time.perf_counter(), first_epoch
-        if not self.enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=True, redirect_stdout=False,
-        )
-        self.p.start()
-        self.ep = self.p.add_task(f"{label} epochs", total=epochs, completed=first_epoch, info="")
-        self.bt = self.p.add_task("  batches", total=steps, info="")
-
-    def batch(self, loss: float) -> None:
-        if self.enabled:
-            self.p.update(self.bt, advance=1, info=f"loss {loss:.4f}")
-
-    def epoch(self, info: str, epoch: int = 0, record: dict[str, float] | None = None, rows_per_second: float = 0.0) -> None:
-        if self.enabled:
-            self.p.update(self.ep, advance=1, info=info)
-            self.p.reset(self.bt)
-        if self.lines:
-            elapsed = time.perf_counter() - self.t0
-            eta = elapsed / max(1, epoch + 1 - self.first) * (self.epochs - epoch - 1)
-            rec = record or {}
-            print(f"{self.label} epoch {epoch + 1}/{self.epochs}: train loss {rec.get('train_loss', float('nan')):.4f}, {info}, "
-                  f"{rows_per_second:,.0f} rows/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}", flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.p.stop()
 
 
 class _Optimizers:
@@ -318,6 +267,8 @@ class Trainer:
         return float(total)
 
     sync_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None  # data-parallel: the ranks' average (distributed.py)
+    #: timed passes of the result's inference latency (their median); 0: not measured (NaN), the caller times it
+    latency_repeats: int = 3
 
     def evaluate_split(self, data: RowSource) -> Metrics:
         """Metrics of the model on a split (the data-parallel trainer scores shares and gathers them)."""
@@ -359,7 +310,7 @@ class Trainer:
         src = self.splits.valid if cfg.arch_step == "valid" else self.splits.train
         self.arch_stream = Passes(src, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 7919)) if self.arch_step else None
 
-    def train_epoch(self, t_start: float | None = None, progress: _Progress | None = None) -> tuple[float, int, int]:
+    def train_epoch(self, t_start: float | None = None, progress: Progress | None = None) -> tuple[float, int, int]:
         """One epoch of fit's loop (its steps and the structure steps; after start_streams): (loss sum, batches, rows)."""
         cfg = self.cfg
         self.model.train()
@@ -398,7 +349,7 @@ class Trainer:
         n_train = len(self.splits.train)
         steps = max(1, math.ceil((cfg.epoch_rows or n_train) / cfg.batch_size))
         t_start = time.perf_counter()
-        progress = _Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty(),
+        progress = Progress(cfg.progress, cfg.epochs, steps, self.label, terminal=sys.stderr.isatty() and sys.stdout.isatty(),
                              first_epoch=loop.epoch)
         last_valid: Metrics | None = None
         stopped = ""
@@ -419,11 +370,14 @@ class Trainer:
                         record[f"arch/{p_name}"] = float(torch.sigmoid(p.detach()))
                 loop.history.append(record)
                 progress.epoch(f"valid AUC {valid.mean_auc:.4f}", epoch, record, loop.rows_seen / max(loop.train_time, 1e-9))
-                improved = valid.mean_auc > loop.best_auc + cfg.min_delta or loop.best_state is None
+                improved = valid.mean_auc > loop.best_auc + cfg.min_delta or loop.best_epoch < 0
                 improved, stop = self.agree(improved, bool(cfg.patience and loop.bad_epochs + 1 >= cfg.patience))
                 if improved:
                     loop.best_auc, loop.best_epoch = valid.mean_auc, epoch
-                    loop.best_state = copy.deepcopy(self.model.state_dict())
+                    # the last epoch's best weights are the model's own (nothing trains after it): no copy, unless a
+                    # checkpoint saves them
+                    last = epoch == cfg.epochs - 1 and checkpoint is None
+                    loop.best_state = None if last else copy.deepcopy(self.model.state_dict())
                     loop.bad_epochs = 0
                 else:
                     loop.bad_epochs += 1
@@ -434,7 +388,7 @@ class Trainer:
                 if checkpoint is not None:
                     checkpoint.save(self)
         except DeadlineReached as exc:  # the search's time is up: keep the best epoch so far
-            if loop.best_state is None:
+            if loop.best_epoch < 0:
                 raise
             stopped = str(exc)
         finally:
@@ -444,7 +398,7 @@ class Trainer:
 
     def _result(self, last_valid: Metrics | None, stopped: str) -> TrainResult:
         loop, history, best_epoch = self.loop, self.loop.history, self.loop.best_epoch
-        if loop.best_state is not None:
+        if loop.best_state is not None:  # None: no epoch ended, or the best is the last one, still in the model
             self.model.load_state_dict(loop.best_state)
         valid = last_valid if best_epoch == len(history) - 1 and last_valid is not None else self.evaluate_split(self.splits.valid)
         aux_final = {k: v for k, v in history[best_epoch].items() if k not in ("epoch", "train_loss", "valid_mean_auc", "valid_mean_logloss")} if history else {}
@@ -452,7 +406,8 @@ class Trainer:
             model=self.model, arch=self.model.arch, valid=valid, test=self.evaluate_split(self.splits.test), history=history, best_epoch=best_epoch,
             epochs_run=len(history), stopped_early=loop.stopped_early, num_params=self.model.num_parameters(),
             train_seconds=loop.train_time, rows_per_second=loop.rows_seen / max(loop.train_time, 1e-9),
-            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, warm_up=False), aux_metrics=aux_final, stopped=stopped,
+            latency_ms_per_1k=measure_latency(self.model, self.splits.valid, repeats=self.latency_repeats, warm_up=False) if self.latency_repeats else math.nan,
+            aux_metrics=aux_final, stopped=stopped,
         )
 
     def _check_limits(self, t_start: float) -> None:

@@ -78,6 +78,21 @@ def arch_brief(arch: Any) -> str:
     return " + ".join(f"{n}x {name}" if n > 1 else name for name, n in counts.items())
 
 
+def training_params(arch: Any, config: Any) -> dict[str, str]:
+    """The MLflow params of one training: flattened architecture, training and dataset settings (logged when it
+    starts, so an interrupted run has them too)."""
+    params = {"arch_id": arch.id}
+    params.update(flatten(arch.canonical(), "arch"))
+    params.update(flatten(config.train.model_dump(mode="json"), "train"))
+    params.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
+    return params
+
+
+def start_texts(arch: Any, config: Any) -> dict[str, str]:
+    """The artifacts of a training known before it starts: arch.json and config.json."""
+    return {"arch.json": arch.to_json(), "config.json": json.dumps(config.model_dump(mode="json"), indent=2)}
+
+
 def log_training(
     tracker: Tracker,
     run_id: str | None,
@@ -88,10 +103,12 @@ def log_training(
     plot: bool = True,
     tags: Mapping[str, Any] | None = None,
     params: bool = True,
+    texts: bool = True,
 ) -> None:
     """Params (flattened architecture + training config; params=False when train logged them at its start), final
-    metrics (and `tags`, same request) and artifacts of one training; the AUC heatmap unless `plot` is false (a search's
-    candidates that do not lead, see tracking.plots).
+    metrics (and `tags`, same request) and artifacts of one training (arch.json and config.json unless `texts` is false:
+    logged at its start, `start_texts`); the AUC heatmap unless `plot` is false (a search's candidates that do not lead,
+    see tracking.plots).
 
     The per-epoch metrics are not logged here: the caller logs each epoch as it ends (with its step), once.
     """
@@ -100,10 +117,7 @@ def log_training(
     arch = result.arch
     logged: dict[str, Any] = {}
     if params:
-        logged = {"arch_id": arch.id}
-        logged.update(flatten(arch.canonical(), "arch"))
-        logged.update(flatten(config.train.model_dump(mode="json"), "train"))
-        logged.update(flatten(config.dataset.model_dump(mode="json"), "dataset"))
+        logged = training_params(arch, config)
         logged.update(extra_params or {})
     final = {}
     final.update(result.valid.flat("valid"))
@@ -113,6 +127,8 @@ def log_training(
         {
             "num_params": result.num_params,
             "latency_ms_per_1k": result.latency_ms_per_1k,
+            # timed passes (their median): 1 for most of a search's candidates (search/evaluate.py)
+            "latency_repeats": getattr(result, "latency_repeats", 3),
             "train_seconds": result.train_seconds,
             "rows_per_second": result.rows_per_second,
             "best_epoch": result.best_epoch,
@@ -134,14 +150,8 @@ def log_training(
     load = getattr(result, "latency_load", None)
     final["latency_load_1m"] = load if load is not None else machine_load()  # the load while latency was measured
     tracker.log_batch(run_id, logged, final, step=result.epochs_run, tags=tags)
-    tracker.log_texts(
-        run_id,
-        {
-            "arch.json": arch.to_json(),
-            "config.json": json.dumps(config.model_dump(mode="json"), indent=2),
-            "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test}),
-        },
-    )
+    files = start_texts(arch, config) if texts else {}
+    tracker.log_texts(run_id, {**files, "metrics.csv": metrics_csv({"valid": result.valid, "test": result.test})})
     if not plot:
         return
     import matplotlib.pyplot as plt

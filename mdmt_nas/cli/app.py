@@ -113,7 +113,8 @@ def _stop_grace() -> float:
 
 
 def _force_exit(signum: int, grace: float) -> None:
-    """The watchdog: the interruption did not end the process within `grace` seconds; exit now, without cleanup."""
+    """The watchdog: the interruption did not end the process within `grace` seconds; exit now, without cleanup
+    (the queued MLflow writes get a second)."""
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
     try:
         lines = [
@@ -122,6 +123,10 @@ def _force_exit(signum: int, grace: float) -> None:
         ]
         lines += _notes()
         os.write(2, ("\n".join(lines) + "\n").encode())
+        from mdmt_nas.tracking_queue import flush_all
+
+        # MLflow writes still queued (write-behind): what was logged is kept, unless the store hangs
+        flush_all(timeout=1.0)
     finally:
         os._exit(143 if signum == signal.SIGTERM else 130)
 

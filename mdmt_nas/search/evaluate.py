@@ -30,9 +30,9 @@ from mdmt_nas.plugins import describe_component_error
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchStopped
 from mdmt_nas.search.report import SearchDisplay
-from mdmt_nas.tracking import Tracker, flatten
-from mdmt_nas.train import EpochCallback, TrainResult, train_architecture
-from mdmt_nas.training_log import log_training
+from mdmt_nas.tracking import RUN_NAME, Tracker, flatten
+from mdmt_nas.train import EpochCallback, Trainer, TrainResult, measure_latency, train_architecture
+from mdmt_nas.training_log import log_training, start_texts, training_params
 
 BEST_DIR = "best_candidate"
 #: the reason of a candidate stopped by the search's time limit (--timeout): pruned, with its best epoch's metrics
@@ -124,7 +124,8 @@ class Evaluator:
     def _keep_if_best(self, cand: Candidate, model: torch.nn.Module) -> None:
         if cand.fidelity < 1.0:  # a screening run: its valid AUC is not comparable to full trainings
             return
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # the model's own (detached) tensors, not a copy: nothing trains a candidate's model after its training
+        state = {k: v.detach() for k, v in model.state_dict().items()}
         self.last_state = (cand.arch.id, state)
         self._keep_top(cand, state)
         if not cand.valid_mean_auc > self.best_valid:
@@ -178,8 +179,17 @@ class Evaluator:
         t0 = time.perf_counter()
         try:
             result = train_architecture(
-                arch, self.splits, cfg, [per_epoch], label, registry=self.registry, guard=True, built=built.append
+                arch,
+                self.splits,
+                cfg,
+                [per_epoch],
+                label,
+                registry=self.registry,
+                guard=True,
+                built=built.append,
+                trainer=_CandidateTrainer,
             )
+            self._time_latency(result, kind, fidelity)
         except (KeyboardInterrupt, SystemExit):
             self.tracker.set_tags(run_id, {"state": "killed", "reason": "interrupted"})
             self.tracker.end_run(run_id, "KILLED")
@@ -201,8 +211,22 @@ class Evaluator:
             self.tracker.end_failed(run_id, exc)
             raise
 
+    def _time_latency(self, result: TrainResult, kind: str, fidelity: float) -> None:
+        """The trained model's inference latency: the median of 3 timed passes for a candidate among the best few so
+        far (those the leaderboard's top shows, whose weights are kept), a retrain, or with the latency objective; one
+        pass for the others (2 of the 3 passes saved on most candidates of a long search). Timed once the tracker's
+        queued writes are in: a write-behind thread writing meanwhile would be timed too."""
+        kept = [auc for auc, _ in self.top_states.values()]
+        auc = result.valid.mean_auc
+        best_few = fidelity >= 1.0 and (len(kept) < self.keep_top or auc > min(kept))
+        repeats = 3 if best_few or kind != "candidate" or "latency" in self.config.search.objectives else 1
+        self.tracker.flush()
+        result.latency_ms_per_1k = measure_latency(result.model, self.splits.valid, repeats=repeats, warm_up=False)
+        result.latency_repeats = repeats  # logged beside it (training_log)
+
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
-        """The candidate's child run (tagged running, with this worker), its params logged."""
+        """The candidate's child run (tagged running, with this worker), its params, arch.json and config.json logged:
+        now, written (write-behind) while it trains, so the run's end has only the results left to write."""
         arch = cand.arch
         tags = {
             "mdmt_nas.kind": kind,
@@ -217,7 +241,10 @@ class Evaluator:
         params = {"arch_id": arch.id, "label": label, "number": cand.number}
         params.update(flatten(arch.canonical(), "arch"))
         params.update(flatten(cand.assignment, "assignment"))
+        config = self.config.model_copy(update={"train": self._cfg})
+        params.update(training_params(arch, config))
         self.tracker.log_params(run_id, params)
+        self.tracker.log_texts(run_id, start_texts(arch, config))
         return run_id
 
     def _failed(
@@ -268,18 +295,13 @@ class Evaluator:
             self._fail(cand, run_id, label)
             return cand
         cand.state = "finished"
-        # the epochs were logged live by per_epoch; log_training adds params, final metrics and artifacts
+        # params, arch and config went at the start, the epochs live (per_epoch); log_training adds the results
         # the heatmap (~0.5 s) only for a candidate that leads so far, a retrained model, or with tracking.plots: all
         plot = self.config.tracking.plots == "all" or kind != "candidate" or cand.valid_mean_auc > self.best_valid
-        log_training(
-            self.tracker,
-            run_id,
-            result,
-            self.config.model_copy(update={"train": cfg}),
-            label=label,
-            plot=plot,
-            tags={"state": cand.state, "mlflow.note.content": report.candidate_markdown(cand)},
-        )  # its AUC table in the UI
+        tags = {"state": cand.state, "mlflow.note.content": report.candidate_markdown(cand)}  # its AUC table in the UI
+        tags[RUN_NAME] = run_title(label, cand)  # renamed in the same request
+        config = self.config.model_copy(update={"train": cfg})
+        log_training(self.tracker, run_id, result, config, label=label, plot=plot, tags=tags, params=False, texts=False)
         self._keep_if_best(cand, result.model)
         self._finish(cand, run_id, "FINISHED", label, tagged=True)
         return cand
@@ -293,7 +315,15 @@ class Evaluator:
             f"rounds of {cfg.epoch_rows:,} rows" if cfg.epoch_rows else "epochs"
         )  # a multi-fidelity search reports per part-epoch
         cand.reason = f"{TIMEOUT_REASON}: stopped after {result.epochs_run} of {cfg.epochs:,} {rounds} (best: {result.best_epoch + 1})"
-        log_training(self.tracker, cand.run_id, result, self.config.model_copy(update={"train": cfg}), label=label)
+        log_training(
+            self.tracker,
+            cand.run_id,
+            result,
+            self.config.model_copy(update={"train": cfg}),
+            label=label,
+            params=False,
+            texts=False,
+        )
         if _finite(cand.valid_mean_auc):
             self._keep_top(cand, {k: v.detach().clone() for k, v in result.model.state_dict().items()})
         self._finish(cand, cand.run_id, "KILLED", label)
@@ -322,18 +352,27 @@ class Evaluator:
             raise SearchStopped(f"{self.failures} candidates failed (search.max_failures={self.max_failures})")
 
     def _finish(self, cand: Candidate, run_id: str | None, status: str, label: str, tagged: bool = False) -> None:
-        tags = {"state": cand.state}
-        if cand.reason:
-            tags["reason"] = cand.reason[:5000]
-        if not tagged:  # a finished candidate's tags went with its final metrics
-            self.tracker.set_tags(run_id, tags)
-        self.tracker.rename(run_id, run_title(label, cand))
-        if cand.state != "finished":
-            self.tracker.log_metrics(run_id, {"num_params": cand.num_params, "train_seconds": cand.train_seconds})
+        """End the run: state, reason, its title (the run name) and for an unfinished one its size and time, in one
+        request (a finished candidate's tags and title went with its final metrics)."""
+        if not tagged:
+            tags = {"state": cand.state, RUN_NAME: run_title(label, cand)}
+            if cand.reason:
+                tags["reason"] = cand.reason[:5000]
+            metrics = (
+                {} if cand.state == "finished" else {"num_params": cand.num_params, "train_seconds": cand.train_seconds}
+            )
+            self.tracker.log_batch(run_id, {}, metrics, tags=tags)
         self.tracker.end_run(run_id, status)
         self.candidates.append(cand)
         if self.display:
             self.display.candidate_end(cand)
+
+
+class _CandidateTrainer(Trainer):
+    """A candidate's Trainer: its latency is timed by the evaluator, once it knows whether the candidate is among the
+    best few (Evaluator._time_latency)."""
+
+    latency_repeats = 0
 
 
 def run_title(label: str, cand: Candidate) -> str:
