@@ -146,6 +146,20 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _quiet_swallowed_interrupt(unraisable: object) -> None:
+    """sys.unraisablehook: a signal that lands inside a weakref callback or __del__ (garbage collection, e.g.
+    SQLAlchemy's) raises its interruption where Python can only print and drop it. It is not lost (PENDING_SIGNALS
+    holds it; check_interrupt raises it again at the next batch), so print nothing; anything else goes to the
+    previous hook."""
+    exc = getattr(unraisable, "exc_value", None)
+    if isinstance(exc, KeyboardInterrupt) and PENDING_SIGNALS:
+        return
+    _PREVIOUS_UNRAISABLEHOOK[-1](unraisable)
+
+
+_PREVIOUS_UNRAISABLEHOOK: list = [sys.unraisablehook]
+
+
 def _notes() -> list[str]:
     out: list[str] = []
     for note in INTERRUPT_NOTES:
@@ -165,9 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("default", category=DeprecatedNameWarning)  # a renamed component in a user's file: say so
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    if sys.unraisablehook is not _quiet_swallowed_interrupt:  # main() called again from inside a run: keep the outer hook
+        _PREVIOUS_UNRAISABLEHOOK[-1] = sys.unraisablehook
+    sys.unraisablehook = _quiet_swallowed_interrupt
     try:
         _run(argv, debug)
     finally:
+        sys.unraisablehook = _PREVIOUS_UNRAISABLEHOOK[-1]
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if not PENDING_SIGNALS:  # signalled: the process is ending, and the watchdog still guards a shutdown that hangs
