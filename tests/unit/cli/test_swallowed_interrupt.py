@@ -6,14 +6,14 @@ else to the previous hook."""
 from __future__ import annotations
 
 import gc
+import importlib
 import sys
 
 import pytest
 
-import importlib
-
-app = importlib.import_module("mdmt_nas.cli.app")
 from mdmt_nas.errors import PENDING_SIGNALS, Terminated
+
+app = importlib.import_module("mdmt_nas.cli.app")  # the module (mdmt_nas.cli.app is also the Typer object's name)
 
 
 class _RaisesOnCollect:
