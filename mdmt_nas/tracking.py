@@ -18,6 +18,7 @@ sees every write made before; a failed write is raised by the next call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -153,6 +154,9 @@ class Tracker:
         self._client = None
         self._experiment_id: str | None = None
         self._writes = WriteBehind() if cfg.enabled and cfg.async_logging else None
+        #: runs this tracker ended: a write to one of them is flushed before it returns (the run was already whole in
+        #: the store, and a reader after end_run must not see it change later)
+        self._ended: set[str] = set()
 
     @property
     def client(self):
@@ -170,11 +174,14 @@ class Tracker:
         """`client.method(run_id, ...)` now (async_logging off), else queued behind the earlier writes."""
         self._later(f"{method} of run {run_id}", getattr(self._store(), method), run_id, *args, **kwargs)
 
-    def _later(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def _later(self, what: str, fn: Any, run_id: str, *args: Any, **kwargs: Any) -> None:
+        """`fn(run_id, ...)` behind the earlier writes; a write to a run that has ended is in the store when it returns."""
         if self._writes is None:
-            fn(*args, **kwargs)
-        else:
-            self._writes.submit(fn, *args, what=what, **kwargs)
+            fn(run_id, *args, **kwargs)
+            return
+        self._writes.submit(fn, run_id, *args, what=what, **kwargs)
+        if run_id in self._ended:
+            self._writes.flush()
 
     def _store(self):
         """The guarded MLflow client, created on first use (in the caller's thread: a bad URI is raised there)."""
@@ -269,6 +276,7 @@ class Tracker:
         if run_id:
             self._write("set_terminated", run_id, status=status)
             self.flush()
+            self._ended.add(run_id)
 
     def end_failed(self, run_id: str | None, exc: BaseException, status: str = "FAILED") -> None:
         """End a run whose block raised: tags state and reason (the one-line message), status FAILED (KILLED for an interruption).
@@ -305,6 +313,7 @@ class Tracker:
             client.update_run(run_id, status="RUNNING")
         except Exception:  # noqa: BLE001 - deleted, or another tracking server
             return False
+        self._ended.discard(run_id)
         return True
 
     def open_parent(self, previous: str | None, name: str, tags: dict[str, str]) -> tuple[str | None, bool]:
@@ -322,6 +331,7 @@ class Tracker:
                 previous = None
             if previous:
                 self.client.update_run(previous, status="RUNNING")
+                self._ended.discard(previous)
                 self.kill_stale_children(previous)
                 return previous, True
         return self.start_run(name, None, tags), False
@@ -444,7 +454,7 @@ class Tracker:
     def log_texts(self, run_id: str | None, texts: Mapping[str, str]) -> None:
         """Several text artifacts in one upload (name -> content)."""
         if run_id and texts:
-            self._later(f"log_texts of run {run_id}", _upload, self._store(), run_id, dict(texts))
+            self._later(f"log_texts of run {run_id}", functools.partial(_upload, self._store()), run_id, dict(texts))
 
     def log_text(self, run_id: str | None, text: str, name: str) -> None:
         if run_id:
@@ -470,7 +480,7 @@ class Tracker:
 
         buf = io.BytesIO()
         fig.savefig(buf, format=Path(name).suffix[1:] or "png")
-        self._later(f"log_figure of run {run_id}", _upload, self._store(), run_id, {name: buf.getvalue()})
+        self._later(f"log_figure of run {run_id}", functools.partial(_upload, self._store()), run_id, {name: buf.getvalue()})
 
 
 def _metric_items(metrics: Mapping[str, float], step: int | None) -> list[Any]:

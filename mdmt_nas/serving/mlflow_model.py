@@ -162,8 +162,7 @@ def publish(
         if register:
             raise UserError(f"cannot register the model as {register!r}: {reason}") from None
         pub.error = reason
-        tracker.set_tags(run_id, {"mdmt_nas.model_error": reason[:5000]})
-        tracker.flush()  # written after the run's end (write-behind): in the store when this returns
+        tracker.set_tags(run_id, {"mdmt_nas.model_error": reason[:5000]})  # the run has ended: written before this returns
     return pub
 
 

@@ -101,6 +101,45 @@ def test_a_run_read_right_after_end_run_has_every_write(tracker, uri, monkeypatc
     assert [f.path for f in client.list_artifacts(run)] == ["notes.txt"]
 
 
+def test_a_write_to_a_run_that_has_ended_is_in_the_store_when_it_returns(tracker, uri, monkeypatch):
+    """What is written after end_run (a model-error tag, a late artifact, a figure) is not left in the queue: a reader
+    after the call sees it, while writes to a running run are still queued."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _slow_batches(monkeypatch, 0.05)
+    run, live = tracker.start_run("ended"), tracker.start_run("live")
+    tracker.end_run(run)
+    tracker.set_tags(run, {"late": "tag"})
+    tracker.log_metrics(run, {"late_metric": 1.0})
+    assert MlflowClient(uri).get_run(run).data.tags.get("late") == "tag"
+    assert MlflowClient(uri).get_run(run).data.metrics == {"late_metric": 1.0}
+    fig = plt.figure()
+    tracker.log_texts(run, {"late.txt": "x"})
+    tracker.log_figure(run, fig, "late.png")
+    plt.close(fig)
+    assert sorted(f.path for f in MlflowClient(uri).list_artifacts(run)) == ["late.png", "late.txt"]
+    for i in range(5):  # a running run keeps the write-behind: the caller does not wait for these
+        tracker.log_metrics(live, {"m": i}, step=i)
+    assert len(_history(uri, live, "m")) < 5
+    tracker.end_run(live)
+    assert len(_history(uri, live, "m")) == 5
+
+
+def test_a_reopened_run_is_written_behind_again(tracker, uri, monkeypatch):
+    run = tracker.start_run("reopened")
+    tracker.end_run(run)
+    assert tracker.reopen(run)
+    _slow_batches(monkeypatch, 0.05)
+    for i in range(5):
+        tracker.log_metrics(run, {"m": i}, step=i)
+    assert len(_history(uri, run, "m")) < 5  # queued again: the run is live
+    tracker.end_run(run)
+    assert len(_history(uri, run, "m")) == 5
+
+
 def test_reading_back_through_the_tracker_flushes_first(tracker, monkeypatch):
     """`tracker.client` (what reads the store: resume, stale children, the Ray executor's run lookup) sees every
     write made before, also of a run still open."""
