@@ -109,6 +109,12 @@ def benchmark(
         "nni-evolution, ...); replaces the searches named in --models (default: darts, optuna-tpe).",
     ),
     final_seeds: int = typer.Option(None, "--final-seeds", help="search.final_seeds of every search (default 1)."),
+    search_train: str = typer.Option(
+        None,
+        "--search-train",
+        help="Example whose train section trains the candidates and searched winners (default mmoe: the section "
+        "every example but m3oe shares, so searched and fixed models differ only in the architecture).",
+    ),
     warm_start: bool = typer.Option(
         True, "--warm-start/--no-warm-start", help="Evaluate the space's known architectures first in every search."
     ),
@@ -187,7 +193,12 @@ def benchmark(
         tracking_uri,
         no_track,
         threads,
-        [("--searchers", searchers), ("--final-seeds", final_seeds), ("--no-warm-start", not warm_start)],
+        [
+            ("--searchers", searchers),
+            ("--final-seeds", final_seeds),
+            ("--search-train", search_train),
+            ("--no-warm-start", not warm_start),
+        ],
     )
     settings = BenchmarkSettings(
         dataset=cfg.dataset,
@@ -204,15 +215,18 @@ def benchmark(
         darts_epochs=darts_epochs or (1 if quick else None),
         command=cmd,
         **({"space": space} if space else {}),
+        **({"search_train": search_train} if search_train else {}),
     )
     if quick:
         settings = quick_settings(settings)
     if any(
         m.kind == "search" for m in settings.specs()
-    ):  # an unknown --models name or space -> exit 2 before any output
+    ):  # an unknown --models name, space or --search-train -> exit 2 before any output
+        from mdmt_nas.benchmark.settings import example_config
         from mdmt_nas.search.runner import load_search_space
 
         load_search_space(settings.space)
+        example_config(settings.search_train)
     Tracker(settings.tracking).check()  # a bad --tracking-uri fails now
     out = output or Path("runs") / f"benchmark-{settings.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with claim_output(out, resume=resume):

@@ -98,6 +98,7 @@ def test_report_files_and_sections(ran):
         f"mdmt-nas benchmark --space {ran['space']} --models shared_bottom,mmoe,tpe --output {out}" in md
         and md.count("--quick") == 1
     )
+    assert "Candidates and retraining use the `mmoe` example's train section" in md
     assert "Machine: " in md and "thread(s)" in md and "Date: 20" in md and "after the runs" in md
     for label in ("Shared-Bottom", "MMoE", "Optuna TPE"):
         assert f"| {label} |" in md
@@ -222,3 +223,20 @@ def test_usage_errors_exit_2_before_any_output(tmp_path, capsys):
     assert code == 2 and not (tmp_path / "b").exists()
     code, _, err = run_cli(["benchmark", "--seeds", "0", "--output", tmp_path / "c", "--no-track"], capsys)
     assert code == 2 and "--seeds" in err
+    code, _, err = run_cli(
+        ["benchmark", "--models", "tpe", "--search-train", "mmeo", "--output", tmp_path / "d", "--no-track"], capsys
+    )
+    assert code == 2 and "mmeo" in err and not (tmp_path / "d").exists()
+
+
+def test_searches_train_like_the_fixed_baselines_by_default():
+    """The default search train section is the one the fixed baselines share (all but M3oE's), so a searched
+    architecture is compared with them under the same training; --search-train picks another example."""
+    from collections import Counter
+
+    from mdmt_nas.benchmark.settings import BASELINES, BenchmarkSettings, example_config
+
+    sections = Counter(example_config(b.source).train.model_dump_json() for b in BASELINES)
+    shared, n = sections.most_common(1)[0]
+    assert n >= len(BASELINES) - 1
+    assert example_config(BenchmarkSettings().search_train).train.model_dump_json() == shared
