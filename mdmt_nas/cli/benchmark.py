@@ -216,6 +216,7 @@ def benchmark(
         command=cmd,
         **({"space": space} if space else {}),
         **({"search_train": search_train} if search_train else {}),
+        tpe_params=dict(cfg.search.params),  # --set search.params.K=V: params of the multi-trial searchers
     )
     if quick:
         settings = quick_settings(settings)
