@@ -14,6 +14,12 @@ away (the product-based layer of PNN, Qu et al. 2016; per-pair weights as in
 FwFM / FvFM, Pan et al. 2018, Sun et al. 2021). The products are computed once
 per batch and shared by every expert of a bank; the n experts' output maps are
 one GEMM.
+
+Tower `product_tower`: the MLP tower plus a wide term on the same products,
+logit_h = mlp_h(x) + <w_h, [p_ij]_flat> (the "wide" part of Wide & Deep /
+DeepFM, with FvFM's per-pair vector weights): the interaction reaches each
+logit through one linear map, not through the experts, gates and the tower's
+hidden layer.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from mdmt_nas.builtin.basic import MLPTower, MLPTowerParams
 from mdmt_nas.components import Context, Dims, Expert, ExpertBank
 from mdmt_nas.plugins import hookimpl
 
@@ -114,6 +121,32 @@ class ProductExpert(Expert):
         return ProductBank(n, dims.in_dim, dims.num_fields, dims.field_dim, params)
 
 
+class ProductTower(MLPTower):
+    """mlp_tower + a per-head linear term on the pairwise field products (zero at start: it begins as mlp_tower)."""
+
+    name = "product_tower"
+    Params = MLPTowerParams
+
+    def __init__(self, params: MLPTowerParams, dims: Dims):
+        super().__init__(params, dims)
+        pairs = dims.num_fields * (dims.num_fields - 1) // 2
+        if pairs == 0:
+            raise ValueError("product_tower needs at least 2 fields (the input has fewer)")
+        heads = dims.num_tasks * (dims.num_domains if dims.per_domain else 1)
+        self.wide = nn.Parameter(torch.zeros(pairs * dims.field_dim, heads))
+
+    def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        wide = pair_products(ctx.fields) @ self.wide  # [B, heads]: every head's term, one GEMM
+        if self.per_domain:  # each row keeps its own domain's T heads
+            wide = wide.view(wide.shape[0], self.num_domains, self.num_tasks)[torch.arange(wide.shape[0]), ctx.domain]
+        return super().forward(h, ctx) + wide
+
+
 @hookimpl
 def register_experts(register):
     register(ProductExpert)
+
+
+@hookimpl
+def register_towers(register):
+    register(ProductTower)

@@ -419,7 +419,7 @@ def test_cli_spaces_list_and_show(capsys):
     assert by["m3oe"]["size"] == load_space("m3oe").size() and by["m3oe"]["plugin"] == "spaces"
     main(["spaces", "show", "ple"])
     out = capsys.readouterr().out
-    assert "shared_expert" in out and "5,400" in out and "mlp-128" in out
+    assert "shared_expert" in out and "8,100" in out and "mlp-128" in out
     main(["spaces", "show", "m3oe", "--json"])
     shown = json.loads(capsys.readouterr().out)
     assert {c["name"]: c["parent"] for c in shown["choices"]}["shared_expert"] == "shared_module"
