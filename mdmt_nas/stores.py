@@ -6,6 +6,8 @@ is not a database, a read-only database or folder, an unreachable tracking
 server (a short timeout, `tracking.timeout`, instead of MLflow's minutes of
 retries). What goes wrong later (the disk fills, the server goes away) is
 turned into one line by `store_error`; the Python traceback is for `--debug`.
+Their first use (`init_database`: MLflow and Optuna create their tables then) is
+serialised between processes of this machine for SQLite and retried on a race.
 
 Light on purpose (no MLflow, SQLAlchemy or Optuna import): it runs before the
 heavy imports, so a mistyped URL is reported in a second.
@@ -13,11 +15,14 @@ heavy imports, so a mistyped URL is reported in a second.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mdmt_nas.errors import StorageError, TrackingError, UserError, closest
 
@@ -223,3 +228,46 @@ def store_error(exc: BaseException, store: str, flag: str = "--tracking-uri") ->
             f"the MLflow tracking server {store} is unreachable ({text[:160]}); check the server, or {fix}"
         )
     return None
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(url: str | None) -> Iterator[None]:
+    """Serialise the first use of a SQLite database by processes of this machine (an flock on its folder):
+    MLflow and Optuna create their tables on first use, and two processes doing so at once collide."""
+    if not url or not url.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(url[len("sqlite:///") :].split("?", 1)[0]).parent
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # no flock (Windows) or no folder yet: the caller reports what goes wrong
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def init_database(create: Any, url: str | None, attempts: int = 4) -> Any:
+    """`create()` (an MLflow client, an Optuna storage: both create or migrate their tables on first use),
+    serialised on this machine for SQLite and retried when another worker is creating the same tables."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            with sqlite_init_lock(url):
+                return create()
+        except Exception as exc:
+            text = str(exc)
+            racing = (
+                type(exc).__name__ in ("IntegrityError", "UniqueViolation", "CommandError")
+                or "already exists" in text
+                or "database is locked" in text
+            )
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)

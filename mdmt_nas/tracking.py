@@ -28,6 +28,7 @@ from typing import Any
 
 from mdmt_nas.config import TrackingConfig
 from mdmt_nas.errors import SearchStopped, UserError
+from mdmt_nas.stores import init_database, sqlite_init_lock
 from mdmt_nas.tracking_queue import WriteBehind
 from mdmt_nas.worker_tags import WORKER_TAG, worker_alive, worker_id
 
@@ -52,49 +53,6 @@ def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, str]:
     else:
         out[prefix] = "None" if data is None else str(data)
     return out
-
-
-@contextlib.contextmanager
-def sqlite_init_lock(url: str | None) -> Iterator[None]:
-    """Serialise the first use of a SQLite database by processes of this machine (an flock on its folder):
-    MLflow and Optuna create their tables on first use, and two processes doing so at once collide."""
-    if not url or not url.startswith("sqlite:///"):
-        yield
-        return
-    folder = Path(url[len("sqlite:///") :].split("?", 1)[0]).parent
-    try:
-        import fcntl
-
-        fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):  # no flock (Windows) or no folder yet: the caller reports what goes wrong
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def init_database(create: Any, url: str | None, attempts: int = 4) -> Any:
-    """`create()` (an MLflow client, an Optuna storage: both create or migrate their tables on first use),
-    serialised on this machine for SQLite and retried when another worker is creating the same tables."""
-    import time
-
-    for attempt in range(attempts):
-        try:
-            with sqlite_init_lock(url):
-                return create()
-        except Exception as exc:
-            text = str(exc)
-            racing = (
-                type(exc).__name__ in ("IntegrityError", "UniqueViolation", "CommandError")
-                or "already exists" in text
-                or "database is locked" in text
-            )
-            if not racing or attempt == attempts - 1:
-                raise
-            time.sleep(1.0 + attempt)
 
 
 def resolve_uri(uri: str | None) -> str | None:

@@ -145,7 +145,7 @@ class OptunaSearcher(Searcher):
         with _quiet():
             retry_kw = ({"heartbeat_stale_trial_callback": retry_cls(max_retry=p.max_retry)} if retry_cls is not None  # optuna >= 4.9
                         else {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=p.max_retry)})
-        from mdmt_nas.tracking import init_database
+        from mdmt_nas.stores import init_database
 
         grace = p.grace_period or 3 * p.heartbeat_interval
         try:
