@@ -138,7 +138,9 @@ class ProductTower(MLPTower):
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
         wide = pair_products(ctx.fields) @ self.wide  # [B, heads]: every head's term, one GEMM
         if self.per_domain:  # each row keeps its own domain's T heads
-            wide = wide.view(wide.shape[0], self.num_domains, self.num_tasks)[torch.arange(wide.shape[0], device=wide.device), ctx.domain]
+            wide = wide.view(wide.shape[0], self.num_domains, self.num_tasks)[
+                torch.arange(wide.shape[0], device=wide.device), ctx.domain
+            ]
         return super().forward(h, ctx) + wide
 
 
