@@ -130,14 +130,14 @@ class Tracker:
 
     def _write(self, method: str, run_id: str, *args: Any, **kwargs: Any) -> None:
         """`client.method(run_id, ...)` now (async_logging off), else queued behind the earlier writes."""
-        self._later(f"{method} of run {run_id}", getattr(self._store(), method), run_id, *args, **kwargs)
+        self._later(method, getattr(self._store(), method), run_id, *args, **kwargs)
 
     def _later(self, what: str, fn: Any, run_id: str, *args: Any, **kwargs: Any) -> None:
         """`fn(run_id, ...)` behind the earlier writes; a write to a run that has ended is in the store when it returns."""
         if self._writes is None:
             fn(run_id, *args, **kwargs)
             return
-        self._writes.submit(fn, run_id, *args, what=what, **kwargs)
+        self._writes.submit(fn, run_id, *args, what=f"{what} of run {run_id}", **kwargs)
         if run_id in self._ended:
             self._writes.flush()
 
@@ -412,7 +412,7 @@ class Tracker:
     def log_texts(self, run_id: str | None, texts: Mapping[str, str]) -> None:
         """Several text artifacts in one upload (name -> content)."""
         if run_id and texts:
-            self._later(f"log_texts of run {run_id}", functools.partial(_upload, self._store()), run_id, dict(texts))
+            self._later("log_texts", functools.partial(_upload, self._store()), run_id, dict(texts))
 
     def log_text(self, run_id: str | None, text: str, name: str) -> None:
         if run_id:
@@ -438,7 +438,7 @@ class Tracker:
 
         buf = io.BytesIO()
         fig.savefig(buf, format=Path(name).suffix[1:] or "png")
-        self._later(f"log_figure of run {run_id}", functools.partial(_upload, self._store()), run_id, {name: buf.getvalue()})
+        self._later("log_figure", functools.partial(_upload, self._store()), run_id, {name: buf.getvalue()})
 
 
 def _metric_items(metrics: Mapping[str, float], step: int | None) -> list[Any]:
