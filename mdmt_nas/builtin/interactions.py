@@ -16,10 +16,13 @@ per batch and shared by every expert of a bank; the n experts' output maps are
 one GEMM.
 
 Tower `product_tower`: the MLP tower plus a wide term on the same products,
-logit_h = mlp_h(x) + <w_h, [p_ij]_flat> (the "wide" part of Wide & Deep /
+logit_h = mlp_h(x) + scale * <w_h, [p_ij]_flat> (the "wide" part of Wide & Deep /
 DeepFM, with FvFM's per-pair vector weights): the interaction reaches each
 logit through one linear map, not through the experts, gates and the tower's
-hidden layer.
+hidden layer. Why `scale`: the embeddings start at std 0.05 (model/build.py),
+so a product starts near 0.0025, and Adam moves w_h by about lr per step
+whatever its input's size: unscaled, the wide term needs hundreds of steps to
+matter and an 8-epoch training ends before it has learnt the interaction.
 """
 
 from __future__ import annotations
@@ -121,22 +124,32 @@ class ProductExpert(Expert):
         return ProductBank(n, dims.in_dim, dims.num_fields, dims.field_dim, params)
 
 
+class ProductTowerParams(MLPTowerParams):
+    scale: float = Field(
+        default=16.0,
+        gt=0,
+        description="multiplier of the wide term: it sets how fast the term learns under Adam (module docstring); "
+        "1 = the plain wide term",
+    )
+
+
 class ProductTower(MLPTower):
     """mlp_tower + a per-head linear term on the pairwise field products (zero at start: it begins as mlp_tower)."""
 
     name = "product_tower"
-    Params = MLPTowerParams
+    Params = ProductTowerParams
 
-    def __init__(self, params: MLPTowerParams, dims: Dims):
+    def __init__(self, params: ProductTowerParams, dims: Dims):
         super().__init__(params, dims)
         pairs = dims.num_fields * (dims.num_fields - 1) // 2
         if pairs == 0:
             raise ValueError("product_tower needs at least 2 fields (the input has fewer)")
         heads = dims.num_tasks * (dims.num_domains if dims.per_domain else 1)
         self.wide = nn.Parameter(torch.zeros(pairs * dims.field_dim, heads))
+        self.scale = params.scale
 
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
-        wide = pair_products(ctx.fields) @ self.wide  # [B, heads]: every head's term, one GEMM
+        wide = pair_products(ctx.fields) @ (self.wide * self.scale)  # [B, heads]: every head's term, one GEMM
         if self.per_domain:  # each row keeps its own domain's T heads
             wide = wide.view(wide.shape[0], self.num_domains, self.num_tasks)[
                 torch.arange(wide.shape[0], device=wide.device), ctx.domain

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdmt_nas.builtin.basic import MLPTower, MLPTowerParams
-from mdmt_nas.builtin.interactions import ProductTower, pair_products
+from mdmt_nas.builtin.interactions import ProductTower, ProductTowerParams, pair_products
 from mdmt_nas.components import Context, Dims
 from mdmt_nas.testing import contract_test
 
@@ -32,17 +32,18 @@ def _ctx(fields: torch.Tensor, domain: torch.Tensor, num_domains: int, num_tasks
     dim=st.integers(1, 4),
     rows=st.integers(1, 9),
     hidden=st.sampled_from([[], [5]]),
+    scale=st.sampled_from([1.0, 0.5, 16.0]),
     seed=st.integers(0, 100),
 )
 def test_logit_is_the_mlp_towers_plus_the_rows_own_heads_wide_term(
-    tasks, domains, per_domain, fields, dim, rows, hidden, seed
+    tasks, domains, per_domain, fields, dim, rows, hidden, scale, seed
 ):
     torch.manual_seed(seed)
     in_dim = 6
     dims = Dims(
         in_dim=in_dim, num_fields=fields, field_dim=dim, num_domains=domains, num_tasks=tasks, per_domain=per_domain
     )
-    tower = ProductTower(MLPTowerParams(hidden=hidden, layernorm=False), dims)
+    tower = ProductTower(ProductTowerParams(hidden=hidden, layernorm=False, scale=scale), dims)
     plain = MLPTower(MLPTowerParams(hidden=hidden, layernorm=False), dims)
     plain.load_state_dict({k: v for k, v in tower.state_dict().items() if k != "wide"})
     h, f = torch.randn(rows, tasks, in_dim), torch.randn(rows, fields, dim)
@@ -58,7 +59,7 @@ def test_logit_is_the_mlp_towers_plus_the_rows_own_heads_wide_term(
         for t in range(tasks):
             head = (int(domain[r]) * tasks + t) if per_domain else t
             assert got[r, t].item() == pytest.approx(
-                base[r, t].item() + float(p[r] @ tower.wide[:, head].detach()), abs=1e-4
+                base[r, t].item() + scale * float(p[r] @ tower.wide[:, head].detach()), abs=1e-3
             )
 
 
@@ -67,25 +68,42 @@ def test_fewer_than_two_fields_is_a_clear_error():
         ProductTower(MLPTowerParams(), Dims(in_dim=4, num_fields=1, field_dim=4, num_tasks=1))
 
 
-def test_it_fits_a_field_pair_label_that_the_mlp_tower_does_not():
-    """A logit of <v_0, v_2> only (the tower's input h carries no information): the wide term learns it."""
+def _pair_label_fit(std: float, steps: int, strength: float = 2.0):
+    """Fields of `std` and a logit of <v_0, v_2> only (the tower's input h carries no information):
+    returns fit(tower) -> the train loss after `steps` Adam steps."""
     torch.manual_seed(0)
     rows, F_, E = 4096, 4, 6
     f = torch.randn(rows, F_, E)
     target = (f[:, 0] * f[:, 2]).sum(1, keepdim=True)
-    y = (torch.rand(rows, 1) < torch.sigmoid(2 * target)).float()
+    y = (torch.rand(rows, 1) < torch.sigmoid(strength * target)).float()
+    f = f * std
     h = torch.randn(rows, 1, 8)
     dims = Dims(in_dim=8, num_fields=F_, field_dim=E, num_domains=1, num_tasks=1)
     ctx = _ctx(f, torch.zeros(rows, dtype=torch.long), 1, 1)
 
     def fit(tower: torch.nn.Module) -> float:
         opt = torch.optim.Adam(tower.parameters(), lr=3e-2)
-        for _ in range(200):
+        for _ in range(steps):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(tower(h, ctx), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         return loss.item()
 
-    wide, plain = fit(ProductTower(MLPTowerParams(hidden=[8]), dims)), fit(MLPTower(MLPTowerParams(hidden=[8]), dims))
+    return fit, dims
+
+
+def test_it_fits_a_field_pair_label_that_the_mlp_tower_does_not():
+    fit, dims = _pair_label_fit(std=1.0, steps=200)
+    wide = fit(ProductTower(ProductTowerParams(hidden=[8], scale=1.0), dims))
+    plain = fit(MLPTower(MLPTowerParams(hidden=[8]), dims))
     assert wide < plain - 0.1, (wide, plain)
+
+
+def test_the_scale_lets_the_wide_term_learn_at_the_models_embedding_size():
+    """Fields at the model's embedding init (std 0.05): their products are ~0.0025, so in a short training the
+    unscaled wide term barely moves the logit, the default scale learns the pair label."""
+    fit, dims = _pair_label_fit(std=0.05, steps=300, strength=1.0)
+    scaled = fit(ProductTower(ProductTowerParams(hidden=[8]), dims))
+    unscaled = fit(ProductTower(ProductTowerParams(hidden=[8], scale=1.0), dims))
+    assert scaled < unscaled - 0.05, (scaled, unscaled)
