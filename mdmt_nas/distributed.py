@@ -275,7 +275,7 @@ class DistributedTrainer(Trainer):
         key = id(data)
         if key not in self._eval_shards:
             self._eval_shards[key] = shard_of(data, self.world)
-        p, y, d = predict(self.model, self._eval_shards[key], self.cfg.eval_batch_size)
+        p, y, d = predict(self.model, self._eval_shards[key], self.cfg.eval_batch_size, self.pass_latency)
         with collective(self.world, "gathering the valid/test predictions"):
             p, y, d = (self._gather(t) for t in (p, y, d))
         return compute_metrics(p, y, d, self.splits.schema)

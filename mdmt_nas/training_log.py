@@ -127,8 +127,8 @@ def log_training(
         {
             "num_params": result.num_params,
             "latency_ms_per_1k": result.latency_ms_per_1k,
-            # timed passes (their median): 1 for most of a search's candidates (search/evaluate.py)
-            "latency_repeats": getattr(result, "latency_repeats", 3),
+            # the passes it is the minimum of: the evaluation's valid and test passes, 3 of its own with the latency objective
+            "latency_repeats": result.latency_repeats,
             "train_seconds": result.train_seconds,
             "rows_per_second": result.rows_per_second,
             "best_epoch": result.best_epoch,

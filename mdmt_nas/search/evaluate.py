@@ -31,7 +31,7 @@ from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchStopped
 from mdmt_nas.search.report import SearchDisplay
 from mdmt_nas.tracking import RUN_NAME, Tracker, flatten
-from mdmt_nas.train import EpochCallback, Trainer, TrainResult, measure_latency, train_architecture
+from mdmt_nas.train import EpochCallback, TrainResult, measure_latency, train_architecture
 from mdmt_nas.training_log import log_training, start_texts, training_params
 
 BEST_DIR = "best_candidate"
@@ -187,9 +187,8 @@ class Evaluator:
                 registry=self.registry,
                 guard=True,
                 built=built.append,
-                trainer=_CandidateTrainer,
             )
-            self._time_latency(result, kind, fidelity)
+            self._time_latency(result)
         except (KeyboardInterrupt, SystemExit):
             self.tracker.set_tags(run_id, {"state": "killed", "reason": "interrupted"})
             self.tracker.end_run(run_id, "KILLED")
@@ -211,18 +210,15 @@ class Evaluator:
             self.tracker.end_failed(run_id, exc)
             raise
 
-    def _time_latency(self, result: TrainResult, kind: str, fidelity: float) -> None:
-        """The trained model's inference latency: the median of 3 timed passes for a candidate among the best few so
-        far (those the leaderboard's top shows, whose weights are kept), a retrain, or with the latency objective; one
-        pass for the others (2 of the 3 passes saved on most candidates of a long search). Timed once the tracker's
-        queued writes are in: a write-behind thread writing meanwhile would be timed too."""
-        kept = [auc for auc, _ in self.top_states.values()]
-        auc = result.valid.mean_auc
-        best_few = fidelity >= 1.0 and (len(kept) < self.keep_top or auc > min(kept))
-        repeats = 3 if best_few or kind != "candidate" or "latency" in self.config.search.objectives else 1
+    def _time_latency(self, result: TrainResult) -> None:
+        """With the latency objective, the latency the search minimises is the median of 3 timed passes of its own,
+        timed once the tracker's queued writes are in (a write-behind thread writing meanwhile would be timed too);
+        otherwise the training's figure stands (Trainer._latency: timed on the evaluation's passes, at no cost)."""
+        if "latency" not in self.config.search.objectives:
+            return
         self.tracker.flush()
-        result.latency_ms_per_1k = measure_latency(result.model, self.splits.valid, repeats=repeats, warm_up=False)
-        result.latency_repeats = repeats  # logged beside it (training_log)
+        result.latency_ms_per_1k = measure_latency(result.model, self.splits.valid, repeats=3, warm_up=False)
+        result.latency_repeats = 3  # logged beside it (training_log)
 
     def _open_run(self, cand: Candidate, label: str, kind: str) -> str | None:
         """The candidate's child run (tagged running, with this worker), its params, arch.json and config.json logged:
@@ -366,13 +362,6 @@ class Evaluator:
         self.candidates.append(cand)
         if self.display:
             self.display.candidate_end(cand)
-
-
-class _CandidateTrainer(Trainer):
-    """A candidate's Trainer: its latency is timed by the evaluator, once it knows whether the candidate is among the
-    best few (Evaluator._time_latency)."""
-
-    latency_repeats = 0
 
 
 def run_title(label: str, cand: Candidate) -> str:
