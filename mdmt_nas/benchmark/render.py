@@ -224,7 +224,7 @@ def plot_pareto(pareto: dict[str, Any], settings: BenchmarkSettings):
     ax.margins(x=0.08, y=0.1)
     ax.set_xlabel("parameters")
     ax.set_ylabel("valid mean AUC")
-    ax.set_title(f"{settings.space_label} space: searched candidates (star = chosen; TPE candidates trained {settings.candidate_epochs} epoch(s))",
+    ax.set_title(f"{settings.space_label} space: searched candidates (star = chosen; TPE candidates trained " + (f"{settings.candidate_epochs} epoch(s))" if settings.candidate_epochs else "fully)"),
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", loc="best")
@@ -365,9 +365,11 @@ def build_report(state: BenchmarkState, summaries: Sequence[ModelSummary], text:
                 doc.append(("code", si["arch_summary"]))
     if "pareto.png" in figures:
         doc.append(("h2", "Search candidates: valid AUC against parameters"))
-        doc.append(("p", f"Every finished candidate of the searches (valid split). TPE candidates were trained {s.candidate_epochs} "
-                         "epoch(s) each, so their AUCs are below fully trained models'; the DARTS points are derived architectures "
-                         "after full retraining. The line is the Pareto front (higher AUC, fewer parameters) of the TPE candidates."))
+        trained = (f"were trained {s.candidate_epochs} epoch(s) each, so their AUCs are below fully trained models'"
+                   if s.candidate_epochs else "were trained fully (those the multi-fidelity pruner stopped early are left out)")
+        doc.append(("p", f"Every finished candidate of the searches (valid split). TPE candidates {trained}; the DARTS points are "
+                         "derived architectures after full retraining. The line is the Pareto front (higher AUC, fewer parameters) "
+                         "of the TPE candidates."))
         doc.append(("img", "pareto.png", "valid AUC vs parameters of the searched candidates"))
         front = pareto["front"]
         if front:
