@@ -258,6 +258,10 @@ class MeanFusion(Fusion):
     def forward(self, outputs: torch.Tensor, ctx: Context) -> torch.Tensor:
         return outputs.mean(dim=1, keepdim=True).expand_as(outputs)
 
+    @classmethod
+    def same_as(cls, params, members) -> str | None:
+        return "own" if members == 1 else None  # the mean of one member is the member
+
 
 class SumFusion(Fusion):
     """Level 2: the parts are added."""
@@ -284,6 +288,10 @@ class GatedFusion(Fusion):
         w = torch.softmax(self.logits, dim=-1)  # [T, P]
         stacked = torch.stack([parts[m] for m in self.members], dim=2)  # [B, T, P, H]
         return torch.einsum("btph,tp->bth", stacked, w) * len(self.members)
+
+    @classmethod
+    def same_as(cls, params, members) -> str | None:
+        return "sum" if len(members) == 1 else None  # softmax over one part is 1: its logits never learn
 
 
 # ----------------------------------------------------------------------------- adapters

@@ -111,6 +111,10 @@ class BalanceFusion(Fusion):
         c = (1 - b) / (M - 1)  # b E_i + c (S - E_i) = c S + (b - c) E_i: two passes over the members, not four
         return torch.addcmul(c * outputs.sum(dim=1, keepdim=True), b - c, outputs)
 
+    @classmethod
+    def same_as(cls, params, members) -> str | None:
+        return "own" if members == 1 else None  # one member keeps itself whatever b is
+
 
 class WeightedParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -138,6 +142,10 @@ class WeightedFusion(Fusion):
                 out = torch.sigmoid(a) * parts[key] if out is None else torch.addcmul(out, torch.sigmoid(a), parts[key])
         assert out is not None
         return out
+
+    @classmethod
+    def same_as(cls, params, members) -> str | None:
+        return "sum" if tuple(members) == ("shared",) else None  # the shared mixture is never weighted
 
 
 @hookimpl

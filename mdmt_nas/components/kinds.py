@@ -202,6 +202,15 @@ class Fusion(Component):
         self.members = list(dims.members) if isinstance(dims.members, tuple) else dims.members
         self.num_tasks, self.num_domains = dims.num_tasks, dims.num_domains
 
+    @classmethod
+    def same_as(cls, params: BaseModel, members: int | tuple[str, ...]) -> str | None:
+        """The name of a simpler fusion (taken with its default parameters) that computes the same function as
+        this one over `members` (a level-1 member count, or the level-2 part names), or None.
+
+        Most fusions are the identity over one member. Declaring it lets a search treat two architectures that
+        differ only in such an inert choice as one (the repeat is not trained again) and keep the simpler one."""
+        return None
+
 
 # --------------------------------------------------------------------------- adapters
 class Adapter(Component):

@@ -9,6 +9,7 @@ reference M3oE code instead runs every domain branch on every row and masks.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -179,11 +180,11 @@ class MDMTModel(nn.Module):
     ) -> None:
         """Level-1 fusion of groups outside the gate scope, level-2 fusion of parts, tower adapters, towers."""
         T = dims.num_tasks
-        scope, groups_spec = list(arch.gate_scope), arch.groups()
-        members = {"shared": 1, "domain": dims.num_domains, "task": T}
+        groups_spec = arch.groups()
+        members = fusion_members(arch, dims.num_domains, T)
         self.group_fusion = nn.ModuleDict()
         for g in ("domain", "task"):
-            if g in groups_spec and g not in scope:
+            if g in members:
                 fspec = groups_spec[g].fusion
                 fcls, fp = resolve(registry, "fusion", fspec, f"arch.{g}.fusion")
                 if fcls.level != 1:
@@ -191,9 +192,7 @@ class MDMTModel(nn.Module):
                         f"arch.{g}.fusion: {fspec.name!r} is a level-{fcls.level} fusion; a group needs a level-1 fusion such as 'own', 'mean' or 'balance'"
                     )
                 self.group_fusion[g] = build(fcls, fp, dims.with_(in_dim=head_dim, members=members[g]))
-        self.parts = (["shared"] if (scope or not groups_spec) else []) + [
-            g for g in ("domain", "task") if g in self.group_fusion
-        ]
+        self.parts = list(members["fusion"])
         fcls, fp = resolve(registry, "fusion", arch.fusion, "arch.fusion")
         if fcls.level != 2:
             raise ConfigError(
@@ -421,6 +420,18 @@ def check_embedding_size(schema: Schema, dim: int, limit_bytes: int | None = Non
         f"more than the {limit / 2**30:,.1f} GiB allowed; the largest sparse fields are {fields}. Cap the vocabularies "
         "(max_vocab / min_count in the dataset's column mapping) or lower arch.embedding_dim"
     )
+
+
+def fusion_members(arch: Architecture, num_domains: int, num_tasks: int) -> dict[str, Any]:
+    """What each fusion of `arch` fuses: `domain` / `task` (a group outside the gate scope, level 1) -> its
+    member count; `fusion` (level 2) -> the names of the parts it adds up."""
+    scope, groups = list(arch.gate_scope), arch.groups()
+    out: dict[str, Any] = {}
+    for g, count in (("domain", num_domains), ("task", num_tasks)):
+        if g in groups and g not in scope:
+            out[g] = count
+    out["fusion"] = tuple((["shared"] if (scope or not groups) else []) + [g for g in ("domain", "task") if g in out])
+    return out
 
 
 def build_model(arch: Architecture, schema: Schema, registry: Registry | None = None) -> MDMTModel:

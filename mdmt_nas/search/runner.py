@@ -26,6 +26,7 @@ the reasons.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from mdmt_nas.data.tensors import Splits
 from mdmt_nas.errors import MdmtNasError, UserError, check_interrupt, deadline_passed, deferred_signals, search_deadline, suspended_deadline
 from mdmt_nas.experiment import load_splits
 from mdmt_nas.files import config_error, save_torch, write_json, write_text
+from mdmt_nas.model.simplify import simplify
 from mdmt_nas.plugins import get_registry
 from mdmt_nas.search import report
 from mdmt_nas.search.base import Candidate, SearchContext, Searcher, SearchResult, SearchStopped
@@ -201,6 +203,7 @@ def _prepare(config: ExperimentConfig, output_dir: Path, space: Any, splits: Spl
                 splits = load_splits(config)
         else:
             splits = load_splits(config)
+    space_obj = space_obj.simplified_by(functools.partial(simplify, schema=splits.schema))
     budget = searcher.budget_for(space_obj, scfg.budget)
     if scfg.until_timeout and cls.budget_unit == "trials":
         budget = 1_000_000  # a wall-time budget: candidates until search.timeout

@@ -264,9 +264,18 @@ class Space(BaseModel):
     #: published architectures that are points of this space (warm-start candidates)
     known: list[KnownPoint] = Field(default_factory=list)
     _by_name: dict[str, ChoicePoint] = PrivateAttr(default_factory=dict)
+    _simplify: Callable[[Architecture], Architecture] | None = PrivateAttr(default=None)
 
     def model_post_init(self, _ctx: Any) -> None:
         self._by_name = {c.name: c for c in self.choices}
+
+    def simplified_by(self, simplify: Callable[[Architecture], Architecture]) -> Space:
+        """A copy whose `to_arch` passes every architecture through `simplify` (model/simplify.py bound to the
+        search's data), so that assignments spelling one model give one id everywhere the search looks."""
+        out = self.model_copy()
+        out._by_name = dict(self._by_name)
+        out._simplify = simplify
+        return out
 
     # ------------------------------------------------------------------ lookup
     def choice(self, name: str) -> ChoicePoint:
@@ -356,7 +365,7 @@ class Space(BaseModel):
         data = self._resolve(self.template, values)
         data.setdefault("name", self.name)
         try:
-            return Architecture.model_validate(data)
+            arch = Architecture.model_validate(data)
         except ValidationError as exc:
             err = config_error(
                 exc,
@@ -367,6 +376,7 @@ class Space(BaseModel):
                 str(err)
                 + "\n(this combination of choices does not give a valid architecture; fix the space's template or options)"
             ) from None
+        return self._simplify(arch) if self._simplify is not None else arch
 
     def _resolve(self, node: Any, values: dict[str, Any]) -> Any:
         """The template `node` with each placeholder replaced by its choice's value under `values` (OMIT: inactive)."""
