@@ -23,6 +23,16 @@ hidden layer. Why `scale`: the embeddings start at std 0.05 (model/build.py),
 so a product starts near 0.0025, and Adam moves w_h by about lr per step
 whatever its input's size: unscaled, the wide term needs hundreds of steps to
 matter and an 8-epoch training ends before it has learnt the interaction.
+Why `pair_l1`: of the P pairs usually few drive a task, and the scaled wide term
+learns the others' noise as fast as the signal (structure preset, MMoE + the tower:
+task_0, which no pair drives, lost 0.007 AUC to it). A group lasso with one group per
+(pair, head), pair_l1 * sum ||scale * w_{pair, head}||_2 added to the training loss,
+takes the unused groups back to zero (Yuan & Lin 2006; as in sparse-interaction
+models such as AutoFIS, Liu et al. 2020): there, seeds 0-2, test mean AUC
+0.8683 ± 0.0024 -> 0.8727 ± 0.0024, and on seed 0 as good as keeping only the
+true pair by hand (0.8744 vs 0.8743); 3e-4 was chosen on that preset (1e-4 too
+weak, >= 1e-3 kills the true pair too). Its gradient is zero at w = 0, so the
+term still starts as mlp_tower.
 """
 
 from __future__ import annotations
@@ -56,6 +66,11 @@ def pair_products(fields: torch.Tensor) -> torch.Tensor:
     num_fields = fields.shape[1]
     i, j = torch.triu_indices(num_fields, num_fields, offset=1, device=fields.device)
     return (fields[:, i] * fields[:, j]).flatten(1)
+
+
+def group_norms(weights: torch.Tensor, field_dim: int) -> torch.Tensor:
+    """[P * E, heads] wide weights -> [P, heads]: the L2 norm of each (pair, head) block (gradient 0 at 0, not NaN)."""
+    return weights.view(-1, field_dim, weights.shape[1]).pow(2).sum(1).add(1e-12).sqrt()
 
 
 class StackedProduct(nn.Module):
@@ -131,6 +146,12 @@ class ProductTowerParams(MLPTowerParams):
         description="multiplier of the wide term: it sets how fast the term learns under Adam (module docstring); "
         "1 = the plain wide term",
     )
+    pair_l1: float = Field(
+        default=3e-4,
+        ge=0,
+        description="group-lasso weight, one group per (pair, head) of the scaled wide term, added to the training "
+        "loss: the pairs a head does not need go back to zero instead of fitting noise (module docstring); 0 = off",
+    )
 
 
 class ProductTower(MLPTower):
@@ -146,10 +167,13 @@ class ProductTower(MLPTower):
             raise ValueError("product_tower needs at least 2 fields (the input has fewer)")
         heads = dims.num_tasks * (dims.num_domains if dims.per_domain else 1)
         self.wide = nn.Parameter(torch.zeros(pairs * dims.field_dim, heads))
-        self.scale = params.scale
+        self.scale, self.pair_l1, self.field_dim = params.scale, params.pair_l1, dims.field_dim
 
     def forward(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
-        wide = pair_products(ctx.fields) @ (self.wide * self.scale)  # [B, heads]: every head's term, one GEMM
+        weights = self.wide * self.scale
+        if self.pair_l1 > 0 and self.training:
+            ctx.aux.add_loss("product_tower.pair_l1", self.pair_l1 * group_norms(weights, self.field_dim).sum())
+        wide = pair_products(ctx.fields) @ weights  # [B, heads]: every head's term, one GEMM
         if self.per_domain:  # each row keeps its own domain's T heads
             wide = wide.view(wide.shape[0], self.num_domains, self.num_tasks)[
                 torch.arange(wide.shape[0], device=wide.device), ctx.domain

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdmt_nas.builtin.basic import MLPTower, MLPTowerParams
-from mdmt_nas.builtin.interactions import ProductTower, ProductTowerParams, pair_products
+from mdmt_nas.builtin.interactions import ProductTower, ProductTowerParams, group_norms, pair_products
 from mdmt_nas.components import Context, Dims
 from mdmt_nas.testing import contract_test
 
@@ -107,3 +107,72 @@ def test_the_scale_lets_the_wide_term_learn_at_the_models_embedding_size():
     scaled = fit(ProductTower(ProductTowerParams(hidden=[8]), dims))
     unscaled = fit(ProductTower(ProductTowerParams(hidden=[8], scale=1.0), dims))
     assert scaled < unscaled - 0.05, (scaled, unscaled)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    tasks=st.integers(1, 3),
+    domains=st.integers(1, 3),
+    per_domain=st.booleans(),
+    fields=st.integers(2, 5),
+    dim=st.integers(1, 4),
+    scale=st.sampled_from([1.0, 16.0]),
+    pair_l1=st.sampled_from([0.0, 1e-3, 0.5]),
+    seed=st.integers(0, 100),
+)
+def test_pair_l1_adds_the_group_lasso_of_the_scaled_wide_weights_in_training_only(
+    tasks, domains, per_domain, fields, dim, scale, pair_l1, seed
+):
+    torch.manual_seed(seed)
+    dims = Dims(in_dim=3, num_fields=fields, field_dim=dim, num_domains=domains, num_tasks=tasks, per_domain=per_domain)
+    tower = ProductTower(ProductTowerParams(hidden=[], scale=scale, pair_l1=pair_l1), dims)
+    with torch.no_grad():
+        tower.wide.normal_()
+    h, f = torch.randn(4, tasks, 3), torch.randn(4, fields, dim)
+    ctx = _ctx(f, torch.randint(0, domains, (4,)), domains, tasks)
+    logit = tower(h, ctx)
+    expected = sum(  # by hand: one group per (pair, head), the pair's E weights of that head
+        float(torch.linalg.vector_norm(scale * tower.wide[p * dim : (p + 1) * dim, head].detach()))
+        for p in range(fields * (fields - 1) // 2)
+        for head in range(tower.wide.shape[1])
+    )
+    got = ctx.aux.total_loss()
+    if pair_l1 == 0:
+        assert got is None
+    else:
+        assert got.item() == pytest.approx(pair_l1 * expected, rel=1e-4, abs=1e-6)
+    tower.eval()
+    eval_ctx = _ctx(f, ctx.domain, domains, tasks)
+    assert torch.allclose(tower(h, eval_ctx), logit, atol=1e-5)  # the penalty never changes the logit
+    assert eval_ctx.aux.total_loss() is None  # and is not added outside training
+
+
+def test_pair_l1_takes_the_pairs_a_head_does_not_need_back_towards_zero():
+    """Two heads, a label driven by <v_0, v_2> for head 0 and by nothing for head 1: with the group lasso the
+    wide weight mass outside (pair (0, 2), head 0) is a small share of it; without, the noise keeps far more."""
+    torch.manual_seed(0)
+    rows, F_, E = 4096, 4, 6
+    f = torch.randn(rows, F_, E)
+    y0 = torch.rand(rows) < torch.sigmoid(2.0 * (f[:, 0] * f[:, 2]).sum(1))
+    y = torch.stack([y0, torch.rand(rows) < 0.3], 1).float()
+    h = torch.randn(rows, 2, 8)
+    dims = Dims(in_dim=8, num_fields=F_, field_dim=E, num_domains=1, num_tasks=2)
+    true_pair = 1  # (0, 2) in row-major pair order
+
+    def noise_share(pair_l1: float) -> float:
+        torch.manual_seed(1)
+        tower = ProductTower(ProductTowerParams(hidden=[8], scale=1.0, pair_l1=pair_l1), dims)
+        opt = torch.optim.Adam(tower.parameters(), lr=3e-2)
+        for _ in range(300):
+            ctx = _ctx(f, torch.zeros(rows, dtype=torch.long), 1, 2)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(tower(h, ctx), y)
+            if ctx.aux.total_loss() is not None:
+                loss = loss + ctx.aux.total_loss()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        norms = group_norms(tower.wide.detach(), E)  # [P, heads]
+        return float((norms.sum() - norms[true_pair, 0]) / norms[true_pair, 0])
+
+    off, on = noise_share(0.0), noise_share(1e-2)
+    assert on < 0.5 * off, (on, off)
